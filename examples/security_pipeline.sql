@@ -1,0 +1,37 @@
+-- A security pipeline on the built-in generator: login failures per user, threat by region,
+-- and per-user activity. Run it with `weir demo` or `weir --pipeline examples/security_pipeline.sql`.
+
+CREATE SOURCE IF NOT EXISTS auth_events (
+    event_id TEXT, user_name TEXT, ts TIMESTAMP, type TEXT,
+    source_ip TEXT, geo TEXT, threat_score DOUBLE,
+    WATERMARK FOR ts AS ts - INTERVAL '5 seconds'
+) WITH (connector = 'generator', kind = 'security_events', rate = '100', seed = '7', format = 'json');
+
+-- Tumbling window: who is failing to log in, from how many addresses.
+CREATE MATERIALIZED VIEW IF NOT EXISTS failed_logins_1m AS
+SELECT window_start, window_end, user_name,
+       count(*) AS failures,
+       approx_distinct(source_ip) AS ips,
+       max(threat_score) AS worst_threat
+FROM TUMBLE(auth_events, ts, INTERVAL '1 minute')
+WHERE type = 'LOGIN_FAILED'
+GROUP BY window_start, window_end, user_name;
+
+-- Hopping window: threat level per region over the last five minutes, every minute.
+CREATE MATERIALIZED VIEW IF NOT EXISTS threat_by_geo_5m AS
+SELECT window_start, window_end, geo,
+       count(*) AS events,
+       avg(threat_score) AS avg_threat,
+       stddev(threat_score) AS stddev_threat
+FROM HOP(auth_events, ts, INTERVAL '1 minute', INTERVAL '5 minutes')
+GROUP BY window_start, window_end, geo;
+
+-- No window: kept current for every user.
+CREATE MATERIALIZED VIEW IF NOT EXISTS user_activity AS
+SELECT user_name,
+       count(*) AS events,
+       count(DISTINCT geo) AS countries,
+       max(threat_score) AS max_threat,
+       ip_subnet(min(source_ip), 16) AS home_network
+FROM auth_events
+GROUP BY user_name;

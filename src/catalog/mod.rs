@@ -1,0 +1,26 @@
+//! Catalog: the definitions of sources and views, persisted, and the tables queries see.
+//!
+//! `definitions` holds what `CREATE SOURCE` / `CREATE MATERIALIZED VIEW` declared and stores
+//! their SQL so a restart re-creates them; `status` is the live board the pipelines update;
+//! `tables` exposes views and the `weir_catalog` system tables to DataFusion.
+
+mod definitions;
+mod status;
+mod tables;
+
+pub use definitions::{CatalogEntry, EntryKind, SourceDef, ViewDef};
+pub use status::{SourceStatus, StatusBoard, ViewStatus};
+pub use tables::{register_system_tables, ViewTable, SYSTEM_SCHEMA};
+
+/// Errors of the catalog layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{kind} \"{name}\" already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("{kind} \"{name}\" does not exist")]
+    NotFound { kind: &'static str, name: String },
+    #[error("cannot drop source \"{source_name}\" because materialized views use it: {views}; drop them first")]
+    InUse { source_name: String, views: String },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}

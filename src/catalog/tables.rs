@@ -1,0 +1,272 @@
+//! What queries see: each view as a table over its stored rows, and the `weir_catalog` system tables.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+use super::StatusBoard;
+use crate::decode::DeadLetter;
+use crate::operator::LateRow;
+use crate::state::{batch_from_ipc, window_key_prefix, Store, Table};
+
+/// The schema holding the system tables.
+pub const SYSTEM_SCHEMA: &str = "weir_catalog";
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+async fn scan_batches(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    MemTable::try_new(schema, vec![batches])?.scan(state, projection, filters, limit).await
+}
+
+/// A materialized view as a table: the rows stored for its windows, read at one snapshot.
+#[derive(Debug)]
+pub struct ViewTable {
+    name: String,
+    schema: SchemaRef,
+    store: Arc<Store>,
+}
+
+impl ViewTable {
+    pub fn new(name: String, schema: SchemaRef, store: Arc<Store>) -> Self {
+        Self { name, schema, store }
+    }
+
+    /// Every stored row batch of the view, in window order.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let read = self.store.read_view();
+        let entries = read.scan_prefix(Table::ViewRows, &window_key_prefix(&self.name)).map_err(external)?;
+        entries
+            .into_iter()
+            .map(|(_, value)| {
+                let batch = batch_from_ipc(&value)?;
+                Ok(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?)
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        scan_batches(self.schema.clone(), self.batches()?, state, projection, filters, limit).await
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SystemKind {
+    Sources,
+    Views,
+    DeadLetters,
+    LateRows,
+}
+
+/// A `weir_catalog` table, computed when it is scanned.
+#[derive(Debug)]
+struct SystemTable {
+    kind: SystemKind,
+    schema: SchemaRef,
+    board: Arc<StatusBoard>,
+    store: Arc<Store>,
+}
+
+fn ts_field(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, None), true)
+}
+
+fn text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn int(name: &str) -> Field {
+    Field::new(name, DataType::Int64, true)
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(values.collect::<TimestampMillisecondArray>())
+}
+
+fn ints(values: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(values.map(|v| v as i64).collect::<Int64Array>())
+}
+
+/// Watermarks before any event, and +infinity after the end, are shown as NULL.
+fn shown(watermark: Option<i64>) -> Option<i64> {
+    watermark.filter(|w| *w != i64::MIN && *w != i64::MAX)
+}
+
+impl SystemKind {
+    fn schema(self) -> SchemaRef {
+        Arc::new(Schema::new(match self {
+            SystemKind::Sources => vec![
+                text("name"),
+                text("connector"),
+                text("status"),
+                int("events"),
+                int("bad_records"),
+                ts_field("watermark"),
+                text("error"),
+            ],
+            SystemKind::Views => vec![
+                text("name"),
+                text("source"),
+                text("status"),
+                ts_field("watermark"),
+                int("rows"),
+                int("late_rows"),
+                int("open_windows"),
+                text("error"),
+            ],
+            SystemKind::DeadLetters => vec![text("source"), text("position"), text("raw"), text("error")],
+            SystemKind::LateRows => vec![text("view"), ts_field("event_time"), ts_field("watermark"), text("raw")],
+        }))
+    }
+
+    fn table_name(self) -> &'static str {
+        match self {
+            SystemKind::Sources => "sources",
+            SystemKind::Views => "views",
+            SystemKind::DeadLetters => "dead_letters",
+            SystemKind::LateRows => "late_rows",
+        }
+    }
+}
+
+/// Splits a stored key `name \0 seq` into the name.
+fn owner_of(key: &[u8]) -> String {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end]).into_owned()
+}
+
+impl SystemTable {
+    fn batch(&self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = match self.kind {
+            SystemKind::Sources => {
+                let s = self.board.sources.read();
+                vec![
+                    strings(s.keys().map(|k| Some(k.as_str()))),
+                    strings(s.values().map(|v| Some(v.connector.as_str()))),
+                    strings(s.values().map(|v| Some(v.status.as_str()))),
+                    ints(s.values().map(|v| v.events)),
+                    ints(s.values().map(|v| v.bad_records)),
+                    times(s.values().map(|v| shown(v.watermark))),
+                    strings(s.values().map(|v| v.error.as_deref())),
+                ]
+            }
+            SystemKind::Views => {
+                let s = self.board.views.read();
+                vec![
+                    strings(s.keys().map(|k| Some(k.as_str()))),
+                    strings(s.values().map(|v| Some(v.source.as_str()))),
+                    strings(s.values().map(|v| Some(v.status.as_str()))),
+                    times(s.values().map(|v| shown(v.watermark))),
+                    ints(s.values().map(|v| v.rows)),
+                    ints(s.values().map(|v| v.late_rows)),
+                    ints(s.values().map(|v| v.open_windows)),
+                    strings(s.values().map(|v| v.error.as_deref())),
+                ]
+            }
+            SystemKind::DeadLetters => {
+                let entries = self.store.scan_prefix(Table::DeadLetters, b"").map_err(external)?;
+                let mut owners = Vec::with_capacity(entries.len());
+                let mut letters = Vec::with_capacity(entries.len());
+                for (key, value) in &entries {
+                    owners.push(owner_of(key));
+                    letters.push(serde_json::from_slice::<DeadLetter>(value).map_err(external)?);
+                }
+                vec![
+                    strings(owners.iter().map(|o| Some(o.as_str()))),
+                    strings(letters.iter().map(|l| Some(l.position.as_str()))),
+                    strings(letters.iter().map(|l| Some(l.raw.as_str()))),
+                    strings(letters.iter().map(|l| Some(l.error.as_str()))),
+                ]
+            }
+            SystemKind::LateRows => {
+                let entries = self.store.scan_prefix(Table::LateRows, b"").map_err(external)?;
+                let mut owners = Vec::with_capacity(entries.len());
+                let mut rows = Vec::with_capacity(entries.len());
+                for (key, value) in &entries {
+                    owners.push(owner_of(key));
+                    rows.push(serde_json::from_slice::<LateRow>(value).map_err(external)?);
+                }
+                vec![
+                    strings(owners.iter().map(|o| Some(o.as_str()))),
+                    times(rows.iter().map(|r| Some(r.event_time))),
+                    times(rows.iter().map(|r| shown(Some(r.watermark)))),
+                    strings(rows.iter().map(|r| Some(r.raw.as_str()))),
+                ]
+            }
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        scan_batches(self.schema.clone(), vec![self.batch()?], state, projection, filters, limit).await
+    }
+}
+
+/// Creates schema `weir_catalog` with its tables in `ctx`'s default catalog.
+pub fn register_system_tables(ctx: &SessionContext, board: Arc<StatusBoard>, store: Arc<Store>) -> Result<()> {
+    let catalog_name = ctx.state().config().options().catalog.default_catalog.clone();
+    let catalog = ctx
+        .catalog(&catalog_name)
+        .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
+    catalog.register_schema(SYSTEM_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
+    for kind in [SystemKind::Sources, SystemKind::Views, SystemKind::DeadLetters, SystemKind::LateRows] {
+        let table = SystemTable { kind, schema: kind.schema(), board: board.clone(), store: store.clone() };
+        ctx.register_table(format!("{SYSTEM_SCHEMA}.{}", kind.table_name()), Arc::new(table))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Configuration: command-line flags over `WEIR_*` environment variables over a TOML file
+//! over defaults, resolved once into a typed [`ServerConfig`] that is passed explicitly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Weir: streaming SQL over sources, materialized into RocksDB, served over the Postgres wire.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a generator-fed security pipeline (examples/security_pipeline.sql) and print how to connect.
+    Demo(DemoArgs),
+    /// Measure streaming throughput against DataFusion batch on generated Nexmark bids.
+    Bench(BenchArgs),
+}
+
+/// Server settings; each can also come from a `WEIR_*` variable or the `--config` TOML file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerArgs {
+    /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms.
+    #[arg(long, env = "WEIR_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Postgres wire address [default: 127.0.0.1:6875].
+    #[arg(long, env = "WEIR_PG_ADDR")]
+    pub pg_addr: Option<SocketAddr>,
+    /// HTTP address for /health and /metrics [default: 127.0.0.1:6876].
+    #[arg(long, env = "WEIR_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Directory for RocksDB state [default: ./weir-data].
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// SQL script run at start (re-running it on restart is harmless).
+    #[arg(long, env = "WEIR_PIPELINE")]
+    pub pipeline: Option<PathBuf>,
+    /// Epoch length in milliseconds: how often view rows, state and positions are committed [default: 500].
+    #[arg(long, env = "WEIR_EPOCH_MS")]
+    pub epoch_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Query to run: tumble, hop, groupby or all.
+    #[arg(long, default_value = "all")]
+    pub query: String,
+    /// Number of generated bids.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Print one JSON object per query instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Resolved server settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub pg_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub pipeline: Option<PathBuf>,
+    pub epoch: Duration,
+}
+
+/// Errors of configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("bad config file {path}: {error}")]
+    Parse { path: PathBuf, error: String },
+}
+
+fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), error: e.to_string() })
+}
+
+impl ServerArgs {
+    /// Flags and environment (already merged by clap) over the config file over defaults.
+    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => ServerArgs::default(),
+        };
+        Ok(ServerConfig {
+            pg_addr: self.pg_addr.or(file.pg_addr).unwrap_or_else(|| "127.0.0.1:6875".parse().unwrap()),
+            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:6876".parse().unwrap()),
+            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
+            pipeline: self.pipeline.clone().or(file.pipeline),
+            epoch: Duration::from_millis(self.epoch_ms.or(file.epoch_ms).unwrap_or(500).max(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "pg_addr = \"127.0.0.1:7000\"\nepoch_ms = 50\ndata_dir = \"/tmp/x\"\n").unwrap();
+        let args = ServerArgs { config: Some(path.clone()), epoch_ms: Some(20), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.pg_addr.port(), 7000);
+        assert_eq!(c.http_addr.port(), 6876);
+        assert_eq!(c.epoch, Duration::from_millis(20));
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::write(&path, "unknown = 1\n").unwrap();
+        assert!(args.resolve().is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! The DataFusion session that client queries run in.
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+
+use crate::catalog::{register_system_tables, StatusBoard};
+use crate::state::Store;
+
+/// A context with Weir's functions, pg_catalog, information_schema and the system tables.
+pub fn new_session_context(board: Arc<StatusBoard>, store: Arc<Store>) -> Result<SessionContext, DataFusionError> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    weir_udfs::register(&ctx);
+    setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    register_system_tables(&ctx, board, store)?;
+    Ok(ctx)
+}
+
+/// A bare context with Weir's functions, for planning views.
+pub fn planning_context() -> SessionContext {
+    let ctx = SessionContext::new();
+    weir_udfs::register(&ctx);
+    ctx
+}

@@ -1,0 +1,176 @@
+//! One window's groups: group keys interned by DataFusion's `GroupValues`, aggregates kept by
+//! `GroupsAccumulator`s, updated a whole batch at a time.
+//!
+//! State is snapshotted as one Arrow batch — group key columns, then every accumulator's state
+//! columns — which is what goes to disk and what a restart merges back.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use crate::plan::AggregatePlan;
+
+/// The group keys of a window: interned keys, or the single group of a global aggregate.
+enum Keys {
+    Grouped(Box<dyn GroupValues>),
+    Global,
+}
+
+/// The groups and accumulators of one window (or of a whole non-windowed view).
+pub struct GroupState {
+    keys: Keys,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    indices: Vec<usize>,
+}
+
+fn new_accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if aggregate.groups_accumulator_supported() {
+        aggregate.create_groups_accumulator()
+    } else {
+        let aggregate = Arc::clone(aggregate);
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || aggregate.create_accumulator())))
+    }
+}
+
+fn evaluate_to_array(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+impl GroupState {
+    pub fn new(plan: &AggregatePlan) -> Result<Self> {
+        let keys = if plan.group_exprs.is_empty() {
+            Keys::Global
+        } else {
+            Keys::Grouped(new_group_values(plan.group_schema.clone(), &GroupOrdering::None)?)
+        };
+        let accumulators = plan.aggregates.iter().map(new_accumulator).collect::<Result<_>>()?;
+        let mut state = Self { keys, accumulators, indices: Vec::new() };
+        if matches!(state.keys, Keys::Global) {
+            // A global aggregate has its one group before any row arrives (count = 0, ...).
+            let empty = RecordBatch::new_empty(plan.input_schema.clone());
+            state.update_with(plan, &empty, true)?;
+        }
+        Ok(state)
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        match &self.keys {
+            Keys::Grouped(g) => g.len(),
+            Keys::Global => 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Folds `batch` (the rows after the view's per-batch steps) into the groups.
+    pub fn update(&mut self, plan: &AggregatePlan, batch: &RecordBatch) -> Result<()> {
+        self.update_with(plan, batch, false)
+    }
+
+    fn update_with(&mut self, plan: &AggregatePlan, batch: &RecordBatch, allow_empty: bool) -> Result<()> {
+        let rows = batch.num_rows();
+        if rows == 0 && !allow_empty {
+            return Ok(());
+        }
+        match &mut self.keys {
+            Keys::Grouped(groups) => {
+                let cols = plan.group_exprs.iter().map(|e| evaluate_to_array(e, batch)).collect::<Result<Vec<_>>>()?;
+                groups.intern(&cols, &mut self.indices)?;
+            }
+            Keys::Global => {
+                self.indices.clear();
+                self.indices.resize(rows, 0);
+            }
+        }
+        let total = self.len();
+        for (i, aggregate) in plan.aggregates.iter().enumerate() {
+            let args = aggregate.expressions().iter().map(|e| evaluate_to_array(e, batch)).collect::<Result<Vec<_>>>()?;
+            let filter = match &plan.filters[i] {
+                Some(f) => Some(evaluate_to_array(f, batch)?),
+                None => None,
+            };
+            let filter = filter.as_ref().and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
+            self.accumulators[i].update_batch(&args, &self.indices, filter, total)?;
+        }
+        Ok(())
+    }
+
+    /// Drains the state into one batch: group key columns, then each accumulator's state.
+    pub fn take_snapshot(&mut self) -> Result<RecordBatch> {
+        let n = self.len();
+        let mut cols: Vec<ArrayRef> = match &mut self.keys {
+            Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
+            Keys::Global => Vec::new(),
+        };
+        let n_keys = cols.len();
+        for acc in &mut self.accumulators {
+            cols.extend(acc.state(EmitTo::All)?);
+        }
+        let fields: Vec<Field> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let name = if i < n_keys { format!("k{i}") } else { format!("s{i}") };
+                Field::new(name, c.data_type().clone(), true)
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), cols, &options)?)
+    }
+
+    /// Rebuilds a state from a snapshot made by [`GroupState::take_snapshot`].
+    pub fn from_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<Self> {
+        let mut state = Self::new(plan)?;
+        let n = snapshot.num_rows();
+        let n_keys = plan.group_exprs.len();
+        match &mut state.keys {
+            Keys::Grouped(groups) => {
+                groups.intern(&snapshot.columns()[..n_keys], &mut state.indices)?;
+                if groups.len() != n {
+                    return Err(DataFusionError::Internal("snapshot holds duplicate group keys".into()));
+                }
+            }
+            Keys::Global => {
+                if n != 1 {
+                    return Err(DataFusionError::Internal("a global aggregate snapshot must have one row".into()));
+                }
+                state.indices = vec![0];
+            }
+        }
+        let mut col = n_keys;
+        for (i, aggregate) in plan.aggregates.iter().enumerate() {
+            let width = aggregate.state_fields()?.len();
+            let values = snapshot.columns().get(col..col + width).ok_or_else(|| {
+                DataFusionError::Internal("snapshot has fewer state columns than the view's aggregates".into())
+            })?;
+            state.accumulators[i].merge_batch(values, &state.indices, None, n)?;
+            col += width;
+        }
+        Ok(state)
+    }
+
+    /// Consumes the state into the aggregate's output: group columns, then aggregate values.
+    pub fn evaluate(mut self, plan: &AggregatePlan) -> Result<RecordBatch> {
+        let n = self.len();
+        let mut cols: Vec<ArrayRef> = match &mut self.keys {
+            Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
+            Keys::Global => Vec::new(),
+        };
+        for acc in &mut self.accumulators {
+            cols.push(acc.evaluate(EmitTo::All)?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(plan.output_schema.clone(), cols, &options)?)
+    }
+}

@@ -1,0 +1,164 @@
+//! Session handlers: route each statement to the engine or to DataFusion.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::PgWireBackendMessage;
+use tokio::net::TcpListener;
+
+use super::errors::{engine_error_info, refine};
+use super::extended::WeirParser;
+use super::split::split_statements;
+use crate::engine::{Engine, Origin, Outcome};
+use crate::plan::parse_statement;
+
+/// Startup without authentication (loopback only, for now).
+pub struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+/// Maps every error to its SQLSTATE before it is sent.
+pub struct SqlStateErrors;
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        refine(error);
+        tracing::debug!(%error, "statement failed");
+    }
+}
+
+/// Simple-protocol statements: Weir DDL to the engine, the rest to DataFusion.
+pub struct WeirQueries {
+    pub(super) engine: Arc<Engine>,
+    pub(super) df: Arc<DfSessionService>,
+    pub(super) parser: Arc<WeirParser>,
+}
+
+/// The handlers of every connection.
+pub struct WeirHandlers {
+    queries: Arc<WeirQueries>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl WeirHandlers {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let df = Arc::new(DfSessionService::new(engine.context()));
+        let parser = Arc::new(WeirParser { inner: ExtendedQueryHandler::query_parser(df.as_ref()) });
+        let connections = Arc::new(ConnectionManager::new());
+        Self {
+            queries: Arc::new(WeirQueries { engine, df, parser }),
+            startup: Arc::new(Startup { connections: connections.clone() }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for WeirHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+fn error_response(info: ErrorInfo) -> Response {
+    Response::Error(Box::new(info))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for WeirQueries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let mut responses = Vec::new();
+        let statements = split_statements(query);
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        for sql in statements {
+            let result = match parse_statement(sql) {
+                Ok(Some(stmt)) => match self.engine.execute(stmt, sql, Origin::Client).await {
+                    Ok(Outcome::Done(tag)) => Ok(vec![Response::Execution(Tag::new(tag))]),
+                    Ok(Outcome::Skipped(tag, notice)) => {
+                        let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
+                        client.send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
+                        Ok(vec![Response::Execution(Tag::new(tag))])
+                    }
+                    Ok(Outcome::Query(q)) => self.df.do_query(client, &q).await,
+                    Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
+                },
+                Ok(None) => self.df.do_query(client, sql).await,
+                Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e.into())))),
+            };
+            match result {
+                Ok(mut r) => responses.append(&mut r),
+                Err(mut e) => {
+                    // Postgres stops a multi-statement query at its first error.
+                    refine(&mut e);
+                    responses.push(error_response(ErrorInfo::from(e)));
+                    break;
+                }
+            }
+        }
+        self.engine.metrics().query_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(responses)
+    }
+}
+
+/// Accepts Postgres connections on `listener` forever.
+pub async fn serve_pg(listener: TcpListener, handlers: Arc<WeirHandlers>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let handlers = handlers.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+}

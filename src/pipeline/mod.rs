@@ -1,0 +1,27 @@
+//! Pipelines: one per source, moving records from the reader through the decoder into every
+//! view of the source, and committing epochs.
+//!
+//! Two threads per source keep both cores busy: the reader thread reads and decodes; the
+//! operator thread folds batches into the views and, once per epoch, writes every view's
+//! changes, the positions that produced them, dead letters and late rows in one atomic
+//! write. A view set change (a view created or dropped) stops the pipeline after a commit and
+//! starts a new one; each view resumes from its own stored position, so a new view replays the
+//! source from the start while the others skip what they already hold.
+
+mod progress;
+mod reader;
+mod runner;
+
+pub use progress::SourceProgress;
+pub use runner::{Runner, RunnerConfig};
+
+/// Errors of the pipeline layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}

@@ -1,0 +1,273 @@
+//! The operator thread and the runner that owns both threads of a source's pipeline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, TimestampMillisecondArray};
+use datafusion::arrow::compute::max;
+
+use super::reader::{run_reader, Message};
+use super::{PipelineError, SourceProgress};
+use crate::catalog::{SourceDef, StatusBoard, ViewDef};
+use crate::decode::{DeadLetter, JsonDecoder};
+use crate::metrics::Metrics;
+use crate::operator::ViewOperator;
+use crate::source::{open_reader, Position};
+use crate::state::{window_key_prefix, Store, Table, WriteSet};
+
+/// Settings of every pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerConfig {
+    /// How often an epoch is committed while data flows.
+    pub epoch: Duration,
+}
+
+/// A running pipeline; stopping it commits what it holds.
+pub struct Runner {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Shared services of the operator thread.
+struct Context {
+    source: Arc<SourceDef>,
+    store: Arc<Store>,
+    board: Arc<StatusBoard>,
+    metrics: Arc<Metrics>,
+    config: RunnerConfig,
+}
+
+/// The operator thread's state.
+struct Operators {
+    ctx: Context,
+    views: Vec<ViewOperator>,
+    progress: SourceProgress,
+    dead: Vec<DeadLetter>,
+    /// Counters already published to Prometheus: (late rows, rows written) per view.
+    published: Vec<(u64, u64)>,
+}
+
+impl Runner {
+    /// Loads the views' state and starts reading at the earliest position any of them needs.
+    pub fn start(
+        source: Arc<SourceDef>,
+        views: Vec<Arc<ViewDef>>,
+        store: Arc<Store>,
+        board: Arc<StatusBoard>,
+        metrics: Arc<Metrics>,
+        config: RunnerConfig,
+    ) -> Result<Self, PipelineError> {
+        let mut ops = Vec::with_capacity(views.len());
+        for view in &views {
+            ops.push(ViewOperator::load(&view.name, view.plan.clone(), &store)?);
+        }
+        let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                crate::state::StateError::Corrupt { table: "progress", reason: e.to_string() }
+            })?,
+            None => SourceProgress::default(),
+        };
+        let from = ops.iter().filter(|o| !o.progress().finished && !o.is_failed()).map(|o| o.position()).min();
+        let published = ops.iter().map(|o| (o.progress().late_rows, o.progress().rows_written)).collect();
+        let ctx = Context { source: source.clone(), store, board, metrics, config };
+        let mut operators = Operators { ctx, views: ops, progress, dead: Vec::new(), published };
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(from) = from else {
+            operators.publish(if operators.views.iter().all(|v| v.progress().finished) { "finished" } else { "failed" }, None);
+            return Ok(Self { stop, threads: Vec::new() });
+        };
+        let reader = open_reader(&source.spec, source.schema.clone(), from)?;
+        let decoder = JsonDecoder::new(source.schema.clone(), source.watermark_column());
+        operators.publish("running", None);
+        let (tx, rx) = sync_channel(4);
+        let reader_stop = stop.clone();
+        let name = source.name.clone();
+        let reader_thread = std::thread::Builder::new()
+            .name(format!("read-{name}"))
+            .spawn(move || run_reader(reader, decoder, tx, reader_stop))
+            .expect("spawn reader thread");
+        let op_stop = stop.clone();
+        let operator_thread = std::thread::Builder::new()
+            .name(format!("views-{name}"))
+            .spawn(move || operators.run(rx, op_stop))
+            .expect("spawn operator thread");
+        Ok(Self { stop, threads: vec![reader_thread, operator_thread] })
+    }
+
+    /// Stops both threads after a final commit.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Operators {
+    fn run(mut self, rx: Receiver<Message>, stop: Arc<AtomicBool>) {
+        let mut last_commit = Instant::now();
+        let mut dirty = false;
+        let tick = self.ctx.config.epoch.min(Duration::from_millis(100));
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                self.commit_or_fail(dirty, "running");
+                return;
+            }
+            match rx.recv_timeout(tick) {
+                Ok(Message::Data { batch, file, row_ends, dead, end }) => {
+                    self.process(&batch, file, &row_ends, dead, end);
+                    dirty = true;
+                }
+                Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Message::End) => {
+                    for view in &mut self.views {
+                        if let Err(e) = view.finish() {
+                            view.fail(e.to_string());
+                        }
+                    }
+                    self.commit_or_fail(true, "finished");
+                    return;
+                }
+                Ok(Message::Failed(error)) => {
+                    tracing::error!(source = %self.ctx.source.name, %error, "source failed");
+                    if self.commit(true).is_ok() {
+                        self.publish("failed", Some(error));
+                    }
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit_or_fail(dirty, "running");
+                    return;
+                }
+            }
+            if dirty && last_commit.elapsed() >= self.ctx.config.epoch {
+                if !self.commit_or_fail(true, "running") {
+                    return;
+                }
+                dirty = false;
+                last_commit = Instant::now();
+            }
+        }
+    }
+
+    fn process(&mut self, batch: &datafusion::arrow::record_batch::RecordBatch, file: u32, row_ends: &[u64], dead: Vec<DeadLetter>, end: Position) {
+        let high = self.progress.high;
+        let first_new = row_ends.partition_point(|e| Position { file, offset: *e } <= high);
+        self.progress.events += (row_ends.len() - first_new) as u64;
+        if let Some(col) = self.ctx.source.watermark_column() {
+            let new_rows = batch.slice(first_new, batch.num_rows() - first_new);
+            if let Some(m) = new_rows.column(col).as_any().downcast_ref::<TimestampMillisecondArray>().and_then(max) {
+                self.progress.max_event_time = Some(self.progress.max_event_time.map_or(m, |x| x.max(m)));
+            }
+        }
+        for letter in dead {
+            if (Position { file, offset: letter.end }) > high {
+                self.dead.push(letter);
+            }
+        }
+        self.progress.high = high.max(end);
+        for view in &mut self.views {
+            if let Err(e) = view.apply(batch, file, row_ends, end) {
+                tracing::error!(view = %view.name, error = %e, "view failed");
+                view.fail(e.to_string());
+            }
+        }
+    }
+
+    /// Commits; on a storage error marks the source failed. Returns whether it committed.
+    fn commit_or_fail(&mut self, dirty: bool, status: &str) -> bool {
+        if !dirty && status == "running" {
+            return true;
+        }
+        match self.commit(dirty) {
+            Ok(()) => {
+                self.publish(status, None);
+                true
+            }
+            Err(e) => {
+                tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
+                self.publish("failed", Some(format!("epoch commit failed: {e}")));
+                false
+            }
+        }
+    }
+
+    /// Writes one epoch: every view's changes, the source progress and dead letters, atomically.
+    fn commit(&mut self, dirty: bool) -> Result<(), PipelineError> {
+        if !dirty {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut ws = WriteSet::default();
+        for view in &mut self.views {
+            if let Err(e) = view.flush(&mut ws) {
+                view.fail(e.to_string());
+            }
+        }
+        let name = &self.ctx.source.name;
+        let first_seq = self.progress.bad_records;
+        for (i, letter) in self.dead.drain(..).enumerate() {
+            let mut key = window_key_prefix(name);
+            key.extend_from_slice(&(first_seq + i as u64).to_be_bytes());
+            ws.put(Table::DeadLetters, key, serde_json::to_vec(&letter).expect("dead letters serialize"));
+            self.progress.bad_records += 1;
+        }
+        ws.put(Table::Progress, SourceProgress::key(name), serde_json::to_vec(&self.progress).expect("progress serializes"));
+        self.ctx.store.write(ws)?;
+        self.ctx.metrics.epoch_commit_seconds.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Publishes statuses and counters after a commit.
+    fn publish(&mut self, status: &str, error: Option<String>) {
+        let source = &self.ctx.source;
+        let m = &self.ctx.metrics;
+        let delay = source.decl.watermark.as_ref().map(|w| w.delay_ms);
+        let watermark = self.progress.max_event_time.zip(delay).map(|(t, d)| t - d);
+        self.ctx.board.update_source(&source.name, |s| {
+            let events_delta = self.progress.events.saturating_sub(s.events);
+            let bad_delta = self.progress.bad_records.saturating_sub(s.bad_records);
+            m.source_events.with_label_values(&[&source.name]).inc_by(events_delta);
+            m.source_bad_records.with_label_values(&[&source.name]).inc_by(bad_delta);
+            s.connector = source.spec.connector().to_string();
+            s.status = status.to_string();
+            s.error = error.clone();
+            s.events = self.progress.events;
+            s.bad_records = self.progress.bad_records;
+            s.watermark = watermark;
+        });
+        if let Some(w) = watermark {
+            m.source_watermark.with_label_values(&[&source.name]).set(w);
+        }
+        for (view, published) in self.views.iter().zip(self.published.iter_mut()) {
+            let p = view.progress();
+            m.view_late_rows.with_label_values(&[&view.name]).inc_by(p.late_rows.saturating_sub(published.0));
+            m.view_rows_written.with_label_values(&[&view.name]).inc_by(p.rows_written.saturating_sub(published.1));
+            *published = (p.late_rows, p.rows_written);
+            let view_watermark = p.watermark.and_then(|w| w.max_event_time.map(|t| t - w.delay_ms));
+            if let Some(w) = view_watermark {
+                m.view_watermark.with_label_values(&[&view.name]).set(w);
+            }
+            self.ctx.board.update_view(&view.name, |s| {
+                s.source = source.name.clone();
+                s.status = if p.error.is_some() {
+                    "failed".into()
+                } else if p.finished {
+                    "finished".into()
+                } else if status == "failed" {
+                    "failed".into()
+                } else {
+                    "running".into()
+                };
+                s.error = p.error.clone().or_else(|| if status == "failed" { error.clone() } else { None });
+                s.watermark = view_watermark;
+                s.rows = p.rows;
+                s.late_rows = p.late_rows;
+                s.open_windows = view.open_windows() as u64;
+            });
+        }
+    }
+}

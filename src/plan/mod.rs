@@ -1,0 +1,37 @@
+//! Plan: Weir's SQL dialect on top of DataFusion's.
+//!
+//! `ddl` parses the statements DataFusion does not know (`CREATE SOURCE`, `WATERMARK FOR`,
+//! `DROP SOURCE`, `SHOW SOURCES`, ...). `view` turns a materialized view's SELECT into a
+//! [`ViewPlan`]: DataFusion plans and type-checks the query, and the plan is split at its
+//! aggregate into per-batch steps below it, incremental accumulators, and steps above it that
+//! run when a window's rows are emitted.
+
+mod ddl;
+mod interval;
+mod steps;
+mod view;
+
+pub use ddl::{parse_statement, ColumnDef, CreateSource, CreateView, WatermarkDef, WeirStatement};
+pub use steps::{nullable, run_steps, Step};
+pub use view::{plan_view, AggregatePlan, SourceSchema, ViewPlan, WindowSpec, WINDOW_END, WINDOW_START};
+
+/// Errors of the planning layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{kind} \"{name}\" does not exist")]
+    UnknownRelation { kind: &'static str, name: String },
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+impl From<datafusion::sql::sqlparser::parser::ParserError> for PlanError {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        PlanError::Syntax(e.to_string().trim_start_matches("sql parser error: ").to_string())
+    }
+}

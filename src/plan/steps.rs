@@ -1,0 +1,77 @@
+//! Stateless per-batch steps (filters and projections) compiled to DataFusion physical expressions.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{DFSchema, Result};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::execution::context::ExecutionProps;
+
+/// One stateless step of a view's plan.
+#[derive(Debug)]
+pub enum Step {
+    /// Keep the rows where the predicate is true.
+    Filter(Arc<dyn PhysicalExpr>),
+    /// Compute new columns.
+    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+}
+
+/// The same schema with every field nullable: stored and emitted rows may hold NULLs
+/// wherever an expression can produce them.
+pub fn nullable(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Arc::new(Schema::new(fields))
+}
+
+pub(super) fn compile(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    create_physical_expr(expr, input, &ExecutionProps::new())
+}
+
+impl Step {
+    pub(super) fn filter(predicate: &Expr, input: &DFSchema) -> Result<Self> {
+        Ok(Step::Filter(compile(predicate, input)?))
+    }
+
+    pub(super) fn project(exprs: &[Expr], input: &DFSchema, output: &DFSchema) -> Result<Self> {
+        let exprs = exprs.iter().map(|e| compile(e, input)).collect::<Result<Vec<_>>>()?;
+        Ok(Step::Project { exprs, schema: nullable(output.as_arrow()) })
+    }
+
+    /// Applies the step to one batch.
+    pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        match self {
+            Step::Filter(predicate) => {
+                let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| DataFusionError::Plan("a filter must be a boolean expression".into()))?;
+                if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
+                    return Ok(batch);
+                }
+                Ok(filter_record_batch(&batch, mask)?)
+            }
+            Step::Project { exprs, schema } => {
+                let cols = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                Ok(RecordBatch::try_new_with_options(schema.clone(), cols, &options)?)
+            }
+        }
+    }
+}
+
+/// Applies `steps` in order.
+pub fn run_steps(steps: &[Step], mut batch: RecordBatch) -> Result<RecordBatch> {
+    for step in steps {
+        batch = step.apply(batch)?;
+    }
+    Ok(batch)
+}

@@ -1,0 +1,314 @@
+//! Planning a materialized view: DataFusion plans the SELECT, Weir splits it at the aggregate.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, SetExpr, Statement, TableAlias, TableFactor,
+};
+
+use super::ddl::WatermarkDef;
+use super::interval::interval_ms;
+use super::steps::{compile, nullable, Step};
+use super::PlanError;
+
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+/// The name the windowed input is planned under.
+const WINDOW_INPUT: &str = "__weir_window_input";
+
+/// What the planner needs to know of a source.
+#[derive(Debug, Clone)]
+pub struct SourceSchema {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub watermark: Option<WatermarkDef>,
+}
+
+/// An event-time window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    Tumble { size_ms: i64 },
+    Hop { slide_ms: i64, size_ms: i64 },
+}
+
+impl WindowSpec {
+    pub fn size_ms(&self) -> i64 {
+        match self {
+            WindowSpec::Tumble { size_ms } | WindowSpec::Hop { size_ms, .. } => *size_ms,
+        }
+    }
+
+    pub fn slide_ms(&self) -> i64 {
+        match self {
+            WindowSpec::Tumble { size_ms } => *size_ms,
+            WindowSpec::Hop { slide_ms, .. } => *slide_ms,
+        }
+    }
+}
+
+/// The aggregate at the heart of a view.
+#[derive(Debug)]
+pub struct AggregatePlan {
+    /// The rows the aggregate reads (after the per-batch steps).
+    pub input_schema: SchemaRef,
+    pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    pub group_schema: SchemaRef,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// `FILTER (WHERE ...)` of each aggregate.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Group columns, then one column per aggregate.
+    pub output_schema: SchemaRef,
+}
+
+/// A materialized view split into what runs per batch, what is kept, and what runs on emit.
+#[derive(Debug)]
+pub struct ViewPlan {
+    pub source: String,
+    /// The window and the index of its event-time column in the source schema.
+    pub window: Option<(WindowSpec, usize)>,
+    /// The source's watermark: event-time column index and delay.
+    pub watermark: Option<(usize, i64)>,
+    /// Source columns, then `window_start`, `window_end` for windowed views.
+    pub input_schema: SchemaRef,
+    pub pre: Vec<Step>,
+    pub aggregate: AggregatePlan,
+    pub post: Vec<Step>,
+    pub output_schema: SchemaRef,
+}
+
+fn unsupported(msg: impl Into<String>) -> PlanError {
+    PlanError::Unsupported(msg.into())
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+fn arg_expr(arg: &FunctionArg) -> Result<&datafusion::sql::sqlparser::ast::Expr, PlanError> {
+    match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+        other => Err(PlanError::Invalid(format!("unexpected window argument {other}"))),
+    }
+}
+
+fn arg_ident(arg: &FunctionArg) -> Result<String, PlanError> {
+    match arg_expr(arg)? {
+        datafusion::sql::sqlparser::ast::Expr::Identifier(i) => Ok(fold(i)),
+        other => Err(PlanError::Invalid(format!("expected a name, got {other}"))),
+    }
+}
+
+fn fold(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// Rewrites the FROM clause; returns the source name and the window, if any.
+fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String)>), PlanError> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(unsupported("a materialized view is one SELECT (UNION and VALUES are not supported)"));
+    };
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return Err(unsupported("a materialized view reads exactly one source (joins are not supported yet)"));
+    }
+    let TableFactor::Table { name, args, alias, .. } = &mut select.from[0].relation else {
+        return Err(unsupported("FROM must name a source, or TUMBLE(...) / HOP(...) over one"));
+    };
+    let Some(fn_args) = args.take() else {
+        let parts = &name.0;
+        let ident = parts.last().and_then(|p| p.as_ident()).ok_or_else(|| PlanError::Invalid(format!("bad name {name}")))?;
+        return Ok((fold(ident), None));
+    };
+    let func = name.to_string().to_uppercase();
+    let a = &fn_args.args;
+    let (source, column, window) = match (func.as_str(), a.len()) {
+        ("TUMBLE", 3) => (arg_ident(&a[0])?, arg_ident(&a[1])?, WindowSpec::Tumble { size_ms: interval_ms(arg_expr(&a[2])?)? }),
+        ("HOP", 4) => {
+            let slide_ms = interval_ms(arg_expr(&a[2])?)?;
+            let size_ms = interval_ms(arg_expr(&a[3])?)?;
+            if slide_ms > size_ms {
+                return Err(PlanError::Invalid("HOP slide must not be larger than its size".into()));
+            }
+            (arg_ident(&a[0])?, arg_ident(&a[1])?, WindowSpec::Hop { slide_ms, size_ms })
+        }
+        ("TUMBLE", _) => return Err(PlanError::Invalid("use TUMBLE(source, time_column, INTERVAL 'size')".into())),
+        ("HOP", _) => return Err(PlanError::Invalid("use HOP(source, time_column, INTERVAL 'slide', INTERVAL 'size')".into())),
+        _ => return Err(unsupported(format!("table function {func} is not supported; use TUMBLE or HOP"))),
+    };
+    if window.size_ms() <= 0 || window.slide_ms() <= 0 {
+        return Err(PlanError::Invalid("window sizes must be positive".into()));
+    }
+    *name = ObjectName::from(vec![Ident::new(WINDOW_INPUT)]);
+    if alias.is_none() {
+        *alias = Some(TableAlias { explicit: true, name: Ident::new(source.clone()), columns: vec![] });
+    }
+    Ok((source, Some((window, column))))
+}
+
+/// Plans `query` over `source`, using `ctx` (a fresh context with Weir's functions) to plan.
+pub async fn plan_view(
+    query: &Query,
+    find_source: &dyn Fn(&str) -> Option<SourceSchema>,
+    ctx: &SessionContext,
+) -> Result<ViewPlan, PlanError> {
+    let mut query = query.clone();
+    let (source_name, window) = rewrite_from(&mut query)?;
+    let source = find_source(&source_name)
+        .ok_or_else(|| PlanError::UnknownRelation { kind: "source", name: source_name.clone() })?;
+    let watermark = match &source.watermark {
+        Some(wm) => Some((source.schema.index_of(&wm.column)?, wm.delay_ms)),
+        None => None,
+    };
+    let (input_schema, window) = match window {
+        Some((spec, column)) => {
+            let Some(wm) = &source.watermark else {
+                return Err(PlanError::Invalid(format!(
+                    "source \"{}\" has no WATERMARK, so it has no event-time windows; declare WATERMARK FOR <column> AS <column> - INTERVAL '...'",
+                    source.name
+                )));
+            };
+            if wm.column != column {
+                return Err(PlanError::Invalid(format!(
+                    "windows of source \"{}\" are over its WATERMARK column \"{}\", not \"{column}\"",
+                    source.name, wm.column
+                )));
+            }
+            let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new(WINDOW_START, ts_type(), false));
+            fields.push(Field::new(WINDOW_END, ts_type(), false));
+            let schema = Arc::new(Schema::new(fields));
+            ctx.register_table(WINDOW_INPUT, Arc::new(EmptyTable::new(schema.clone())))?;
+            (schema, Some((spec, source.schema.index_of(&column)?)))
+        }
+        None => {
+            ctx.register_table(source.name.as_str(), Arc::new(EmptyTable::new(source.schema.clone())))?;
+            (source.schema.clone(), None)
+        }
+    };
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(Box::new(query)))))
+        .await?;
+    let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
+    split_plan(&plan, source_name, window, watermark, input_schema)
+}
+
+/// Splits an analyzed plan at its aggregate.
+fn split_plan(
+    plan: &LogicalPlan,
+    source: String,
+    window: Option<(WindowSpec, usize)>,
+    watermark: Option<(usize, i64)>,
+    input_schema: SchemaRef,
+) -> Result<ViewPlan, PlanError> {
+    let mut above = Vec::new();
+    let mut node = plan;
+    let agg = loop {
+        match node {
+            LogicalPlan::Aggregate(agg) => break agg,
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                above.push(node);
+                node = node.inputs()[0];
+            }
+            LogicalPlan::Sort(_) => return Err(unsupported("ORDER BY is not kept by a materialized view; order in the query that reads it")),
+            LogicalPlan::Limit(_) => return Err(unsupported("LIMIT is not supported in a materialized view; limit the query that reads it")),
+            LogicalPlan::TableScan(_) => {
+                return Err(unsupported(
+                    "a materialized view must aggregate: add GROUP BY (with window_start, window_end for windows) and aggregate functions",
+                ))
+            }
+            other => return Err(unsupported(format!("{} is not supported in a materialized view", other.display()))),
+        }
+    };
+    let mut below = Vec::new();
+    let mut node = agg.input.as_ref();
+    loop {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(unsupported("pushed-down scan filters are not expected here"));
+                }
+                if let Some(projection) = &scan.projection {
+                    let exprs: Vec<Expr> = projection
+                        .iter()
+                        .map(|i| Expr::Column(datafusion::common::Column::from_name(input_schema.field(*i).name())))
+                        .collect();
+                    let full = DFSchema::try_from(input_schema.as_ref().clone())?;
+                    below.push(Step::project(&exprs, &full, scan.projected_schema.as_ref())?);
+                }
+                break;
+            }
+            LogicalPlan::Filter(f) => {
+                below.push(Step::filter(&f.predicate, f.input.schema())?);
+                node = f.input.as_ref();
+            }
+            LogicalPlan::Projection(p) => {
+                below.push(Step::project(&p.expr, p.input.schema(), &p.schema)?);
+                node = p.input.as_ref();
+            }
+            LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+            other => return Err(unsupported(format!("{} below the aggregate is not supported", other.display()))),
+        }
+    }
+    below.reverse();
+
+    let in_schema = agg.input.schema();
+    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Err(unsupported("GROUPING SETS, CUBE and ROLLUP are not supported in materialized views"));
+    }
+    if window.is_some() {
+        let has_window = agg
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_START || c.name == WINDOW_END));
+        if !has_window {
+            return Err(PlanError::Invalid("a windowed view must GROUP BY window_start, window_end (and its keys)".into()));
+        }
+    }
+    let group_exprs = agg.group_expr.iter().map(|e| compile(e, in_schema)).collect::<datafusion::common::Result<Vec<_>>>()?;
+    let n_groups = agg.group_expr.len();
+    let agg_out = nullable(agg.schema.as_arrow());
+    let group_schema = Arc::new(Schema::new(agg_out.fields()[..n_groups].to_vec()));
+    let mut aggregates = Vec::new();
+    let mut filters = Vec::new();
+    for e in &agg.aggr_expr {
+        let (aggregate, filter, order_by) =
+            create_aggregate_expr_and_maybe_filter(e, in_schema, in_schema.as_arrow(), &ExecutionProps::new())?;
+        if !order_by.is_empty() {
+            return Err(unsupported(format!("ORDER BY inside an aggregate ({e}) is not supported in materialized views")));
+        }
+        aggregates.push(aggregate);
+        filters.push(filter);
+    }
+    let mut post = Vec::new();
+    for node in above.iter().rev() {
+        match node {
+            LogicalPlan::Filter(f) => post.push(Step::filter(&f.predicate, f.input.schema())?),
+            LogicalPlan::Projection(p) => post.push(Step::project(&p.expr, p.input.schema(), &p.schema)?),
+            _ => {}
+        }
+    }
+    Ok(ViewPlan {
+        source,
+        window,
+        watermark,
+        input_schema,
+        pre: below,
+        aggregate: AggregatePlan { input_schema: nullable(in_schema.as_arrow()), group_exprs, group_schema, aggregates, filters, output_schema: agg_out },
+        post,
+        output_schema: nullable(plan.schema().as_arrow()),
+    })
+}

@@ -1,0 +1,232 @@
+//! The RocksDB-backed store: open, point reads, prefix scans, atomic write sets, snapshots.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB};
+
+use super::StateError;
+
+/// A logical table of the store; each is one RocksDB column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Source and view definitions (`source/<name>`, `view/<name>`).
+    Catalog,
+    /// Positions, watermarks and counters (`source/<name>`, `view/<name>`).
+    Progress,
+    /// A view's rows: one Arrow IPC batch per window, keyed by view and window start.
+    ViewRows,
+    /// Open windows' accumulator state: one Arrow IPC batch per window.
+    WindowState,
+    /// Records that could not be decoded, keyed by source and sequence number.
+    DeadLetters,
+    /// Rows that arrived after their window closed, keyed by view and sequence number.
+    LateRows,
+}
+
+impl Table {
+    const ALL: [Table; 6] = [
+        Table::Catalog,
+        Table::Progress,
+        Table::ViewRows,
+        Table::WindowState,
+        Table::DeadLetters,
+        Table::LateRows,
+    ];
+
+    fn cf_name(self) -> &'static str {
+        match self {
+            Table::Catalog => "catalog",
+            Table::Progress => "progress",
+            Table::ViewRows => "view_rows",
+            Table::WindowState => "window_state",
+            Table::DeadLetters => "dead_letters",
+            Table::LateRows => "late_rows",
+        }
+    }
+}
+
+fn storage(e: rocksdb::Error) -> StateError {
+    StateError::Storage(e.into_string())
+}
+
+/// The on-disk store. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Store {
+    db: DB,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Storage(format!("{}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = Table::ALL.iter().map(|t| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(t.cf_name(), cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs).map_err(|e| {
+            StateError::Storage(format!(
+                "cannot open the state store in {}: {} (is another weir running on this --data-dir?)",
+                dir.display(),
+                e.into_string()
+            ))
+        })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(table.cf_name()).expect("column family created at open")
+    }
+
+    /// Reads one value.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get_cf(self.cf(table), key).map_err(storage)
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.read_view().scan_prefix(table, prefix)
+    }
+
+    /// A consistent point-in-time view of the whole store.
+    pub fn read_view(&self) -> ReadView<'_> {
+        ReadView { store: self, snapshot: self.db.snapshot() }
+    }
+
+    /// Applies every change of `set` atomically: all of it is on disk, or none.
+    pub fn write(&self, set: WriteSet) -> Result<(), StateError> {
+        if set.ops.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for op in set.ops {
+            match op {
+                Op::Put(t, k, v) => batch.put_cf(self.cf(t), k, v),
+                Op::Delete(t, k) => batch.delete_cf(self.cf(t), k),
+                Op::DeletePrefix(t, p) => {
+                    let end = prefix_end(&p);
+                    batch.delete_range_cf(self.cf(t), p, end);
+                }
+            }
+        }
+        self.db.write(batch).map_err(storage)
+    }
+
+    /// Approximate bytes on disk, for metrics.
+    pub fn approximate_size(&self) -> u64 {
+        Table::ALL
+            .iter()
+            .filter_map(|t| {
+                self.db
+                    .property_int_value_cf(self.cf(*t), "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// Reads at one snapshot, so a query sees every view as of the same committed epochs.
+pub struct ReadView<'a> {
+    store: &'a Store,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl ReadView<'_> {
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        opts.set_iterate_upper_bound(prefix_end(prefix));
+        let iter = self.store.db.iterator_cf_opt(
+            self.store.cf(table),
+            opts,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(storage)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+}
+
+enum Op {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+    DeletePrefix(Table, Vec<u8>),
+}
+
+/// Changes collected during an epoch and applied by [`Store::write`] in one atomic batch.
+#[derive(Default)]
+pub struct WriteSet {
+    ops: Vec<Op>,
+}
+
+impl WriteSet {
+    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(table, key.into(), value.into()));
+    }
+
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(table, key.into()));
+    }
+
+    /// Deletes every key that starts with `prefix`.
+    pub fn delete_prefix(&mut self, table: Table, prefix: impl Into<Vec<u8>>) {
+        self.ops.push(Op::DeletePrefix(table, prefix.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_set_is_atomic_and_prefix_scans_are_ordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut set = WriteSet::default();
+        set.put(Table::ViewRows, b"a\0\x02".to_vec(), b"two".to_vec());
+        set.put(Table::ViewRows, b"a\0\x01".to_vec(), b"one".to_vec());
+        set.put(Table::ViewRows, b"ab\0\x01".to_vec(), b"other".to_vec());
+        store.write(set).unwrap();
+        let rows = store.scan_prefix(Table::ViewRows, b"a\0").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1, b"one");
+        let mut set = WriteSet::default();
+        set.delete_prefix(Table::ViewRows, b"a\0".to_vec());
+        store.write(set).unwrap();
+        assert!(store.scan_prefix(Table::ViewRows, b"a\0").unwrap().is_empty());
+        assert_eq!(store.scan_prefix(Table::ViewRows, b"ab\0").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prefix_end_handles_max_bytes() {
+        assert_eq!(prefix_end(b"a\0"), b"a\x01".to_vec());
+        assert_eq!(prefix_end(&[1, 255]), vec![2]);
+    }
+}

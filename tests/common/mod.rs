@@ -1,0 +1,169 @@
+//! Test harness: a real `weir` process on free loopback ports, and Postgres clients for it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// A `weir` server process; killed when dropped.
+pub struct Weir {
+    child: Option<Child>,
+    pub pg_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+}
+
+/// The binary this `cargo test` built.
+pub fn weir_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weir")
+}
+
+impl Weir {
+    /// Starts weir on `data_dir` with free ports, waiting (bounded) until it accepts queries.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Weir {
+        let mut child = Command::new(weir_bin())
+            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--epoch-ms", "50", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("WEIR_LOG", "weir=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start weir");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("weir exited before it was ready: {:?}", child.wait()));
+        // "weir ready: postgres on 127.0.0.1:PORT (...), http on http://127.0.0.1:PORT"
+        let port_after = |marker: &str| -> u16 {
+            let rest = &line[line.find(marker).expect(marker) + marker.len()..];
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            addr.rsplit(':').next().unwrap().parse().expect("port")
+        };
+        let pg_port = port_after("postgres on ");
+        let http_port = port_after("http on http://");
+        std::thread::spawn(move || for _ in lines {});
+        Weir { child: Some(child), pg_port, http_port, data_dir: data_dir.to_path_buf() }
+    }
+
+    pub async fn client(&self) -> Client {
+        let conn_str = format!("host=127.0.0.1 port={} user=weir dbname=weir", self.pg_port);
+        let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await.expect("connect to weir");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// SIGKILL: no chance to commit anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "weir exited with {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            panic!("weir did not stop within 30 s of SIGTERM");
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// All rows of a simple query, as text (NULL as "NULL").
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls `sql` until its first cell equals `expected` (bounded).
+pub async fn wait_for(client: &Client, sql: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = rows(client, sql).await;
+        if last.first().and_then(|r| r.first()).map(String::as_str) == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {sql} = {expected}; last result {last:?}");
+}
+
+/// Waits until every view is finished.
+pub async fn wait_views_finished(client: &Client) {
+    wait_for(client, "SELECT count(*) FROM weir_catalog.views WHERE status <> 'finished'", "0").await;
+}
+
+/// Writes `lines` as a JSON-lines file.
+pub fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+pub mod oracle;
+
+/// Writes security events `0..count` of `seed` as JSON lines (out of order by up to 3 s).
+pub fn write_security_events(path: &Path, seed: u64, count: u64) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    use datafusion::arrow::json::LineDelimitedWriter;
+    let mut batches = Vec::new();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = LineDelimitedWriter::new(std::io::BufWriter::new(file));
+    let mut from = 0;
+    while from < count {
+        let to = (from + 50_000).min(count);
+        let batch = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, seed, from, to);
+        writer.write(&batch).unwrap();
+        batches.push(batch);
+        from = to;
+    }
+    writer.finish().unwrap();
+    batches
+}
+
+/// The `CREATE SOURCE events` statement for security events in `options`.
+pub fn security_source_sql(options: &str) -> String {
+    format!(
+        "CREATE SOURCE IF NOT EXISTS events (event_id TEXT, user_name TEXT, ts TIMESTAMP, type TEXT, source_ip TEXT, \
+         geo TEXT, threat_score DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '5 seconds') WITH ({options})"
+    )
+}
+
+/// GET `path` from weir's HTTP port with a plain HTTP/1.0 request; returns the whole response.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -1,0 +1,145 @@
+//! The correctness oracle: a view's rows must equal the same query run as a DataFusion batch
+//! query over the same events. Both sides are compared through one canonical SELECT whose
+//! columns are integers and text, so formatting cannot differ.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{NdJsonReadOptions, SessionContext};
+use tokio_postgres::Client;
+
+/// A view checked against a batch query.
+pub struct OracleView {
+    pub name: &'static str,
+    /// The view's SELECT, as given to CREATE MATERIALIZED VIEW.
+    pub view_sql: &'static str,
+    /// The same result computed as a batch query over table `events`.
+    pub batch_sql: &'static str,
+    /// Run over both; `{}` is replaced by the view name. Integer and text columns only.
+    pub canonical: &'static str,
+}
+
+/// Views over the security events schema, covering tumble, hop, plain GROUP BY and HAVING.
+pub fn security_views() -> Vec<OracleView> {
+    vec![
+        OracleView {
+            name: "tumble_user",
+            view_sql: "SELECT window_start, window_end, user_name, count(*) AS n, sum(threat_score) AS s, \
+                       min(threat_score) AS lo, max(threat_score) AS hi, avg(threat_score) AS mean, \
+                       count(DISTINCT geo) AS geos \
+                       FROM TUMBLE(events, ts, INTERVAL '10 seconds') GROUP BY window_start, window_end, user_name",
+            batch_sql: "SELECT (CAST(ts AS BIGINT) / 10000) * 10000 AS ws, user_name, count(*) AS n, sum(threat_score) AS s, \
+                        min(threat_score) AS lo, max(threat_score) AS hi, avg(threat_score) AS mean, \
+                        count(DISTINCT geo) AS geos FROM events GROUP BY 1, 2",
+            canonical: "SELECT {ws}, user_name, n, CAST(round(s * 100) AS BIGINT), CAST(round(lo * 100) AS BIGINT), \
+                        CAST(round(hi * 100) AS BIGINT), CAST(round(mean * 100) AS BIGINT), geos FROM {} ORDER BY 1, 2",
+        },
+        OracleView {
+            name: "hop_type",
+            view_sql: "SELECT window_start, window_end, type, count(*) AS n, approx_distinct(user_name) AS users \
+                       FROM HOP(events, ts, INTERVAL '5 seconds', INTERVAL '15 seconds') \
+                       WHERE threat_score > 10 GROUP BY window_start, window_end, type",
+            batch_sql: "SELECT ws, type, count(*) AS n, approx_distinct(user_name) AS users FROM \
+                        (SELECT (CAST(ts AS BIGINT) / 5000) * 5000 - k * 5000 AS ws, CAST(ts AS BIGINT) AS t, type, user_name \
+                         FROM events CROSS JOIN (VALUES (0), (1), (2)) AS slots(k) WHERE threat_score > 10) \
+                        WHERE ws + 15000 > t GROUP BY 1, 2",
+            canonical: "SELECT {ws}, type, n, users FROM {} ORDER BY 1, 2",
+        },
+        OracleView {
+            name: "per_user",
+            view_sql: "SELECT user_name, count(*) AS n, count(DISTINCT source_ip) AS ips, max(ts) AS last_seen \
+                       FROM events GROUP BY user_name",
+            batch_sql: "SELECT user_name, count(*) AS n, count(DISTINCT source_ip) AS ips, max(ts) AS last_seen \
+                        FROM events GROUP BY user_name",
+            canonical: "SELECT user_name, n, ips, CAST(last_seen AS BIGINT) FROM {} ORDER BY 1",
+        },
+        OracleView {
+            name: "noisy_minutes",
+            view_sql: "SELECT window_start, geo, count(*) AS failures FROM TUMBLE(events, ts, INTERVAL '1 minute') \
+                       WHERE type = 'LOGIN_FAILED' GROUP BY window_start, window_end, geo HAVING count(*) > 20",
+            batch_sql: "SELECT (CAST(ts AS BIGINT) / 60000) * 60000 AS ws, geo, count(*) AS failures FROM events \
+                        WHERE type = 'LOGIN_FAILED' GROUP BY 1, 2 HAVING count(*) > 20",
+            canonical: "SELECT {ws}, geo, failures FROM {} ORDER BY 1, 2",
+        },
+    ]
+}
+
+/// The window column in canonical form on each side.
+fn canonical(view: &OracleView, weir_side: bool) -> String {
+    let ws = if view.canonical.contains("{ws}") && weir_side { "CAST(window_start AS BIGINT)" } else { "ws" };
+    view.canonical.replace("{ws}", ws).replace("{}", view.name)
+}
+
+fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| if c.is_null(row) { "NULL".to_string() } else { array_value_to_string(c, row).unwrap() })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// An oracle context with `events` read from JSON lines at `path`.
+pub async fn oracle_from_json(path: &Path, schema: datafusion::arrow::datatypes::SchemaRef) -> SessionContext {
+    let ctx = SessionContext::new();
+    let options = NdJsonReadOptions::default().schema(&schema).file_extension(".jsonl");
+    ctx.register_json("events", path.to_str().unwrap(), options).await.unwrap();
+    ctx
+}
+
+/// An oracle context with `events` held in memory.
+pub fn oracle_from_batches(batches: Vec<RecordBatch>) -> SessionContext {
+    let ctx = SessionContext::new();
+    let schema = batches[0].schema();
+    ctx.register_table("events", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())).unwrap();
+    ctx
+}
+
+/// Creates every view in weir (over source `events`).
+pub async fn create_views(client: &Client, views: &[OracleView]) {
+    for v in views {
+        client
+            .simple_query(&format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {} AS {}", v.name, v.view_sql))
+            .await
+            .unwrap_or_else(|e| panic!("create {}: {e:?}", v.name));
+    }
+}
+
+/// Asserts every view's rows equal the batch oracle's. Returns the number of rows compared.
+pub async fn assert_views_match(client: &Client, oracle: &SessionContext, views: &[OracleView]) -> usize {
+    let mut compared = 0;
+    for v in views {
+        let batch = oracle.sql(v.batch_sql).await.unwrap().collect().await.unwrap();
+        let schema = oracle.sql(v.batch_sql).await.unwrap().schema().as_arrow().clone();
+        let _ = oracle.deregister_table(v.name);
+        oracle
+            .register_table(v.name, Arc::new(MemTable::try_new(Arc::new(schema), vec![batch]).unwrap()))
+            .unwrap();
+        let expected = to_strings(&oracle.sql(&canonical(v, false)).await.unwrap().collect().await.unwrap());
+        let actual = super::rows(client, &canonical(v, true)).await;
+        assert!(!expected.is_empty(), "oracle for {} is empty: the test input is too small", v.name);
+        if actual != expected {
+            let first_diff = actual.iter().zip(&expected).position(|(a, e)| a != e);
+            panic!(
+                "view {} differs from the batch oracle: {} rows vs {} expected; first difference at {:?}: {:?} vs {:?}",
+                v.name,
+                actual.len(),
+                expected.len(),
+                first_diff,
+                first_diff.map(|i| &actual[i]),
+                first_diff.map(|i| &expected[i]),
+            );
+        }
+        compared += actual.len();
+    }
+    compared
+}
