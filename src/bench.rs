@@ -82,7 +82,8 @@ pub enum BenchError {
     Timeout(String, Duration),
 }
 
-const SOURCE_SQL: &str = "CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel TEXT, url TEXT, \
+const SOURCE_SQL: &str =
+    "CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel TEXT, url TEXT, \
     date_time TIMESTAMP, WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds') \
     WITH (connector = 'file', path = '{path}', format = 'json')";
 
@@ -102,20 +103,47 @@ fn write_events(path: &std::path::Path, events: u64) -> Result<u64, BenchError> 
 }
 
 fn decode_all(bytes: &[u8]) -> Result<Vec<RecordBatch>, BenchError> {
-    let reader = ReaderBuilder::new(GeneratorKind::NexmarkBids.schema()).with_batch_size(8192).build(bytes)?;
+    let reader = ReaderBuilder::new(GeneratorKind::NexmarkBids.schema())
+        .with_batch_size(8192)
+        .build(bytes)?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-async fn run_stream(q: &BenchQuery, data: &std::path::Path, events: u64) -> Result<(f64, u64), BenchError> {
+async fn run_stream(
+    q: &BenchQuery,
+    data: &std::path::Path,
+    events: u64,
+) -> Result<(f64, u64), BenchError> {
     let dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::open(EngineConfig { data_dir: dir.path().into(), epoch: Duration::from_secs(1) }, metrics).await?;
-    run_script(&engine, &SOURCE_SQL.replace("{path}", &data.display().to_string())).await?;
+    let engine = Engine::open(
+        EngineConfig {
+            data_dir: dir.path().into(),
+            epoch: Duration::from_secs(1),
+        },
+        metrics,
+    )
+    .await?;
+    run_script(
+        &engine,
+        &SOURCE_SQL.replace("{path}", &data.display().to_string()),
+    )
+    .await?;
     let started = Instant::now();
-    run_script(&engine, &format!("CREATE MATERIALIZED VIEW q AS {}", q.view)).await?;
+    run_script(
+        &engine,
+        &format!("CREATE MATERIALIZED VIEW q AS {}", q.view),
+    )
+    .await?;
     let limit = Duration::from_secs(600);
     loop {
-        let status = engine.board().views.read().get("q").map(|v| v.status.clone()).unwrap_or_default();
+        let status = engine
+            .board()
+            .views
+            .read()
+            .get("q")
+            .map(|v| v.status.clone())
+            .unwrap_or_default();
         if status == "finished" {
             break;
         }
@@ -130,7 +158,11 @@ async fn run_stream(q: &BenchQuery, data: &std::path::Path, events: u64) -> Resu
     Ok((events as f64 / elapsed, rows))
 }
 
-async fn run_batch(q: &BenchQuery, batches: &[RecordBatch], events: u64) -> Result<(f64, u64), BenchError> {
+async fn run_batch(
+    q: &BenchQuery,
+    batches: &[RecordBatch],
+    events: u64,
+) -> Result<(f64, u64), BenchError> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
     let table = MemTable::try_new(GeneratorKind::NexmarkBids.schema(), vec![batches.to_vec()])?;
     ctx.register_table("bids", Arc::new(table))?;
@@ -147,7 +179,10 @@ async fn run_batch(q: &BenchQuery, batches: &[RecordBatch], events: u64) -> Resu
 
 /// Runs the selected queries and prints the results.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
-    let selected: Vec<&BenchQuery> = QUERIES.iter().filter(|q| args.query == "all" || args.query == q.name).collect();
+    let selected: Vec<&BenchQuery> = QUERIES
+        .iter()
+        .filter(|q| args.query == "all" || args.query == q.name)
+        .collect();
     if selected.is_empty() {
         return Err(BenchError::UnknownQuery(args.query));
     }
@@ -155,7 +190,12 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let data = dir.path().join("bids.json");
     let bytes = write_events(&data, args.events)?;
     if !args.json {
-        println!("{} Nexmark bids, {:.1} MB of JSON lines ({:.0} bytes/event)", args.events, bytes as f64 / 1e6, bytes as f64 / args.events as f64);
+        println!(
+            "{} Nexmark bids, {:.1} MB of JSON lines ({:.0} bytes/event)",
+            args.events,
+            bytes as f64 / 1e6,
+            bytes as f64 / args.events as f64
+        );
     }
     let raw = std::fs::read(&data)?;
     let started = Instant::now();
@@ -176,7 +216,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             batch_rows,
         };
         if args.json {
-            println!("{}", serde_json::to_string(&result).expect("results serialize"));
+            println!(
+                "{}",
+                serde_json::to_string(&result).expect("results serialize")
+            );
         } else {
             println!(
                 "{:<8} stream {:>10.0} ev/s   batch {:>11.0} ev/s   ratio {:.3}   (decode-only {:.0} ev/s; rows {} vs {})",

@@ -84,14 +84,23 @@ pub struct ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("bad config file {path}: {error}")]
     Parse { path: PathBuf, error: String },
 }
 
 fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), error: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.into(),
+        error,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        error: e.to_string(),
+    })
 }
 
 impl ServerArgs {
@@ -102,9 +111,19 @@ impl ServerArgs {
             None => ServerArgs::default(),
         };
         Ok(ServerConfig {
-            pg_addr: self.pg_addr.or(file.pg_addr).unwrap_or_else(|| "127.0.0.1:6875".parse().unwrap()),
-            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:6876".parse().unwrap()),
-            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("weir-data")),
+            pg_addr: self
+                .pg_addr
+                .or(file.pg_addr)
+                .unwrap_or_else(|| "127.0.0.1:6875".parse().unwrap()),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:6876".parse().unwrap()),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("weir-data")),
             pipeline: self.pipeline.clone().or(file.pipeline),
             epoch: Duration::from_millis(self.epoch_ms.or(file.epoch_ms).unwrap_or(500).max(1)),
         })
@@ -119,8 +138,16 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.toml");
-        std::fs::write(&path, "pg_addr = \"127.0.0.1:7000\"\nepoch_ms = 50\ndata_dir = \"/tmp/x\"\n").unwrap();
-        let args = ServerArgs { config: Some(path.clone()), epoch_ms: Some(20), ..Default::default() };
+        std::fs::write(
+            &path,
+            "pg_addr = \"127.0.0.1:7000\"\nepoch_ms = 50\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            epoch_ms: Some(20),
+            ..Default::default()
+        };
         let c = args.resolve().unwrap();
         assert_eq!(c.pg_addr.port(), 7000);
         assert_eq!(c.http_addr.port(), 6876);

@@ -12,11 +12,20 @@ pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
     if server.data_dir.is_none() {
         server.data_dir = Some("weir-demo-data".into());
     }
-    let config = server.resolve().map_err(|e| ServerError::Pipeline { index: 0, sql: String::new(), message: e.to_string() })?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|error| ServerError::PipelineFile { path: config.data_dir.clone(), error })?;
+    let config = server.resolve().map_err(|e| ServerError::Pipeline {
+        index: 0,
+        sql: String::new(),
+        message: e.to_string(),
+    })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| ServerError::PipelineFile {
+        path: config.data_dir.clone(),
+        error,
+    })?;
     let pipeline = config.data_dir.join("security_pipeline.sql");
-    std::fs::write(&pipeline, DEMO_PIPELINE).map_err(|error| ServerError::PipelineFile { path: pipeline.clone(), error })?;
+    std::fs::write(&pipeline, DEMO_PIPELINE).map_err(|error| ServerError::PipelineFile {
+        path: pipeline.clone(),
+        error,
+    })?;
     let mut config = config;
     config.pipeline = Some(pipeline);
     let (host, port) = (config.pg_addr.ip(), config.pg_addr.port());
@@ -29,6 +38,9 @@ pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
     println!("  psql -h {host} -p {port} -c 'SELECT * FROM weir_catalog.sources'");
     println!("  curl -s http://{}/metrics | grep weir_", config.http_addr);
     println!();
-    println!("Stop with Ctrl-C; state is kept in {} and the demo resumes where it stopped.", config.data_dir.display());
+    println!(
+        "Stop with Ctrl-C; state is kept in {} and the demo resumes where it stopped.",
+        config.data_dir.display()
+    );
     server::run(config, shutdown_signal()).await
 }

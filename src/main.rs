@@ -6,18 +6,26 @@ use weir::config::{Cli, Command};
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("weir=info,warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result: Result<(), String> = runtime.block_on(async move {
         match cli.command {
             None => {
                 let config = cli.server.resolve().map_err(|e| e.to_string())?;
-                weir::server::run(config, weir::server::shutdown_signal()).await.map_err(|e| e.to_string())
+                weir::server::run(config, weir::server::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Some(Command::Demo(args)) => weir::demo::run(args).await.map_err(|e| e.to_string()),
             Some(Command::Bench(args)) => weir::bench::run(args).await.map_err(|e| e.to_string()),

@@ -16,11 +16,17 @@ async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
         let line = match i % 10 {
             3 => {
                 bad += 1;
-                format!("{{\"user\":\"u{}\",\"ts\":\"2026-01-01T00:00:00Z\",\"amount\":", i % 7) // truncated JSON
+                format!(
+                    "{{\"user\":\"u{}\",\"ts\":\"2026-01-01T00:00:00Z\",\"amount\":",
+                    i % 7
+                ) // truncated JSON
             }
             5 => {
                 bad += 1;
-                format!("{{\"user\":\"u{}\",\"ts\":\"2026-01-01T00:00:00Z\",\"amount\":\"lots\"}}", i % 7) // wrong type
+                format!(
+                    "{{\"user\":\"u{}\",\"ts\":\"2026-01-01T00:00:00Z\",\"amount\":\"lots\"}}",
+                    i % 7
+                ) // wrong type
             }
             7 => {
                 bad += 1;
@@ -28,12 +34,20 @@ async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
             }
             8 => {
                 valid += 1;
-                format!("{{\"user\":\"u{}\",\"ts\":{}}}", i % 7, 1_767_225_600_000i64 + i) // missing amount: NULL
+                format!(
+                    "{{\"user\":\"u{}\",\"ts\":{}}}",
+                    i % 7,
+                    1_767_225_600_000i64 + i
+                ) // missing amount: NULL
             }
             _ => {
                 valid += 1;
                 expected_sum += i;
-                format!("{{\"user\":\"u{}\",\"ts\":{},\"amount\":{i},\"extra\":[1,2]}}", i % 7, 1_767_225_600_000i64 + i)
+                format!(
+                    "{{\"user\":\"u{}\",\"ts\":{},\"amount\":{i},\"extra\":[1,2]}}",
+                    i % 7,
+                    1_767_225_600_000i64 + i
+                )
             }
         };
         lines.push(line);
@@ -52,12 +66,27 @@ async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
         .unwrap();
     wait_views_finished(&client).await;
     let totals = rows(&client, "SELECT n, total FROM totals").await;
-    assert_eq!(totals, vec![vec![valid.to_string(), expected_sum.to_string()]]);
-    let source = rows(&client, "SELECT events, bad_records FROM weir_catalog.sources").await;
+    assert_eq!(
+        totals,
+        vec![vec![valid.to_string(), expected_sum.to_string()]]
+    );
+    let source = rows(
+        &client,
+        "SELECT events, bad_records FROM weir_catalog.sources",
+    )
+    .await;
     assert_eq!(source, vec![vec![valid.to_string(), bad.to_string()]]);
-    let dead = rows(&client, "SELECT count(*), count(DISTINCT position) FROM weir_catalog.dead_letters").await;
+    let dead = rows(
+        &client,
+        "SELECT count(*), count(DISTINCT position) FROM weir_catalog.dead_letters",
+    )
+    .await;
     assert_eq!(dead, vec![vec![bad.to_string(), bad.to_string()]]);
-    let reasons = rows(&client, "SELECT count(*) FROM weir_catalog.dead_letters WHERE error LIKE '%event-time%'").await;
+    let reasons = rows(
+        &client,
+        "SELECT count(*) FROM weir_catalog.dead_letters WHERE error LIKE '%event-time%'",
+    )
+    .await;
     assert_eq!(reasons[0][0], "2000");
     assert_eq!(rows(&client, "SELECT 'alive'").await[0][0], "alive");
 }

@@ -9,10 +9,26 @@ use common::{rows, wait_views_finished, Weir};
 
 fn psql(port: u16, command: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst", "-d", "weir", "-X", "-c", command])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "analyst",
+            "-d",
+            "weir",
+            "-X",
+            "-c",
+            command,
+        ])
         .output()
         .expect("psql must be installed (the README's test command installs postgresql-client)");
-    assert!(out.status.success(), "psql {command} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -34,15 +50,24 @@ async fn psql_drivers_and_http_work() {
     wait_views_finished(&client).await;
 
     // psql: plain queries and the catalog queries behind \d.
-    let out = psql(weir.pg_port, "SELECT user_name, n FROM failures ORDER BY user_name");
+    let out = psql(
+        weir.pg_port,
+        "SELECT user_name, n FROM failures ORDER BY user_name",
+    );
     assert!(out.contains("alice     | 4"), "{out}");
     let listed = psql(weir.pg_port, "\\d");
     assert!(listed.contains("failures"), "\\d lists the view: {listed}");
     let described = psql(weir.pg_port, "\\d failures");
-    assert!(described.contains("user_name") && described.contains("bigint"), "\\d failures: {described}");
+    assert!(
+        described.contains("user_name") && described.contains("bigint"),
+        "\\d failures: {described}"
+    );
 
     // tokio-postgres extended protocol with a parameter.
-    let row = client.query_one("SELECT n FROM failures WHERE user_name = $1", &[&"bob"]).await.unwrap();
+    let row = client
+        .query_one("SELECT n FROM failures WHERE user_name = $1", &[&"bob"])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 2);
 
     // Errors keep their SQLSTATE through the extended protocol too.
@@ -51,17 +76,38 @@ async fn psql_drivers_and_http_work() {
     assert_eq!(rows(&client, "SELECT 1").await[0][0], "1");
 
     let health = common::http_get(weir.http_port, "/health").await;
-    assert!(health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
     let metrics = common::http_get(weir.http_port, "/metrics").await;
-    assert!(metrics.contains("weir_source_events_total{source=\"logins\"} 10"), "{metrics}");
-    assert!(metrics.contains("weir_view_rows_written_total{view=\"failures\"}"), "{metrics}");
+    assert!(
+        metrics.contains("weir_source_events_total{source=\"logins\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_view_rows_written_total{view=\"failures\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn help_lists_every_option() {
-    let out = Command::new(common::weir_bin()).arg("--help").output().unwrap();
+    let out = Command::new(common::weir_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--pg-addr", "--http-addr", "--data-dir", "--pipeline", "--epoch-ms", "--config", "demo", "bench"] {
+    for flag in [
+        "--pg-addr",
+        "--http-addr",
+        "--data-dir",
+        "--pipeline",
+        "--epoch-ms",
+        "--config",
+        "demo",
+        "bench",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }

@@ -25,7 +25,9 @@ async fn wait_events_over(weir: &Weir, events: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let r = rows(&client, "SELECT events, status FROM weir_catalog.sources").await;
-        if r.first().is_some_and(|r| r[0].parse::<u64>().unwrap() > events || r[1] == "finished") {
+        if r.first()
+            .is_some_and(|r| r[0].parse::<u64>().unwrap() > events || r[1] == "finished")
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -53,9 +55,17 @@ async fn generator_survives_kill9_and_clean_stop() {
     let client = weir.client().await;
     wait_views_finished(&client).await;
     let events = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, 3, 0, 60_000);
-    assert_views_match(&client, &oracle_from_batches(vec![events]), &security_views()).await;
+    assert_views_match(
+        &client,
+        &oracle_from_batches(vec![events]),
+        &security_views(),
+    )
+    .await;
     let source = rows(&client, "SELECT events FROM weir_catalog.sources").await;
-    assert_eq!(source[0][0], "60000", "each event counted once across restarts");
+    assert_eq!(
+        source[0][0], "60000",
+        "each event counted once across restarts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +74,10 @@ async fn file_source_survives_repeated_kill9() {
     let input = dir.path().join("events.jsonl");
     let batches = write_security_events(&input, 21, 400_000);
     let data = dir.path().join("data");
-    let file = pipeline(dir.path(), &format!("connector = 'file', path = '{}'", input.display()));
+    let file = pipeline(
+        dir.path(),
+        &format!("connector = 'file', path = '{}'", input.display()),
+    );
     let args = ["--pipeline", file.to_str().unwrap()];
     for after in [20_000u64, 120_000, 250_000] {
         let mut weir = Weir::start(&data, &args);
@@ -81,5 +94,8 @@ async fn file_source_survives_repeated_kill9() {
     let oracle = oracle_from_json(&input, batches[0].schema()).await;
     assert_views_match(&client, &oracle, &security_views()).await;
     let source = rows(&client, "SELECT events, status FROM weir_catalog.sources").await;
-    assert_eq!(source[0], vec!["400000".to_string(), "finished".to_string()]);
+    assert_eq!(
+        source[0],
+        vec!["400000".to_string(), "finished".to_string()]
+    );
 }

@@ -42,7 +42,10 @@ impl sqllogictest::AsyncDB for Pg {
             }
         }
         Ok(match columns {
-            Some(n) => DBOutput::Rows { types: vec![DefaultColumnType::Any; n], rows },
+            Some(n) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            },
             None => DBOutput::StatementComplete(affected),
         })
     }
@@ -78,7 +81,9 @@ async fn sql_suites() {
         }
         let dir = tempfile::tempdir().unwrap();
         let weir = common::Weir::start(dir.path(), &[]);
-        let script = std::fs::read_to_string(suite).unwrap().replace("${DATA}", &data.display().to_string());
+        let script = std::fs::read_to_string(suite)
+            .unwrap()
+            .replace("${DATA}", &data.display().to_string());
         let port = weir.pg_port;
         let mut runner = sqllogictest::Runner::new(move || async move {
             let conn = format!("host=127.0.0.1 port={port} user=slt dbname=weir");
@@ -86,7 +91,10 @@ async fn sql_suites() {
             tokio::spawn(connection);
             Ok(Pg { client })
         });
-        match runner.run_script_with_name_async(&script, name.as_str()).await {
+        match runner
+            .run_script_with_name_async(&script, name.as_str())
+            .await
+        {
             Ok(()) => eprintln!("ok   {name}"),
             Err(e) => {
                 eprintln!("FAIL {name}: {e}");
@@ -94,5 +102,10 @@ async fn sql_suites() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} suite(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} suite(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -45,17 +45,34 @@ pub struct SourceDef {
 
 impl SourceDef {
     pub fn new(decl: CreateSource, spec: SourceSpec, sql: String) -> Self {
-        let fields: Vec<Field> = decl.columns.iter().map(|c| Field::new(&c.name, c.data_type.clone(), true)).collect();
-        Self { name: decl.name.clone(), schema: Arc::new(Schema::new(fields)), spec, decl, sql }
+        let fields: Vec<Field> = decl
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+            .collect();
+        Self {
+            name: decl.name.clone(),
+            schema: Arc::new(Schema::new(fields)),
+            spec,
+            decl,
+            sql,
+        }
     }
 
     /// Index of the event-time column, if the source declares a watermark.
     pub fn watermark_column(&self) -> Option<usize> {
-        self.decl.watermark.as_ref().and_then(|w| self.schema.index_of(&w.column).ok())
+        self.decl
+            .watermark
+            .as_ref()
+            .and_then(|w| self.schema.index_of(&w.column).ok())
     }
 
     pub fn planner_schema(&self) -> SourceSchema {
-        SourceSchema { name: self.name.clone(), schema: self.schema.clone(), watermark: self.decl.watermark.clone() }
+        SourceSchema {
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            watermark: self.decl.watermark.clone(),
+        }
     }
 }
 

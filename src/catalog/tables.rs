@@ -33,7 +33,9 @@ async fn scan_batches(
     filters: &[Expr],
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    MemTable::try_new(schema, vec![batches])?.scan(state, projection, filters, limit).await
+    MemTable::try_new(schema, vec![batches])?
+        .scan(state, projection, filters, limit)
+        .await
 }
 
 /// A materialized view as a table: the rows stored for its windows, read at one snapshot.
@@ -46,18 +48,27 @@ pub struct ViewTable {
 
 impl ViewTable {
     pub fn new(name: String, schema: SchemaRef, store: Arc<Store>) -> Self {
-        Self { name, schema, store }
+        Self {
+            name,
+            schema,
+            store,
+        }
     }
 
     /// Every stored row batch of the view, in window order.
     pub fn batches(&self) -> Result<Vec<RecordBatch>> {
         let read = self.store.read_view();
-        let entries = read.scan_prefix(Table::ViewRows, &window_key_prefix(&self.name)).map_err(external)?;
+        let entries = read
+            .scan_prefix(Table::ViewRows, &window_key_prefix(&self.name))
+            .map_err(external)?;
         entries
             .into_iter()
             .map(|(_, value)| {
                 let batch = batch_from_ipc(&value)?;
-                Ok(RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?)
+                Ok(RecordBatch::try_new(
+                    self.schema.clone(),
+                    batch.columns().to_vec(),
+                )?)
             })
             .collect()
     }
@@ -80,7 +91,15 @@ impl TableProvider for ViewTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        scan_batches(self.schema.clone(), self.batches()?, state, projection, filters, limit).await
+        scan_batches(
+            self.schema.clone(),
+            self.batches()?,
+            state,
+            projection,
+            filters,
+            limit,
+        )
+        .await
     }
 }
 
@@ -152,8 +171,15 @@ impl SystemKind {
                 int("open_windows"),
                 text("error"),
             ],
-            SystemKind::DeadLetters => vec![text("source"), text("position"), text("raw"), text("error")],
-            SystemKind::LateRows => vec![text("view"), ts_field("event_time"), ts_field("watermark"), text("raw")],
+            SystemKind::DeadLetters => {
+                vec![text("source"), text("position"), text("raw"), text("error")]
+            }
+            SystemKind::LateRows => vec![
+                text("view"),
+                ts_field("event_time"),
+                ts_field("watermark"),
+                text("raw"),
+            ],
         }))
     }
 
@@ -202,7 +228,10 @@ impl SystemTable {
                 ]
             }
             SystemKind::DeadLetters => {
-                let entries = self.store.scan_prefix(Table::DeadLetters, b"").map_err(external)?;
+                let entries = self
+                    .store
+                    .scan_prefix(Table::DeadLetters, b"")
+                    .map_err(external)?;
                 let mut owners = Vec::with_capacity(entries.len());
                 let mut letters = Vec::with_capacity(entries.len());
                 for (key, value) in &entries {
@@ -217,7 +246,10 @@ impl SystemTable {
                 ]
             }
             SystemKind::LateRows => {
-                let entries = self.store.scan_prefix(Table::LateRows, b"").map_err(external)?;
+                let entries = self
+                    .store
+                    .scan_prefix(Table::LateRows, b"")
+                    .map_err(external)?;
                 let mut owners = Vec::with_capacity(entries.len());
                 let mut rows = Vec::with_capacity(entries.len());
                 for (key, value) in &entries {
@@ -253,20 +285,51 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        scan_batches(self.schema.clone(), vec![self.batch()?], state, projection, filters, limit).await
+        scan_batches(
+            self.schema.clone(),
+            vec![self.batch()?],
+            state,
+            projection,
+            filters,
+            limit,
+        )
+        .await
     }
 }
 
 /// Creates schema `weir_catalog` with its tables in `ctx`'s default catalog.
-pub fn register_system_tables(ctx: &SessionContext, board: Arc<StatusBoard>, store: Arc<Store>) -> Result<()> {
-    let catalog_name = ctx.state().config().options().catalog.default_catalog.clone();
+pub fn register_system_tables(
+    ctx: &SessionContext,
+    board: Arc<StatusBoard>,
+    store: Arc<Store>,
+) -> Result<()> {
+    let catalog_name = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
     let catalog = ctx
         .catalog(&catalog_name)
         .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?;
     catalog.register_schema(SYSTEM_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    for kind in [SystemKind::Sources, SystemKind::Views, SystemKind::DeadLetters, SystemKind::LateRows] {
-        let table = SystemTable { kind, schema: kind.schema(), board: board.clone(), store: store.clone() };
-        ctx.register_table(format!("{SYSTEM_SCHEMA}.{}", kind.table_name()), Arc::new(table))?;
+    for kind in [
+        SystemKind::Sources,
+        SystemKind::Views,
+        SystemKind::DeadLetters,
+        SystemKind::LateRows,
+    ] {
+        let table = SystemTable {
+            kind,
+            schema: kind.schema(),
+            board: board.clone(),
+            store: store.clone(),
+        };
+        ctx.register_table(
+            format!("{SYSTEM_SCHEMA}.{}", kind.table_name()),
+            Arc::new(table),
+        )?;
     }
     Ok(())
 }

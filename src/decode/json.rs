@@ -25,7 +25,10 @@ fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::with_capacity(data.len() / 64 + 1);
     let mut start = 0;
     while start < data.len() {
-        let end = data[start..].iter().position(|b| *b == b'\n').map_or(data.len(), |i| start + i);
+        let end = data[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |i| start + i);
         if data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
             spans.push((start, end));
         }
@@ -82,7 +85,10 @@ impl JsonDecoder {
                         }
                         Ok(b) => dead.push(dead_letter(
                             span,
-                            format!("expected one JSON object on the line, found {}", b.num_rows()),
+                            format!(
+                                "expected one JSON object on the line, found {}",
+                                b.num_rows()
+                            ),
                         )),
                         Err(e) => dead.push(dead_letter(span, e.to_string())),
                     }
@@ -93,9 +99,17 @@ impl JsonDecoder {
                 (batch, good)
             }
         };
-        let (batch, good_spans) = self.drop_missing_required(batch, good_spans, &mut dead, &dead_letter);
-        let row_ends = good_spans.iter().map(|s| chunk.start_offset + s.1 as u64 + 1).collect();
-        Decoded { batch, row_ends, dead }
+        let (batch, good_spans) =
+            self.drop_missing_required(batch, good_spans, &mut dead, &dead_letter);
+        let row_ends = good_spans
+            .iter()
+            .map(|s| chunk.start_offset + s.1 as u64 + 1)
+            .collect();
+        Decoded {
+            batch,
+            row_ends,
+            dead,
+        }
     }
 
     /// Rows whose event-time value is missing or NULL become dead letters.
@@ -106,7 +120,9 @@ impl JsonDecoder {
         dead: &mut Vec<DeadLetter>,
         dead_letter: &dyn Fn((usize, usize), String) -> DeadLetter,
     ) -> (RecordBatch, Vec<(usize, usize)>) {
-        let Some(col) = self.required else { return (batch, spans) };
+        let Some(col) = self.required else {
+            return (batch, spans);
+        };
         let ts = batch.column(col);
         if ts.null_count() == 0 {
             return (batch, spans);
@@ -118,7 +134,10 @@ impl JsonDecoder {
             if ts.is_valid(i) {
                 kept.push(span);
             } else {
-                dead.push(dead_letter(span, format!("missing or NULL event-time column '{name}'")));
+                dead.push(dead_letter(
+                    span,
+                    format!("missing or NULL event-time column '{name}'"),
+                ));
             }
         }
         let batch = filter_record_batch(&batch, &keep).expect("mask matches batch length");
@@ -142,7 +161,12 @@ mod tests {
     }
 
     fn chunk(text: &str) -> LineChunk {
-        LineChunk { file_name: "f.json".into(), file: 0, start_offset: 100, data: text.as_bytes().to_vec() }
+        LineChunk {
+            file_name: "f.json".into(),
+            file: 0,
+            start_offset: 100,
+            data: text.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -162,7 +186,14 @@ mod tests {
         let d = decoder().decode(&chunk(text));
         assert_eq!(d.batch.num_rows(), 2);
         let errors: Vec<_> = d.dead.iter().map(|x| x.raw.as_str()).collect();
-        assert_eq!(errors, vec!["not json", "{\"k\":\"b\",\"v\":\"x\",\"ts\":2}", "{\"k\":\"c\"}"]);
+        assert_eq!(
+            errors,
+            vec![
+                "not json",
+                "{\"k\":\"b\",\"v\":\"x\",\"ts\":2}",
+                "{\"k\":\"c\"}"
+            ]
+        );
         assert!(d.dead[2].error.contains("event-time"));
         assert_eq!(d.dead[0].position, "f.json:117");
     }

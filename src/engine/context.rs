@@ -11,7 +11,10 @@ use crate::catalog::{register_system_tables, StatusBoard};
 use crate::state::Store;
 
 /// A context with Weir's functions, pg_catalog, information_schema and the system tables.
-pub fn new_session_context(board: Arc<StatusBoard>, store: Arc<Store>) -> Result<SessionContext, DataFusionError> {
+pub fn new_session_context(
+    board: Arc<StatusBoard>,
+    store: Arc<Store>,
+) -> Result<SessionContext, DataFusionError> {
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     weir_udfs::register(&ctx);

@@ -13,7 +13,11 @@ use crate::state::{window_key_prefix, Table, WriteSet};
 
 /// Statement text compared for "same definition": whitespace runs and a trailing `;` ignored.
 fn normalized(sql: &str) -> String {
-    sql.trim().trim_end_matches(';').split_whitespace().collect::<Vec<_>>().join(" ")
+    sql.trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Engine {
@@ -34,33 +38,73 @@ impl Engine {
             _ => return Ok(None),
         };
         let (existing_kind, same) = (
-            if catalog.sources.contains_key(name) { "source" } else { "materialized view" },
+            if catalog.sources.contains_key(name) {
+                "source"
+            } else {
+                "materialized view"
+            },
             normalized(existing_sql) == normalized(sql),
         );
         if if_not_exists && existing_kind == kind {
-            return Ok(Some(Outcome::Skipped(tag, format!("{kind} \"{name}\" already exists, skipping"))));
+            return Ok(Some(Outcome::Skipped(
+                tag,
+                format!("{kind} \"{name}\" already exists, skipping"),
+            )));
         }
         if origin == Origin::PipelineFile && same {
-            return Ok(Some(Outcome::Skipped(tag, format!("{kind} \"{name}\" already exists with this definition"))));
+            return Ok(Some(Outcome::Skipped(
+                tag,
+                format!("{kind} \"{name}\" already exists with this definition"),
+            )));
         }
-        Err(CatalogError::AlreadyExists { kind: existing_kind, name: name.to_string() }.into())
+        Err(CatalogError::AlreadyExists {
+            kind: existing_kind,
+            name: name.to_string(),
+        }
+        .into())
     }
 
-    fn persist_entry(&self, catalog: &mut Catalog, kind: EntryKind, name: &str, sql: &str) -> Result<(), EngineError> {
-        let entry = CatalogEntry { kind, name: name.to_string(), sql: sql.trim().to_string(), seq: catalog.next_seq };
+    fn persist_entry(
+        &self,
+        catalog: &mut Catalog,
+        kind: EntryKind,
+        name: &str,
+        sql: &str,
+    ) -> Result<(), EngineError> {
+        let entry = CatalogEntry {
+            kind,
+            name: name.to_string(),
+            sql: sql.trim().to_string(),
+            seq: catalog.next_seq,
+        };
         catalog.next_seq += 1;
         let mut ws = WriteSet::default();
-        ws.put(Table::Catalog, CatalogEntry::key(kind, name), serde_json::to_vec(&entry).expect("entries serialize"));
+        ws.put(
+            Table::Catalog,
+            CatalogEntry::key(kind, name),
+            serde_json::to_vec(&entry).expect("entries serialize"),
+        );
         self.store.write(ws)?;
         Ok(())
     }
 
     /// Validates a source and adds it to the catalog (without persisting it).
-    pub(super) fn add_source(&self, catalog: &mut Catalog, decl: CreateSource, sql: String) -> Result<(), EngineError> {
+    pub(super) fn add_source(
+        &self,
+        catalog: &mut Catalog,
+        decl: CreateSource,
+        sql: String,
+    ) -> Result<(), EngineError> {
         let spec = parse_source_spec(&decl.options)?;
         let def = SourceDef::new(decl, spec, sql);
         // Open a reader once, so a missing file or a column the generator lacks fails now.
-        let must_exist = !matches!(def.spec, SourceSpec::File { mode: FileMode::Follow, .. });
+        let must_exist = !matches!(
+            def.spec,
+            SourceSpec::File {
+                mode: FileMode::Follow,
+                ..
+            }
+        );
         if must_exist {
             open_reader(&def.spec, def.schema.clone(), Position::default())?;
         }
@@ -73,18 +117,40 @@ impl Engine {
     }
 
     /// Plans a view and adds it to the catalog and the query context (without persisting it).
-    pub(super) async fn add_view(&self, catalog: &mut Catalog, decl: CreateView, sql: String) -> Result<String, EngineError> {
-        let sources: Vec<SourceSchema> = catalog.sources.values().map(|s| s.planner_schema()).collect();
+    pub(super) async fn add_view(
+        &self,
+        catalog: &mut Catalog,
+        decl: CreateView,
+        sql: String,
+    ) -> Result<String, EngineError> {
+        let sources: Vec<SourceSchema> = catalog
+            .sources
+            .values()
+            .map(|s| s.planner_schema())
+            .collect();
         let find = |name: &str| sources.iter().find(|s| s.name == name).cloned();
         let plan = Arc::new(plan_view(&decl.query, &find, &planning_context()).await?);
-        let table = ViewTable::new(decl.name.clone(), plan.output_schema.clone(), self.store.clone());
-        self.ctx.register_table(decl.name.as_str(), Arc::new(table))?;
+        let table = ViewTable::new(
+            decl.name.clone(),
+            plan.output_schema.clone(),
+            self.store.clone(),
+        );
+        self.ctx
+            .register_table(decl.name.as_str(), Arc::new(table))?;
         let source = plan.source.clone();
         self.board.update_view(&decl.name, |v| {
             v.source = source.clone();
             v.status = "running".into();
         });
-        catalog.views.insert(decl.name.clone(), Arc::new(ViewDef { name: decl.name, source: source.clone(), plan, sql }));
+        catalog.views.insert(
+            decl.name.clone(),
+            Arc::new(ViewDef {
+                name: decl.name,
+                source: source.clone(),
+                plan,
+                sql,
+            }),
+        );
         Ok(source)
     }
 
@@ -96,7 +162,15 @@ impl Engine {
         origin: Origin,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "CREATE SOURCE";
-        if let Some(outcome) = self.existing(catalog, &decl.name, "source", TAG, decl.if_not_exists, sql, origin)? {
+        if let Some(outcome) = self.existing(
+            catalog,
+            &decl.name,
+            "source",
+            TAG,
+            decl.if_not_exists,
+            sql,
+            origin,
+        )? {
             return Ok(outcome);
         }
         let name = decl.name.clone();
@@ -116,9 +190,15 @@ impl Engine {
         origin: Origin,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "CREATE MATERIALIZED VIEW";
-        if let Some(outcome) =
-            self.existing(catalog, &decl.name, "materialized view", TAG, decl.if_not_exists, sql, origin)?
-        {
+        if let Some(outcome) = self.existing(
+            catalog,
+            &decl.name,
+            "materialized view",
+            TAG,
+            decl.if_not_exists,
+            sql,
+            origin,
+        )? {
             return Ok(outcome);
         }
         let name = decl.name.clone();
@@ -138,13 +218,25 @@ impl Engine {
         self.board.views.write().remove(name);
     }
 
-    pub(super) async fn drop_view(&self, catalog: &mut Catalog, name: &str, if_exists: bool) -> Result<Outcome, EngineError> {
+    pub(super) async fn drop_view(
+        &self,
+        catalog: &mut Catalog,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Outcome, EngineError> {
         const TAG: &str = "DROP MATERIALIZED VIEW";
         let Some(view) = catalog.views.get(name).cloned() else {
             if if_exists {
-                return Ok(Outcome::Skipped(TAG, format!("materialized view \"{name}\" does not exist, skipping")));
+                return Ok(Outcome::Skipped(
+                    TAG,
+                    format!("materialized view \"{name}\" does not exist, skipping"),
+                ));
             }
-            return Err(CatalogError::NotFound { kind: "materialized view", name: name.to_string() }.into());
+            return Err(CatalogError::NotFound {
+                kind: "materialized view",
+                name: name.to_string(),
+            }
+            .into());
         };
         if let Some(runner) = catalog.runners.remove(&view.source) {
             let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
@@ -158,17 +250,38 @@ impl Engine {
         Ok(Outcome::Done(TAG))
     }
 
-    pub(super) async fn drop_source(&self, catalog: &mut Catalog, name: &str, if_exists: bool) -> Result<Outcome, EngineError> {
+    pub(super) async fn drop_source(
+        &self,
+        catalog: &mut Catalog,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Outcome, EngineError> {
         const TAG: &str = "DROP SOURCE";
         if !catalog.sources.contains_key(name) {
             if if_exists {
-                return Ok(Outcome::Skipped(TAG, format!("source \"{name}\" does not exist, skipping")));
+                return Ok(Outcome::Skipped(
+                    TAG,
+                    format!("source \"{name}\" does not exist, skipping"),
+                ));
             }
-            return Err(CatalogError::NotFound { kind: "source", name: name.to_string() }.into());
+            return Err(CatalogError::NotFound {
+                kind: "source",
+                name: name.to_string(),
+            }
+            .into());
         }
-        let users: Vec<&str> = catalog.views.values().filter(|v| v.source == name).map(|v| v.name.as_str()).collect();
+        let users: Vec<&str> = catalog
+            .views
+            .values()
+            .filter(|v| v.source == name)
+            .map(|v| v.name.as_str())
+            .collect();
         if !users.is_empty() {
-            return Err(CatalogError::InUse { source_name: name.to_string(), views: users.join(", ") }.into());
+            return Err(CatalogError::InUse {
+                source_name: name.to_string(),
+                views: users.join(", "),
+            }
+            .into());
         }
         if let Some(runner) = catalog.runners.remove(name) {
             let _ = tokio::task::spawn_blocking(move || runner.stop()).await;

@@ -41,7 +41,8 @@ pub enum EngineError {
 pub const SHOW_SOURCES_SQL: &str =
     "SELECT name, connector, status, events, bad_records, watermark FROM weir_catalog.sources ORDER BY name";
 /// What `SHOW MATERIALIZED VIEWS` answers.
-pub const SHOW_VIEWS_SQL: &str = "SELECT name, source, status, watermark, rows FROM weir_catalog.views ORDER BY name";
+pub const SHOW_VIEWS_SQL: &str =
+    "SELECT name, source, status, watermark, rows FROM weir_catalog.views ORDER BY name";
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -91,7 +92,10 @@ pub struct Engine {
 impl Engine {
     /// Opens the store in `config.data_dir`, re-creates the stored sources and views and
     /// resumes their pipelines.
-    pub async fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, EngineError> {
+    pub async fn open(
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, EngineError> {
         let store = Arc::new(Store::open(&config.data_dir)?);
         let board = Arc::new(StatusBoard::default());
         let ctx = Arc::new(new_session_context(board.clone(), store.clone())?);
@@ -101,7 +105,9 @@ impl Engine {
             metrics,
             ctx,
             catalog: tokio::sync::Mutex::new(Catalog::default()),
-            runner_config: RunnerConfig { epoch: config.epoch },
+            runner_config: RunnerConfig {
+                epoch: config.epoch,
+            },
         });
         engine.restore().await?;
         Ok(engine)
@@ -128,7 +134,10 @@ impl Engine {
             .into_iter()
             .map(|(_, v)| serde_json::from_slice(&v))
             .collect::<Result<_, _>>()
-            .map_err(|e| StateError::Corrupt { table: "catalog", reason: e.to_string() })?;
+            .map_err(|e| StateError::Corrupt {
+                table: "catalog",
+                reason: e.to_string(),
+            })?;
         entries.sort_by_key(|e| e.seq);
         let mut catalog = self.catalog.lock().await;
         for entry in entries {
@@ -142,7 +151,11 @@ impl Engine {
                     self.add_view(&mut catalog, decl, entry.sql.clone()).await?;
                 }
                 _ => {
-                    return Err(StateError::Corrupt { table: "catalog", reason: format!("not a definition: {}", entry.sql) }.into())
+                    return Err(StateError::Corrupt {
+                        table: "catalog",
+                        reason: format!("not a definition: {}", entry.sql),
+                    }
+                    .into())
                 }
             }
         }
@@ -154,13 +167,26 @@ impl Engine {
     }
 
     /// Executes one Weir statement; `sql` is its text, stored for definitions.
-    pub async fn execute(&self, stmt: WeirStatement, sql: &str, origin: Origin) -> Result<Outcome, EngineError> {
+    pub async fn execute(
+        &self,
+        stmt: WeirStatement,
+        sql: &str,
+        origin: Origin,
+    ) -> Result<Outcome, EngineError> {
         let mut catalog = self.catalog.lock().await;
         match stmt {
-            WeirStatement::CreateSource(decl) => self.create_source(&mut catalog, decl, sql, origin).await,
-            WeirStatement::CreateView(decl) => self.create_view(&mut catalog, decl, sql, origin).await,
-            WeirStatement::DropSource { name, if_exists } => self.drop_source(&mut catalog, &name, if_exists).await,
-            WeirStatement::DropView { name, if_exists } => self.drop_view(&mut catalog, &name, if_exists).await,
+            WeirStatement::CreateSource(decl) => {
+                self.create_source(&mut catalog, decl, sql, origin).await
+            }
+            WeirStatement::CreateView(decl) => {
+                self.create_view(&mut catalog, decl, sql, origin).await
+            }
+            WeirStatement::DropSource { name, if_exists } => {
+                self.drop_source(&mut catalog, &name, if_exists).await
+            }
+            WeirStatement::DropView { name, if_exists } => {
+                self.drop_view(&mut catalog, &name, if_exists).await
+            }
             WeirStatement::ShowSources => Ok(Outcome::Query(SHOW_SOURCES_SQL.into())),
             WeirStatement::ShowViews => Ok(Outcome::Query(SHOW_VIEWS_SQL.into())),
         }
@@ -170,18 +196,34 @@ impl Engine {
     pub async fn shutdown(&self) {
         let mut catalog = self.catalog.lock().await;
         let runners: Vec<Runner> = catalog.runners.drain().map(|(_, r)| r).collect();
-        let _ = tokio::task::spawn_blocking(move || runners.into_iter().for_each(Runner::stop)).await;
+        let _ =
+            tokio::task::spawn_blocking(move || runners.into_iter().for_each(Runner::stop)).await;
     }
 
     /// Stops the source's pipeline (committing) and starts it again with its current views.
-    async fn restart_pipeline(&self, catalog: &mut Catalog, source: &str) -> Result<(), EngineError> {
+    async fn restart_pipeline(
+        &self,
+        catalog: &mut Catalog,
+        source: &str,
+    ) -> Result<(), EngineError> {
         if let Some(runner) = catalog.runners.remove(source) {
-            tokio::task::spawn_blocking(move || runner.stop()).await.map_err(|e| {
-                datafusion::error::DataFusionError::Execution(format!("pipeline did not stop: {e}"))
-            })?;
+            tokio::task::spawn_blocking(move || runner.stop())
+                .await
+                .map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "pipeline did not stop: {e}"
+                    ))
+                })?;
         }
-        let Some(def) = catalog.sources.get(source).cloned() else { return Ok(()) };
-        let views: Vec<Arc<ViewDef>> = catalog.views.values().filter(|v| v.source == source).cloned().collect();
+        let Some(def) = catalog.sources.get(source).cloned() else {
+            return Ok(());
+        };
+        let views: Vec<Arc<ViewDef>> = catalog
+            .views
+            .values()
+            .filter(|v| v.source == source)
+            .cloned()
+            .collect();
         if views.is_empty() {
             self.board.update_source(source, |s| {
                 s.connector = def.spec.connector().into();
@@ -189,7 +231,14 @@ impl Engine {
             });
             return Ok(());
         }
-        let runner = Runner::start(def, views, self.store.clone(), self.board.clone(), self.metrics.clone(), self.runner_config)?;
+        let runner = Runner::start(
+            def,
+            views,
+            self.store.clone(),
+            self.board.clone(),
+            self.metrics.clone(),
+            self.runner_config,
+        )?;
         catalog.runners.insert(source.to_string(), runner);
         Ok(())
     }

@@ -4,7 +4,9 @@ mod http;
 
 pub use http::serve_http;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Weir's metrics, registered on one registry.
 pub struct Metrics {
@@ -21,13 +23,17 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -35,20 +41,34 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let epoch_commit_seconds = HistogramVec::new(
-            HistogramOpts::new("weir_epoch_commit_seconds", "Time to write one epoch (rows, state, positions) to RocksDB")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            HistogramOpts::new(
+                "weir_epoch_commit_seconds",
+                "Time to write one epoch (rows, state, positions) to RocksDB",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             &["source"],
         )
         .expect("valid metric");
-        registry.register(Box::new(epoch_commit_seconds.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(epoch_commit_seconds.clone()))
+            .expect("metric registered once");
         let query_seconds = Histogram::with_opts(HistogramOpts::new(
             "weir_query_seconds",
             "Time to answer one Postgres-wire statement",
         ))
         .expect("valid metric");
-        registry.register(Box::new(query_seconds.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(query_seconds.clone()))
+            .expect("metric registered once");
         Self {
-            source_events: counter(&registry, "weir_source_events_total", "Events decoded from the source", "source"),
+            source_events: counter(
+                &registry,
+                "weir_source_events_total",
+                "Events decoded from the source",
+                "source",
+            ),
             source_bad_records: counter(
                 &registry,
                 "weir_source_bad_records_total",
@@ -61,9 +81,24 @@ impl Metrics {
                 "Source watermark (event time, Unix ms)",
                 "source",
             ),
-            view_late_rows: counter(&registry, "weir_view_late_rows_total", "Rows that arrived after their window closed", "view"),
-            view_rows_written: counter(&registry, "weir_view_rows_written_total", "View rows written to the store", "view"),
-            view_watermark: gauge(&registry, "weir_view_watermark_milliseconds", "View watermark (event time, Unix ms)", "view"),
+            view_late_rows: counter(
+                &registry,
+                "weir_view_late_rows_total",
+                "Rows that arrived after their window closed",
+                "view",
+            ),
+            view_rows_written: counter(
+                &registry,
+                "weir_view_rows_written_total",
+                "View rows written to the store",
+                "view",
+            ),
+            view_watermark: gauge(
+                &registry,
+                "weir_view_watermark_milliseconds",
+                "View watermark (event time, Unix ms)",
+                "view",
+            ),
             epoch_commit_seconds,
             query_seconds,
             registry,
@@ -73,7 +108,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }
 

@@ -36,11 +36,16 @@ fn new_accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Gro
         aggregate.create_groups_accumulator()
     } else {
         let aggregate = Arc::clone(aggregate);
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || aggregate.create_accumulator())))
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            aggregate.create_accumulator()
+        })))
     }
 }
 
-fn evaluate_to_array(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+fn evaluate_to_array(
+    expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<ArrayRef> {
     expr.evaluate(batch)?.into_array(batch.num_rows())
 }
 
@@ -49,10 +54,21 @@ impl GroupState {
         let keys = if plan.group_exprs.is_empty() {
             Keys::Global
         } else {
-            Keys::Grouped(new_group_values(plan.group_schema.clone(), &GroupOrdering::None)?)
+            Keys::Grouped(new_group_values(
+                plan.group_schema.clone(),
+                &GroupOrdering::None,
+            )?)
         };
-        let accumulators = plan.aggregates.iter().map(new_accumulator).collect::<Result<_>>()?;
-        let mut state = Self { keys, accumulators, indices: Vec::new() };
+        let accumulators = plan
+            .aggregates
+            .iter()
+            .map(new_accumulator)
+            .collect::<Result<_>>()?;
+        let mut state = Self {
+            keys,
+            accumulators,
+            indices: Vec::new(),
+        };
         if matches!(state.keys, Keys::Global) {
             // A global aggregate has its one group before any row arrives (count = 0, ...).
             let empty = RecordBatch::new_empty(plan.input_schema.clone());
@@ -78,14 +94,23 @@ impl GroupState {
         self.update_with(plan, batch, false)
     }
 
-    fn update_with(&mut self, plan: &AggregatePlan, batch: &RecordBatch, allow_empty: bool) -> Result<()> {
+    fn update_with(
+        &mut self,
+        plan: &AggregatePlan,
+        batch: &RecordBatch,
+        allow_empty: bool,
+    ) -> Result<()> {
         let rows = batch.num_rows();
         if rows == 0 && !allow_empty {
             return Ok(());
         }
         match &mut self.keys {
             Keys::Grouped(groups) => {
-                let cols = plan.group_exprs.iter().map(|e| evaluate_to_array(e, batch)).collect::<Result<Vec<_>>>()?;
+                let cols = plan
+                    .group_exprs
+                    .iter()
+                    .map(|e| evaluate_to_array(e, batch))
+                    .collect::<Result<Vec<_>>>()?;
                 groups.intern(&cols, &mut self.indices)?;
             }
             Keys::Global => {
@@ -95,12 +120,18 @@ impl GroupState {
         }
         let total = self.len();
         for (i, aggregate) in plan.aggregates.iter().enumerate() {
-            let args = aggregate.expressions().iter().map(|e| evaluate_to_array(e, batch)).collect::<Result<Vec<_>>>()?;
+            let args = aggregate
+                .expressions()
+                .iter()
+                .map(|e| evaluate_to_array(e, batch))
+                .collect::<Result<Vec<_>>>()?;
             let filter = match &plan.filters[i] {
                 Some(f) => Some(evaluate_to_array(f, batch)?),
                 None => None,
             };
-            let filter = filter.as_ref().and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
+            let filter = filter
+                .as_ref()
+                .and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
             self.accumulators[i].update_batch(&args, &self.indices, filter, total)?;
         }
         Ok(())
@@ -121,12 +152,20 @@ impl GroupState {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let name = if i < n_keys { format!("k{i}") } else { format!("s{i}") };
+                let name = if i < n_keys {
+                    format!("k{i}")
+                } else {
+                    format!("s{i}")
+                };
                 Field::new(name, c.data_type().clone(), true)
             })
             .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), cols, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &options,
+        )?)
     }
 
     /// Rebuilds a state from a snapshot made by [`GroupState::take_snapshot`].
@@ -138,12 +177,16 @@ impl GroupState {
             Keys::Grouped(groups) => {
                 groups.intern(&snapshot.columns()[..n_keys], &mut state.indices)?;
                 if groups.len() != n {
-                    return Err(DataFusionError::Internal("snapshot holds duplicate group keys".into()));
+                    return Err(DataFusionError::Internal(
+                        "snapshot holds duplicate group keys".into(),
+                    ));
                 }
             }
             Keys::Global => {
                 if n != 1 {
-                    return Err(DataFusionError::Internal("a global aggregate snapshot must have one row".into()));
+                    return Err(DataFusionError::Internal(
+                        "a global aggregate snapshot must have one row".into(),
+                    ));
                 }
                 state.indices = vec![0];
             }
@@ -152,9 +195,11 @@ impl GroupState {
         for (i, aggregate) in plan.aggregates.iter().enumerate() {
             let width = aggregate.state_fields()?.len();
             let values = snapshot.columns().get(col..col + width).ok_or_else(|| {
-                DataFusionError::Internal("snapshot has fewer state columns than the view's aggregates".into())
+                DataFusionError::Internal(
+                    "snapshot has fewer state columns than the view's aggregates".into(),
+                )
             })?;
-            state.accumulators[i].merge_batch(values, &state.indices, None, n)?;
+            state.accumulators[i].merge_batch(values, &state.indices, n)?;
             col += width;
         }
         Ok(state)
@@ -171,6 +216,10 @@ impl GroupState {
             cols.push(acc.evaluate(EmitTo::All)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(plan.output_schema.clone(), cols, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            plan.output_schema.clone(),
+            cols,
+            &options,
+        )?)
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::array::{Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::{max, take_record_batch};
-use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::{run_steps, ViewPlan};
 use crate::source::Position;
-use crate::state::{batch_from_ipc, batch_to_ipc, window_key, window_key_prefix, window_start_of_key, Store, Table, WriteSet};
+use crate::state::{
+    batch_from_ipc, batch_to_ipc, window_key, window_key_prefix, window_start_of_key, Store, Table,
+    WriteSet,
+};
 
 /// The window key of a view without windows: all its groups live in this one "window".
 pub const GLOBAL_WINDOW: i64 = 0;
@@ -76,27 +79,52 @@ fn row_json(batch: &RecordBatch, row: usize) -> String {
     if writer.write(&batch.slice(row, 1)).is_err() || writer.finish().is_err() {
         return String::new();
     }
-    String::from_utf8_lossy(&writer.into_inner()).trim_end().to_string()
+    String::from_utf8_lossy(&writer.into_inner())
+        .trim_end()
+        .to_string()
 }
 
 impl ViewOperator {
     /// Loads the view's stored progress and open windows (a new view starts empty).
     pub fn load(name: &str, plan: Arc<ViewPlan>, store: &Store) -> Result<Self> {
-        let progress = match store.get(Table::Progress, &progress_key(name)).map_err(state_err)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| DataFusionError::External(Box::new(e)))?,
+        let progress = match store
+            .get(Table::Progress, &progress_key(name))
+            .map_err(state_err)?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
             None => ViewProgress {
-                watermark: plan.watermark.map(|(_, delay)| WatermarkTracker::new(delay)),
+                watermark: plan
+                    .watermark
+                    .map(|(_, delay)| WatermarkTracker::new(delay)),
                 ..ViewProgress::default()
             },
         };
         let mut windows = BTreeMap::new();
-        for (key, value) in store.scan_prefix(Table::WindowState, &window_key_prefix(name)).map_err(state_err)? {
-            let start = window_start_of_key(&key).ok_or_else(|| DataFusionError::Internal("bad window key".into()))?;
+        for (key, value) in store
+            .scan_prefix(Table::WindowState, &window_key_prefix(name))
+            .map_err(state_err)?
+        {
+            let start = window_start_of_key(&key)
+                .ok_or_else(|| DataFusionError::Internal("bad window key".into()))?;
             let snapshot = batch_from_ipc(&value)?;
             let state = GroupState::from_snapshot(&plan.aggregate, &snapshot)?;
-            windows.insert(start, Window { state, dirty: false });
+            windows.insert(
+                start,
+                Window {
+                    state,
+                    dirty: false,
+                },
+            );
         }
-        Ok(Self { name: name.to_string(), plan, windows, progress, closed: Vec::new(), late: Vec::new() })
+        Ok(Self {
+            name: name.to_string(),
+            plan,
+            windows,
+            progress,
+            closed: Vec::new(),
+            late: Vec::new(),
+        })
     }
 
     pub fn progress(&self) -> &ViewProgress {
@@ -109,7 +137,9 @@ impl ViewOperator {
 
     /// The view's watermark, when its source declares one.
     pub fn watermark(&self) -> Option<i64> {
-        self.progress.watermark.and_then(|w| w.max_event_time.map(|_| w.watermark()))
+        self.progress
+            .watermark
+            .and_then(|w| w.max_event_time.map(|_| w.watermark()))
     }
 
     pub fn is_failed(&self) -> bool {
@@ -127,13 +157,23 @@ impl ViewOperator {
 
     /// Folds the rows of `batch` that lie after the view's position; `end` is the position
     /// after the whole chunk.
-    pub fn apply(&mut self, batch: &RecordBatch, file: u32, row_ends: &[u64], end: Position) -> Result<()> {
+    pub fn apply(
+        &mut self,
+        batch: &RecordBatch,
+        file: u32,
+        row_ends: &[u64],
+        end: Position,
+    ) -> Result<()> {
         if self.is_failed() || self.progress.finished || end <= self.progress.position {
             return Ok(());
         }
         let at = self.progress.position;
         let first = row_ends.partition_point(|e| Position { file, offset: *e } <= at);
-        let batch = if first == 0 { batch.clone() } else { batch.slice(first, batch.num_rows() - first) };
+        let batch = if first == 0 {
+            batch.clone()
+        } else {
+            batch.slice(first, batch.num_rows() - first)
+        };
         if batch.num_rows() > 0 {
             match self.plan.window {
                 Some((spec, time_col)) => self.apply_windowed(&batch, spec, time_col)?,
@@ -144,13 +184,29 @@ impl ViewOperator {
         Ok(())
     }
 
-    fn apply_windowed(&mut self, batch: &RecordBatch, spec: crate::plan::WindowSpec, time_col: usize) -> Result<()> {
-        let tracker = self.progress.watermark.as_mut().expect("windowed views have a watermark");
+    fn apply_windowed(
+        &mut self,
+        batch: &RecordBatch,
+        spec: crate::plan::WindowSpec,
+        time_col: usize,
+    ) -> Result<()> {
+        let tracker = self
+            .progress
+            .watermark
+            .as_mut()
+            .expect("windowed views have a watermark");
         let assigned = assign_windows(batch, time_col, spec, tracker, &self.plan.input_schema)?;
         for (row, watermark) in assigned.late {
-            let times = batch.column(time_col).as_any().downcast_ref::<TimestampMillisecondArray>();
+            let times = batch
+                .column(time_col)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>();
             let event_time = times.map_or(0, |t| t.value(row as usize));
-            self.late.push(LateRow { event_time, watermark, raw: row_json(batch, row as usize) });
+            self.late.push(LateRow {
+                event_time,
+                watermark,
+                raw: row_json(batch, row as usize),
+            });
         }
         // Fold each window's rows; a batch usually spans one or two windows.
         let starts = &assigned.starts;
@@ -174,8 +230,14 @@ impl ViewOperator {
     }
 
     fn apply_global(&mut self, batch: &RecordBatch) -> Result<()> {
-        if let (Some(tracker), Some((col, _))) = (self.progress.watermark.as_mut(), self.plan.watermark) {
-            if let Some(times) = batch.column(col).as_any().downcast_ref::<TimestampMillisecondArray>() {
+        if let (Some(tracker), Some((col, _))) =
+            (self.progress.watermark.as_mut(), self.plan.watermark)
+        {
+            if let Some(times) = batch
+                .column(col)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+            {
                 if let Some(m) = max(times) {
                     tracker.observe(m);
                 }
@@ -188,9 +250,10 @@ impl ViewOperator {
         let rows = run_steps(&self.plan.pre, rows)?;
         let window = match self.windows.entry(start) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(Window { state: GroupState::new(&self.plan.aggregate)?, dirty: true })
-            }
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(Window {
+                state: GroupState::new(&self.plan.aggregate)?,
+                dirty: true,
+            }),
         };
         window.state.update(&self.plan.aggregate, &rows)?;
         window.dirty = true;
@@ -205,7 +268,10 @@ impl ViewOperator {
                 break;
             }
             let (start, window) = entry.remove_entry();
-            let rows = run_steps(&self.plan.post, window.state.evaluate(&self.plan.aggregate)?)?;
+            let rows = run_steps(
+                &self.plan.post,
+                window.state.evaluate(&self.plan.aggregate)?,
+            )?;
             self.closed.push((start, rows));
         }
         Ok(())
@@ -226,7 +292,13 @@ impl ViewOperator {
         Ok(())
     }
 
-    fn put_rows(&mut self, ws: &mut WriteSet, start: i64, rows: &RecordBatch, open: bool) -> Result<()> {
+    fn put_rows(
+        &mut self,
+        ws: &mut WriteSet,
+        start: i64,
+        rows: &RecordBatch,
+        open: bool,
+    ) -> Result<()> {
         let key = window_key(&self.name, start);
         if rows.num_rows() == 0 {
             ws.delete(Table::ViewRows, key);
@@ -251,24 +323,42 @@ impl ViewOperator {
             self.put_rows(ws, start, &rows, false)?;
             ws.delete(Table::WindowState, window_key(&self.name, start));
         }
-        let dirty: Vec<i64> = self.windows.iter().filter(|(_, w)| w.dirty).map(|(s, _)| *s).collect();
+        let dirty: Vec<i64> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.dirty)
+            .map(|(s, _)| *s)
+            .collect();
         for start in dirty {
             let window = self.windows.get_mut(&start).expect("listed above");
             let snapshot = window.state.take_snapshot()?;
             window.state = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?;
             window.dirty = false;
-            let current = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?.evaluate(&self.plan.aggregate)?;
+            let current = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?
+                .evaluate(&self.plan.aggregate)?;
             let rows = run_steps(&self.plan.post, current)?;
-            ws.put(Table::WindowState, window_key(&self.name, start), batch_to_ipc(&snapshot)?);
+            ws.put(
+                Table::WindowState,
+                window_key(&self.name, start),
+                batch_to_ipc(&snapshot)?,
+            );
             self.put_rows(ws, start, &rows, true)?;
         }
         for late in std::mem::take(&mut self.late) {
             let mut key = window_key_prefix(&self.name);
             key.extend_from_slice(&self.progress.late_rows.to_be_bytes());
             self.progress.late_rows += 1;
-            ws.put(Table::LateRows, key, serde_json::to_vec(&late).expect("late rows serialize"));
+            ws.put(
+                Table::LateRows,
+                key,
+                serde_json::to_vec(&late).expect("late rows serialize"),
+            );
         }
-        ws.put(Table::Progress, progress_key(&self.name), serde_json::to_vec(&self.progress).expect("progress serializes"));
+        ws.put(
+            Table::Progress,
+            progress_key(&self.name),
+            serde_json::to_vec(&self.progress).expect("progress serializes"),
+        );
         Ok(())
     }
 

@@ -13,7 +13,11 @@ pub struct WatermarkTracker {
 
 impl WatermarkTracker {
     pub fn new(delay_ms: i64) -> Self {
-        Self { max_event_time: None, delay_ms, finished: false }
+        Self {
+            max_event_time: None,
+            delay_ms,
+            finished: false,
+        }
     }
 
     /// Event time up to which windows are complete; `i64::MIN` before any event.
@@ -21,7 +25,8 @@ impl WatermarkTracker {
         if self.finished {
             return i64::MAX;
         }
-        self.max_event_time.map_or(i64::MIN, |t| t.saturating_sub(self.delay_ms))
+        self.max_event_time
+            .map_or(i64::MIN, |t| t.saturating_sub(self.delay_ms))
     }
 
     pub fn observe(&mut self, event_time: i64) {

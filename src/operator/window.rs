@@ -37,7 +37,9 @@ pub fn assign_windows(
         .column(time_col)
         .as_any()
         .downcast_ref::<TimestampMillisecondArray>()
-        .ok_or_else(|| DataFusionError::Internal("window column is not a millisecond timestamp".into()))?;
+        .ok_or_else(|| {
+            DataFusionError::Internal("window column is not a millisecond timestamp".into())
+        })?;
     let size = spec.size_ms();
     let slide = spec.slide_ms();
     let mut rows: Vec<u32> = Vec::with_capacity(times.len() * (size / slide).max(1) as usize);
@@ -67,12 +69,20 @@ pub fn assign_windows(
         tracker.observe(t);
     }
     let indices = UInt32Array::from(rows);
-    let mut cols: Vec<ArrayRef> = batch.columns().iter().map(|c| take(c, &indices, None)).collect::<Result<_, _>>()?;
+    let mut cols: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| take(c, &indices, None))
+        .collect::<Result<_, _>>()?;
     let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
     cols.push(Arc::new(TimestampMillisecondArray::from(starts.clone())));
     cols.push(Arc::new(TimestampMillisecondArray::from(ends)));
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    Ok(Assigned { batch, starts, late })
+    Ok(Assigned {
+        batch,
+        starts,
+        late,
+    })
 }
 
 #[cfg(test)]
@@ -88,7 +98,11 @@ mod tests {
             Field::new("window_start", ts.clone(), false),
             Field::new("window_end", ts, false),
         ]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(TimestampMillisecondArray::from(times.to_vec()))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(TimestampMillisecondArray::from(times.to_vec()))],
+        )
+        .unwrap();
         (batch, out)
     }
 
@@ -96,7 +110,14 @@ mod tests {
     fn tumbling_windows_and_late_rows() {
         let (batch, schema) = input(&[1_000, 61_000, 59_000, 125_000, 30_000]);
         let mut tracker = WatermarkTracker::new(5_000);
-        let a = assign_windows(&batch, 0, WindowSpec::Tumble { size_ms: 60_000 }, &mut tracker, &schema).unwrap();
+        let a = assign_windows(
+            &batch,
+            0,
+            WindowSpec::Tumble { size_ms: 60_000 },
+            &mut tracker,
+            &schema,
+        )
+        .unwrap();
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
         assert_eq!(a.starts, vec![0, 60_000, 0, 120_000]);
         assert_eq!(a.late, vec![(4, 120_000)]);
@@ -107,7 +128,10 @@ mod tests {
     fn hopping_windows_repeat_rows() {
         let (batch, schema) = input(&[65_000, -1]);
         let mut tracker = WatermarkTracker::new(0);
-        let spec = WindowSpec::Hop { slide_ms: 20_000, size_ms: 60_000 };
+        let spec = WindowSpec::Hop {
+            slide_ms: 20_000,
+            size_ms: 60_000,
+        };
         let a = assign_windows(&batch, 0, spec, &mut tracker, &schema).unwrap();
         assert_eq!(a.starts, vec![60_000, 40_000, 20_000]);
         assert_eq!(a.late, vec![(1, 65_000)]);

@@ -29,7 +29,9 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
         DataFusionError::Plan(msg) => {
             if msg.contains("table") && msg.contains("not found") {
                 "42P01"
-            } else if msg.contains("function") && (msg.contains("Invalid") || msg.contains("not found")) {
+            } else if msg.contains("function")
+                && (msg.contains("Invalid") || msg.contains("not found"))
+            {
                 "42883"
             } else {
                 "42601"
@@ -45,7 +47,10 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
 
 fn datafusion_info(error: &DataFusionError) -> ErrorInfo {
     let message = error.find_root().to_string();
-    let message = message.strip_prefix("Error during planning: ").unwrap_or(&message).to_string();
+    let message = message
+        .strip_prefix("Error during planning: ")
+        .unwrap_or(&message)
+        .to_string();
     info(datafusion_sqlstate(error), message)
 }
 
@@ -57,7 +62,10 @@ pub fn engine_error_info(error: &EngineError) -> ErrorInfo {
         EngineError::Plan(PlanError::Unsupported(_)) => "0A000",
         EngineError::Plan(PlanError::Invalid(_)) => "22023",
         EngineError::Plan(PlanError::UnknownRelation { .. }) => "42P01",
-        EngineError::Plan(PlanError::DataFusion(e)) | EngineError::DataFusion(e) => return datafusion_info(e),
+        EngineError::Plan(PlanError::Arrow(_)) => "42703",
+        EngineError::Plan(PlanError::DataFusion(e)) | EngineError::DataFusion(e) => {
+            return datafusion_info(e)
+        }
         EngineError::Catalog(CatalogError::AlreadyExists { .. }) => "42P07",
         EngineError::Catalog(CatalogError::NotFound { .. }) => "42P01",
         EngineError::Catalog(CatalogError::InUse { .. }) => "2BP01",

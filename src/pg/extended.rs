@@ -35,16 +35,27 @@ pub struct WeirParser {
 impl QueryParser for WeirParser {
     type Statement = PgStatement;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<PgStatement>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<PgStatement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         match parse_statement(sql) {
-            Ok(Some(WeirStatement::ShowSources)) => self.inner.parse_sql(client, SHOW_SOURCES_SQL, types).await,
-            Ok(Some(WeirStatement::ShowViews)) => self.inner.parse_sql(client, SHOW_VIEWS_SQL, types).await,
+            Ok(Some(WeirStatement::ShowSources)) => {
+                self.inner.parse_sql(client, SHOW_SOURCES_SQL, types).await
+            }
+            Ok(Some(WeirStatement::ShowViews)) => {
+                self.inner.parse_sql(client, SHOW_VIEWS_SQL, types).await
+            }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
             Ok(None) => self.inner.parse_sql(client, sql, types).await,
-            Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e.into())))),
+            Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
+                &e.into(),
+            )))),
         }
     }
 
@@ -52,7 +63,11 @@ impl QueryParser for WeirParser {
         self.inner.get_parameter_types(stmt)
     }
 
-    fn get_result_schema(&self, stmt: &PgStatement, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &PgStatement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         self.inner.get_result_schema(stmt, column_format)
     }
 }
@@ -66,7 +81,12 @@ impl ExtendedQueryHandler for WeirQueries {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<PgStatement>, max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<PgStatement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = PgStatement>,
@@ -77,7 +97,9 @@ impl ExtendedQueryHandler for WeirQueries {
         if parsed.is_none() {
             if let Ok(Some(stmt)) = parse_statement(sql) {
                 return match self.engine.execute(stmt, sql, Origin::Client).await {
-                    Ok(Outcome::Done(tag)) | Ok(Outcome::Skipped(tag, _)) => Ok(Response::Execution(Tag::new(tag))),
+                    Ok(Outcome::Done(tag)) | Ok(Outcome::Skipped(tag, _)) => {
+                        Ok(Response::Execution(Tag::new(tag)))
+                    }
                     Ok(Outcome::Query(_)) => Ok(Response::EmptyQuery),
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 };

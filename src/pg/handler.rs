@@ -12,7 +12,9 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
@@ -65,11 +67,15 @@ pub struct WeirHandlers {
 impl WeirHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         let df = Arc::new(DfSessionService::new(engine.context()));
-        let parser = Arc::new(WeirParser { inner: ExtendedQueryHandler::query_parser(df.as_ref()) });
+        let parser = Arc::new(WeirParser {
+            inner: ExtendedQueryHandler::query_parser(df.as_ref()),
+        });
         let connections = Arc::new(ConnectionManager::new());
         Self {
             queries: Arc::new(WeirQueries { engine, df, parser }),
-            startup: Arc::new(Startup { connections: connections.clone() }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
     }
@@ -122,14 +128,22 @@ impl SimpleQueryHandler for WeirQueries {
                     Ok(Outcome::Done(tag)) => Ok(vec![Response::Execution(Tag::new(tag))]),
                     Ok(Outcome::Skipped(tag, notice)) => {
                         let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
-                        client.send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
+                        client
+                            .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                                info,
+                            )))
+                            .await?;
                         Ok(vec![Response::Execution(Tag::new(tag))])
                     }
-                    Ok(Outcome::Query(q)) => self.df.do_query(client, &q).await,
+                    Ok(Outcome::Query(q)) => {
+                        SimpleQueryHandler::do_query(self.df.as_ref(), client, &q).await
+                    }
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 },
-                Ok(None) => self.df.do_query(client, sql).await,
-                Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e.into())))),
+                Ok(None) => SimpleQueryHandler::do_query(self.df.as_ref(), client, sql).await,
+                Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
+                    &e.into(),
+                )))),
             };
             match result {
                 Ok(mut r) => responses.append(&mut r),
@@ -141,7 +155,10 @@ impl SimpleQueryHandler for WeirQueries {
                 }
             }
         }
-        self.engine.metrics().query_seconds.observe(started.elapsed().as_secs_f64());
+        self.engine
+            .metrics()
+            .query_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(responses)
     }
 }

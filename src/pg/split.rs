@@ -67,7 +67,11 @@ mod tests {
         let sql = "CREATE SOURCE s (a TEXT) WITH (path = 'a;b'); -- c;\nSELECT ';' ; /* x; */ SELECT 2;\n-- end";
         assert_eq!(
             split_statements(sql),
-            vec!["CREATE SOURCE s (a TEXT) WITH (path = 'a;b')", "-- c;\nSELECT ';'", "/* x; */ SELECT 2"]
+            vec![
+                "CREATE SOURCE s (a TEXT) WITH (path = 'a;b')",
+                "-- c;\nSELECT ';'",
+                "/* x; */ SELECT 2"
+            ]
         );
         assert!(split_statements("  ;; -- nothing\n").is_empty());
     }

@@ -31,7 +31,12 @@ pub enum Message {
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Reads until the input ends, fails, or `stop` is set.
-pub fn run_reader(mut reader: Box<dyn Reader>, decoder: JsonDecoder, tx: SyncSender<Message>, stop: Arc<AtomicBool>) {
+pub fn run_reader(
+    mut reader: Box<dyn Reader>,
+    decoder: JsonDecoder,
+    tx: SyncSender<Message>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         let message = match reader.next_chunk() {
             Ok(Chunk::Lines(chunk)) => {

@@ -65,19 +65,51 @@ impl Runner {
             ops.push(ViewOperator::load(&view.name, view.plan.clone(), &store)?);
         }
         let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                crate::state::StateError::Corrupt { table: "progress", reason: e.to_string() }
-            })?,
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| crate::state::StateError::Corrupt {
+                    table: "progress",
+                    reason: e.to_string(),
+                })?
+            }
             None => SourceProgress::default(),
         };
-        let from = ops.iter().filter(|o| !o.progress().finished && !o.is_failed()).map(|o| o.position()).min();
-        let published = ops.iter().map(|o| (o.progress().late_rows, o.progress().rows_written)).collect();
-        let ctx = Context { source: source.clone(), store, board, metrics, config };
-        let mut operators = Operators { ctx, views: ops, progress, dead: Vec::new(), published };
+        let from = ops
+            .iter()
+            .filter(|o| !o.progress().finished && !o.is_failed())
+            .map(|o| o.position())
+            .min();
+        let published = ops
+            .iter()
+            .map(|o| (o.progress().late_rows, o.progress().rows_written))
+            .collect();
+        let ctx = Context {
+            source: source.clone(),
+            store,
+            board,
+            metrics,
+            config,
+        };
+        let mut operators = Operators {
+            ctx,
+            views: ops,
+            progress,
+            dead: Vec::new(),
+            published,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
-            operators.publish(if operators.views.iter().all(|v| v.progress().finished) { "finished" } else { "failed" }, None);
-            return Ok(Self { stop, threads: Vec::new() });
+            operators.publish(
+                if operators.views.iter().all(|v| v.progress().finished) {
+                    "finished"
+                } else {
+                    "failed"
+                },
+                None,
+            );
+            return Ok(Self {
+                stop,
+                threads: Vec::new(),
+            });
         };
         let reader = open_reader(&source.spec, source.schema.clone(), from)?;
         let decoder = JsonDecoder::new(source.schema.clone(), source.watermark_column());
@@ -94,7 +126,10 @@ impl Runner {
             .name(format!("views-{name}"))
             .spawn(move || operators.run(rx, op_stop))
             .expect("spawn operator thread");
-        Ok(Self { stop, threads: vec![reader_thread, operator_thread] })
+        Ok(Self {
+            stop,
+            threads: vec![reader_thread, operator_thread],
+        })
     }
 
     /// Stops both threads after a final commit.
@@ -117,7 +152,13 @@ impl Operators {
                 return;
             }
             match rx.recv_timeout(tick) {
-                Ok(Message::Data { batch, file, row_ends, dead, end }) => {
+                Ok(Message::Data {
+                    batch,
+                    file,
+                    row_ends,
+                    dead,
+                    end,
+                }) => {
                     self.process(&batch, file, &row_ends, dead, end);
                     dirty = true;
                 }
@@ -153,18 +194,35 @@ impl Operators {
         }
     }
 
-    fn process(&mut self, batch: &datafusion::arrow::record_batch::RecordBatch, file: u32, row_ends: &[u64], dead: Vec<DeadLetter>, end: Position) {
+    fn process(
+        &mut self,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+        file: u32,
+        row_ends: &[u64],
+        dead: Vec<DeadLetter>,
+        end: Position,
+    ) {
         let high = self.progress.high;
         let first_new = row_ends.partition_point(|e| Position { file, offset: *e } <= high);
         self.progress.events += (row_ends.len() - first_new) as u64;
         if let Some(col) = self.ctx.source.watermark_column() {
             let new_rows = batch.slice(first_new, batch.num_rows() - first_new);
-            if let Some(m) = new_rows.column(col).as_any().downcast_ref::<TimestampMillisecondArray>().and_then(max) {
-                self.progress.max_event_time = Some(self.progress.max_event_time.map_or(m, |x| x.max(m)));
+            if let Some(m) = new_rows
+                .column(col)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .and_then(max)
+            {
+                self.progress.max_event_time =
+                    Some(self.progress.max_event_time.map_or(m, |x| x.max(m)));
             }
         }
         for letter in dead {
-            if (Position { file, offset: letter.end }) > high {
+            if (Position {
+                file,
+                offset: letter.end,
+            }) > high
+            {
                 self.dead.push(letter);
             }
         }
@@ -212,12 +270,24 @@ impl Operators {
         for (i, letter) in self.dead.drain(..).enumerate() {
             let mut key = window_key_prefix(name);
             key.extend_from_slice(&(first_seq + i as u64).to_be_bytes());
-            ws.put(Table::DeadLetters, key, serde_json::to_vec(&letter).expect("dead letters serialize"));
+            ws.put(
+                Table::DeadLetters,
+                key,
+                serde_json::to_vec(&letter).expect("dead letters serialize"),
+            );
             self.progress.bad_records += 1;
         }
-        ws.put(Table::Progress, SourceProgress::key(name), serde_json::to_vec(&self.progress).expect("progress serializes"));
+        ws.put(
+            Table::Progress,
+            SourceProgress::key(name),
+            serde_json::to_vec(&self.progress).expect("progress serializes"),
+        );
         self.ctx.store.write(ws)?;
-        self.ctx.metrics.epoch_commit_seconds.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+        self.ctx
+            .metrics
+            .epoch_commit_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -230,8 +300,12 @@ impl Operators {
         self.ctx.board.update_source(&source.name, |s| {
             let events_delta = self.progress.events.saturating_sub(s.events);
             let bad_delta = self.progress.bad_records.saturating_sub(s.bad_records);
-            m.source_events.with_label_values(&[&source.name]).inc_by(events_delta);
-            m.source_bad_records.with_label_values(&[&source.name]).inc_by(bad_delta);
+            m.source_events
+                .with_label_values(&[&source.name])
+                .inc_by(events_delta);
+            m.source_bad_records
+                .with_label_values(&[&source.name])
+                .inc_by(bad_delta);
             s.connector = source.spec.connector().to_string();
             s.status = status.to_string();
             s.error = error.clone();
@@ -244,10 +318,16 @@ impl Operators {
         }
         for (view, published) in self.views.iter().zip(self.published.iter_mut()) {
             let p = view.progress();
-            m.view_late_rows.with_label_values(&[&view.name]).inc_by(p.late_rows.saturating_sub(published.0));
-            m.view_rows_written.with_label_values(&[&view.name]).inc_by(p.rows_written.saturating_sub(published.1));
+            m.view_late_rows
+                .with_label_values(&[&view.name])
+                .inc_by(p.late_rows.saturating_sub(published.0));
+            m.view_rows_written
+                .with_label_values(&[&view.name])
+                .inc_by(p.rows_written.saturating_sub(published.1));
             *published = (p.late_rows, p.rows_written);
-            let view_watermark = p.watermark.and_then(|w| w.max_event_time.map(|t| t - w.delay_ms));
+            let view_watermark = p
+                .watermark
+                .and_then(|w| w.max_event_time.map(|t| t - w.delay_ms));
             if let Some(w) = view_watermark {
                 m.view_watermark.with_label_values(&[&view.name]).set(w);
             }
@@ -262,7 +342,13 @@ impl Operators {
                 } else {
                     "running".into()
                 };
-                s.error = p.error.clone().or_else(|| if status == "failed" { error.clone() } else { None });
+                s.error = p.error.clone().or_else(|| {
+                    if status == "failed" {
+                        error.clone()
+                    } else {
+                        None
+                    }
+                });
                 s.watermark = view_watermark;
                 s.rows = p.rows;
                 s.late_rows = p.late_rows;

@@ -59,7 +59,9 @@ pub enum WeirStatement {
 /// The first few words of a statement, upper-cased, skipping comments and whitespace.
 fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let dialect = PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return Vec::new() };
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Vec::new();
+    };
     tokens
         .into_iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
@@ -114,7 +116,9 @@ fn expect_end(parser: &mut Parser) -> Result<(), PlanError> {
     while parser.consume_token(&Token::SemiColon) {}
     match parser.peek_token().token {
         Token::EOF => Ok(()),
-        t => Err(PlanError::Syntax(format!("unexpected {t} at the end of the statement"))),
+        t => Err(PlanError::Syntax(format!(
+            "unexpected {t} at the end of the statement"
+        ))),
     }
 }
 
@@ -125,7 +129,12 @@ fn parse_name(parser: &mut Parser) -> Result<String, PlanError> {
             "use an unqualified name (sources and views live in schema public), got {name}"
         )));
     }
-    Ok(ident_text(&name.0[0].as_ident().cloned().unwrap_or_else(|| ast::Ident::new(name.to_string()))))
+    Ok(ident_text(
+        &name.0[0]
+            .as_ident()
+            .cloned()
+            .unwrap_or_else(|| ast::Ident::new(name.to_string())),
+    ))
 }
 
 /// Identifiers fold to lower case unless quoted, as in Postgres.
@@ -185,16 +194,26 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
             parser.expect_keyword(Keyword::AS)?;
             let expr = parser.parse_expr()?;
             let delay_ms = watermark_delay(&column, &expr)?;
-            if watermark.replace(WatermarkDef { column, delay_ms }).is_some() {
-                return Err(PlanError::Invalid("a source has at most one WATERMARK".into()));
+            if watermark
+                .replace(WatermarkDef { column, delay_ms })
+                .is_some()
+            {
+                return Err(PlanError::Invalid(
+                    "a source has at most one WATERMARK".into(),
+                ));
             }
         } else {
             let col = ident_text(&parser.parse_identifier()?);
             let data_type = arrow_type(&parser.parse_data_type()?)?;
             if columns.iter().any(|c| c.name == col) {
-                return Err(PlanError::Invalid(format!("column \"{col}\" is declared twice")));
+                return Err(PlanError::Invalid(format!(
+                    "column \"{col}\" is declared twice"
+                )));
             }
-            columns.push(ColumnDef { name: col, data_type });
+            columns.push(ColumnDef {
+                name: col,
+                data_type,
+            });
         }
         if !parser.consume_token(&Token::Comma) {
             break;
@@ -204,12 +223,24 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
     if let Some(wm) = &watermark {
         match columns.iter().find(|c| c.name == wm.column) {
             Some(c) if matches!(c.data_type, DataType::Timestamp(_, _)) => {}
-            Some(_) => return Err(PlanError::Invalid(format!("WATERMARK column \"{}\" must be a TIMESTAMP", wm.column))),
-            None => return Err(PlanError::Invalid(format!("WATERMARK column \"{}\" is not a declared column", wm.column))),
+            Some(_) => {
+                return Err(PlanError::Invalid(format!(
+                    "WATERMARK column \"{}\" must be a TIMESTAMP",
+                    wm.column
+                )))
+            }
+            None => {
+                return Err(PlanError::Invalid(format!(
+                    "WATERMARK column \"{}\" is not a declared column",
+                    wm.column
+                )))
+            }
         }
     }
     if peek_word_is(parser, "INCLUDE") {
-        return Err(PlanError::Unsupported("INCLUDE is only for Kafka sources, which come in a later release".into()));
+        return Err(PlanError::Unsupported(
+            "INCLUDE is only for Kafka sources, which come in a later release".into(),
+        ));
     }
     parser.expect_keyword(Keyword::WITH)?;
     parser.expect_token(&Token::LParen)?;
@@ -225,14 +256,22 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
                 key
             }
             Token::SingleQuotedString(s) => s.to_lowercase(),
-            t => return Err(PlanError::Syntax(format!("expected an option name, found {t}"))),
+            t => {
+                return Err(PlanError::Syntax(format!(
+                    "expected an option name, found {t}"
+                )))
+            }
         };
         parser.expect_token(&Token::Eq)?;
         let value = match parser.next_token().token {
             Token::SingleQuotedString(s) => s,
             Token::Number(n, _) => n,
             Token::Word(w) => w.value,
-            t => return Err(PlanError::Syntax(format!("expected a value for option {key}, found {t}"))),
+            t => {
+                return Err(PlanError::Syntax(format!(
+                    "expected a value for option {key}, found {t}"
+                )))
+            }
         };
         if options.insert(key.clone(), value).is_some() {
             return Err(PlanError::Invalid(format!("option {key} is given twice")));
@@ -243,7 +282,13 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
     }
     parser.expect_token(&Token::RParen)?;
     expect_end(parser)?;
-    Ok(CreateSource { name, if_not_exists, columns, watermark, options })
+    Ok(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        options,
+    })
 }
 
 /// `ts - INTERVAL '5 seconds'` (or just `ts`): the delay in milliseconds.
@@ -275,15 +320,24 @@ fn parse_create_view(parser: &mut Parser) -> Result<WeirStatement, PlanError> {
                 ));
             }
             if view.name.0.len() != 1 {
-                return Err(PlanError::Invalid(format!("use an unqualified view name, got {}", view.name)));
+                return Err(PlanError::Invalid(format!(
+                    "use an unqualified view name, got {}",
+                    view.name
+                )));
             }
             let name = view.name.0[0]
                 .as_ident()
                 .map(ident_text)
                 .ok_or_else(|| PlanError::Invalid(format!("bad view name {}", view.name)))?;
-            Ok(WeirStatement::CreateView(CreateView { name, if_not_exists: view.if_not_exists, query: view.query }))
+            Ok(WeirStatement::CreateView(CreateView {
+                name,
+                if_not_exists: view.if_not_exists,
+                query: view.query,
+            }))
         }
-        other => Err(PlanError::Syntax(format!("expected CREATE MATERIALIZED VIEW name AS SELECT ..., got {other}"))),
+        other => Err(PlanError::Syntax(format!(
+            "expected CREATE MATERIALIZED VIEW name AS SELECT ..., got {other}"
+        ))),
     }
 }
 
@@ -295,37 +349,58 @@ mod tests {
     fn create_source_with_watermark_and_options() {
         let sql = "CREATE SOURCE IF NOT EXISTS Events (id TEXT, n BIGINT, ok BOOLEAN, ts TIMESTAMP,
             WATERMARK FOR ts AS ts - INTERVAL '5 seconds') WITH (connector = 'file', path = '/tmp/x', format = 'json');";
-        let Some(WeirStatement::CreateSource(s)) = parse_statement(sql).unwrap() else { panic!() };
+        let Some(WeirStatement::CreateSource(s)) = parse_statement(sql).unwrap() else {
+            panic!()
+        };
         assert_eq!(s.name, "events");
         assert!(s.if_not_exists);
         assert_eq!(s.columns.len(), 4);
-        assert_eq!(s.watermark, Some(WatermarkDef { column: "ts".into(), delay_ms: 5000 }));
+        assert_eq!(
+            s.watermark,
+            Some(WatermarkDef {
+                column: "ts".into(),
+                delay_ms: 5000
+            })
+        );
         assert_eq!(s.options["path"], "/tmp/x");
     }
 
     #[test]
     fn other_statements_are_not_ours() {
         assert!(parse_statement("SELECT 1").unwrap().is_none());
-        assert!(parse_statement("  -- hi\n select * from t").unwrap().is_none());
+        assert!(parse_statement("  -- hi\n select * from t")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn drop_show_and_views() {
         assert_eq!(
             parse_statement("DROP SOURCE IF EXISTS s").unwrap(),
-            Some(WeirStatement::DropSource { name: "s".into(), if_exists: true })
+            Some(WeirStatement::DropSource {
+                name: "s".into(),
+                if_exists: true
+            })
         );
-        assert_eq!(parse_statement("show materialized views").unwrap(), Some(WeirStatement::ShowViews));
+        assert_eq!(
+            parse_statement("show materialized views").unwrap(),
+            Some(WeirStatement::ShowViews)
+        );
         let v = parse_statement(
             "CREATE MATERIALIZED VIEW v AS SELECT window_start, count(*) FROM TUMBLE(s, ts, INTERVAL '1 minute') GROUP BY 1",
         )
         .unwrap();
-        assert!(matches!(v, Some(WeirStatement::CreateView(CreateView { ref name, .. })) if name == "v"));
+        assert!(
+            matches!(v, Some(WeirStatement::CreateView(CreateView { ref name, .. })) if name == "v")
+        );
     }
 
     #[test]
     fn bad_ddl_is_a_clear_error() {
-        let e = parse_statement("CREATE SOURCE s (a TEXT, WATERMARK FOR a AS a) WITH (connector='file')").unwrap_err();
+        let e = parse_statement(
+            "CREATE SOURCE s (a TEXT, WATERMARK FOR a AS a) WITH (connector='file')",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("TIMESTAMP"), "{e}");
         assert!(parse_statement("CREATE SOURCE s (a BLOB) WITH (connector='file')").is_err());
     }

@@ -8,14 +8,24 @@ use super::PlanError;
 /// The length of an `INTERVAL` expression in milliseconds; months are not a fixed length.
 pub fn interval_ms(expr: &Expr) -> Result<i64, PlanError> {
     let Expr::Interval(interval) = expr else {
-        return Err(PlanError::Invalid(format!("expected an INTERVAL such as INTERVAL '1 minute', got {expr}")));
+        return Err(PlanError::Invalid(format!(
+            "expected an INTERVAL such as INTERVAL '1 minute', got {expr}"
+        )));
     };
     let text = match interval.value.as_ref() {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) | Value::Number(s, _) => s.clone(),
-            other => return Err(PlanError::Invalid(format!("unsupported interval value {other}"))),
+            other => {
+                return Err(PlanError::Invalid(format!(
+                    "unsupported interval value {other}"
+                )))
+            }
         },
-        other => return Err(PlanError::Invalid(format!("unsupported interval value {other}"))),
+        other => {
+            return Err(PlanError::Invalid(format!(
+                "unsupported interval value {other}"
+            )))
+        }
     };
     let text = match &interval.leading_field {
         Some(field) => format!("{text} {field}"),
@@ -39,7 +49,11 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn ms(sql: &str) -> Result<i64, PlanError> {
-        let expr = Parser::new(&PostgreSqlDialect {}).try_with_sql(sql).unwrap().parse_expr().unwrap();
+        let expr = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_expr()
+            .unwrap();
         interval_ms(&expr)
     }
 

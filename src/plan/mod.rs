@@ -13,7 +13,9 @@ mod view;
 
 pub use ddl::{parse_statement, ColumnDef, CreateSource, CreateView, WatermarkDef, WeirStatement};
 pub use steps::{nullable, run_steps, Step};
-pub use view::{plan_view, AggregatePlan, SourceSchema, ViewPlan, WindowSpec, WINDOW_END, WINDOW_START};
+pub use view::{
+    plan_view, AggregatePlan, SourceSchema, ViewPlan, WindowSpec, WINDOW_END, WINDOW_START,
+};
 
 /// Errors of the planning layer.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +29,17 @@ pub enum PlanError {
     #[error("{kind} \"{name}\" does not exist")]
     UnknownRelation { kind: &'static str, name: String },
     #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }
 
 impl From<datafusion::sql::sqlparser::parser::ParserError> for PlanError {
     fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
-        PlanError::Syntax(e.to_string().trim_start_matches("sql parser error: ").to_string())
+        PlanError::Syntax(
+            e.to_string()
+                .trim_start_matches("sql parser error: ")
+                .to_string(),
+        )
     }
 }

@@ -8,9 +8,9 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DFSchema, Result};
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
-use datafusion::execution::context::ExecutionProps;
 
 /// One stateless step of a view's plan.
 #[derive(Debug)]
@@ -18,18 +18,25 @@ pub enum Step {
     /// Keep the rows where the predicate is true.
     Filter(Arc<dyn PhysicalExpr>),
     /// Compute new columns.
-    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
 }
 
 /// The same schema with every field nullable: stored and emitted rows may hold NULLs
 /// wherever an expression can produce them.
 pub fn nullable(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
     Arc::new(Schema::new(fields))
 }
 
 pub(super) fn compile(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-    create_physical_expr(expr, input, &ExecutionProps::new())
+    create_physical_expr(expr, input, &ExecutionProps::new(), &Default::default())
 }
 
 impl Step {
@@ -38,8 +45,14 @@ impl Step {
     }
 
     pub(super) fn project(exprs: &[Expr], input: &DFSchema, output: &DFSchema) -> Result<Self> {
-        let exprs = exprs.iter().map(|e| compile(e, input)).collect::<Result<Vec<_>>>()?;
-        Ok(Step::Project { exprs, schema: nullable(output.as_arrow()) })
+        let exprs = exprs
+            .iter()
+            .map(|e| compile(e, input))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Step::Project {
+            exprs,
+            schema: nullable(output.as_arrow()),
+        })
     }
 
     /// Applies the step to one batch.
@@ -50,7 +63,9 @@ impl Step {
                 let mask = mask
                     .as_any()
                     .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| DataFusionError::Plan("a filter must be a boolean expression".into()))?;
+                    .ok_or_else(|| {
+                        DataFusionError::Plan("a filter must be a boolean expression".into())
+                    })?;
                 if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
                     return Ok(batch);
                 }
@@ -62,7 +77,11 @@ impl Step {
                     .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
                     .collect::<Result<Vec<ArrayRef>>>()?;
                 let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-                Ok(RecordBatch::try_new_with_options(schema.clone(), cols, &options)?)
+                Ok(RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    cols,
+                    &options,
+                )?)
             }
         }
     }

@@ -13,7 +13,8 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, SetExpr, Statement, TableAlias, TableFactor,
+    FunctionArg, FunctionArgExpr, Ident, ObjectName, Query, SetExpr, Statement, TableAlias,
+    TableFactor,
 };
 
 use super::ddl::WatermarkDef;
@@ -97,7 +98,9 @@ fn ts_type() -> DataType {
 fn arg_expr(arg: &FunctionArg) -> Result<&datafusion::sql::sqlparser::ast::Expr, PlanError> {
     match arg {
         FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-        other => Err(PlanError::Invalid(format!("unexpected window argument {other}"))),
+        other => Err(PlanError::Invalid(format!(
+            "unexpected window argument {other}"
+        ))),
     }
 }
 
@@ -119,41 +122,81 @@ fn fold(i: &Ident) -> String {
 /// Rewrites the FROM clause; returns the source name and the window, if any.
 fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String)>), PlanError> {
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err(unsupported("a materialized view is one SELECT (UNION and VALUES are not supported)"));
+        return Err(unsupported(
+            "a materialized view is one SELECT (UNION and VALUES are not supported)",
+        ));
     };
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-        return Err(unsupported("a materialized view reads exactly one source (joins are not supported yet)"));
+        return Err(unsupported(
+            "a materialized view reads exactly one source (joins are not supported yet)",
+        ));
     }
-    let TableFactor::Table { name, args, alias, .. } = &mut select.from[0].relation else {
-        return Err(unsupported("FROM must name a source, or TUMBLE(...) / HOP(...) over one"));
+    let TableFactor::Table {
+        name, args, alias, ..
+    } = &mut select.from[0].relation
+    else {
+        return Err(unsupported(
+            "FROM must name a source, or TUMBLE(...) / HOP(...) over one",
+        ));
     };
     let Some(fn_args) = args.take() else {
         let parts = &name.0;
-        let ident = parts.last().and_then(|p| p.as_ident()).ok_or_else(|| PlanError::Invalid(format!("bad name {name}")))?;
+        let ident = parts
+            .last()
+            .and_then(|p| p.as_ident())
+            .ok_or_else(|| PlanError::Invalid(format!("bad name {name}")))?;
         return Ok((fold(ident), None));
     };
     let func = name.to_string().to_uppercase();
     let a = &fn_args.args;
     let (source, column, window) = match (func.as_str(), a.len()) {
-        ("TUMBLE", 3) => (arg_ident(&a[0])?, arg_ident(&a[1])?, WindowSpec::Tumble { size_ms: interval_ms(arg_expr(&a[2])?)? }),
+        ("TUMBLE", 3) => (
+            arg_ident(&a[0])?,
+            arg_ident(&a[1])?,
+            WindowSpec::Tumble {
+                size_ms: interval_ms(arg_expr(&a[2])?)?,
+            },
+        ),
         ("HOP", 4) => {
             let slide_ms = interval_ms(arg_expr(&a[2])?)?;
             let size_ms = interval_ms(arg_expr(&a[3])?)?;
             if slide_ms > size_ms {
-                return Err(PlanError::Invalid("HOP slide must not be larger than its size".into()));
+                return Err(PlanError::Invalid(
+                    "HOP slide must not be larger than its size".into(),
+                ));
             }
-            (arg_ident(&a[0])?, arg_ident(&a[1])?, WindowSpec::Hop { slide_ms, size_ms })
+            (
+                arg_ident(&a[0])?,
+                arg_ident(&a[1])?,
+                WindowSpec::Hop { slide_ms, size_ms },
+            )
         }
-        ("TUMBLE", _) => return Err(PlanError::Invalid("use TUMBLE(source, time_column, INTERVAL 'size')".into())),
-        ("HOP", _) => return Err(PlanError::Invalid("use HOP(source, time_column, INTERVAL 'slide', INTERVAL 'size')".into())),
-        _ => return Err(unsupported(format!("table function {func} is not supported; use TUMBLE or HOP"))),
+        ("TUMBLE", _) => {
+            return Err(PlanError::Invalid(
+                "use TUMBLE(source, time_column, INTERVAL 'size')".into(),
+            ))
+        }
+        ("HOP", _) => {
+            return Err(PlanError::Invalid(
+                "use HOP(source, time_column, INTERVAL 'slide', INTERVAL 'size')".into(),
+            ))
+        }
+        _ => {
+            return Err(unsupported(format!(
+                "table function {func} is not supported; use TUMBLE or HOP"
+            )))
+        }
     };
     if window.size_ms() <= 0 || window.slide_ms() <= 0 {
         return Err(PlanError::Invalid("window sizes must be positive".into()));
     }
     *name = ObjectName::from(vec![Ident::new(WINDOW_INPUT)]);
     if alias.is_none() {
-        *alias = Some(TableAlias { explicit: true, name: Ident::new(source.clone()), columns: vec![] });
+        *alias = Some(TableAlias {
+            explicit: true,
+            name: Ident::new(source.clone()),
+            columns: vec![],
+        });
     }
     Ok((source, Some((window, column))))
 }
@@ -166,8 +209,10 @@ pub async fn plan_view(
 ) -> Result<ViewPlan, PlanError> {
     let mut query = query.clone();
     let (source_name, window) = rewrite_from(&mut query)?;
-    let source = find_source(&source_name)
-        .ok_or_else(|| PlanError::UnknownRelation { kind: "source", name: source_name.clone() })?;
+    let source = find_source(&source_name).ok_or_else(|| PlanError::UnknownRelation {
+        kind: "source",
+        name: source_name.clone(),
+    })?;
     let watermark = match &source.watermark {
         Some(wm) => Some((source.schema.index_of(&wm.column)?, wm.delay_ms)),
         None => None,
@@ -186,7 +231,12 @@ pub async fn plan_view(
                     source.name, wm.column
                 )));
             }
-            let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = source
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             fields.push(Field::new(WINDOW_START, ts_type(), false));
             fields.push(Field::new(WINDOW_END, ts_type(), false));
             let schema = Arc::new(Schema::new(fields));
@@ -194,15 +244,22 @@ pub async fn plan_view(
             (schema, Some((spec, source.schema.index_of(&column)?)))
         }
         None => {
-            ctx.register_table(source.name.as_str(), Arc::new(EmptyTable::new(source.schema.clone())))?;
+            ctx.register_table(
+                source.name.as_str(),
+                Arc::new(EmptyTable::new(source.schema.clone())),
+            )?;
             (source.schema.clone(), None)
         }
     };
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(Box::new(query)))))
+        .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(
+            Box::new(query),
+        ))))
         .await?;
-    let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})?;
     split_plan(&plan, source_name, window, watermark, input_schema)
 }
 
@@ -239,15 +296,25 @@ fn split_plan(
         match node {
             LogicalPlan::TableScan(scan) => {
                 if !scan.filters.is_empty() || scan.fetch.is_some() {
-                    return Err(unsupported("pushed-down scan filters are not expected here"));
+                    return Err(unsupported(
+                        "pushed-down scan filters are not expected here",
+                    ));
                 }
                 if let Some(projection) = &scan.projection {
                     let exprs: Vec<Expr> = projection
                         .iter()
-                        .map(|i| Expr::Column(datafusion::common::Column::from_name(input_schema.field(*i).name())))
+                        .map(|i| {
+                            Expr::Column(datafusion::common::Column::from_name(
+                                input_schema.field(*i).name(),
+                            ))
+                        })
                         .collect();
                     let full = DFSchema::try_from(input_schema.as_ref().clone())?;
-                    below.push(Step::project(&exprs, &full, scan.projected_schema.as_ref())?);
+                    below.push(Step::project(
+                        &exprs,
+                        &full,
+                        scan.projected_schema.as_ref(),
+                    )?);
                 }
                 break;
             }
@@ -260,35 +327,57 @@ fn split_plan(
                 node = p.input.as_ref();
             }
             LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
-            other => return Err(unsupported(format!("{} below the aggregate is not supported", other.display()))),
+            other => {
+                return Err(unsupported(format!(
+                    "{} below the aggregate is not supported",
+                    other.display()
+                )))
+            }
         }
     }
     below.reverse();
 
     let in_schema = agg.input.schema();
-    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-        return Err(unsupported("GROUPING SETS, CUBE and ROLLUP are not supported in materialized views"));
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(unsupported(
+            "GROUPING SETS, CUBE and ROLLUP are not supported in materialized views",
+        ));
     }
     if window.is_some() {
-        let has_window = agg
-            .group_expr
-            .iter()
-            .any(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_START || c.name == WINDOW_END));
+        let has_window = agg.group_expr.iter().any(
+            |e| matches!(e, Expr::Column(c) if c.name == WINDOW_START || c.name == WINDOW_END),
+        );
         if !has_window {
-            return Err(PlanError::Invalid("a windowed view must GROUP BY window_start, window_end (and its keys)".into()));
+            return Err(PlanError::Invalid(
+                "a windowed view must GROUP BY window_start, window_end (and its keys)".into(),
+            ));
         }
     }
-    let group_exprs = agg.group_expr.iter().map(|e| compile(e, in_schema)).collect::<datafusion::common::Result<Vec<_>>>()?;
+    let group_exprs = agg
+        .group_expr
+        .iter()
+        .map(|e| compile(e, in_schema))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
     let n_groups = agg.group_expr.len();
     let agg_out = nullable(agg.schema.as_arrow());
     let group_schema = Arc::new(Schema::new(agg_out.fields()[..n_groups].to_vec()));
     let mut aggregates = Vec::new();
     let mut filters = Vec::new();
     for e in &agg.aggr_expr {
-        let (aggregate, filter, order_by) =
-            create_aggregate_expr_and_maybe_filter(e, in_schema, in_schema.as_arrow(), &ExecutionProps::new())?;
+        let (aggregate, filter, order_by) = create_aggregate_expr_and_maybe_filter(
+            e,
+            in_schema,
+            in_schema.as_arrow(),
+            &ExecutionProps::new(),
+        )?;
         if !order_by.is_empty() {
-            return Err(unsupported(format!("ORDER BY inside an aggregate ({e}) is not supported in materialized views")));
+            return Err(unsupported(format!(
+                "ORDER BY inside an aggregate ({e}) is not supported in materialized views"
+            )));
         }
         aggregates.push(aggregate);
         filters.push(filter);
@@ -297,7 +386,9 @@ fn split_plan(
     for node in above.iter().rev() {
         match node {
             LogicalPlan::Filter(f) => post.push(Step::filter(&f.predicate, f.input.schema())?),
-            LogicalPlan::Projection(p) => post.push(Step::project(&p.expr, p.input.schema(), &p.schema)?),
+            LogicalPlan::Projection(p) => {
+                post.push(Step::project(&p.expr, p.input.schema(), &p.schema)?)
+            }
             _ => {}
         }
     }
@@ -307,7 +398,14 @@ fn split_plan(
         watermark,
         input_schema,
         pre: below,
-        aggregate: AggregatePlan { input_schema: nullable(in_schema.as_arrow()), group_exprs, group_schema, aggregates, filters, output_schema: agg_out },
+        aggregate: AggregatePlan {
+            input_schema: nullable(in_schema.as_arrow()),
+            group_exprs,
+            group_schema,
+            aggregates,
+            filters,
+            output_schema: agg_out,
+        },
         post,
         output_schema: nullable(plan.schema().as_arrow()),
     })

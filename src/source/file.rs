@@ -19,7 +19,10 @@ pub struct FileReader {
 }
 
 fn io_err(path: &Path, error: std::io::Error) -> SourceError {
-    SourceError::Io { path: path.to_path_buf(), error }
+    SourceError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 fn list_files(root: &Path) -> Result<Vec<PathBuf>, SourceError> {
@@ -30,7 +33,10 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root).map_err(|e| io_err(root, e))? {
         let path = entry.map_err(|e| io_err(root, e))?.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if path.is_file() && !hidden {
             files.push(path);
         }
@@ -48,7 +54,13 @@ impl FileReader {
             Err(_) if mode == FileMode::Follow => Vec::new(),
             Err(e) => return Err(e),
         };
-        Ok(Self { root, mode, files, pos: from, open: None })
+        Ok(Self {
+            root,
+            mode,
+            files,
+            pos: from,
+            open: None,
+        })
     }
 
     fn file(&mut self, index: u32) -> Result<&mut File, SourceError> {
@@ -66,7 +78,8 @@ impl FileReader {
         let offset = self.pos.offset;
         let path = self.files[index as usize].clone();
         let file = self.file(index)?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| io_err(&path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err(&path, e))?;
         let mut data = Vec::with_capacity(CHUNK_BYTES);
         let mut limit = CHUNK_BYTES;
         loop {
@@ -120,11 +133,17 @@ impl Reader for FileReader {
             };
             if take == 0 {
                 if at_eof && !is_last_file {
-                    self.pos = Position { file: self.pos.file + 1, offset: 0 };
+                    self.pos = Position {
+                        file: self.pos.file + 1,
+                        offset: 0,
+                    };
                     continue;
                 }
                 if at_eof && self.mode == FileMode::Once {
-                    self.pos = Position { file: self.pos.file + 1, offset: 0 };
+                    self.pos = Position {
+                        file: self.pos.file + 1,
+                        offset: 0,
+                    };
                     continue;
                 }
                 if self.mode == FileMode::Follow && at_eof {
@@ -187,11 +206,15 @@ mod tests {
         std::fs::write(&path, b"{\"a\":1}\n{\"a\"").unwrap();
         let mut r = FileReader::open(path.clone(), FileMode::Follow, Position::default()).unwrap();
         assert_eq!(collect(&mut r), b"{\"a\":1}\n");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b":2}\n").unwrap();
         assert_eq!(collect(&mut r), b"{\"a\":2}\n");
         assert_eq!(r.position().offset, 16);
-        let mut again = FileReader::open(path, FileMode::Follow, Position { file: 0, offset: 8 }).unwrap();
+        let mut again =
+            FileReader::open(path, FileMode::Follow, Position { file: 0, offset: 8 }).unwrap();
         assert_eq!(collect(&mut again), b"{\"a\":2}\n");
     }
 
@@ -200,7 +223,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("2.json"), b"b\n").unwrap();
         std::fs::write(dir.path().join("1.json"), b"a\n").unwrap();
-        let mut r = FileReader::open(dir.path().to_path_buf(), FileMode::Once, Position::default()).unwrap();
+        let mut r = FileReader::open(
+            dir.path().to_path_buf(),
+            FileMode::Once,
+            Position::default(),
+        )
+        .unwrap();
         assert_eq!(collect(&mut r), b"a\nb\n");
         assert_eq!(r.position(), Position { file: 2, offset: 0 });
     }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -112,11 +114,26 @@ fn security_events(seed: u64, from: u64, to: u64) -> Vec<ArrayRef> {
         let kind = if failed {
             "LOGIN_FAILED"
         } else {
-            ["LOGIN_SUCCESS", "LOGIN_SUCCESS", "FILE_ACCESS", "LOGOUT", "PRIVILEGE_CHANGE"][(r >> 8) as usize % 5]
+            [
+                "LOGIN_SUCCESS",
+                "LOGIN_SUCCESS",
+                "FILE_ACCESS",
+                "LOGOUT",
+                "PRIVILEGE_CHANGE",
+            ][(r >> 8) as usize % 5]
         };
         ty.append_value(kind);
-        let host = if anomalous { (r >> 16) % 250 + 1 } else { (r >> 16) % 3 + 1 };
-        ip.append_value(format!("10.{}.{}.{}", u, if anomalous { (r >> 24) % 250 } else { 0 }, host));
+        let host = if anomalous {
+            (r >> 16) % 250 + 1
+        } else {
+            (r >> 16) % 3 + 1
+        };
+        ip.append_value(format!(
+            "10.{}.{}.{}",
+            u,
+            if anomalous { (r >> 24) % 250 } else { 0 },
+            host
+        ));
         let g = if anomalous && r % 3 == 0 {
             RARE_GEOS[(r >> 32) as usize % RARE_GEOS.len()]
         } else {
@@ -149,13 +166,20 @@ fn nexmark_bids(seed: u64, from: u64, to: u64) -> Vec<ArrayRef> {
     for n in from..to {
         let r = rand(seed, n, 1);
         // Hot auctions: half the bids go to 100 auctions, the rest spread over 10,000.
-        let a = if r % 2 == 0 { 1000 + (r >> 8) % 100 } else { 1000 + (r >> 8) % 10_000 };
+        let a = if r % 2 == 0 {
+            1000 + (r >> 8) % 100
+        } else {
+            1000 + (r >> 8) % 10_000
+        };
         auction.append_value(a as i64);
         bidder.append_value((2000 + (r >> 24) % 50_000) as i64);
         price.append_value((100 + (r >> 40) % 10_000) as i64);
         let c = CHANNELS[(r >> 4) as usize % CHANNELS.len()];
         channel.append_value(c);
-        url.append_value(format!("https://www.nexmark.com/{c}/item.htm?query={}", (r >> 12) % 1000));
+        url.append_value(format!(
+            "https://www.nexmark.com/{c}/item.htm?query={}",
+            (r >> 12) % 1000
+        ));
         ts.append_value(event_time(seed, n, 1));
     }
     vec![
@@ -190,7 +214,11 @@ pub struct GeneratorReader {
 
 impl GeneratorReader {
     /// `schema` is the source's declared schema; every declared column must be one the generator makes.
-    pub fn new(spec: GeneratorSpec, schema: SchemaRef, from: Position) -> Result<Self, SourceError> {
+    pub fn new(
+        spec: GeneratorSpec,
+        schema: SchemaRef,
+        from: Position,
+    ) -> Result<Self, SourceError> {
         let own = spec.kind.schema();
         let mut projection = Vec::new();
         for field in schema.fields() {
@@ -204,7 +232,14 @@ impl GeneratorReader {
             })?;
             projection.push((idx, field.data_type().clone()));
         }
-        Ok(Self { spec, projection, schema, next: from.offset, started: Instant::now(), start_event: from.offset })
+        Ok(Self {
+            spec,
+            projection,
+            schema,
+            next: from.offset,
+            started: Instant::now(),
+            start_event: from.offset,
+        })
     }
 }
 
@@ -232,16 +267,27 @@ impl Reader for GeneratorReader {
             .iter()
             .map(|(idx, ty)| cast(own.column(*idx), ty))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SourceError::Options(format!("generator column cannot take the declared type: {e}")))?;
+            .map_err(|e| {
+                SourceError::Options(format!(
+                    "generator column cannot take the declared type: {e}"
+                ))
+            })?;
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|e| SourceError::Options(e.to_string()))?;
         let row_ends = (self.next + 1..=end).collect();
         self.next = end;
-        Ok(Chunk::Typed(TypedChunk { batch, file: 0, row_ends }))
+        Ok(Chunk::Typed(TypedChunk {
+            batch,
+            file: 0,
+            row_ends,
+        }))
     }
 
     fn position(&self) -> Position {
-        Position { file: 0, offset: self.next }
+        Position {
+            file: 0,
+            offset: self.next,
+        }
     }
 }
 
@@ -260,8 +306,18 @@ mod tests {
 
     #[test]
     fn bounded_generator_ends_after_count() {
-        let spec = GeneratorSpec { kind: GeneratorKind::NexmarkBids, rate: 0, count: Some(10_000), seed: 1 };
-        let mut r = GeneratorReader::new(spec, GeneratorKind::NexmarkBids.schema(), Position::default()).unwrap();
+        let spec = GeneratorSpec {
+            kind: GeneratorKind::NexmarkBids,
+            rate: 0,
+            count: Some(10_000),
+            seed: 1,
+        };
+        let mut r = GeneratorReader::new(
+            spec,
+            GeneratorKind::NexmarkBids.schema(),
+            Position::default(),
+        )
+        .unwrap();
         let mut rows = 0;
         while let Chunk::Typed(c) = r.next_chunk().unwrap() {
             rows += c.batch.num_rows();

@@ -24,12 +24,17 @@ pub enum SourceError {
     #[error("source option error: {0}")]
     Options(String),
     #[error("cannot read {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Where a record sits in its source: for files the file's index in the sorted listing and the
 /// byte offset after the record; for the generator file 0 and the event number after it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Position {
     pub file: u32,
     pub offset: u64,

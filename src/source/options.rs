@@ -57,33 +57,63 @@ pub fn parse_source_spec(options: &BTreeMap<String, String>) -> Result<SourceSpe
         None => return Err(opt_err("missing option connector: use connector = 'file' or 'generator'")),
     };
     if let Some(k) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(opt_err(format!("unknown option '{k}'; allowed here: {}", allowed.join(", "))));
+        return Err(opt_err(format!(
+            "unknown option '{k}'; allowed here: {}",
+            allowed.join(", ")
+        )));
     }
     match get("format") {
         None | Some("json") => {}
-        Some(f) => return Err(opt_err(format!("unsupported format '{f}': only format = 'json' is supported"))),
+        Some(f) => {
+            return Err(opt_err(format!(
+                "unsupported format '{f}': only format = 'json' is supported"
+            )))
+        }
     }
     let number = |k: &str| -> Result<Option<u64>, SourceError> {
         get(k)
-            .map(|v| v.trim().parse::<u64>().map_err(|_| opt_err(format!("option {k} must be a non-negative integer, got '{v}'"))))
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    opt_err(format!(
+                        "option {k} must be a non-negative integer, got '{v}'"
+                    ))
+                })
+            })
             .transpose()
     };
     match get("connector") {
         Some("file") => {
-            let path = get("path").ok_or_else(|| opt_err("a file source needs path = '<file or directory of JSON lines>'"))?;
+            let path = get("path").ok_or_else(|| {
+                opt_err("a file source needs path = '<file or directory of JSON lines>'")
+            })?;
             let mode = match get("mode") {
                 None | Some("once") => FileMode::Once,
                 Some("follow") => FileMode::Follow,
-                Some(m) => return Err(opt_err(format!("mode must be 'once' or 'follow', got '{m}'"))),
+                Some(m) => {
+                    return Err(opt_err(format!(
+                        "mode must be 'once' or 'follow', got '{m}'"
+                    )))
+                }
             };
-            Ok(SourceSpec::File { path: PathBuf::from(path), mode })
+            Ok(SourceSpec::File {
+                path: PathBuf::from(path),
+                mode,
+            })
         }
         _ => {
             let kind = match get("kind") {
                 Some("security_events") => GeneratorKind::SecurityEvents,
                 Some("nexmark_bids") => GeneratorKind::NexmarkBids,
-                Some(k) => return Err(opt_err(format!("unknown generator kind '{k}': use 'security_events' or 'nexmark_bids'"))),
-                None => return Err(opt_err("a generator source needs kind = 'security_events' or 'nexmark_bids'")),
+                Some(k) => {
+                    return Err(opt_err(format!(
+                        "unknown generator kind '{k}': use 'security_events' or 'nexmark_bids'"
+                    )))
+                }
+                None => {
+                    return Err(opt_err(
+                        "a generator source needs kind = 'security_events' or 'nexmark_bids'",
+                    ))
+                }
             };
             Ok(SourceSpec::Generator(GeneratorSpec {
                 kind,

@@ -57,7 +57,10 @@ mod tests {
         let times = [-5_000i64, -1, 0, 1, 60_000, i64::MAX, i64::MIN];
         let mut keys: Vec<_> = times.iter().map(|t| window_key("v", *t)).collect();
         keys.sort();
-        let decoded: Vec<i64> = keys.iter().map(|k| window_start_of_key(k).unwrap()).collect();
+        let decoded: Vec<i64> = keys
+            .iter()
+            .map(|k| window_start_of_key(k).unwrap())
+            .collect();
         let mut expected = times.to_vec();
         expected.sort();
         assert_eq!(decoded, expected);

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB,
+};
 
 use super::StateError;
 
@@ -49,6 +51,12 @@ fn storage(e: rocksdb::Error) -> StateError {
     StateError::Storage(e.into_string())
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// The on-disk store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     db: DB,
@@ -57,7 +65,8 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| StateError::Storage(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StateError::Storage(format!("{}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -78,7 +87,9 @@ impl Store {
     }
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(table.cf_name()).expect("column family created at open")
+        self.db
+            .cf_handle(table.cf_name())
+            .expect("column family created at open")
     }
 
     /// Reads one value.
@@ -87,13 +98,20 @@ impl Store {
     }
 
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         self.read_view().scan_prefix(table, prefix)
     }
 
     /// A consistent point-in-time view of the whole store.
     pub fn read_view(&self) -> ReadView<'_> {
-        ReadView { store: self, snapshot: self.db.snapshot() }
+        ReadView {
+            store: self,
+            snapshot: self.db.snapshot(),
+        }
     }
 
     /// Applies every change of `set` atomically: all of it is on disk, or none.
@@ -149,7 +167,11 @@ pub struct ReadView<'a> {
 
 impl ReadView<'_> {
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&self.snapshot);
         opts.set_iterate_upper_bound(prefix_end(prefix));
@@ -220,8 +242,14 @@ mod tests {
         let mut set = WriteSet::default();
         set.delete_prefix(Table::ViewRows, b"a\0".to_vec());
         store.write(set).unwrap();
-        assert!(store.scan_prefix(Table::ViewRows, b"a\0").unwrap().is_empty());
-        assert_eq!(store.scan_prefix(Table::ViewRows, b"ab\0").unwrap().len(), 1);
+        assert!(store
+            .scan_prefix(Table::ViewRows, b"a\0")
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.scan_prefix(Table::ViewRows, b"ab\0").unwrap().len(),
+            1
+        );
     }
 
     #[test]

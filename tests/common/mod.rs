@@ -25,7 +25,15 @@ impl Weir {
     /// Starts weir on `data_dir` with free ports, waiting (bounded) until it accepts queries.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Weir {
         let mut child = Command::new(weir_bin())
-            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--epoch-ms", "50", "--data-dir"])
+            .args([
+                "--pg-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--epoch-ms",
+                "50",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("WEIR_LOG", "weir=warn")
@@ -48,12 +56,19 @@ impl Weir {
         let pg_port = port_after("postgres on ");
         let http_port = port_after("http on http://");
         std::thread::spawn(move || for _ in lines {});
-        Weir { child: Some(child), pg_port, http_port, data_dir: data_dir.to_path_buf() }
+        Weir {
+            child: Some(child),
+            pg_port,
+            http_port,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub async fn client(&self) -> Client {
         let conn_str = format!("host=127.0.0.1 port={} user=weir dbname=weir", self.pg_port);
-        let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await.expect("connect to weir");
+        let (client, connection) = tokio_postgres::connect(&conn_str, NoTls)
+            .await
+            .expect("connect to weir");
         tokio::spawn(connection);
         client
     }
@@ -69,7 +84,10 @@ impl Weir {
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -92,13 +110,18 @@ impl Drop for Weir {
 
 /// All rows of a simple query, as text (NULL as "NULL").
 pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     messages
         .into_iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()).collect())
-            }
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
             _ => None,
         })
         .collect()
@@ -120,7 +143,12 @@ pub async fn wait_for(client: &Client, sql: &str, expected: &str) {
 
 /// Waits until every view is finished.
 pub async fn wait_views_finished(client: &Client) {
-    wait_for(client, "SELECT count(*) FROM weir_catalog.views WHERE status <> 'finished'", "0").await;
+    wait_for(
+        client,
+        "SELECT count(*) FROM weir_catalog.views WHERE status <> 'finished'",
+        "0",
+    )
+    .await;
 }
 
 /// Writes `lines` as a JSON-lines file.
@@ -133,7 +161,11 @@ pub fn write_lines(path: &Path, lines: &[String]) {
 pub mod oracle;
 
 /// Writes security events `0..count` of `seed` as JSON lines (out of order by up to 3 s).
-pub fn write_security_events(path: &Path, seed: u64, count: u64) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+pub fn write_security_events(
+    path: &Path,
+    seed: u64,
+    count: u64,
+) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
     use datafusion::arrow::json::LineDelimitedWriter;
     let mut batches = Vec::new();
     let file = std::fs::File::create(path).unwrap();
@@ -141,7 +173,8 @@ pub fn write_security_events(path: &Path, seed: u64, count: u64) -> Vec<datafusi
     let mut from = 0;
     while from < count {
         let to = (from + 50_000).min(count);
-        let batch = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, seed, from, to);
+        let batch =
+            weir::source::generate(weir::source::GeneratorKind::SecurityEvents, seed, from, to);
         writer.write(&batch).unwrap();
         batches.push(batch);
         from = to;
@@ -161,8 +194,12 @@ pub fn security_source_sql(options: &str) -> String {
 /// GET `path` from weir's HTTP port with a plain HTTP/1.0 request; returns the whole response.
 pub async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

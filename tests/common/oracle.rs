@@ -69,7 +69,11 @@ pub fn security_views() -> Vec<OracleView> {
 
 /// The window column in canonical form on each side.
 fn canonical(view: &OracleView, weir_side: bool) -> String {
-    let ws = if view.canonical.contains("{ws}") && weir_side { "CAST(window_start AS BIGINT)" } else { "ws" };
+    let ws = if view.canonical.contains("{ws}") && weir_side {
+        "CAST(window_start AS BIGINT)"
+    } else {
+        "ws"
+    };
     view.canonical.replace("{ws}", ws).replace("{}", view.name)
 }
 
@@ -80,7 +84,13 @@ fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
             out.push(
                 b.columns()
                     .iter()
-                    .map(|c| if c.is_null(row) { "NULL".to_string() } else { array_value_to_string(c, row).unwrap() })
+                    .map(|c| {
+                        if c.is_null(row) {
+                            "NULL".to_string()
+                        } else {
+                            array_value_to_string(c, row).unwrap()
+                        }
+                    })
                     .collect(),
             );
         }
@@ -89,10 +99,17 @@ fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
 }
 
 /// An oracle context with `events` read from JSON lines at `path`.
-pub async fn oracle_from_json(path: &Path, schema: datafusion::arrow::datatypes::SchemaRef) -> SessionContext {
+pub async fn oracle_from_json(
+    path: &Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> SessionContext {
     let ctx = SessionContext::new();
-    let options = NdJsonReadOptions::default().schema(&schema).file_extension(".jsonl");
-    ctx.register_json("events", path.to_str().unwrap(), options).await.unwrap();
+    let options = NdJsonReadOptions::default()
+        .schema(&schema)
+        .file_extension(".jsonl");
+    ctx.register_json("events", path.to_str().unwrap(), options)
+        .await
+        .unwrap();
     ctx
 }
 
@@ -100,7 +117,11 @@ pub async fn oracle_from_json(path: &Path, schema: datafusion::arrow::datatypes:
 pub fn oracle_from_batches(batches: Vec<RecordBatch>) -> SessionContext {
     let ctx = SessionContext::new();
     let schema = batches[0].schema();
-    ctx.register_table("events", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())).unwrap();
+    ctx.register_table(
+        "events",
+        Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()),
+    )
+    .unwrap();
     ctx
 }
 
@@ -108,25 +129,59 @@ pub fn oracle_from_batches(batches: Vec<RecordBatch>) -> SessionContext {
 pub async fn create_views(client: &Client, views: &[OracleView]) {
     for v in views {
         client
-            .simple_query(&format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {} AS {}", v.name, v.view_sql))
+            .simple_query(&format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {} AS {}",
+                v.name, v.view_sql
+            ))
             .await
             .unwrap_or_else(|e| panic!("create {}: {e:?}", v.name));
     }
 }
 
 /// Asserts every view's rows equal the batch oracle's. Returns the number of rows compared.
-pub async fn assert_views_match(client: &Client, oracle: &SessionContext, views: &[OracleView]) -> usize {
+pub async fn assert_views_match(
+    client: &Client,
+    oracle: &SessionContext,
+    views: &[OracleView],
+) -> usize {
     let mut compared = 0;
     for v in views {
-        let batch = oracle.sql(v.batch_sql).await.unwrap().collect().await.unwrap();
-        let schema = oracle.sql(v.batch_sql).await.unwrap().schema().as_arrow().clone();
+        let batch = oracle
+            .sql(v.batch_sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let schema = oracle
+            .sql(v.batch_sql)
+            .await
+            .unwrap()
+            .schema()
+            .as_arrow()
+            .clone();
         let _ = oracle.deregister_table(v.name);
         oracle
-            .register_table(v.name, Arc::new(MemTable::try_new(Arc::new(schema), vec![batch]).unwrap()))
+            .register_table(
+                v.name,
+                Arc::new(MemTable::try_new(Arc::new(schema), vec![batch]).unwrap()),
+            )
             .unwrap();
-        let expected = to_strings(&oracle.sql(&canonical(v, false)).await.unwrap().collect().await.unwrap());
+        let expected = to_strings(
+            &oracle
+                .sql(&canonical(v, false))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
+        );
         let actual = super::rows(client, &canonical(v, true)).await;
-        assert!(!expected.is_empty(), "oracle for {} is empty: the test input is too small", v.name);
+        assert!(
+            !expected.is_empty(),
+            "oracle for {} is empty: the test input is too small",
+            v.name
+        );
         if actual != expected {
             let first_diff = actual.iter().zip(&expected).position(|(a, e)| a != e);
             panic!(

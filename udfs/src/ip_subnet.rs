@@ -41,13 +41,27 @@ pub fn subnet(ip: &str, prefix: i64) -> Option<String> {
     match addr {
         IpAddr::V4(v4) if (0..=32).contains(&prefix) => {
             let bits = u32::from(v4);
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-            Some(format!("{}/{prefix}", std::net::Ipv4Addr::from(bits & mask)))
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            Some(format!(
+                "{}/{prefix}",
+                std::net::Ipv4Addr::from(bits & mask)
+            ))
         }
         IpAddr::V6(v6) if (0..=128).contains(&prefix) => {
             let bits = u128::from(v6);
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
-            Some(format!("{}/{prefix}", std::net::Ipv6Addr::from(bits & mask)))
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
+            Some(format!(
+                "{}/{prefix}",
+                std::net::Ipv6Addr::from(bits & mask)
+            ))
         }
         _ => None,
     }
@@ -84,8 +98,13 @@ impl ScalarUDFImpl for IpSubnet {
             out.append_option(subnet(ips.value(i), prefixes.value(i)));
         }
         let array: ArrayRef = Arc::new(out.finish());
-        if matches!((ip, prefix), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))) {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?));
+        if matches!(
+            (ip, prefix),
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+        ) {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
         }
         Ok(ColumnarValue::Array(array))
     }
