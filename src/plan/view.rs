@@ -196,6 +196,7 @@ fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String
             explicit: true,
             name: Ident::new(source.clone()),
             columns: vec![],
+            at: None,
         });
     }
     Ok((source, Some((window, column))))
