@@ -7,9 +7,9 @@ use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -205,7 +205,7 @@ fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String
 /// Plans `query` over `source`, using `ctx` (a fresh context with Weir's functions) to plan.
 pub async fn plan_view(
     query: &Query,
-    find_source: &dyn Fn(&str) -> Option<SourceSchema>,
+    find_source: &(dyn Fn(&str) -> Option<SourceSchema> + Sync),
     ctx: &SessionContext,
 ) -> Result<ViewPlan, PlanError> {
     let mut query = query.clone();
@@ -369,13 +369,15 @@ fn split_plan(
     let mut aggregates = Vec::new();
     let mut filters = Vec::new();
     for e in &agg.aggr_expr {
-        let (aggregate, filter, order_by) = create_aggregate_expr_and_maybe_filter(
-            e,
-            in_schema,
-            in_schema.as_arrow(),
-            &ExecutionProps::new(),
-        )?;
-        if !order_by.is_empty() {
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let lowered =
+            LoweredAggregateBuilder::new(e, in_schema, in_schema.as_arrow(), &props, &planning)
+                .build()?;
+        let (aggregate, filter) = (lowered.aggregate, lowered.filter);
+        // Ordered-set aggregates (approx_percentile_cont ... WITHIN GROUP) take their
+        // ORDER BY as an argument; any other ordering needs the whole group sorted.
+        if !lowered.order_bys.is_empty() && !aggregate.fun().supports_within_group_clause() {
             return Err(unsupported(format!(
                 "ORDER BY inside an aggregate ({e}) is not supported in materialized views"
             )));
