@@ -19,16 +19,20 @@ fn pipeline(dir: &std::path::Path, source_options: &str) -> std::path::PathBuf {
     path
 }
 
-/// Waits (bounded) until the source has decoded more than `events`, or finished.
-async fn wait_events_over(weir: &Weir, events: u64) {
+/// Waits (bounded) until the source has decoded more than `events`, or finished. Returns
+/// true when the source was still running, i.e. a kill now lands mid-stream.
+async fn wait_events_over(weir: &Weir, events: u64) -> bool {
     let client = weir.client().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let r = rows(&client, "SELECT events, status FROM weir_catalog.sources").await;
-        if r.first()
-            .is_some_and(|r| r[0].parse::<u64>().unwrap() > events || r[1] == "finished")
-        {
-            return;
+        if let Some(r) = r.first() {
+            if r[1] == "finished" {
+                return false;
+            }
+            if r[0].parse::<u64>().unwrap() > events {
+                return true;
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -42,15 +46,20 @@ async fn generator_survives_kill9_and_clean_stop() {
     // 60,000 events at 20,000/s: about three seconds of streaming to interrupt.
     let file = pipeline(dir.path(), "connector = 'generator', kind = 'security_events', rate = '20000', count = '60000', seed = '3'");
     let args = ["--pipeline", file.to_str().unwrap()];
+    let mut interrupted = 0;
     for (i, after) in [5_000u64, 15_000, 25_000].into_iter().enumerate() {
         let mut weir = Weir::start(&data, &args);
-        wait_events_over(&weir, after).await;
+        interrupted += wait_events_over(&weir, after).await as usize;
         if i == 1 {
             weir.stop();
         } else {
             weir.kill9();
         }
     }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} stops landed mid-stream"
+    );
     let weir = Weir::start(&data, &args);
     let client = weir.client().await;
     wait_views_finished(&client).await;
@@ -79,11 +88,16 @@ async fn file_source_survives_repeated_kill9() {
         &format!("connector = 'file', path = '{}'", input.display()),
     );
     let args = ["--pipeline", file.to_str().unwrap()];
+    let mut interrupted = 0;
     for after in [20_000u64, 120_000, 250_000] {
         let mut weir = Weir::start(&data, &args);
-        wait_events_over(&weir, after).await;
+        interrupted += wait_events_over(&weir, after).await as usize;
         weir.kill9();
     }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed mid-stream"
+    );
     let mut weir = Weir::start(&data, &args);
     let client = weir.client().await;
     wait_views_finished(&client).await;

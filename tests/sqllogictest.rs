@@ -13,6 +13,7 @@ struct Pg {
     client: Client,
 }
 
+#[async_trait::async_trait]
 impl sqllogictest::AsyncDB for Pg {
     type Error = tokio_postgres::Error;
     type ColumnType = DefaultColumnType;

@@ -177,7 +177,7 @@ mod tests {
         assert!(d.dead.is_empty(), "{:?}", d.dead);
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.batch.column(1).null_count(), 1);
-        assert_eq!(d.row_ends, vec![100 + 58, 100 + 88]);
+        assert_eq!(d.row_ends, vec![100 + 57, 100 + 87]);
     }
 
     #[test]

@@ -20,18 +20,27 @@ fn normalized(sql: &str) -> String {
         .join(" ")
 }
 
+/// A CREATE statement, as far as name clashes are concerned.
+struct Creation<'a> {
+    name: &'a str,
+    kind: &'static str,
+    tag: &'static str,
+    if_not_exists: bool,
+    sql: &'a str,
+    origin: Origin,
+}
+
 impl Engine {
-    /// `Some(outcome)` when `name` already exists and the statement is a no-op.
-    fn existing(
-        &self,
-        catalog: &Catalog,
-        name: &str,
-        kind: &'static str,
-        tag: &'static str,
-        if_not_exists: bool,
-        sql: &str,
-        origin: Origin,
-    ) -> Result<Option<Outcome>, EngineError> {
+    /// `Some(outcome)` when the created name already exists and the statement is a no-op.
+    fn existing(&self, catalog: &Catalog, c: Creation<'_>) -> Result<Option<Outcome>, EngineError> {
+        let Creation {
+            name,
+            kind,
+            tag,
+            if_not_exists,
+            sql,
+            origin,
+        } = c;
         let existing_sql = match (catalog.sources.get(name), catalog.views.get(name)) {
             (Some(s), _) => &s.sql,
             (_, Some(v)) => &v.sql,
@@ -162,15 +171,15 @@ impl Engine {
         origin: Origin,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "CREATE SOURCE";
-        if let Some(outcome) = self.existing(
-            catalog,
-            &decl.name,
-            "source",
-            TAG,
-            decl.if_not_exists,
+        let creation = Creation {
+            name: &decl.name,
+            kind: "source",
+            tag: TAG,
+            if_not_exists: decl.if_not_exists,
             sql,
             origin,
-        )? {
+        };
+        if let Some(outcome) = self.existing(catalog, creation)? {
             return Ok(outcome);
         }
         let name = decl.name.clone();
@@ -190,15 +199,15 @@ impl Engine {
         origin: Origin,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "CREATE MATERIALIZED VIEW";
-        if let Some(outcome) = self.existing(
-            catalog,
-            &decl.name,
-            "materialized view",
-            TAG,
-            decl.if_not_exists,
+        let creation = Creation {
+            name: &decl.name,
+            kind: "materialized view",
+            tag: TAG,
+            if_not_exists: decl.if_not_exists,
             sql,
             origin,
-        )? {
+        };
+        if let Some(outcome) = self.existing(catalog, creation)? {
             return Ok(outcome);
         }
         let name = decl.name.clone();

@@ -1,6 +1,7 @@
 //! SQLSTATE codes, chosen once, here at the edge.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
 use crate::catalog::CatalogError;
@@ -82,6 +83,8 @@ pub fn refine(error: &mut PgWireError) {
     if let PgWireError::ApiError(inner) = error {
         let refined = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
             datafusion_info(df)
+        } else if let Some(parse) = inner.downcast_ref::<ParserError>() {
+            info("42601", parse.to_string())
         } else {
             info("XX000", inner.to_string())
         };

@@ -80,7 +80,7 @@ fn rand(seed: u64, n: u64, k: u64) -> u64 {
 fn event_time(seed: u64, n: u64, step_ms: i64) -> i64 {
     let base = EPOCH_MS + n as i64 * step_ms;
     let r = rand(seed, n, 99);
-    if r % 5 == 0 {
+    if r.is_multiple_of(5) {
         base - (r >> 8) as i64 % 3000
     } else {
         base
@@ -134,7 +134,7 @@ fn security_events(seed: u64, from: u64, to: u64) -> Vec<ArrayRef> {
             if anomalous { (r >> 24) % 250 } else { 0 },
             host
         ));
-        let g = if anomalous && r % 3 == 0 {
+        let g = if anomalous && r.is_multiple_of(3) {
             RARE_GEOS[(r >> 32) as usize % RARE_GEOS.len()]
         } else {
             GEOS[u as usize % GEOS.len()]
@@ -166,7 +166,7 @@ fn nexmark_bids(seed: u64, from: u64, to: u64) -> Vec<ArrayRef> {
     for n in from..to {
         let r = rand(seed, n, 1);
         // Hot auctions: half the bids go to 100 auctions, the rest spread over 10,000.
-        let a = if r % 2 == 0 {
+        let a = if r.is_multiple_of(2) {
             1000 + (r >> 8) % 100
         } else {
             1000 + (r >> 8) % 10_000

@@ -98,11 +98,7 @@ impl Store {
     }
 
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         self.read_view().scan_prefix(table, prefix)
     }
 
@@ -165,13 +161,12 @@ pub struct ReadView<'a> {
     snapshot: rocksdb::Snapshot<'a>,
 }
 
+/// One key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 impl ReadView<'_> {
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&self.snapshot);
         opts.set_iterate_upper_bound(prefix_end(prefix));
