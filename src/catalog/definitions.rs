@@ -49,6 +49,11 @@ impl SourceDef {
             .columns
             .iter()
             .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+            .chain(
+                decl.include
+                    .iter()
+                    .map(|c| Field::new(&c.name, c.meta.data_type_ref().clone(), true)),
+            )
             .collect();
         Self {
             name: decl.name.clone(),
@@ -57,6 +62,18 @@ impl SourceDef {
             decl,
             sql,
         }
+    }
+
+    /// The columns decoded from a record's value: the declared ones, without metadata.
+    pub fn decoded_schema(&self) -> SchemaRef {
+        let n = self.decl.columns.len();
+        Arc::new(Schema::new(self.schema.fields()[..n].to_vec()))
+    }
+
+    /// The event-time column when it is decoded from the value (it must then be present).
+    pub fn required_decoded_column(&self) -> Option<usize> {
+        self.watermark_column()
+            .filter(|i| *i < self.decl.columns.len())
     }
 
     /// Index of the event-time column, if the source declares a watermark.

@@ -9,7 +9,7 @@ mod status;
 mod tables;
 
 pub use definitions::{CatalogEntry, EntryKind, SourceDef, ViewDef};
-pub use status::{SourceStatus, StatusBoard, ViewStatus};
+pub use status::{PartitionStatus, SourceStatus, StatusBoard, ViewStatus};
 pub use tables::{register_system_tables, ViewTable, SYSTEM_SCHEMA};
 
 /// Errors of the catalog layer.

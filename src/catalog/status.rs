@@ -8,12 +8,29 @@ use parking_lot::RwLock;
 #[derive(Debug, Clone, Default)]
 pub struct SourceStatus {
     pub connector: String,
-    /// `idle` (no view reads it), `running`, `finished` or `failed`.
+    /// `idle` (no view reads it), `running`, `stalled` (input unreachable), `finished` or `failed`.
     pub status: String,
     pub error: Option<String>,
     pub events: u64,
     pub bad_records: u64,
     pub watermark: Option<i64>,
+    /// Empty records skipped (Kafka tombstones).
+    pub skipped: u64,
+    /// Per-partition state of a Kafka source.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// Live state of one partition of a Kafka source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    /// Offset of the next message to decode (everything before it is counted).
+    pub offset: u64,
+    /// The broker's high watermark, when known.
+    pub high_watermark: Option<i64>,
+    /// Event-time watermark of the partition.
+    pub watermark: Option<i64>,
+    pub idle: bool,
 }
 
 /// Live state of a view.
@@ -48,6 +65,10 @@ impl StatusBoard {
     /// True when every view is finished or failed and every source finished, failed or idle.
     pub fn all_settled(&self) -> bool {
         self.views.read().values().all(|v| v.status != "running")
-            && self.sources.read().values().all(|s| s.status != "running")
+            && self
+                .sources
+                .read()
+                .values()
+                .all(|s| s.status != "running" && s.status != "stalled")
     }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
@@ -13,7 +15,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use super::StatusBoard;
+use super::{PartitionStatus, StatusBoard};
 use crate::decode::DeadLetter;
 use crate::operator::LateRow;
 use crate::state::{batch_from_ipc, window_key_prefix, Store, Table};
@@ -109,6 +111,7 @@ enum SystemKind {
     Views,
     DeadLetters,
     LateRows,
+    SourcePartitions,
 }
 
 /// A `weir_catalog` table, computed when it is scanned.
@@ -174,6 +177,15 @@ impl SystemKind {
             SystemKind::DeadLetters => {
                 vec![text("source"), text("position"), text("raw"), text("error")]
             }
+            SystemKind::SourcePartitions => vec![
+                text("source"),
+                Field::new("partition", DataType::Int32, true),
+                int("offset"),
+                int("high_watermark"),
+                int("lag"),
+                ts_field("watermark"),
+                Field::new("idle", DataType::Boolean, true),
+            ],
             SystemKind::LateRows => vec![
                 text("view"),
                 ts_field("event_time"),
@@ -189,6 +201,7 @@ impl SystemKind {
             SystemKind::Views => "views",
             SystemKind::DeadLetters => "dead_letters",
             SystemKind::LateRows => "late_rows",
+            SystemKind::SourcePartitions => "source_partitions",
         }
     }
 }
@@ -225,6 +238,38 @@ impl SystemTable {
                     ints(s.values().map(|v| v.late_rows)),
                     ints(s.values().map(|v| v.open_windows)),
                     strings(s.values().map(|v| v.error.as_deref())),
+                ]
+            }
+            SystemKind::SourcePartitions => {
+                let s = self.board.sources.read();
+                let rows: Vec<(&String, &PartitionStatus)> = s
+                    .iter()
+                    .flat_map(|(name, status)| status.partitions.iter().map(move |p| (name, p)))
+                    .collect();
+                vec![
+                    strings(rows.iter().map(|(n, _)| Some(n.as_str()))),
+                    Arc::new(
+                        rows.iter()
+                            .map(|(_, p)| Some(p.partition as i32))
+                            .collect::<Int32Array>(),
+                    ),
+                    ints(rows.iter().map(|(_, p)| p.offset)),
+                    Arc::new(
+                        rows.iter()
+                            .map(|(_, p)| p.high_watermark)
+                            .collect::<Int64Array>(),
+                    ),
+                    Arc::new(
+                        rows.iter()
+                            .map(|(_, p)| p.high_watermark.map(|h| (h - p.offset as i64).max(0)))
+                            .collect::<Int64Array>(),
+                    ),
+                    times(rows.iter().map(|(_, p)| shown(p.watermark))),
+                    Arc::new(
+                        rows.iter()
+                            .map(|(_, p)| Some(p.idle))
+                            .collect::<BooleanArray>(),
+                    ),
                 ]
             }
             SystemKind::DeadLetters => {
@@ -319,6 +364,7 @@ pub fn register_system_tables(
         SystemKind::Views,
         SystemKind::DeadLetters,
         SystemKind::LateRows,
+        SystemKind::SourcePartitions,
     ] {
         let table = SystemTable {
             kind,

@@ -1,8 +1,10 @@
 //! JSON lines into Arrow, vectorized, with a per-line fallback that isolates bad lines.
 
-use datafusion::arrow::array::{Array, BooleanArray};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -62,16 +64,25 @@ impl JsonDecoder {
     pub fn decode(&self, chunk: &LineChunk) -> Decoded {
         let data = &chunk.data;
         let spans = line_spans(data);
+        // The index of a span among all spans (record sources map it to a record offset).
+        let index = |span: (usize, usize)| spans.partition_point(|s| s.0 < span.0);
+        let end_of = |span: (usize, usize)| match &chunk.record_ends {
+            Some(ends) => ends[index(span)],
+            None => chunk.start_offset + span.1 as u64 + 1,
+        };
         let dead_letter = |span: (usize, usize), error: String| DeadLetter {
-            position: format!("{}:{}", chunk.file_name, chunk.start_offset + span.0 as u64),
+            position: match &chunk.record_ends {
+                Some(ends) => format!("{}/{}", chunk.file_name, ends[index(span)] - 1),
+                None => format!("{}:{}", chunk.file_name, chunk.start_offset + span.0 as u64),
+            },
             raw: String::from_utf8_lossy(&data[span.0..span.1.min(span.0 + MAX_RAW)]).into_owned(),
             error,
-            end: chunk.start_offset + span.1 as u64 + 1,
+            end: end_of(span),
         };
         let mut dead = Vec::new();
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
         let (batch, good_spans) = match self.decode_bytes(data, spans.len()) {
-            Ok(batch) if batch.num_rows() == spans.len() => (batch, spans),
+            Ok(batch) if batch.num_rows() == spans.len() => (batch, spans.clone()),
             _ => {
                 let mut good = Vec::with_capacity(spans.len());
                 let mut good_bytes = Vec::with_capacity(data.len());
@@ -101,10 +112,15 @@ impl JsonDecoder {
         };
         let (batch, good_spans) =
             self.drop_missing_required(batch, good_spans, &mut dead, &dead_letter);
-        let row_ends = good_spans
-            .iter()
-            .map(|s| chunk.start_offset + s.1 as u64 + 1)
-            .collect();
+        let row_ends = good_spans.iter().map(|s| end_of(*s)).collect();
+        let batch = match &chunk.extra {
+            Some(extra) => {
+                let rows =
+                    UInt32Array::from_iter_values(good_spans.iter().map(|s| index(*s) as u32));
+                append_columns(batch, extra, &rows, &self.schema)
+            }
+            None => batch,
+        };
         Decoded {
             batch,
             row_ends,
@@ -145,6 +161,24 @@ impl JsonDecoder {
     }
 }
 
+/// `batch` with the `rows` of `extra` appended as columns (the output schema is the decoded
+/// schema followed by `extra`'s fields).
+fn append_columns(
+    batch: RecordBatch,
+    extra: &RecordBatch,
+    rows: &UInt32Array,
+    decoded: &SchemaRef,
+) -> RecordBatch {
+    let mut fields: Vec<_> = decoded.fields().iter().cloned().collect();
+    fields.extend(extra.schema().fields().iter().cloned());
+    let mut columns = batch.columns().to_vec();
+    for column in extra.columns() {
+        columns.push(take(column, rows, None).expect("indices are in range"));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .expect("decoded and extra columns have matching lengths")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,9 +197,13 @@ mod tests {
     fn chunk(text: &str) -> LineChunk {
         LineChunk {
             file_name: "f.json".into(),
-            file: 0,
+            split: 0,
             start_offset: 100,
             data: text.as_bytes().to_vec(),
+            record_ends: None,
+            extra: None,
+            skipped: 0,
+            end: 100 + text.len() as u64,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::catalog::{CatalogEntry, CatalogError, EntryKind, SourceDef, ViewDef, 
 use crate::operator::ViewOperator;
 use crate::pipeline::SourceProgress;
 use crate::plan::{plan_view, CreateSource, CreateView, SourceSchema};
-use crate::source::{open_reader, parse_source_spec, FileMode, Position, SourceSpec};
+use crate::source::{open_reader, parse_source_spec, FileMode, Resume, SourceSpec};
 use crate::state::{window_key_prefix, Table, WriteSet};
 
 /// Statement text compared for "same definition": whitespace runs and a trailing `;` ignored.
@@ -104,18 +104,19 @@ impl Engine {
         decl: CreateSource,
         sql: String,
     ) -> Result<(), EngineError> {
-        let spec = parse_source_spec(&decl.options)?;
+        let spec = parse_source_spec(&decl.name, &decl.options, &decl.include)?;
         let def = SourceDef::new(decl, spec, sql);
         // Open a reader once, so a missing file or a column the generator lacks fails now.
+        // A Kafka source is not checked here: an unreachable broker shows as `stalled`.
         let must_exist = !matches!(
             def.spec,
             SourceSpec::File {
                 mode: FileMode::Follow,
                 ..
-            }
+            } | SourceSpec::Kafka(_)
         );
         if must_exist {
-            open_reader(&def.spec, def.schema.clone(), Position::default())?;
+            open_reader(&def.spec, def.schema.clone(), &Resume::default())?;
         }
         self.board.update_source(&def.name, |s| {
             s.connector = def.spec.connector().into();

@@ -11,6 +11,6 @@ mod watermark;
 mod window;
 
 pub use groups::GroupState;
-pub use view::{LateRow, ViewOperator, ViewProgress, GLOBAL_WINDOW};
-pub use watermark::WatermarkTracker;
+pub use view::{ChunkPlace, LateRow, ViewOperator, ViewProgress, GLOBAL_WINDOW};
+pub use watermark::{SplitWatermark, WatermarkTracker};
 pub use window::{assign_windows, Assigned};

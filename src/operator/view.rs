@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::{run_steps, ViewPlan};
-use crate::source::Position;
+use crate::source::Frontier;
 use crate::state::{
     batch_from_ipc, batch_to_ipc, window_key, window_key_prefix, window_start_of_key, Store, Table,
     WriteSet,
@@ -25,8 +25,8 @@ pub const GLOBAL_WINDOW: i64 = 0;
 /// What a view has durably done; written in the same batch as its rows and state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ViewProgress {
-    /// Position after the last input row folded into the stored state.
-    pub position: Position,
+    /// Offsets after the last input rows folded into the stored state, per split.
+    pub frontier: Frontier,
     pub watermark: Option<WatermarkTracker>,
     /// Rows the view holds now.
     pub rows: u64,
@@ -62,6 +62,18 @@ pub struct ViewOperator {
     /// Final rows of windows closed since the last flush.
     closed: Vec<(i64, RecordBatch)>,
     late: Vec<LateRow>,
+}
+
+/// Where a chunk's rows come from.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkPlace<'a> {
+    pub split: u32,
+    /// Offset after each row, increasing.
+    pub row_ends: &'a [u64],
+    /// Offset after the whole chunk.
+    pub end: u64,
+    /// The split whose watermark the rows advance (0 for sequential sources).
+    pub watermark_split: u32,
 }
 
 /// The progress key of a view.
@@ -131,15 +143,8 @@ impl ViewOperator {
         &self.progress
     }
 
-    pub fn position(&self) -> Position {
-        self.progress.position
-    }
-
-    /// The view's watermark, when its source declares one.
-    pub fn watermark(&self) -> Option<i64> {
-        self.progress
-            .watermark
-            .and_then(|w| w.max_event_time.map(|_| w.watermark()))
+    pub fn frontier(&self) -> &Frontier {
+        &self.progress.frontier
     }
 
     pub fn is_failed(&self) -> bool {
@@ -155,20 +160,13 @@ impl ViewOperator {
         self.windows.len()
     }
 
-    /// Folds the rows of `batch` that lie after the view's position; `end` is the position
-    /// after the whole chunk.
-    pub fn apply(
-        &mut self,
-        batch: &RecordBatch,
-        file: u32,
-        row_ends: &[u64],
-        end: Position,
-    ) -> Result<()> {
-        if self.is_failed() || self.progress.finished || end <= self.progress.position {
+    /// Folds the rows of `batch` (all from `chunk.split`) that lie after the view's frontier.
+    pub fn apply(&mut self, batch: &RecordBatch, chunk: ChunkPlace<'_>) -> Result<()> {
+        let at = self.progress.frontier.get(chunk.split);
+        if self.is_failed() || self.progress.finished || chunk.end <= at {
             return Ok(());
         }
-        let at = self.progress.position;
-        let first = row_ends.partition_point(|e| Position { file, offset: *e } <= at);
+        let first = chunk.row_ends.partition_point(|e| *e <= at);
         let batch = if first == 0 {
             batch.clone()
         } else {
@@ -176,11 +174,27 @@ impl ViewOperator {
         };
         if batch.num_rows() > 0 {
             match self.plan.window {
-                Some((spec, time_col)) => self.apply_windowed(&batch, spec, time_col)?,
-                None => self.apply_global(&batch)?,
+                Some((spec, time_col)) => {
+                    self.apply_windowed(&batch, spec, time_col, chunk.watermark_split)?
+                }
+                None => self.apply_global(&batch, chunk.watermark_split)?,
             }
         }
-        self.progress.position = end;
+        self.progress.frontier.advance(chunk.split, chunk.end);
+        Ok(())
+    }
+
+    /// The source's splits changed or went idle: the watermark may move and close windows.
+    pub fn set_splits(&mut self, splits: &[(u32, bool)]) -> Result<()> {
+        if self.is_failed() || self.progress.finished {
+            return Ok(());
+        }
+        if let Some(w) = self.progress.watermark.as_mut() {
+            w.set_splits(splits.iter().copied());
+        }
+        if let Some((spec, _)) = self.plan.window {
+            self.close_windows(spec.size_ms())?;
+        }
         Ok(())
     }
 
@@ -189,13 +203,20 @@ impl ViewOperator {
         batch: &RecordBatch,
         spec: crate::plan::WindowSpec,
         time_col: usize,
+        split: u32,
     ) -> Result<()> {
         let tracker = self
             .progress
             .watermark
             .as_mut()
             .expect("windowed views have a watermark");
-        let assigned = assign_windows(batch, time_col, spec, tracker, &self.plan.input_schema)?;
+        let assigned = assign_windows(
+            batch,
+            time_col,
+            spec,
+            &mut tracker.split(split),
+            &self.plan.input_schema,
+        )?;
         for (row, watermark) in assigned.late {
             let times = batch
                 .column(time_col)
@@ -229,7 +250,7 @@ impl ViewOperator {
         self.close_windows(spec.size_ms())
     }
 
-    fn apply_global(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn apply_global(&mut self, batch: &RecordBatch, split: u32) -> Result<()> {
         if let (Some(tracker), Some((col, _))) =
             (self.progress.watermark.as_mut(), self.plan.watermark)
         {
@@ -239,7 +260,7 @@ impl ViewOperator {
                 .downcast_ref::<TimestampMillisecondArray>()
             {
                 if let Some(m) = max(times) {
-                    tracker.observe(m);
+                    tracker.observe(split, m);
                 }
             }
         }
@@ -262,7 +283,11 @@ impl ViewOperator {
 
     /// Emits and drops every window whose end the watermark reached.
     fn close_windows(&mut self, size_ms: i64) -> Result<()> {
-        let watermark = self.progress.watermark.map_or(i64::MIN, |w| w.watermark());
+        let watermark = self
+            .progress
+            .watermark
+            .as_ref()
+            .map_or(i64::MIN, |w| w.watermark());
         while let Some(entry) = self.windows.first_entry() {
             if entry.key().saturating_add(size_ms) > watermark {
                 break;

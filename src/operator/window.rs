@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
-use super::WatermarkTracker;
+use super::SplitWatermark;
 use crate::plan::WindowSpec;
 
 /// A batch assigned to windows.
@@ -25,12 +25,13 @@ pub struct Assigned {
 }
 
 /// Assigns the rows of `batch` to windows of `spec` by the event time in column `time_col`,
-/// advancing `tracker` row by row. `schema` is the batch's schema plus the window columns.
+/// advancing the watermark of `split` row by row. `schema` is the batch's schema plus the
+/// window columns.
 pub fn assign_windows(
     batch: &RecordBatch,
     time_col: usize,
     spec: WindowSpec,
-    tracker: &mut WatermarkTracker,
+    tracker: &mut SplitWatermark<'_>,
     schema: &SchemaRef,
 ) -> Result<Assigned> {
     let times = batch
@@ -88,6 +89,7 @@ pub fn assign_windows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::WatermarkTracker;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     fn input(times: &[i64]) -> (RecordBatch, SchemaRef) {
@@ -114,7 +116,7 @@ mod tests {
             &batch,
             0,
             WindowSpec::Tumble { size_ms: 60_000 },
-            &mut tracker,
+            &mut tracker.split(0),
             &schema,
         )
         .unwrap();
@@ -132,7 +134,7 @@ mod tests {
             slide_ms: 20_000,
             size_ms: 60_000,
         };
-        let a = assign_windows(&batch, 0, spec, &mut tracker, &schema).unwrap();
+        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema).unwrap();
         assert_eq!(a.starts, vec![60_000, 40_000, 20_000]);
         assert_eq!(a.late, vec![(1, 65_000)]);
         assert_eq!(a.batch.num_rows(), 3);

@@ -2,19 +2,36 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::Position;
+use crate::operator::WatermarkTracker;
+use crate::source::Frontier;
 
 /// Stored under `source/<name>` in the progress table, with every epoch of the source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceProgress {
-    /// Everything before this position has been decoded and counted once.
-    pub high: Position,
+    /// Everything before this frontier has been decoded and counted once.
+    pub high: Frontier,
+    /// Where the source first started reading each split (a view created later starts there).
+    pub origin: Frontier,
     pub events: u64,
     pub bad_records: u64,
-    pub max_event_time: Option<i64>,
+    /// Skipped empty records (Kafka tombstones).
+    pub skipped: u64,
+    /// Event time per split; its delay is the declared watermark delay (0 without one).
+    pub event_time: WatermarkTracker,
 }
 
 impl SourceProgress {
+    pub fn new(delay_ms: i64) -> Self {
+        Self {
+            high: Frontier::default(),
+            origin: Frontier::default(),
+            events: 0,
+            bad_records: 0,
+            skipped: 0,
+            event_time: WatermarkTracker::new(delay_ms),
+        }
+    }
+
     pub fn key(source: &str) -> Vec<u8> {
         format!("source/{source}").into_bytes()
     }

@@ -1,27 +1,35 @@
 //! The reader thread: read chunks, decode them, hand them to the operator thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::decode::{DeadLetter, JsonDecoder};
-use crate::source::{Chunk, Position, Reader};
+use crate::source::{Chunk, Frontier, Reader, SplitStatus};
 
 /// What the reader thread sends.
 pub enum Message {
     Data {
         batch: RecordBatch,
-        file: u32,
+        split: u32,
         row_ends: Vec<u64>,
         dead: Vec<DeadLetter>,
-        /// Position after the chunk.
-        end: Position,
+        /// Offset of the chunk's first record in its split.
+        start: u64,
+        /// Offset after the chunk.
+        end: u64,
+        /// Empty records skipped in the chunk.
+        skipped: u64,
     },
     /// No new input for now.
     Idle,
+    /// The splits of the source, and whether each is idle.
+    Splits(Vec<SplitStatus>),
+    /// The input cannot be read for now; the reader keeps trying.
+    Stalled(String),
     /// The bounded input is fully read.
     End,
     Failed(String),
@@ -30,38 +38,49 @@ pub enum Message {
 /// How long a reader waits before polling an idle source again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
-/// Reads until the input ends, fails, or `stop` is set.
+/// Reads until the input ends, fails, or `stop` is set. `durable` brings the frontier of
+/// each committed epoch back to the reader.
 pub fn run_reader(
     mut reader: Box<dyn Reader>,
     decoder: JsonDecoder,
     tx: SyncSender<Message>,
+    durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::Relaxed) {
+        if let Some(frontier) = durable.try_iter().last() {
+            reader.durable(&frontier);
+        }
         let message = match reader.next_chunk() {
             Ok(Chunk::Lines(chunk)) => {
                 let decoded = decoder.decode(&chunk);
                 Message::Data {
                     batch: decoded.batch,
-                    file: chunk.file,
+                    split: chunk.split,
                     row_ends: decoded.row_ends,
                     dead: decoded.dead,
-                    end: reader.position(),
+                    start: chunk.start_offset,
+                    end: chunk.end,
+                    skipped: chunk.skipped,
                 }
             }
             Ok(Chunk::Typed(chunk)) => Message::Data {
+                start: chunk.row_ends.first().map_or(0, |e| e - 1),
+                end: chunk.row_ends.last().copied().unwrap_or(0),
                 batch: chunk.batch,
-                file: chunk.file,
+                split: chunk.split,
                 row_ends: chunk.row_ends,
                 dead: Vec::new(),
-                end: reader.position(),
+                skipped: 0,
             },
             Ok(Chunk::Idle) => Message::Idle,
+            Ok(Chunk::Splits(splits)) => Message::Splits(splits),
+            Ok(Chunk::Stalled(reason)) => Message::Stalled(reason),
             Ok(Chunk::End) => Message::End,
             Err(e) => Message::Failed(e.to_string()),
         };
         let last = matches!(message, Message::End | Message::Failed(_));
-        let idle = matches!(message, Message::Idle);
+        let idle = matches!(message, Message::Idle | Message::Stalled(_));
         if tx.send(message).is_err() || last {
             return;
         }

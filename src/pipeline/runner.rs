@@ -1,7 +1,7 @@
 //! The operator thread and the runner that owns both threads of a source's pipeline.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use super::{PipelineError, SourceProgress};
 use crate::catalog::{SourceDef, StatusBoard, ViewDef};
 use crate::decode::{DeadLetter, JsonDecoder};
 use crate::metrics::Metrics;
-use crate::operator::ViewOperator;
-use crate::source::{open_reader, Position};
+use crate::operator::{ChunkPlace, ViewOperator};
+use crate::source::{open_reader, Resume, SplitStatus};
 use crate::state::{window_key_prefix, Store, Table, WriteSet};
 
 /// Settings of every pipeline.
@@ -48,6 +48,14 @@ struct Operators {
     dead: Vec<DeadLetter>,
     /// Counters already published to Prometheus: (late rows, rows written) per view.
     published: Vec<(u64, u64)>,
+    /// Whether the source has several splits each with its own watermark (Kafka).
+    per_split_watermarks: bool,
+    /// The splits as the reader last reported them.
+    splits: Vec<SplitStatus>,
+    /// Why the input cannot be read now, while it cannot.
+    stalled: Option<String>,
+    /// Sends the frontier of each committed epoch back to the reader.
+    durable: Option<Sender<crate::source::Frontier>>,
 }
 
 impl Runner {
@@ -64,6 +72,7 @@ impl Runner {
         for view in &views {
             ops.push(ViewOperator::load(&view.name, view.plan.clone(), &store)?);
         }
+        let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
         let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| crate::state::StateError::Corrupt {
@@ -71,13 +80,17 @@ impl Runner {
                     reason: e.to_string(),
                 })?
             }
-            None => SourceProgress::default(),
+            None => SourceProgress::new(delay),
         };
-        let from = ops
+        let consumers: Vec<_> = ops
             .iter()
             .filter(|o| !o.progress().finished && !o.is_failed())
-            .map(|o| o.position())
-            .min();
+            .map(|o| o.frontier().clone())
+            .collect();
+        let from = (!consumers.is_empty()).then(|| Resume {
+            consumers,
+            origin: progress.origin.clone(),
+        });
         let published = ops
             .iter()
             .map(|o| (o.progress().late_rows, o.progress().rows_written))
@@ -95,6 +108,10 @@ impl Runner {
             progress,
             dead: Vec::new(),
             published,
+            per_split_watermarks: source.spec.per_split_watermarks(),
+            splits: Vec::new(),
+            stalled: None,
+            durable: None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
@@ -111,15 +128,17 @@ impl Runner {
                 threads: Vec::new(),
             });
         };
-        let reader = open_reader(&source.spec, source.schema.clone(), from)?;
-        let decoder = JsonDecoder::new(source.schema.clone(), source.watermark_column());
+        let reader = open_reader(&source.spec, source.schema.clone(), &from)?;
+        let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column());
         operators.publish("running", None);
         let (tx, rx) = sync_channel(4);
+        let (durable_tx, durable_rx) = channel();
+        operators.durable = Some(durable_tx);
         let reader_stop = stop.clone();
         let name = source.name.clone();
         let reader_thread = std::thread::Builder::new()
             .name(format!("read-{name}"))
-            .spawn(move || run_reader(reader, decoder, tx, reader_stop))
+            .spawn(move || run_reader(reader, decoder, tx, durable_rx, reader_stop))
             .expect("spawn reader thread");
         let op_stop = stop.clone();
         let operator_thread = std::thread::Builder::new()
@@ -154,13 +173,32 @@ impl Operators {
             match rx.recv_timeout(tick) {
                 Ok(Message::Data {
                     batch,
-                    file,
+                    split,
                     row_ends,
                     dead,
+                    start,
                     end,
+                    skipped,
                 }) => {
-                    self.process(&batch, file, &row_ends, dead, end);
+                    if self.stalled.take().is_some() {
+                        self.publish("running", None);
+                    }
+                    self.process(&batch, split, &row_ends, dead, (start, end), skipped);
                     dirty = true;
+                }
+                Ok(Message::Splits(splits)) => {
+                    self.set_splits(splits);
+                    if self.stalled.take().is_some() {
+                        self.publish("running", None);
+                    }
+                    dirty = true;
+                }
+                Ok(Message::Stalled(reason)) => {
+                    if self.stalled.as_ref() != Some(&reason) {
+                        tracing::warn!(source = %self.ctx.source.name, %reason, "source stalled");
+                        self.stalled = Some(reason.clone());
+                        self.publish("stalled", Some(reason));
+                    }
                 }
                 Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {}
                 Ok(Message::End) => {
@@ -197,14 +235,22 @@ impl Operators {
     fn process(
         &mut self,
         batch: &datafusion::arrow::record_batch::RecordBatch,
-        file: u32,
+        split: u32,
         row_ends: &[u64],
         dead: Vec<DeadLetter>,
-        end: Position,
+        (start, end): (u64, u64),
+        skipped: u64,
     ) {
-        let high = self.progress.high;
-        let first_new = row_ends.partition_point(|e| Position { file, offset: *e } <= high);
+        let high = self.progress.high.get(split);
+        if !self.progress.origin.has(split) {
+            self.progress.origin.advance(split, start);
+        }
+        let first_new = row_ends.partition_point(|e| *e <= high);
         self.progress.events += (row_ends.len() - first_new) as u64;
+        if end > high {
+            self.progress.skipped += skipped;
+        }
+        let watermark_split = if self.per_split_watermarks { split } else { 0 };
         if let Some(col) = self.ctx.source.watermark_column() {
             let new_rows = batch.slice(first_new, batch.num_rows() - first_new);
             if let Some(m) = new_rows
@@ -213,26 +259,35 @@ impl Operators {
                 .downcast_ref::<TimestampMillisecondArray>()
                 .and_then(max)
             {
-                self.progress.max_event_time =
-                    Some(self.progress.max_event_time.map_or(m, |x| x.max(m)));
+                self.progress.event_time.observe(watermark_split, m);
             }
         }
-        for letter in dead {
-            if (Position {
-                file,
-                offset: letter.end,
-            }) > high
-            {
-                self.dead.push(letter);
-            }
-        }
-        self.progress.high = high.max(end);
+        self.dead.extend(dead.into_iter().filter(|l| l.end > high));
+        self.progress.high.advance(split, end);
+        let place = ChunkPlace {
+            split,
+            row_ends,
+            end,
+            watermark_split,
+        };
         for view in &mut self.views {
-            if let Err(e) = view.apply(batch, file, row_ends, end) {
+            if let Err(e) = view.apply(batch, place) {
                 tracing::error!(view = %view.name, error = %e, "view failed");
                 view.fail(e.to_string());
             }
         }
+    }
+
+    /// The reader reported the source's splits: watermarks may move past idle splits.
+    fn set_splits(&mut self, splits: Vec<SplitStatus>) {
+        let known: Vec<(u32, bool)> = splits.iter().map(|s| (s.split, s.idle)).collect();
+        self.progress.event_time.set_splits(known.iter().copied());
+        for view in &mut self.views {
+            if let Err(e) = view.set_splits(&known) {
+                view.fail(e.to_string());
+            }
+        }
+        self.splits = splits;
     }
 
     /// Commits; on a storage error marks the source failed. Returns whether it committed.
@@ -283,6 +338,9 @@ impl Operators {
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
         self.ctx.store.write(ws)?;
+        if let Some(durable) = &self.durable {
+            let _ = durable.send(self.progress.high.clone());
+        }
         self.ctx
             .metrics
             .epoch_commit_seconds
@@ -295,8 +353,11 @@ impl Operators {
     fn publish(&mut self, status: &str, error: Option<String>) {
         let source = &self.ctx.source;
         let m = &self.ctx.metrics;
-        let delay = source.decl.watermark.as_ref().map(|w| w.delay_ms);
-        let watermark = self.progress.max_event_time.zip(delay).map(|(t, d)| t - d);
+        let watermark = source
+            .decl
+            .watermark
+            .as_ref()
+            .and(self.progress.event_time.current());
         self.ctx.board.update_source(&source.name, |s| {
             let events_delta = self.progress.events.saturating_sub(s.events);
             let bad_delta = self.progress.bad_records.saturating_sub(s.bad_records);
@@ -312,6 +373,23 @@ impl Operators {
             s.events = self.progress.events;
             s.bad_records = self.progress.bad_records;
             s.watermark = watermark;
+            s.skipped = self.progress.skipped;
+            s.partitions = self
+                .splits
+                .iter()
+                .map(|split| crate::catalog::PartitionStatus {
+                    partition: split.split,
+                    offset: self.progress.high.get(split.split),
+                    high_watermark: split.high_watermark,
+                    watermark: self
+                        .progress
+                        .event_time
+                        .max_event_time
+                        .get(&split.split)
+                        .map(|t| t - self.progress.event_time.delay_ms),
+                    idle: split.idle,
+                })
+                .collect();
         });
         if let Some(w) = watermark {
             m.source_watermark.with_label_values(&[&source.name]).set(w);
@@ -325,9 +403,7 @@ impl Operators {
                 .with_label_values(&[&view.name])
                 .inc_by(p.rows_written.saturating_sub(published.1));
             *published = (p.late_rows, p.rows_written);
-            let view_watermark = p
-                .watermark
-                .and_then(|w| w.max_event_time.map(|t| t - w.delay_ms));
+            let view_watermark = p.watermark.as_ref().and_then(|w| w.current());
             if let Some(w) = view_watermark {
                 m.view_watermark.with_label_values(&[&view.name]).set(w);
             }
@@ -337,13 +413,13 @@ impl Operators {
                     "failed".into()
                 } else if p.finished {
                     "finished".into()
-                } else if status == "failed" {
-                    "failed".into()
+                } else if status == "failed" || status == "stalled" {
+                    status.into()
                 } else {
                     "running".into()
                 };
                 s.error = p.error.clone().or_else(|| {
-                    if status == "failed" {
+                    if status == "failed" || status == "stalled" {
                         error.clone()
                     } else {
                         None

@@ -21,6 +21,35 @@ pub struct ColumnDef {
     pub data_type: DataType,
 }
 
+/// Kafka message metadata a source can expose as columns with `INCLUDE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaMeta {
+    Partition,
+    Offset,
+    Key,
+    Timestamp,
+}
+
+static META_TYPES: [DataType; 4] = [
+    DataType::Int32,
+    DataType::Int64,
+    DataType::Utf8,
+    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+];
+
+impl KafkaMeta {
+    pub fn data_type_ref(&self) -> &'static DataType {
+        &META_TYPES[*self as usize]
+    }
+}
+
+/// `INCLUDE <meta> AS <name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncludeColumn {
+    pub meta: KafkaMeta,
+    pub name: String,
+}
+
 /// `WATERMARK FOR col AS col - INTERVAL '...'`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatermarkDef {
@@ -33,6 +62,8 @@ pub struct CreateSource {
     pub name: String,
     pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
+    /// Kafka metadata columns, after the declared ones.
+    pub include: Vec<IncludeColumn>,
     pub watermark: Option<WatermarkDef>,
     /// `WITH (...)` options, keys lower-cased.
     pub options: BTreeMap<String, String>,
@@ -220,9 +251,23 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
         }
     }
     parser.expect_token(&Token::RParen)?;
+    let include = if peek_word_is(parser, "INCLUDE") {
+        parser.next_token();
+        parse_include(parser, &columns)?
+    } else {
+        Vec::new()
+    };
     if let Some(wm) = &watermark {
-        match columns.iter().find(|c| c.name == wm.column) {
-            Some(c) if matches!(c.data_type, DataType::Timestamp(_, _)) => {}
+        let declared = columns
+            .iter()
+            .map(|c| (c.name.as_str(), &c.data_type))
+            .chain(
+                include
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.meta.data_type_ref())),
+            );
+        match declared.into_iter().find(|(name, _)| *name == wm.column) {
+            Some((_, DataType::Timestamp(_, _))) => {}
             Some(_) => {
                 return Err(PlanError::Invalid(format!(
                     "WATERMARK column \"{}\" must be a TIMESTAMP",
@@ -236,11 +281,6 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
                 )))
             }
         }
-    }
-    if peek_word_is(parser, "INCLUDE") {
-        return Err(PlanError::Unsupported(
-            "INCLUDE is only for Kafka sources, which come in a later release".into(),
-        ));
     }
     parser.expect_keyword(Keyword::WITH)?;
     parser.expect_token(&Token::LParen)?;
@@ -286,9 +326,49 @@ fn parse_create_source(parser: &mut Parser) -> Result<CreateSource, PlanError> {
         name,
         if_not_exists,
         columns,
+        include,
         watermark,
         options,
     })
+}
+
+/// `INCLUDE partition AS p, offset AS o, key AS k, timestamp AS t` (after the word INCLUDE).
+fn parse_include(
+    parser: &mut Parser,
+    columns: &[ColumnDef],
+) -> Result<Vec<IncludeColumn>, PlanError> {
+    let mut include: Vec<IncludeColumn> = Vec::new();
+    loop {
+        let meta = match parser.next_token().token {
+            Token::Word(w) => match w.value.to_lowercase().as_str() {
+                "partition" => KafkaMeta::Partition,
+                "offset" => KafkaMeta::Offset,
+                "key" => KafkaMeta::Key,
+                "timestamp" => KafkaMeta::Timestamp,
+                other => {
+                    return Err(PlanError::Invalid(format!(
+                        "cannot INCLUDE '{other}': use partition, offset, key or timestamp"
+                    )))
+                }
+            },
+            t => {
+                return Err(PlanError::Syntax(format!(
+                    "expected partition, offset, key or timestamp after INCLUDE, found {t}"
+                )))
+            }
+        };
+        parser.expect_keyword(Keyword::AS)?;
+        let name = ident_text(&parser.parse_identifier()?);
+        if columns.iter().any(|c| c.name == name) || include.iter().any(|c| c.name == name) {
+            return Err(PlanError::Invalid(format!(
+                "column \"{name}\" is declared twice"
+            )));
+        }
+        include.push(IncludeColumn { meta, name });
+        if !parser.consume_token(&Token::Comma) {
+            return Ok(include);
+        }
+    }
 }
 
 /// `ts - INTERVAL '5 seconds'` (or just `ts`): the delay in milliseconds.

@@ -31,7 +31,12 @@ pub fn interval_ms(expr: &Expr) -> Result<i64, PlanError> {
         Some(field) => format!("{text} {field}"),
         None => text,
     };
-    let parsed = parse_interval_month_day_nano(&text)
+    interval_text_ms(&text)
+}
+
+/// The length of an interval written as text (`'30 seconds'`) in milliseconds.
+pub fn interval_text_ms(text: &str) -> Result<i64, PlanError> {
+    let parsed = parse_interval_month_day_nano(text)
         .map_err(|e| PlanError::Invalid(format!("bad interval '{text}': {e}")))?;
     if parsed.months != 0 {
         return Err(PlanError::Invalid(format!(
@@ -64,5 +69,6 @@ mod tests {
         assert_eq!(ms("INTERVAL '10' SECOND").unwrap(), 10_000);
         assert_eq!(ms("INTERVAL '1 day 2 hours'").unwrap(), 93_600_000);
         assert!(ms("INTERVAL '1 month'").is_err());
+        assert_eq!(interval_text_ms("30 seconds").unwrap(), 30_000);
     }
 }

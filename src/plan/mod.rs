@@ -11,7 +11,11 @@ mod interval;
 mod steps;
 mod view;
 
-pub use ddl::{parse_statement, ColumnDef, CreateSource, CreateView, WatermarkDef, WeirStatement};
+pub use ddl::{
+    parse_statement, ColumnDef, CreateSource, CreateView, IncludeColumn, KafkaMeta, WatermarkDef,
+    WeirStatement,
+};
+pub use interval::interval_text_ms;
 pub use steps::{nullable, run_steps, Step};
 pub use view::{
     plan_view, AggregatePlan, SourceSchema, ViewPlan, WindowSpec, WINDOW_END, WINDOW_START,

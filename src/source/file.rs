@@ -74,7 +74,7 @@ impl FileReader {
 
     /// Reads from the current position; returns the bytes and whether the file ended.
     fn read_from_position(&mut self) -> Result<(Vec<u8>, bool), SourceError> {
-        let index = self.pos.file;
+        let index = self.pos.split;
         let offset = self.pos.offset;
         let path = self.files[index as usize].clone();
         let file = self.file(index)?;
@@ -107,7 +107,7 @@ fn memrchr_newline(data: &[u8]) -> Option<usize> {
 impl Reader for FileReader {
     fn next_chunk(&mut self) -> Result<Chunk, SourceError> {
         loop {
-            if self.pos.file as usize >= self.files.len() {
+            if self.pos.split as usize >= self.files.len() {
                 if self.mode == FileMode::Follow {
                     // Pick up files added to a followed directory (or a path that appeared).
                     if let Ok(files) = list_files(&self.root) {
@@ -121,7 +121,7 @@ impl Reader for FileReader {
                 return Ok(Chunk::End);
             }
             let (mut data, at_eof) = self.read_from_position()?;
-            let is_last_file = self.pos.file as usize + 1 == self.files.len();
+            let is_last_file = self.pos.split as usize + 1 == self.files.len();
             let complete = match memrchr_newline(&data) {
                 Some(i) => i + 1,
                 None => 0,
@@ -134,14 +134,14 @@ impl Reader for FileReader {
             if take == 0 {
                 if at_eof && !is_last_file {
                     self.pos = Position {
-                        file: self.pos.file + 1,
+                        split: self.pos.split + 1,
                         offset: 0,
                     };
                     continue;
                 }
                 if at_eof && self.mode == FileMode::Once {
                     self.pos = Position {
-                        file: self.pos.file + 1,
+                        split: self.pos.split + 1,
                         offset: 0,
                     };
                     continue;
@@ -158,20 +158,27 @@ impl Reader for FileReader {
             }
             data.truncate(take);
             let chunk = LineChunk {
-                file_name: self.files[self.pos.file as usize]
+                file_name: self.files[self.pos.split as usize]
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                file: self.pos.file,
+                split: self.pos.split,
                 start_offset: self.pos.offset,
                 data,
+                record_ends: None,
+                extra: None,
+                skipped: 0,
+                end: self.pos.offset + take as u64,
             };
             self.pos.offset += take as u64;
             return Ok(Chunk::Lines(chunk));
         }
     }
+}
 
-    fn position(&self) -> Position {
+impl FileReader {
+    /// The position after everything handed out so far.
+    pub fn position(&self) -> Position {
         self.pos
     }
 }
@@ -213,8 +220,15 @@ mod tests {
         f.write_all(b":2}\n").unwrap();
         assert_eq!(collect(&mut r), b"{\"a\":2}\n");
         assert_eq!(r.position().offset, 16);
-        let mut again =
-            FileReader::open(path, FileMode::Follow, Position { file: 0, offset: 8 }).unwrap();
+        let mut again = FileReader::open(
+            path,
+            FileMode::Follow,
+            Position {
+                split: 0,
+                offset: 8,
+            },
+        )
+        .unwrap();
         assert_eq!(collect(&mut again), b"{\"a\":2}\n");
     }
 
@@ -230,6 +244,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(collect(&mut r), b"a\nb\n");
-        assert_eq!(r.position(), Position { file: 2, offset: 0 });
+        assert_eq!(
+            r.position(),
+            Position {
+                split: 2,
+                offset: 0
+            }
+        );
     }
 }

@@ -278,16 +278,9 @@ impl Reader for GeneratorReader {
         self.next = end;
         Ok(Chunk::Typed(TypedChunk {
             batch,
-            file: 0,
+            split: 0,
             row_ends,
         }))
-    }
-
-    fn position(&self) -> Position {
-        Position {
-            file: 0,
-            offset: self.next,
-        }
     }
 }
 

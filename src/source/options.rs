@@ -3,8 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use super::generator::{GeneratorKind, GeneratorSpec};
+use super::kafka::{KafkaSpec, StartOffset};
 use super::SourceError;
+use crate::plan::IncludeColumn;
 
 /// How a file source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +24,7 @@ pub enum FileMode {
 pub enum SourceSpec {
     File { path: PathBuf, mode: FileMode },
     Generator(GeneratorSpec),
+    Kafka(KafkaSpec),
 }
 
 impl SourceSpec {
@@ -27,7 +32,13 @@ impl SourceSpec {
         match self {
             SourceSpec::File { .. } => "file",
             SourceSpec::Generator(_) => "generator",
+            SourceSpec::Kafka(_) => "kafka",
         }
+    }
+
+    /// True when each split has its own watermark (Kafka partitions are read in parallel).
+    pub fn per_split_watermarks(&self) -> bool {
+        matches!(self, SourceSpec::Kafka(_))
     }
 
     /// True when the input ends by itself (then the source can finish).
@@ -35,6 +46,7 @@ impl SourceSpec {
         match self {
             SourceSpec::File { mode, .. } => *mode == FileMode::Once,
             SourceSpec::Generator(g) => g.count.is_some(),
+            SourceSpec::Kafka(_) => false,
         }
     }
 }
@@ -43,20 +55,44 @@ fn opt_err(msg: impl Into<String>) -> SourceError {
     SourceError::Options(msg.into())
 }
 
-/// Validates the `WITH` options of `CREATE SOURCE`. Keys are lower-case.
-pub fn parse_source_spec(options: &BTreeMap<String, String>) -> Result<SourceSpec, SourceError> {
+/// Validates the `WITH` options of `CREATE SOURCE` for source `name`. Keys are lower-case.
+pub fn parse_source_spec(
+    name: &str,
+    options: &BTreeMap<String, String>,
+    include: &[IncludeColumn],
+) -> Result<SourceSpec, SourceError> {
     let get = |k: &str| options.get(k).map(String::as_str);
     let allowed: &[&str] = match get("connector") {
         Some("file") => &["connector", "format", "path", "mode"],
         Some("generator") => &["connector", "format", "kind", "rate", "count", "seed"],
+        Some("kafka") => &[
+            "connector",
+            "format",
+            "brokers",
+            "topic",
+            "start_offset",
+            "group_id",
+            "idle_timeout",
+        ],
         Some(other) => {
             return Err(opt_err(format!(
-                "unknown connector '{other}': use connector = 'file' or 'generator' (kafka comes later)"
+                "unknown connector '{other}': use connector = 'kafka', 'file' or 'generator'"
             )))
         }
-        None => return Err(opt_err("missing option connector: use connector = 'file' or 'generator'")),
+        None => {
+            return Err(opt_err(
+                "missing option connector: use connector = 'kafka', 'file' or 'generator'",
+            ))
+        }
     };
-    if let Some(k) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
+    let is_kafka = get("connector") == Some("kafka");
+    if !is_kafka && !include.is_empty() {
+        return Err(opt_err("INCLUDE is only for connector = 'kafka'"));
+    }
+    if let Some(k) = options
+        .keys()
+        .find(|k| !(allowed.contains(&k.as_str()) || is_kafka && k.starts_with("properties.")))
+    {
         return Err(opt_err(format!(
             "unknown option '{k}'; allowed here: {}",
             allowed.join(", ")
@@ -82,6 +118,45 @@ pub fn parse_source_spec(options: &BTreeMap<String, String>) -> Result<SourceSpe
             .transpose()
     };
     match get("connector") {
+        Some("kafka") => {
+            let required = |k: &str, what: &str| {
+                get(k)
+                    .map(str::to_string)
+                    .ok_or_else(|| opt_err(format!("a kafka source needs {k} = '{what}'")))
+            };
+            let start = match get("start_offset") {
+                None | Some("earliest") => StartOffset::Earliest,
+                Some("latest") => StartOffset::Latest,
+                Some(o) => {
+                    return Err(opt_err(format!(
+                        "start_offset must be 'earliest' or 'latest', got '{o}'"
+                    )))
+                }
+            };
+            let idle_timeout = match get("idle_timeout") {
+                None => Duration::from_secs(30),
+                Some(text) => Duration::from_millis(
+                    crate::plan::interval_text_ms(text)
+                        .map_err(|e| opt_err(format!("idle_timeout: {e}")))?
+                        as u64,
+                ),
+            };
+            Ok(SourceSpec::Kafka(KafkaSpec {
+                brokers: required("brokers", "host:port,...")?,
+                topic: required("topic", "<topic name>")?,
+                start,
+                group_id: get("group_id").map_or_else(|| format!("weir-{name}"), str::to_string),
+                idle_timeout,
+                properties: options
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("properties.")
+                            .map(|k| (k.to_string(), v.clone()))
+                    })
+                    .collect(),
+                include: include.to_vec(),
+            }))
+        }
         Some("file") => {
             let path = get("path").ok_or_else(|| {
                 opt_err("a file source needs path = '<file or directory of JSON lines>'")

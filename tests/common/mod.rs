@@ -36,7 +36,10 @@ impl Weir {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("WEIR_LOG", "weir=warn")
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "weir=warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -158,6 +161,7 @@ pub fn write_lines(path: &Path, lines: &[String]) {
     std::fs::write(path, text).unwrap();
 }
 
+pub mod kafka;
 pub mod oracle;
 
 /// Writes security events `0..count` of `seed` as JSON lines (out of order by up to 3 s).
