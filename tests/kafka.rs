@@ -25,6 +25,18 @@ async fn wait_cell(client: &Client, sql: &str, expected: &str, within: Duration)
     panic!("{sql}: expected {expected}, last saw {last:?}");
 }
 
+/// A weir on a fresh data directory with source `events` over the mock cluster's topic.
+async fn start_with_source(kafka: &MockKafka) -> (tempfile::TempDir, Weir, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&kafka_source_sql(kafka, ""))
+        .await
+        .unwrap();
+    (dir, weir, client)
+}
+
 fn events(seed: u64, from: u64, to: u64) -> datafusion::arrow::record_batch::RecordBatch {
     weir::source::generate(weir::source::GeneratorKind::SecurityEvents, seed, from, to)
 }
@@ -41,13 +53,7 @@ async fn partitions_bad_messages_and_watermarks() {
     kafka.send(1, Some("deleted"), b"");
     kafka.flush();
 
-    let dir = tempfile::tempdir().unwrap();
-    let weir = Weir::start(dir.path(), &[]);
-    let client = weir.client().await;
-    client
-        .simple_query(&kafka_source_sql(&kafka, ""))
-        .await
-        .unwrap();
+    let (_dir, weir, client) = start_with_source(&kafka).await;
     let views = security_views();
     create_views(&client, &views).await;
     wait_cell(
@@ -89,6 +95,21 @@ async fn partitions_bad_messages_and_watermarks() {
     assert!(dead.iter().any(|d| d[1].contains("event-time")), "{dead:?}");
     let late = rows(&client, "SELECT sum(late_rows) FROM weir_catalog.views").await;
     assert_eq!(late[0][0], "0", "per-partition watermarks make no row late");
+    let metrics = common::http_get(weir.http_port, "/metrics").await;
+    for p in 0..4 {
+        let lag = format!("weir_source_partition_lag{{partition=\"{p}\",source=\"events\"}} 0");
+        assert!(metrics.contains(&lag), "missing {lag} in\n{metrics}");
+    }
+    for metric in [
+        "weir_source_bytes_total{source=\"events\"}",
+        "weir_source_skipped_total{source=\"events\"} 1",
+        "weir_source_bad_records_total{source=\"events\"} 3",
+        "weir_source_watermark_lag_seconds{source=\"events\"}",
+        "weir_state_size_bytes",
+        "weir_epoch_commit_seconds_count{source=\"events\"}",
+    ] {
+        assert!(metrics.contains(metric), "missing {metric}");
+    }
 
     // Metadata columns: every row's partition and offset are where it was produced.
     client
@@ -180,13 +201,7 @@ async fn broker_down_then_up_stalls_and_resumes() {
     kafka.send_events(&first);
     kafka.flush();
 
-    let dir = tempfile::tempdir().unwrap();
-    let weir = Weir::start(dir.path(), &[]);
-    let client = weir.client().await;
-    client
-        .simple_query(&kafka_source_sql(&kafka, ""))
-        .await
-        .unwrap();
+    let (_dir, _weir, client) = start_with_source(&kafka).await;
     client
         .simple_query("CREATE MATERIALIZED VIEW totals AS SELECT type, count(*) AS n FROM events GROUP BY type")
         .await

@@ -5,7 +5,8 @@ mod http;
 pub use http::serve_http;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Weir's metrics, registered on one registry.
@@ -14,6 +15,15 @@ pub struct Metrics {
     pub source_events: IntCounterVec,
     pub source_bad_records: IntCounterVec,
     pub source_watermark: IntGaugeVec,
+    /// Wall clock minus watermark, seconds.
+    pub source_watermark_lag: GaugeVec,
+    pub source_bytes: IntCounterVec,
+    pub source_skipped: IntCounterVec,
+    /// Per Kafka partition: messages between the stored offset and the high watermark.
+    pub partition_lag: IntGaugeVec,
+    pub partition_watermark: IntGaugeVec,
+    /// Bytes of RocksDB SST files.
+    pub state_bytes: IntGauge,
     pub view_late_rows: IntCounterVec,
     pub view_rows_written: IntCounterVec,
     pub view_watermark: IntGaugeVec,
@@ -30,7 +40,11 @@ fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCount
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    gauges(registry, name, help, &[label])
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
         .expect("metric registered once");
@@ -62,7 +76,52 @@ impl Metrics {
         registry
             .register(Box::new(query_seconds.clone()))
             .expect("metric registered once");
+        let source_watermark_lag = GaugeVec::new(
+            Opts::new(
+                "weir_source_watermark_lag_seconds",
+                "Wall clock minus the source watermark",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(source_watermark_lag.clone()))
+            .expect("metric registered once");
+        let state_bytes = IntGauge::new(
+            "weir_state_size_bytes",
+            "Bytes of RocksDB SST files (views, window state, positions)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_bytes.clone()))
+            .expect("metric registered once");
         Self {
+            source_watermark_lag,
+            state_bytes,
+            source_bytes: counter(
+                &registry,
+                "weir_source_bytes_total",
+                "Bytes of records read from the source",
+                "source",
+            ),
+            source_skipped: counter(
+                &registry,
+                "weir_source_skipped_total",
+                "Empty records (Kafka tombstones) skipped",
+                "source",
+            ),
+            partition_lag: gauges(
+                &registry,
+                "weir_source_partition_lag",
+                "Kafka messages between the stored offset and the partition's high watermark",
+                &["source", "partition"],
+            ),
+            partition_watermark: gauges(
+                &registry,
+                "weir_source_partition_watermark_milliseconds",
+                "Kafka partition watermark (event time, Unix ms)",
+                &["source", "partition"],
+            ),
             source_events: counter(
                 &registry,
                 "weir_source_events_total",

@@ -23,6 +23,8 @@ pub enum Message {
         end: u64,
         /// Empty records skipped in the chunk.
         skipped: u64,
+        /// Bytes of raw records in the chunk.
+        bytes: u64,
     },
     /// No new input for now.
     Idle,
@@ -62,6 +64,7 @@ pub fn run_reader(
                     start: chunk.start_offset,
                     end: chunk.end,
                     skipped: chunk.skipped,
+                    bytes: chunk.data.len() as u64,
                 }
             }
             Ok(Chunk::Typed(chunk)) => Message::Data {
@@ -72,6 +75,7 @@ pub fn run_reader(
                 row_ends: chunk.row_ends,
                 dead: Vec::new(),
                 skipped: 0,
+                bytes: 0,
             },
             Ok(Chunk::Idle) => Message::Idle,
             Ok(Chunk::Splits(splits)) => Message::Splits(splits),

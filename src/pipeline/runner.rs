@@ -179,7 +179,13 @@ impl Operators {
                     start,
                     end,
                     skipped,
+                    bytes,
                 }) => {
+                    self.ctx
+                        .metrics
+                        .source_bytes
+                        .with_label_values(&[&self.ctx.source.name])
+                        .inc_by(bytes);
                     if self.stalled.take().is_some() {
                         self.publish("running", None);
                     }
@@ -367,6 +373,9 @@ impl Operators {
             m.source_bad_records
                 .with_label_values(&[&source.name])
                 .inc_by(bad_delta);
+            m.source_skipped
+                .with_label_values(&[&source.name])
+                .inc_by(self.progress.skipped.saturating_sub(s.skipped));
             s.connector = source.spec.connector().to_string();
             s.status = status.to_string();
             s.error = error.clone();
@@ -393,7 +402,27 @@ impl Operators {
         });
         if let Some(w) = watermark {
             m.source_watermark.with_label_values(&[&source.name]).set(w);
+            let now = chrono::Utc::now().timestamp_millis();
+            m.source_watermark_lag
+                .with_label_values(&[&source.name])
+                .set((now - w) as f64 / 1000.0);
         }
+        for split in &self.splits {
+            let partition = split.split.to_string();
+            let labels = [source.name.as_str(), partition.as_str()];
+            let offset = self.progress.high.get(split.split) as i64;
+            if let Some(high) = split.high_watermark {
+                m.partition_lag
+                    .with_label_values(&labels)
+                    .set((high - offset).max(0));
+            }
+            if let Some(t) = self.progress.event_time.max_event_time.get(&split.split) {
+                m.partition_watermark
+                    .with_label_values(&labels)
+                    .set(t - self.progress.event_time.delay_ms);
+            }
+        }
+        m.state_bytes.set(self.ctx.store.approximate_size() as i64);
         for (view, published) in self.views.iter().zip(self.published.iter_mut()) {
             let p = view.progress();
             m.view_late_rows
