@@ -55,6 +55,10 @@ pub struct ServerArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// Feed the pipeline through an embedded Kafka cluster (librdkafka's mock brokers) that a
+    /// producer writes to; prints its bootstrap address for kcat or any Kafka client.
+    #[arg(long)]
+    pub kafka: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,6 +72,13 @@ pub struct BenchArgs {
     /// Print one JSON object per query instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Read the bids from Kafka (an embedded mock cluster) instead of a file, and compare
+    /// with only reading and decoding the same messages.
+    #[arg(long)]
+    pub kafka: bool,
+    /// Kafka partitions (raised when needed: an embedded partition keeps about 5 MB).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
 }
 
 /// Resolved server settings.

@@ -111,3 +111,64 @@ fn help_lists_every_option() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
+
+/// Runs `weir bench` with `args` and returns each printed JSON object.
+fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(common::weir_bin())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn bench_prints_json_for_file_and_kafka_pipelines() {
+    let file = bench_json(&["--events", "20000", "--query", "hop"]);
+    assert_eq!(file.len(), 1);
+    assert_eq!(file[0]["query"], "hop");
+    assert_eq!(file[0]["events"], 20000);
+    assert_eq!(file[0]["stream_rows"], file[0]["batch_rows"]);
+    for field in ["stream_eps", "batch_eps", "ratio"] {
+        assert!(file[0][field].as_f64().unwrap() > 0.0, "{field}");
+    }
+    let kafka = bench_json(&["--kafka", "--events", "20000", "--query", "tumble"]);
+    assert_eq!(kafka.len(), 1);
+    assert_eq!(kafka[0]["query"], "kafka_tumble");
+    for field in ["stream_eps", "decode_eps", "ratio"] {
+        assert!(kafka[0][field].as_f64().unwrap() > 0.0, "{field}");
+    }
+}
+
+#[test]
+fn subcommand_help_lists_kafka_options() {
+    for (command, flags) in [
+        ("demo", &["--kafka", "--pg-addr"][..]),
+        (
+            "bench",
+            &["--kafka", "--partitions", "--events", "--json", "--query"][..],
+        ),
+    ] {
+        let out = Command::new(common::weir_bin())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(
+                help.contains(flag),
+                "{command} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+}

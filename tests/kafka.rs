@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kafka::{kafka_source_sql, MockKafka};
+use common::kafka::{kafka_source_sql, mock_kafka, EmbeddedKafka};
 use common::oracle::{assert_views_match, create_views, oracle_from_batches, security_views};
 use common::{rows, Weir};
 use tokio_postgres::Client;
@@ -26,7 +26,7 @@ async fn wait_cell(client: &Client, sql: &str, expected: &str, within: Duration)
 }
 
 /// A weir on a fresh data directory with source `events` over the mock cluster's topic.
-async fn start_with_source(kafka: &MockKafka) -> (tempfile::TempDir, Weir, Client) {
+async fn start_with_source(kafka: &EmbeddedKafka) -> (tempfile::TempDir, Weir, Client) {
     let dir = tempfile::tempdir().unwrap();
     let weir = Weir::start(dir.path(), &[]);
     let client = weir.client().await;
@@ -43,15 +43,17 @@ fn events(seed: u64, from: u64, to: u64) -> datafusion::arrow::record_batch::Rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_bad_messages_and_watermarks() {
-    let kafka = MockKafka::new(3, "security-events", 4);
+    let kafka = mock_kafka(3, "security-events", 4);
     let batch = events(9, 0, 40_000);
-    let good = kafka.send_events(&batch);
+    let good = kafka.send_rows(&batch, "user_name").unwrap();
     // Bad messages on partition 2 only, and a tombstone on partition 1.
-    kafka.send(2, None, b"not json at all");
-    kafka.send(2, None, br#"{"user_name":"x","ts":"yesterday"}"#);
-    kafka.send(2, None, br#"{"user_name":"no_time"}"#);
-    kafka.send(1, Some("deleted"), b"");
-    kafka.flush();
+    kafka.send(2, None, b"not json at all").unwrap();
+    kafka
+        .send(2, None, br#"{"user_name":"x","ts":"yesterday"}"#)
+        .unwrap();
+    kafka.send(2, None, br#"{"user_name":"no_time"}"#).unwrap();
+    kafka.send(1, Some("deleted"), b"").unwrap();
+    kafka.flush().unwrap();
 
     let (_dir, weir, client) = start_with_source(&kafka).await;
     let views = security_views();
@@ -137,11 +139,11 @@ async fn partitions_bad_messages_and_watermarks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_consuming_counts_every_message_once() {
     // The mock cluster keeps about 5 MB per partition: 8 partitions hold 100,000 events.
-    let kafka = MockKafka::new(1, "security-events", 8);
+    let kafka = mock_kafka(1, "security-events", 8);
     let total = 100_000u64;
     let all = events(4, 0, total);
-    kafka.send_events(&all);
-    kafka.flush();
+    kafka.send_rows(&all, "user_name").unwrap();
+    kafka.flush().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut pipeline = kafka_source_sql(&kafka, "") + ";\n";
@@ -196,10 +198,10 @@ async fn kill9_while_consuming_counts_every_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_then_up_stalls_and_resumes() {
-    let mut kafka = MockKafka::new(1, "security-events", 2);
+    let mut kafka = mock_kafka(1, "security-events", 2);
     let first = events(6, 0, 5_000);
-    kafka.send_events(&first);
-    kafka.flush();
+    kafka.send_rows(&first, "user_name").unwrap();
+    kafka.flush().unwrap();
 
     let (_dir, _weir, client) = start_with_source(&kafka).await;
     client
@@ -214,7 +216,7 @@ async fn broker_down_then_up_stalls_and_resumes() {
     )
     .await;
 
-    kafka.cluster.broker_down(1).unwrap();
+    kafka.set_broker_up(1, false).unwrap();
     wait_cell(
         &client,
         "SELECT status FROM weir_catalog.sources",
@@ -230,11 +232,11 @@ async fn broker_down_then_up_stalls_and_resumes() {
     let reason = rows(&client, "SELECT error FROM weir_catalog.sources").await;
     assert_ne!(reason[0][0], "NULL", "a stalled source says why");
 
-    kafka.cluster.broker_up(1).unwrap();
-    kafka.reconnect();
+    kafka.set_broker_up(1, true).unwrap();
+    kafka.reconnect().unwrap();
     let second = events(6, 5_000, 8_000);
-    kafka.send_events(&second);
-    kafka.flush();
+    kafka.send_rows(&second, "user_name").unwrap();
+    kafka.flush().unwrap();
     wait_cell(
         &client,
         "SELECT sum(n) FROM totals",

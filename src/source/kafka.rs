@@ -257,17 +257,14 @@ impl KafkaReader {
         Some(Chunk::Splits(splits))
     }
 
-    /// Polls one round and queues one chunk per partition that had messages.
+    /// Polls one round and queues one chunk per partition that had messages: the first poll
+    /// waits up to `ROUND_TIME`, the rest take what is already fetched.
     fn poll_round(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + ROUND_TIME;
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
         let (mut messages, mut bytes) = (0, 0);
+        let mut wait = ROUND_TIME;
         while messages < ROUND_MESSAGES && bytes < ROUND_BYTES {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() && messages > 0 {
-                break;
-            }
-            let message = match self.consumer.poll(left) {
+            let message = match self.consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
                     if messages == 0 {
@@ -278,13 +275,10 @@ impl KafkaReader {
                 Some(Ok(m)) => m,
             };
             self.stalled = None;
+            wait = Duration::ZERO;
             messages += 1;
             let p = message.partition();
             let offset = message.offset();
-            if let Some(state) = self.partitions.get_mut(&p) {
-                state.next = Some(offset + 1);
-                state.last_message = Instant::now();
-            }
             let round = rounds.entry(p).or_default();
             round.first_offset.get_or_insert(offset as u64);
             round.end = offset as u64 + 1;
@@ -315,6 +309,13 @@ impl KafkaReader {
             round
                 .timestamp
                 .push(message.timestamp().to_millis().filter(|t| *t >= 0));
+        }
+        let now = Instant::now();
+        for (p, round) in &rounds {
+            if let Some(state) = self.partitions.get_mut(p) {
+                state.next = Some(round.end as i64);
+                state.last_message = now;
+            }
         }
         for (p, round) in rounds {
             let extra = self.metadata_columns(&round);

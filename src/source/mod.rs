@@ -5,6 +5,7 @@
 //! restarted reader resumes exactly where the last durable epoch ended. Decoding is not done
 //! here (see `decode`), except by the generator, whose rows are typed from the start.
 
+mod embedded_kafka;
 mod file;
 mod generator;
 mod kafka;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+pub use embedded_kafka::{EmbeddedKafka, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
 pub use kafka::{KafkaReader, KafkaSpec, StartOffset};

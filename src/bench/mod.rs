@@ -14,6 +14,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+mod kafka;
+
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
@@ -80,6 +82,10 @@ pub enum BenchError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("view {0} did not finish within {1:?}")]
     Timeout(String, Duration),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }
 
 const SOURCE_SQL: &str =
@@ -177,8 +183,23 @@ async fn run_batch(
     Ok((events as f64 / best, rows))
 }
 
+/// Prints `result` as one JSON object, or `line` for people.
+fn print_result(json: bool, result: &impl serde::Serialize, line: String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(result).expect("results serialize")
+        );
+    } else {
+        println!("{line}");
+    }
+}
+
 /// Runs the selected queries and prints the results.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if args.kafka {
+        return kafka::run(&args).await;
+    }
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()
         .filter(|q| args.query == "all" || args.query == q.name)
@@ -215,17 +236,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             stream_rows,
             batch_rows,
         };
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&result).expect("results serialize")
-            );
-        } else {
-            println!(
-                "{:<8} stream {:>10.0} ev/s   batch {:>11.0} ev/s   ratio {:.3}   (decode-only {:.0} ev/s; rows {} vs {})",
-                result.query, result.stream_eps, result.batch_eps, result.ratio, result.decode_eps, result.stream_rows, result.batch_rows
-            );
-        }
+        let line = format!(
+            "{:<8} stream {:>10.0} ev/s   batch {:>11.0} ev/s   ratio {:.3}   (decode-only {:.0} ev/s; rows {} vs {})",
+            result.query, result.stream_eps, result.batch_eps, result.ratio, result.decode_eps, result.stream_rows, result.batch_rows
+        );
+        print_result(args.json, &result, line);
     }
     Ok(())
 }

@@ -1,0 +1,165 @@
+//! `weir bench --kafka`: bids produced to an embedded Kafka cluster, consumed into a view,
+//! next to only reading and decoding the same messages (the ceiling for any Kafka consumer
+//! of JSON in Weir).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{print_result, BenchError, BenchQuery, QUERIES, SOURCE_SQL};
+use crate::config::BenchArgs;
+use crate::decode::JsonDecoder;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::server::run_script;
+use crate::source::{
+    generate, Chunk, EmbeddedKafka, GeneratorKind, KafkaReader, KafkaSpec, Reader, Resume,
+    StartOffset, MOCK_PARTITION_BYTES,
+};
+
+/// Bytes of one bid as JSON, rounded up, for sizing partitions.
+const BID_BYTES: u64 = 200;
+/// Messages a mock partition keeps, with margin.
+const MOCK_PARTITION_MESSAGES: u64 = 80_000;
+const TOPIC: &str = "bids";
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// One Kafka benchmark result.
+#[derive(Debug, serde::Serialize)]
+struct KafkaResult {
+    query: String,
+    events: u64,
+    partitions: i32,
+    stream_eps: f64,
+    decode_eps: f64,
+    ratio: f64,
+    produce_eps: f64,
+}
+
+/// Partitions needed so the embedded cluster keeps every event.
+fn partitions_for(events: u64, asked: i32) -> i32 {
+    let by_bytes = (events * BID_BYTES).div_ceil(MOCK_PARTITION_BYTES * 4 / 5);
+    let by_count = events.div_ceil(MOCK_PARTITION_MESSAGES);
+    (asked as u64).max(by_bytes).max(by_count) as i32
+}
+
+/// Reads and decodes every message once, as the source's reader thread does, without views.
+fn decode_only(kafka: &EmbeddedKafka, events: u64) -> Result<f64, BenchError> {
+    let spec = KafkaSpec {
+        brokers: kafka.bootstrap(),
+        topic: TOPIC.into(),
+        start: StartOffset::Earliest,
+        group_id: "weir-bench-decode".into(),
+        idle_timeout: Duration::from_secs(30),
+        properties: Default::default(),
+        include: Vec::new(),
+    };
+    let mut reader = KafkaReader::open(spec, &Resume::default())?;
+    let decoder = JsonDecoder::new(GeneratorKind::NexmarkBids.schema(), Some(5));
+    let started = Instant::now();
+    let mut seen = 0u64;
+    while seen < events {
+        if started.elapsed() > LIMIT {
+            return Err(BenchError::Timeout("decode-only".into(), LIMIT));
+        }
+        if let Chunk::Lines(chunk) = reader.next_chunk()? {
+            let decoded = decoder.decode(&chunk);
+            seen += (decoded.batch.num_rows() + decoded.dead.len()) as u64;
+        }
+    }
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The whole pipeline: Kafka source, decode, view, epochs; until every event is counted.
+async fn stream(kafka: &EmbeddedKafka, q: &BenchQuery, events: u64) -> Result<f64, BenchError> {
+    let dir = tempfile::tempdir()?;
+    let engine = Engine::open(
+        EngineConfig {
+            data_dir: dir.path().into(),
+            // Progress is visible per epoch: a short one keeps the end time precise.
+            epoch: Duration::from_millis(100),
+        },
+        Arc::new(Metrics::new()),
+    )
+    .await?;
+    let source = SOURCE_SQL.replace(
+        "connector = 'file', path = '{path}'",
+        &format!(
+            "connector = 'kafka', brokers = '{}', topic = '{TOPIC}', group_id = 'weir-bench-{}'",
+            kafka.bootstrap(),
+            q.name
+        ),
+    );
+    run_script(&engine, &source).await?;
+    let started = Instant::now();
+    run_script(
+        &engine,
+        &format!("CREATE MATERIALIZED VIEW q AS {}", q.view),
+    )
+    .await?;
+    loop {
+        let counted = engine
+            .board()
+            .sources
+            .read()
+            .get("bids")
+            .map_or(0, |s| s.events + s.bad_records);
+        if counted >= events {
+            break;
+        }
+        if started.elapsed() > LIMIT {
+            return Err(BenchError::Timeout(q.name.into(), LIMIT));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let eps = events as f64 / started.elapsed().as_secs_f64();
+    engine.shutdown().await;
+    Ok(eps)
+}
+
+/// Produces the bids once, then runs the decode-only ceiling and each selected query.
+pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let selected: Vec<&BenchQuery> = QUERIES
+        .iter()
+        .filter(|q| args.query == "all" || args.query == q.name)
+        .collect();
+    if selected.is_empty() {
+        return Err(BenchError::UnknownQuery(args.query.clone()));
+    }
+    let partitions = partitions_for(args.events, args.partitions);
+    let kafka = EmbeddedKafka::start(1, TOPIC, partitions)?;
+    let started = Instant::now();
+    let mut from = 0;
+    while from < args.events {
+        let to = (from + 50_000).min(args.events);
+        kafka.send_rows(&generate(GeneratorKind::NexmarkBids, 42, from, to), "")?;
+        from = to;
+    }
+    kafka.flush()?;
+    let produce_eps = args.events as f64 / started.elapsed().as_secs_f64();
+    if !args.json {
+        println!(
+            "{} Nexmark bids produced to embedded Kafka at {} ({partitions} partitions, {produce_eps:.0} msg/s)",
+            args.events,
+            kafka.bootstrap()
+        );
+    }
+    let decode_eps = decode_only(&kafka, args.events)?;
+    for q in selected {
+        let stream_eps = stream(&kafka, q, args.events).await?;
+        let result = KafkaResult {
+            query: format!("kafka_{}", q.name),
+            events: args.events,
+            partitions,
+            stream_eps,
+            decode_eps,
+            ratio: stream_eps / decode_eps,
+            produce_eps,
+        };
+        let line = format!(
+            "{:<14} stream {:>10.0} ev/s   read+decode only {:>10.0} ev/s   ratio {:.2}",
+            result.query, result.stream_eps, result.decode_eps, result.ratio
+        );
+        print_result(args.json, &result, line);
+    }
+    Ok(())
+}
