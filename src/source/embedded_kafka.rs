@@ -1,6 +1,7 @@
 //! An embedded Kafka-protocol cluster (librdkafka's mock brokers) with a producer, for
 //! `weir demo --kafka`, `weir bench --kafka` and the tests: the real Kafka path on a machine
 //! without Kafka. It serves a real bootstrap address on 127.0.0.1 that any client can use.
+//! [`JsonProducer`] writes rows as JSON messages to any broker.
 //!
 //! The mock keeps at most about 5 MB or 100,000 messages per partition and drops the oldest
 //! beyond that, so spread larger inputs over more partitions.
@@ -24,7 +25,15 @@ pub struct EmbeddedKafka {
     cluster: MockCluster<'static, DefaultProducerContext>,
     pub topic: String,
     pub partitions: i32,
+    producer: JsonProducer,
+}
+
+/// Produces JSON rows to one topic of any Kafka-protocol broker.
+pub struct JsonProducer {
     producer: BaseProducer,
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
 }
 
 fn new_producer(bootstrap: &str) -> Result<BaseProducer, KafkaError> {
@@ -42,13 +51,38 @@ impl EmbeddedKafka {
     pub fn start(brokers: i32, topic: &str, partitions: i32) -> Result<Self, KafkaError> {
         let cluster = MockCluster::new(brokers)?;
         cluster.create_topic(topic, partitions, 1)?;
-        let producer = new_producer(&cluster.bootstrap_servers())?;
+        let producer = JsonProducer::new(&cluster.bootstrap_servers(), topic, partitions)?;
         Ok(Self {
             cluster,
             topic: topic.to_string(),
             partitions,
             producer,
         })
+    }
+
+    /// The cluster's producer.
+    pub fn producer(&self) -> &JsonProducer {
+        &self.producer
+    }
+
+    /// A fresh producer (after a broker outage the old one may still be backing off).
+    pub fn reconnect(&mut self) -> Result<(), KafkaError> {
+        self.producer.reconnect()
+    }
+
+    /// See [`JsonProducer::send`].
+    pub fn send(&self, partition: i32, key: Option<&str>, value: &[u8]) -> Result<(), KafkaError> {
+        self.producer.send(partition, key, value)
+    }
+
+    /// See [`JsonProducer::send_rows`].
+    pub fn send_rows(&self, batch: &RecordBatch, key_column: &str) -> Result<u64, KafkaError> {
+        self.producer.send_rows(batch, key_column)
+    }
+
+    /// See [`JsonProducer::flush`].
+    pub fn flush(&self) -> Result<(), KafkaError> {
+        self.producer.flush()
     }
 
     /// The address clients connect to (`host:port,...` on 127.0.0.1).
@@ -64,10 +98,21 @@ impl EmbeddedKafka {
             self.cluster.broker_down(id)
         }
     }
+}
+
+impl JsonProducer {
+    pub fn new(bootstrap: &str, topic: &str, partitions: i32) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: new_producer(bootstrap)?,
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
+            partitions,
+        })
+    }
 
     /// A fresh producer (after a broker outage the old one may still be backing off).
     pub fn reconnect(&mut self) -> Result<(), KafkaError> {
-        self.producer = new_producer(&self.bootstrap())?;
+        self.producer = new_producer(&self.bootstrap)?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-pub use embedded_kafka::{EmbeddedKafka, MOCK_PARTITION_BYTES};
+pub use embedded_kafka::{EmbeddedKafka, JsonProducer, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
 pub use kafka::{KafkaReader, KafkaSpec, StartOffset};

@@ -1,0 +1,220 @@
+//! Kafka against a real broker process (`noida-db`, installed by `.ci/setup`): 1M events over
+//! 4 partitions, weir killed with -9 at five moments while it consumes, and the broker itself
+//! restarted mid-stream; afterwards every view equals the batch oracle over everything produced.
+//!
+//! noida-db answers a fetch with everything it has, ignoring the requested maximum, so the
+//! source raises librdkafka's `receive.message.max.bytes` through a `properties.*` option.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::oracle::{assert_views_match, oracle_from_batches, security_views};
+use common::{rows, Weir};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use weir::source::JsonProducer;
+
+const TOPIC: &str = "security-events";
+const PARTITIONS: i32 = 4;
+const EVENTS: u64 = 1_000_000;
+
+/// The noida-db binary `.ci/setup` installed (or `WEIR_NOIDA_BIN`).
+fn noida_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("WEIR_NOIDA_BIN") {
+        return bin.into();
+    }
+    let venv = Path::new(&std::env::var("HOME").unwrap()).join(".cache/weir-noida/lib");
+    std::fs::read_dir(&venv)
+        .ok()
+        .and_then(|dirs| {
+            dirs.filter_map(Result::ok)
+                .map(|d| d.path().join("site-packages/noida_db/noida-db"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| panic!("noida-db not found under {venv:?}: run .ci/setup"))
+}
+
+/// A broker process on its own port and data directory.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    fn start(port: u16, dir: &Path) -> Self {
+        let child = Command::new(noida_bin())
+            .args([
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start noida-db");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "noida-db did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill9();
+        *self = Broker::start(self.port, &self.dir.clone());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn create_topic(bootstrap: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+async fn events_counted(weir: &Weir) -> u64 {
+    let client = weir.client().await;
+    rows(&client, "SELECT events FROM weir_catalog.sources").await[0][0]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_and_broker_restart_against_a_broker_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(free_port(), &dir.path().join("broker"));
+    create_topic(&broker.bootstrap()).await;
+    let producer = JsonProducer::new(&broker.bootstrap(), TOPIC, PARTITIONS).unwrap();
+    let mut batches = Vec::new();
+    let mut from = 0;
+    while from < EVENTS {
+        let to = (from + 100_000).min(EVENTS);
+        let batch =
+            weir::source::generate(weir::source::GeneratorKind::SecurityEvents, 13, from, to);
+        producer.send_rows(&batch, "user_name").unwrap();
+        batches.push(batch);
+        from = to;
+    }
+    producer.flush().unwrap();
+
+    let mut pipeline = format!(
+        "CREATE SOURCE IF NOT EXISTS events (event_id TEXT, user_name TEXT, ts TIMESTAMP, type TEXT, source_ip TEXT, \
+         geo TEXT, threat_score DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
+         WITH (connector = 'kafka', brokers = '{}', topic = '{TOPIC}', format = 'json', idle_timeout = '2 seconds', \
+         \"properties.receive.message.max.bytes\" = '1000000000');\n",
+        broker.bootstrap()
+    );
+    for v in security_views() {
+        pipeline += &format!("CREATE MATERIALIZED VIEW {} AS {};\n", v.name, v.view_sql);
+    }
+    let file = dir.path().join("pipeline.sql");
+    std::fs::write(&file, pipeline).unwrap();
+    let args = ["--pipeline", file.to_str().unwrap()];
+    let data = dir.path().join("weir");
+
+    // Five kills at spread-out (pseudo-random) points of the stream, then a broker restart.
+    let mut interrupted = 0;
+    for (i, after) in [60_000u64, 230_000, 410_000, 570_000, 760_000]
+        .into_iter()
+        .enumerate()
+    {
+        let mut weir = Weir::start(&data, &args);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = events_counted(&weir).await;
+            if n >= EVENTS {
+                break;
+            }
+            if n > after + (i as u64 * 7_919) % 20_000 {
+                interrupted += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress past {n} events");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        weir.kill9();
+    }
+    assert!(
+        interrupted >= 4,
+        "only {interrupted} kills landed mid-stream"
+    );
+
+    let weir = Weir::start(&data, &args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut counted = events_counted(&weir).await;
+    while counted < 800_000 {
+        assert!(Instant::now() < deadline, "no progress after the kills");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        counted = events_counted(&weir).await;
+    }
+    assert!(counted < EVENTS, "the broker restart must land mid-stream");
+    broker.restart();
+    let client = weir.client().await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let r = rows(&client, "SELECT events, status FROM weir_catalog.sources").await;
+        if r[0][0] == EVENTS.to_string() && r[0][1] == "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not finish after the broker restart: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_views_match(&client, &oracle_from_batches(batches), &security_views()).await;
+}
