@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::csv::ReaderBuilder as CsvReaderBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
@@ -12,11 +13,24 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::{DeadLetter, Decoded};
 use crate::source::LineChunk;
 
-/// Decodes JSON lines into batches of one schema.
+/// How each line of a source is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// Comma- (or `delimiter`-) separated values in declared column order; with `header`,
+    /// the first line of each file is column names and is skipped.
+    Csv {
+        header: bool,
+        delimiter: u8,
+    },
+}
+
+/// Decodes lines (JSON or CSV) into batches of one schema.
 pub struct JsonDecoder {
     schema: SchemaRef,
     /// The event-time column, which must not be NULL.
     required: Option<usize>,
+    format: Format,
 }
 
 /// Longest raw text kept in a dead letter.
@@ -41,10 +55,23 @@ fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
 
 impl JsonDecoder {
     pub fn new(schema: SchemaRef, required: Option<usize>) -> Self {
-        Self { schema, required }
+        Self {
+            schema,
+            required,
+            format: Format::Json,
+        }
+    }
+
+    /// The same decoder for lines in `format`.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
+        if let Format::Csv { delimiter, .. } = self.format {
+            return self.decode_csv(bytes, rows, delimiter);
+        }
         let mut decoder = ReaderBuilder::new(self.schema.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()?;
@@ -60,10 +87,42 @@ impl JsonDecoder {
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
     }
 
+    fn decode_csv(
+        &self,
+        bytes: &[u8],
+        rows: usize,
+        delimiter: u8,
+    ) -> Result<RecordBatch, ArrowError> {
+        let mut decoder = CsvReaderBuilder::new(self.schema.clone())
+            .with_header(false)
+            .with_delimiter(delimiter)
+            .with_batch_size(rows.max(1))
+            .build_decoder();
+        let mut consumed = 0;
+        while consumed < bytes.len() {
+            let n = decoder.decode(&bytes[consumed..])?;
+            if n == 0 {
+                break;
+            }
+            consumed += n;
+        }
+        // A last line without its newline is still a record.
+        decoder.decode(&[])?;
+        let batch = decoder.flush()?;
+        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+
     /// Decodes every line of `chunk`; bad lines become dead letters.
     pub fn decode(&self, chunk: &LineChunk) -> Decoded {
         let data = &chunk.data;
-        let spans = line_spans(data);
+        let mut spans = line_spans(data);
+        let file_header = chunk.record_ends.is_none() && chunk.start_offset == 0;
+        if matches!(self.format, Format::Csv { header: true, .. })
+            && file_header
+            && !spans.is_empty()
+        {
+            spans.remove(0);
+        }
         // The index of a span among all spans (record sources map it to a record offset).
         let index = |span: (usize, usize)| spans.partition_point(|s| s.0 < span.0);
         let end_of = |span: (usize, usize)| match &chunk.record_ends {
@@ -81,7 +140,9 @@ impl JsonDecoder {
         };
         let mut dead = Vec::new();
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
-        let (batch, good_spans) = match self.decode_bytes(data, spans.len()) {
+        // From the first line kept (a CSV header before it is not data).
+        let body = &data[spans.first().map_or(data.len(), |s| s.0)..];
+        let (batch, good_spans) = match self.decode_bytes(body, spans.len()) {
             Ok(batch) if batch.num_rows() == spans.len() => (batch, spans.clone()),
             _ => {
                 let mut good = Vec::with_capacity(spans.len());

@@ -5,7 +5,7 @@
 
 mod json;
 
-pub use json::JsonDecoder;
+pub use json::{Format, JsonDecoder};
 
 use datafusion::arrow::record_batch::RecordBatch;
 

@@ -129,7 +129,9 @@ impl Runner {
             });
         };
         let reader = open_reader(&source.spec, source.schema.clone(), &from)?;
-        let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column());
+        let format = crate::source::parse_format(&source.decl.options)?;
+        let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
+            .with_format(format);
         operators.publish("running", None);
         let (tx, rx) = sync_channel(4);
         let (durable_tx, durable_rx) = channel();

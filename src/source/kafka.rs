@@ -221,17 +221,22 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// The partitions and whether each is idle, when that changed or a report is due.
+    /// The partitions and whether each is idle, when that changed or a report is due. A
+    /// partition is idle when it has been silent for the idle timeout *and* has nothing left
+    /// to read (its high watermark, when known, is reached): a partition that is behind is
+    /// never idle, so a slow or interrupted fetch cannot make its rows late.
     fn report(&mut self) -> Option<Chunk> {
         let now = Instant::now();
+        let highs = self.observer.high_watermarks.lock().clone();
         let flags: Vec<(u32, bool)> = self
             .partitions
             .iter()
             .map(|(p, s)| {
-                (
-                    *p as u32,
-                    now.duration_since(s.last_message) >= self.spec.idle_timeout,
-                )
+                let silent = now.duration_since(s.last_message) >= self.spec.idle_timeout;
+                let caught_up = highs
+                    .get(p)
+                    .is_none_or(|high| s.next.is_some_and(|next| next >= *high));
+                (*p as u32, silent && caught_up)
             })
             .collect();
         let due = match &self.last_report {
@@ -241,7 +246,6 @@ impl KafkaReader {
         if !due {
             return None;
         }
-        let highs = self.observer.high_watermarks.lock().clone();
         let splits = flags
             .iter()
             .map(|(p, idle)| SplitStatus {
@@ -263,6 +267,7 @@ impl KafkaReader {
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
         let (mut messages, mut bytes) = (0, 0);
         let mut wait = ROUND_TIME;
+        let mut was_stalled = false;
         while messages < ROUND_MESSAGES && bytes < ROUND_BYTES {
             let message = match self.consumer.poll(wait) {
                 None => break,
@@ -274,7 +279,7 @@ impl KafkaReader {
                 }
                 Some(Ok(m)) => m,
             };
-            self.stalled = None;
+            was_stalled |= self.stalled.take().is_some();
             wait = Duration::ZERO;
             messages += 1;
             let p = message.partition();
@@ -309,6 +314,9 @@ impl KafkaReader {
             round
                 .timestamp
                 .push(message.timestamp().to_millis().filter(|t| *t >= 0));
+        }
+        if was_stalled {
+            self.recovered();
         }
         let now = Instant::now();
         for (p, round) in &rounds {
@@ -376,6 +384,15 @@ impl KafkaReader {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
     }
 
+    /// The brokers are back: silence during the outage does not count towards idleness.
+    fn recovered(&mut self) {
+        let now = Instant::now();
+        for state in self.partitions.values_mut() {
+            state.last_message = now;
+        }
+        self.last_report = None;
+    }
+
     fn stall(&mut self, reason: String) -> Chunk {
         self.stalled = Some(reason.clone());
         // Let the next read retry the brokers soon.
@@ -398,7 +415,7 @@ impl Reader for KafkaReader {
                 return Ok(self.stall(reason));
             }
             if self.stalled.take().is_some() {
-                self.last_report = None;
+                self.recovered();
             }
         }
         // While stalled, reports would look like recovery; data or a metadata refresh that

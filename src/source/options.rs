@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::generator::{GeneratorKind, GeneratorSpec};
 use super::kafka::{KafkaSpec, StartOffset};
 use super::SourceError;
+use crate::decode::Format;
 use crate::plan::IncludeColumn;
 
 /// How a file source reads.
@@ -55,6 +56,40 @@ fn opt_err(msg: impl Into<String>) -> SourceError {
     SourceError::Options(msg.into())
 }
 
+/// The `format` option (with `csv.header`, `csv.delimiter`).
+pub fn parse_format(options: &BTreeMap<String, String>) -> Result<Format, SourceError> {
+    let get = |k: &str| options.get(k).map(String::as_str);
+    let csv_given = get("csv.header").is_some() || get("csv.delimiter").is_some();
+    match get("format") {
+        None | Some("json") if !csv_given => Ok(Format::Json),
+        None | Some("json") => Err(opt_err("csv.header and csv.delimiter need format = 'csv'")),
+        Some("csv") => {
+            let header = match get("csv.header") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(opt_err(format!(
+                        "csv.header must be 'true' or 'false', got '{v}'"
+                    )))
+                }
+            };
+            let delimiter = match get("csv.delimiter").map(str::as_bytes) {
+                None => b',',
+                Some([d]) => *d,
+                Some(_) => {
+                    return Err(opt_err(
+                        "csv.delimiter must be one character, e.g. ',' or '|'",
+                    ))
+                }
+            };
+            Ok(Format::Csv { header, delimiter })
+        }
+        Some(f) => Err(opt_err(format!(
+            "unsupported format '{f}': use format = 'json' or 'csv'"
+        ))),
+    }
+}
+
 /// Validates the `WITH` options of `CREATE SOURCE` for source `name`. Keys are lower-case.
 pub fn parse_source_spec(
     name: &str,
@@ -63,11 +98,20 @@ pub fn parse_source_spec(
 ) -> Result<SourceSpec, SourceError> {
     let get = |k: &str| options.get(k).map(String::as_str);
     let allowed: &[&str] = match get("connector") {
-        Some("file") => &["connector", "format", "path", "mode"],
+        Some("file") => &[
+            "connector",
+            "format",
+            "csv.header",
+            "csv.delimiter",
+            "path",
+            "mode",
+        ],
         Some("generator") => &["connector", "format", "kind", "rate", "count", "seed"],
         Some("kafka") => &[
             "connector",
             "format",
+            "csv.header",
+            "csv.delimiter",
             "brokers",
             "topic",
             "start_offset",
@@ -98,14 +142,7 @@ pub fn parse_source_spec(
             allowed.join(", ")
         )));
     }
-    match get("format") {
-        None | Some("json") => {}
-        Some(f) => {
-            return Err(opt_err(format!(
-                "unsupported format '{f}': only format = 'json' is supported"
-            )))
-        }
-    }
+    parse_format(options)?;
     let number = |k: &str| -> Result<Option<u64>, SourceError> {
         get(k)
             .map(|v| {
