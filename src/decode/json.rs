@@ -69,46 +69,26 @@ impl JsonDecoder {
     }
 
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-        if let Format::Csv { delimiter, .. } = self.format {
-            return self.decode_csv(bytes, rows, delimiter);
-        }
-        let mut decoder = ReaderBuilder::new(self.schema.clone())
-            .with_batch_size(rows.max(1))
-            .build_decoder()?;
-        let mut consumed = 0;
-        while consumed < bytes.len() {
-            let n = decoder.decode(&bytes[consumed..])?;
-            if n == 0 {
-                break;
+        let batch = match self.format {
+            Format::Json => {
+                let mut decoder = ReaderBuilder::new(self.schema.clone())
+                    .with_batch_size(rows.max(1))
+                    .build_decoder()?;
+                feed(bytes, |b| decoder.decode(b))?;
+                decoder.flush()?
             }
-            consumed += n;
-        }
-        let batch = decoder.flush()?;
-        Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
-    }
-
-    fn decode_csv(
-        &self,
-        bytes: &[u8],
-        rows: usize,
-        delimiter: u8,
-    ) -> Result<RecordBatch, ArrowError> {
-        let mut decoder = CsvReaderBuilder::new(self.schema.clone())
-            .with_header(false)
-            .with_delimiter(delimiter)
-            .with_batch_size(rows.max(1))
-            .build_decoder();
-        let mut consumed = 0;
-        while consumed < bytes.len() {
-            let n = decoder.decode(&bytes[consumed..])?;
-            if n == 0 {
-                break;
+            Format::Csv { delimiter, .. } => {
+                let mut decoder = CsvReaderBuilder::new(self.schema.clone())
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(rows.max(1))
+                    .build_decoder();
+                feed(bytes, |b| decoder.decode(b))?;
+                // A last line without its newline is still a record.
+                decoder.decode(&[])?;
+                decoder.flush()?
             }
-            consumed += n;
-        }
-        // A last line without its newline is still a record.
-        decoder.decode(&[])?;
-        let batch = decoder.flush()?;
+        };
         Ok(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
     }
 
@@ -220,6 +200,22 @@ impl JsonDecoder {
         let batch = filter_record_batch(&batch, &keep).expect("mask matches batch length");
         (batch, kept)
     }
+}
+
+/// Hands all of `bytes` to an incremental decoder that takes what it can per call.
+fn feed(
+    bytes: &[u8],
+    mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>,
+) -> Result<(), ArrowError> {
+    let mut consumed = 0;
+    while consumed < bytes.len() {
+        let n = decode(&bytes[consumed..])?;
+        if n == 0 {
+            break;
+        }
+        consumed += n;
+    }
+    Ok(())
 }
 
 /// `batch` with the `rows` of `extra` appended as columns (the output schema is the decoded
