@@ -6,9 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kafka::{kafka_source_sql, mock_kafka, EmbeddedKafka};
+use common::kafka::{kafka_source_sql, kafka_source_sql_idle, mock_kafka, EmbeddedKafka};
 use common::oracle::{assert_views_match, create_views, oracle_from_batches, security_views};
 use common::{rows, Weir};
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio_postgres::Client;
 
 /// Waits (bounded) until `sql` returns `expected` in its first cell.
@@ -27,17 +28,49 @@ async fn wait_cell(client: &Client, sql: &str, expected: &str, within: Duration)
 
 /// A weir on a fresh data directory with source `events` over the mock cluster's topic.
 async fn start_with_source(kafka: &EmbeddedKafka) -> (tempfile::TempDir, Weir, Client) {
+    start_with_source_idle(kafka, "1 second").await
+}
+
+/// [`start_with_source`] with partitions going idle after `idle`.
+async fn start_with_source_idle(
+    kafka: &EmbeddedKafka,
+    idle: &str,
+) -> (tempfile::TempDir, Weir, Client) {
     let dir = tempfile::tempdir().unwrap();
     let weir = Weir::start(dir.path(), &[]);
     let client = weir.client().await;
     client
-        .simple_query(&kafka_source_sql(kafka, ""))
+        .simple_query(&kafka_source_sql_idle(kafka, idle, ""))
         .await
         .unwrap();
     (dir, weir, client)
 }
 
-fn events(seed: u64, from: u64, to: u64) -> datafusion::arrow::record_batch::RecordBatch {
+/// Waits until all `partitions` partitions are idle and fully read.
+async fn wait_all_idle(client: &Client, partitions: usize) {
+    wait_cell(
+        client,
+        "SELECT count(*) FROM weir_catalog.source_partitions WHERE idle AND lag = 0",
+        &partitions.to_string(),
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// Produces `batch` and waits until the source has counted `total` events.
+async fn send_and_count(kafka: &EmbeddedKafka, client: &Client, batch: &RecordBatch, total: usize) {
+    kafka.send_rows(batch, "user_name").unwrap();
+    kafka.flush().unwrap();
+    wait_cell(
+        client,
+        "SELECT events FROM weir_catalog.sources",
+        &total.to_string(),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+fn events(seed: u64, from: u64, to: u64) -> RecordBatch {
     weir::source::generate(weir::source::GeneratorKind::SecurityEvents, seed, from, to)
 }
 
@@ -67,13 +100,7 @@ async fn partitions_bad_messages_and_watermarks() {
     .await;
     // Every partition goes idle after 1 s: the watermark reaches the newest event and the
     // windows before it close; the open ones stay visible. Either way views equal the oracle.
-    wait_cell(
-        &client,
-        "SELECT count(*) FROM weir_catalog.source_partitions WHERE idle AND lag = 0",
-        "4",
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_all_idle(&client, 4).await;
     assert_views_match(&client, &oracle_from_batches(vec![batch]), &views).await;
 
     let source = rows(
@@ -251,4 +278,148 @@ async fn broker_down_then_up_stalls_and_resumes() {
         Duration::from_secs(30),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_broker_errors_moved_leaders_and_an_oversized_message() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr::*;
+    const TOPIC: &str = "security-events";
+    let kafka = mock_kafka(3, TOPIC, 4);
+    let cluster = kafka.cluster();
+    let first = events(11, 0, 10_000);
+    kafka.send_rows(&first, "user_name").unwrap();
+    // Valid JSON, but over the default max_message_bytes (1 MiB): a dead letter, and the
+    // partition goes on past it.
+    let big = format!(
+        r#"{{"event_id":"big","user_name":"big","ts":"2026-01-01T00:00:00Z","type":"{}"}}"#,
+        "x".repeat(1_500_000)
+    );
+    kafka.send(1, Some("big"), big.as_bytes()).unwrap();
+    kafka.flush().unwrap();
+    let big_offset = split_by_partition(&first, 1, kafka.partitions).0.num_rows();
+
+    // Every kind of request Weir makes fails now and then: fetches (a moved leader, a
+    // timeout, a dropped connection), offset lookups, metadata and group commits.
+    let fetch_errors = [
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR__TRANSPORT,
+        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION,
+    ];
+    cluster.request_errors(RDKafkaApiKey::Fetch, &fetch_errors);
+    cluster.request_errors(
+        RDKafkaApiKey::ListOffsets,
+        &[
+            RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::Metadata,
+        &[RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__TRANSPORT],
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+            RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        ],
+    );
+
+    // No partition goes idle during the test, so no row can be late.
+    let (_dir, _weir, client) = start_with_source_idle(&kafka, "30 seconds").await;
+    let views = security_views();
+    create_views(&client, &views).await;
+    wait_cell(
+        &client,
+        "SELECT events FROM weir_catalog.sources",
+        "10000",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Leaders move to other brokers while more events arrive, with more fetch errors.
+    for p in 0..kafka.partitions {
+        cluster
+            .partition_leader(TOPIC, p, Some(1 + (p + 1) % 3))
+            .unwrap();
+    }
+    cluster.request_errors(RDKafkaApiKey::Fetch, &fetch_errors);
+    let second = events(11, 10_000, 20_000);
+    send_and_count(&kafka, &client, &second, 20_000).await;
+    assert_views_match(&client, &oracle_from_batches(vec![first, second]), &views).await;
+
+    let source = rows(
+        &client,
+        "SELECT status, bad_records FROM weir_catalog.sources",
+    )
+    .await;
+    assert_eq!(source[0], vec!["running", "1"]);
+    let dead = rows(
+        &client,
+        "SELECT position, error FROM weir_catalog.dead_letters",
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0][0], format!("1/{big_offset}"));
+    assert!(dead[0][1].contains("max_message_bytes"), "{dead:?}");
+}
+
+/// The rows of `batch` that `send_rows` puts in `partition` (keys hash as it does), and the
+/// rest.
+fn split_by_partition(
+    batch: &RecordBatch,
+    partition: i32,
+    partitions: i32,
+) -> (RecordBatch, RecordBatch) {
+    use datafusion::arrow::array::{Array, BooleanArray, StringArray};
+    use datafusion::arrow::compute::{filter_record_batch, not};
+    let keys = batch
+        .column_by_name("user_name")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let mask: BooleanArray = (0..keys.len())
+        .map(|i| {
+            let hash: u64 = keys.value(i).bytes().map(u64::from).sum();
+            Some((hash % partitions as u64) as i32 == partition)
+        })
+        .collect();
+    (
+        filter_record_batch(batch, &mask).unwrap(),
+        filter_record_batch(batch, &not(&mask).unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_that_wake_up_lose_no_row_silently() {
+    // All partitions go idle (the watermark moves to the newest event), then a backlog of
+    // older-than-the-rest events arrives on all of them. Whatever the watermark makes late is
+    // counted late; nothing is lost or overwritten: every event is in a window or a late row.
+    let kafka = mock_kafka(3, "security-events", 4);
+    let first = events(12, 0, 10_000);
+    kafka.send_rows(&first, "user_name").unwrap();
+    kafka.flush().unwrap();
+    let (_dir, _weir, client) = start_with_source(&kafka).await;
+    client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW per_window AS SELECT window_start, user_name, count(*) AS n \
+             FROM TUMBLE(events, ts, INTERVAL '10 seconds') GROUP BY window_start, window_end, user_name",
+        )
+        .await
+        .unwrap();
+    wait_all_idle(&client, 4).await;
+    // Partition 0's share of the next events comes first and runs the watermark ahead (the
+    // others are idle); then the others' share, now older than the watermark.
+    let second = events(12, 10_000, 20_000);
+    let (ahead, behind) = split_by_partition(&second, 0, kafka.partitions);
+    send_and_count(&kafka, &client, &ahead, 10_000 + ahead.num_rows()).await;
+    send_and_count(&kafka, &client, &behind, 20_000).await;
+    let accounted =
+        "SELECT (SELECT sum(n) FROM per_window) + (SELECT late_rows FROM weir_catalog.views)";
+    wait_cell(&client, accounted, "20000", Duration::from_secs(10)).await;
 }

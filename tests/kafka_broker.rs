@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::oracle::{assert_views_match, oracle_from_batches, security_views};
 use common::{rows, Weir};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use weir::source::JsonProducer;
@@ -108,22 +108,37 @@ impl Drop for Broker {
     }
 }
 
-async fn create_topic(bootstrap: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+        .unwrap()
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin(bootstrap)
+        .create_topics([&topic], &admin_options())
         .await
         .unwrap();
     for r in results {
         r.unwrap();
     }
+}
+
+/// `CREATE SOURCE events` over `topic` of `broker`, partitions idle after `idle`.
+fn source_sql(broker: &Broker, topic: &str, idle: &str) -> String {
+    format!(
+        "CREATE SOURCE IF NOT EXISTS events (event_id TEXT, user_name TEXT, ts TIMESTAMP, type TEXT, source_ip TEXT, \
+         geo TEXT, threat_score DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
+         WITH (connector = 'kafka', brokers = '{}', topic = '{topic}', format = 'json', idle_timeout = '{idle}', \
+         \"properties.receive.message.max.bytes\" = '1000000000');\n",
+        broker.bootstrap()
+    )
 }
 
 async fn events_counted(weir: &Weir) -> u64 {
@@ -137,7 +152,7 @@ async fn events_counted(weir: &Weir) -> u64 {
 async fn kill9_and_broker_restart_against_a_broker_process() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(free_port(), &dir.path().join("broker"));
-    create_topic(&broker.bootstrap()).await;
+    create_topic(&broker.bootstrap(), TOPIC, PARTITIONS).await;
     let producer = JsonProducer::new(&broker.bootstrap(), TOPIC, PARTITIONS).unwrap();
     let mut batches = Vec::new();
     let mut from = 0;
@@ -151,13 +166,7 @@ async fn kill9_and_broker_restart_against_a_broker_process() {
     }
     producer.flush().unwrap();
 
-    let mut pipeline = format!(
-        "CREATE SOURCE IF NOT EXISTS events (event_id TEXT, user_name TEXT, ts TIMESTAMP, type TEXT, source_ip TEXT, \
-         geo TEXT, threat_score DOUBLE, WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
-         WITH (connector = 'kafka', brokers = '{}', topic = '{TOPIC}', format = 'json', idle_timeout = '2 seconds', \
-         \"properties.receive.message.max.bytes\" = '1000000000');\n",
-        broker.bootstrap()
-    );
+    let mut pipeline = source_sql(&broker, TOPIC, "2 seconds");
     for v in security_views() {
         pipeline += &format!("CREATE MATERIALIZED VIEW {} AS {};\n", v.name, v.view_sql);
     }
@@ -217,4 +226,71 @@ async fn kill9_and_broker_restart_against_a_broker_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_views_match(&client, &oracle_from_batches(batches), &security_views()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_the_topic_are_picked_up() {
+    const GROWN: &str = "grown-topic";
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(free_port(), &dir.path().join("broker"));
+    create_topic(&broker.bootstrap(), GROWN, 2).await;
+    let first = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, 21, 0, 20_000);
+    let producer = JsonProducer::new(&broker.bootstrap(), GROWN, 2).unwrap();
+    producer.send_rows(&first, "user_name").unwrap();
+    producer.flush().unwrap();
+
+    let weir = Weir::start(&dir.path().join("weir"), &[]);
+    let client = weir.client().await;
+    // No partition goes idle during the test, so no row can be late.
+    client
+        .simple_query(&source_sql(&broker, GROWN, "30 seconds"))
+        .await
+        .unwrap();
+    let views = security_views();
+    common::oracle::create_views(&client, &views).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_counted(&weir).await < 20_000 {
+        assert!(Instant::now() < deadline, "the first events were not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Two more partitions. Weir finds them at its next metadata refresh; until they produce
+    // or go idle they hold the watermark back. Then events spread over all four.
+    let results = admin(&broker.bootstrap())
+        .create_partitions([&NewPartitions::new(GROWN, 4)], &admin_options())
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+    let partitions = "SELECT count(*) FROM weir_catalog.source_partitions";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&client, partitions).await[0][0] != "4" {
+        assert!(Instant::now() < deadline, "new partitions not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = weir::source::generate(
+        weir::source::GeneratorKind::SecurityEvents,
+        21,
+        20_000,
+        40_000,
+    );
+    let producer = JsonProducer::new(&broker.bootstrap(), GROWN, 4).unwrap();
+    producer.send_rows(&second, "user_name").unwrap();
+    producer.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_counted(&weir).await < 40_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the events of the new partitions were not read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = rows(
+        &client,
+        "SELECT count(*) FROM weir_catalog.source_partitions WHERE \"offset\" > 0",
+    )
+    .await;
+    assert_eq!(read[0][0], "4", "every partition was read");
+    assert_views_match(&client, &oracle_from_batches(vec![first, second]), &views).await;
 }

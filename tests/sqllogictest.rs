@@ -13,13 +13,29 @@ struct Pg {
     client: Client,
 }
 
+/// A query error as a suite matches it: the server's message (tokio-postgres alone prints
+/// only "db error").
+#[derive(Debug)]
+struct PgError(tokio_postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{}", db.message()),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
 #[async_trait::async_trait]
 impl sqllogictest::AsyncDB for Pg {
-    type Error = tokio_postgres::Error;
+    type Error = PgError;
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Self::Error> {
-        let messages = self.client.simple_query(sql).await?;
+        let messages = self.client.simple_query(sql).await.map_err(PgError)?;
         let mut columns = None;
         let mut rows = Vec::new();
         let mut affected = 0;
@@ -58,7 +74,7 @@ impl sqllogictest::AsyncDB for Pg {
     }
 
     fn error_sql_state(err: &Self::Error) -> Option<String> {
-        err.code().map(|c| c.code().to_string())
+        err.0.code().map(|c| c.code().to_string())
     }
 }
 
@@ -88,7 +104,9 @@ async fn sql_suites() {
         let port = weir.pg_port;
         let mut runner = sqllogictest::Runner::new(move || async move {
             let conn = format!("host=127.0.0.1 port={port} user=slt dbname=weir");
-            let (client, connection) = tokio_postgres::connect(&conn, NoTls).await?;
+            let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+                .await
+                .map_err(PgError)?;
             tokio::spawn(connection);
             Ok(Pg { client })
         });

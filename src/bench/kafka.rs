@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::server::run_script;
 use crate::source::{
     generate, Chunk, EmbeddedKafka, GeneratorKind, KafkaReader, KafkaSpec, Reader, Resume,
-    StartOffset, MOCK_PARTITION_BYTES,
+    StartOffset, DEFAULT_MAX_MESSAGE_BYTES, MOCK_PARTITION_BYTES,
 };
 
 /// Bytes of one bid as JSON, rounded up, for sizing partitions.
@@ -50,6 +50,7 @@ fn decode_only(kafka: &EmbeddedKafka, events: u64) -> Result<f64, BenchError> {
         start: StartOffset::Earliest,
         group_id: "weir-bench-decode".into(),
         idle_timeout: Duration::from_secs(30),
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         properties: Default::default(),
         include: Vec::new(),
     };

@@ -162,6 +162,12 @@ impl JsonDecoder {
             }
             None => batch,
         };
+        dead.extend(chunk.rejected.iter().map(|r| DeadLetter {
+            position: format!("{}/{}", chunk.file_name, r.offset),
+            raw: r.raw.clone(),
+            error: r.reason.clone(),
+            end: r.offset + 1,
+        }));
         Decoded {
             batch,
             row_ends,
@@ -260,6 +266,7 @@ mod tests {
             record_ends: None,
             extra: None,
             skipped: 0,
+            rejected: Vec::new(),
             end: 100 + text.len() as u64,
         }
     }
@@ -291,5 +298,29 @@ mod tests {
         );
         assert!(d.dead[2].error.contains("event-time"));
         assert_eq!(d.dead[0].position, "f.json:117");
+    }
+
+    #[test]
+    fn records_refused_by_the_reader_become_dead_letters_at_their_offset() {
+        let mut c = chunk("{\"k\":\"a\",\"ts\":1}\n");
+        c.file_name = "3".into();
+        c.record_ends = Some(vec![8]);
+        c.rejected = vec![crate::source::RejectedRecord {
+            offset: 8,
+            raw: "{\"k\":".into(),
+            reason: "too large".into(),
+        }];
+        let d = decoder().decode(&c);
+        assert_eq!(d.batch.num_rows(), 1);
+        assert_eq!(d.row_ends, vec![8]);
+        assert_eq!(d.dead.len(), 1);
+        assert_eq!(
+            (
+                d.dead[0].position.as_str(),
+                d.dead[0].error.as_str(),
+                d.dead[0].end
+            ),
+            ("3/8", "too large", 9)
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! split; its watermark is the minimum over splits that are not idle, so a slow partition
 //! holds windows open instead of making its rows late. Sequential sources (files, the
 //! generator) use one split, 0.
+//!
+//! The watermark never goes back: windows it closed stay closed. When an idle split wakes up
+//! with older events, it holds the watermark where it is (no further advance until it
+//! catches up), and its rows older than the watermark are late.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +25,13 @@ pub struct WatermarkTracker {
     pub delay_ms: i64,
     /// Set once the input is finished: every window is then complete.
     pub finished: bool,
+    /// The highest watermark reached so far; the watermark never falls below it.
+    #[serde(default = "lowest")]
+    pub reached: i64,
+}
+
+fn lowest() -> i64 {
+    i64::MIN
 }
 
 impl WatermarkTracker {
@@ -31,6 +42,7 @@ impl WatermarkTracker {
             idle: BTreeSet::new(),
             delay_ms,
             finished: false,
+            reached: i64::MIN,
         }
     }
 
@@ -63,6 +75,11 @@ impl WatermarkTracker {
         if self.finished {
             return i64::MAX;
         }
+        self.computed().max(self.reached)
+    }
+
+    /// The watermark from the splits as they are now, before the floor of `reached`.
+    fn computed(&self) -> i64 {
         match self.min_of_others(None) {
             Some(t) => self.apply_delay(t),
             // Every split idle: nothing holds the watermark back.
@@ -115,6 +132,7 @@ impl WatermarkTracker {
                 self.idle.insert(split);
             }
         }
+        self.reached = self.reached.max(self.computed());
     }
 }
 
@@ -134,7 +152,7 @@ impl SplitWatermark<'_> {
         }
         let own = self.own.unwrap_or(i64::MIN);
         let t = self.others.map_or(own, |o| o.min(own));
-        self.tracker.apply_delay(t)
+        self.tracker.apply_delay(t).max(self.tracker.reached)
     }
 
     pub fn observe(&mut self, event_time: i64) {
@@ -149,6 +167,7 @@ impl Drop for SplitWatermark<'_> {
         if let Some(own) = self.own {
             self.tracker.max_event_time.insert(self.split, own);
         }
+        self.tracker.reached = self.tracker.reached.max(self.tracker.computed());
     }
 }
 
@@ -185,10 +204,17 @@ mod tests {
             assert_eq!(s.watermark(), 49_000);
         }
         assert_eq!(w.watermark(), 49_000);
-        // Split 2 wakes up with old events: it holds the watermark again.
+        // Split 2 wakes up with old events: the watermark does not go back (windows it
+        // closed stay closed), and split 2 holds it until it catches up.
         w.observe(2, 30_000);
-        assert_eq!(w.watermark(), 29_000);
+        assert_eq!(w.watermark(), 49_000);
+        assert_eq!(w.split(2).watermark(), 49_000);
+        w.observe(0, 80_000);
+        w.observe(1, 80_000);
+        assert_eq!(w.watermark(), 49_000);
+        w.observe(2, 70_000);
+        assert_eq!(w.watermark(), 69_000);
         w.set_splits([(0, true), (1, true), (2, true)]);
-        assert_eq!(w.watermark(), 59_000);
+        assert_eq!(w.watermark(), 79_000);
     }
 }

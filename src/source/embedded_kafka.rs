@@ -43,6 +43,8 @@ fn new_producer(bootstrap: &str) -> Result<BaseProducer, KafkaError> {
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "30000")
+        // Room for oversized messages in tests (the source's own limit is max_message_bytes).
+        .set("message.max.bytes", "16000000")
         .create()
 }
 
@@ -88,6 +90,11 @@ impl EmbeddedKafka {
     /// The address clients connect to (`host:port,...` on 127.0.0.1).
     pub fn bootstrap(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+
+    /// The mock cluster itself, for fault injection (request errors, leader moves).
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
     }
 
     /// Takes broker `id` (1-based) down or brings it back, for fault tests.

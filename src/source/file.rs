@@ -168,6 +168,7 @@ impl Reader for FileReader {
                 record_ends: None,
                 extra: None,
                 skipped: 0,
+                rejected: Vec::new(),
                 end: self.pos.offset + take as u64,
             };
             self.pos.offset += take as u64;

@@ -24,7 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Chunk, Frontier, LineChunk, Reader, Resume, SourceError, SplitStatus};
+use super::{Chunk, Frontier, LineChunk, Reader, RejectedRecord, Resume, SourceError, SplitStatus};
 use crate::plan::{IncludeColumn, KafkaMeta};
 
 /// Where a source starts reading a partition it has never read.
@@ -43,10 +43,18 @@ pub struct KafkaSpec {
     pub group_id: String,
     /// A partition silent this long stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// A message with a larger value goes to the dead letters instead of being decoded.
+    pub max_message_bytes: usize,
     /// `properties.*` options, passed to librdkafka as they are.
     pub properties: BTreeMap<String, String>,
     pub include: Vec<IncludeColumn>,
 }
+
+/// The default `max_message_bytes`: Kafka's own default limit on a message (1 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Bytes of an oversized message kept in its dead letter (as many as the decoder keeps).
+const REJECTED_RAW: usize = 4096;
 
 /// Messages taken per poll round, at most.
 const ROUND_MESSAGES: usize = 16_384;
@@ -56,6 +64,8 @@ const ROUND_BYTES: usize = 8 << 20;
 const ROUND_TIME: Duration = Duration::from_millis(50);
 /// How often partition metadata is refreshed (new partitions, broker reachability).
 const METADATA_EVERY: Duration = Duration::from_secs(5);
+/// How soon after a consumer error the brokers' reachability is checked.
+const RECHECK_AFTER: Duration = Duration::from_millis(500);
 /// How often the split report is repeated when nothing changed (for lag display).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -81,7 +91,7 @@ impl ClientContext for ObservingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Unreachable brokers also fail the metadata refresh, which marks the source stalled.
+        // Whether the source is stalled is decided by the metadata refresh, not by errors.
         tracing::debug!(%error, reason, "kafka client error");
     }
 }
@@ -91,7 +101,7 @@ impl ConsumerContext for ObservingContext {}
 /// One partition as the reader tracks it.
 struct PartitionState {
     /// Offset of the next message to read.
-    next: Option<i64>,
+    next: i64,
     /// When the partition last produced a message (or was assigned).
     last_message: Instant,
 }
@@ -104,6 +114,7 @@ struct PartitionRound {
     first_offset: Option<u64>,
     end: u64,
     skipped: u64,
+    rejected: Vec<RejectedRecord>,
     partition: Vec<i32>,
     offset: Vec<i64>,
     key: Vec<Option<String>>,
@@ -167,16 +178,34 @@ impl KafkaReader {
         })
     }
 
-    /// Where partition `p` starts when first assigned.
-    fn start_offset(&self, p: u32) -> Offset {
-        match self.resume.split(p) {
-            Some(after) => Offset::Offset(after as i64),
-            None if self.resume.origin.has(p) => Offset::Offset(self.resume.origin.get(p) as i64),
-            None => match self.spec.start {
-                StartOffset::Earliest => Offset::Beginning,
-                StartOffset::Latest => Offset::End,
-            },
+    /// The offset partition `p` starts at when first assigned: its stored position, else
+    /// where the source first read it, else the `start_offset` option resolved against the
+    /// broker. `'latest'` applies only to the partitions of a source's very first
+    /// assignment: a partition found later (added to the topic, perhaps while Weir was down)
+    /// is read from its beginning, so none of its messages is missed.
+    fn start_offset(&self, p: i32, first_assignment: bool) -> Result<i64, String> {
+        // The broker's offsets also seed the partition's high watermark: until it is known a
+        // partition cannot count as caught up, hence not as idle.
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.spec.topic, p, Duration::from_secs(2))
+            .map_err(|e| format!("cannot read the offsets of partition {p}: {e}"))?;
+        self.observer
+            .high_watermarks
+            .lock()
+            .entry(p)
+            .or_insert(high);
+        if let Some(after) = self.resume.split(p as u32) {
+            return Ok(after as i64);
         }
+        if self.resume.origin.has(p as u32) {
+            return Ok(self.resume.origin.get(p as u32) as i64);
+        }
+        let fresh_source = self.resume.origin.splits().next().is_none();
+        Ok(match self.spec.start {
+            StartOffset::Latest if first_assignment && fresh_source => high,
+            _ => low,
+        })
     }
 
     /// Refreshes the partition list; assigns new partitions. Returns an error text when the
@@ -194,24 +223,30 @@ impl KafkaReader {
         if let Some(e) = topic.error() {
             return Err(format!("topic '{}': {:?}", self.spec.topic, e));
         }
-        let ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-        if ids.iter().all(|p| self.partitions.contains_key(p)) {
+        let new: Vec<i32> = topic
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .filter(|p| !self.partitions.contains_key(p))
+            .collect();
+        if new.is_empty() {
             return Ok(());
         }
+        let first_assignment = self.partitions.is_empty();
         let now = Instant::now();
-        for p in ids {
-            self.partitions.entry(p).or_insert(PartitionState {
-                next: None,
-                last_message: now,
-            });
+        for p in new {
+            let next = self.start_offset(p, first_assignment)?;
+            self.partitions.insert(
+                p,
+                PartitionState {
+                    next,
+                    last_message: now,
+                },
+            );
         }
         let mut list = TopicPartitionList::new();
         for (p, state) in &self.partitions {
-            let offset = match state.next {
-                Some(next) => Offset::Offset(next),
-                None => self.start_offset(*p as u32),
-            };
-            list.add_partition_offset(&self.spec.topic, *p, offset)
+            list.add_partition_offset(&self.spec.topic, *p, Offset::Offset(state.next))
                 .map_err(|e| e.to_string())?;
         }
         self.consumer
@@ -222,9 +257,10 @@ impl KafkaReader {
     }
 
     /// The partitions and whether each is idle, when that changed or a report is due. A
-    /// partition is idle when it has been silent for the idle timeout *and* has nothing left
-    /// to read (its high watermark, when known, is reached): a partition that is behind is
-    /// never idle, so a slow or interrupted fetch cannot make its rows late.
+    /// partition is idle when it has been silent for the idle timeout *and* is known to have
+    /// nothing left to read (its high watermark is reached): a partition that is behind, or
+    /// whose high watermark is unknown, is never idle, so a slow or interrupted fetch cannot
+    /// make its rows late.
     fn report(&mut self) -> Option<Chunk> {
         let now = Instant::now();
         let highs = self.observer.high_watermarks.lock().clone();
@@ -233,9 +269,7 @@ impl KafkaReader {
             .iter()
             .map(|(p, s)| {
                 let silent = now.duration_since(s.last_message) >= self.spec.idle_timeout;
-                let caught_up = highs
-                    .get(p)
-                    .is_none_or(|high| s.next.is_some_and(|next| next >= *high));
+                let caught_up = highs.get(p).is_some_and(|high| s.next >= *high);
                 (*p as u32, silent && caught_up)
             })
             .collect();
@@ -250,9 +284,7 @@ impl KafkaReader {
             .iter()
             .map(|(p, idle)| SplitStatus {
                 split: *p,
-                read: self.partitions[&(*p as i32)]
-                    .next
-                    .map_or(0, |n| n.max(0) as u64),
+                read: self.partitions[&(*p as i32)].next.max(0) as u64,
                 high_watermark: highs.get(&(*p as i32)).copied(),
                 idle: *idle,
             })
@@ -263,7 +295,7 @@ impl KafkaReader {
 
     /// Polls one round and queues one chunk per partition that had messages: the first poll
     /// waits up to `ROUND_TIME`, the rest take what is already fetched.
-    fn poll_round(&mut self) -> Result<(), String> {
+    fn poll_round(&mut self) {
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
         let (mut messages, mut bytes) = (0, 0);
         let mut wait = ROUND_TIME;
@@ -272,9 +304,11 @@ impl KafkaReader {
             let message = match self.consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {
-                    if messages == 0 {
-                        return Err(format!("kafka: {e}"));
-                    }
+                    // Most consumer errors are transient (a leader moved, a request timed
+                    // out) and librdkafka retries them itself; check at once whether the
+                    // brokers are reachable, which decides whether the source is stalled.
+                    tracing::debug!(error = %e, "kafka consumer error");
+                    self.check_brokers_soon();
                     break;
                 }
                 Some(Ok(m)) => m,
@@ -293,6 +327,20 @@ impl KafkaReader {
                 continue;
             }
             bytes += payload.len();
+            if payload.len() > self.spec.max_message_bytes {
+                round.rejected.push(RejectedRecord {
+                    offset: offset as u64,
+                    raw: String::from_utf8_lossy(&payload[..payload.len().min(REJECTED_RAW)])
+                        .into_owned(),
+                    reason: format!(
+                        "message of {} bytes is larger than max_message_bytes ({}); raise the \
+                         source option to decode it",
+                        payload.len(),
+                        self.spec.max_message_bytes
+                    ),
+                });
+                continue;
+            }
             // JSON never needs a raw line break, so breaks inside a message become spaces
             // and each message is one line.
             round.data.extend(payload.iter().map(|b| {
@@ -321,9 +369,22 @@ impl KafkaReader {
         let now = Instant::now();
         for (p, round) in &rounds {
             if let Some(state) = self.partitions.get_mut(p) {
-                state.next = Some(round.end as i64);
+                state.next = round.end as i64;
                 state.last_message = now;
             }
+        }
+        // Partitions reported idle that have data again are reported active before any of
+        // the round's data, so one partition's events cannot close windows that another's,
+        // in the same round, still fall in.
+        let woke = self.last_report.as_ref().is_some_and(|(_, flags)| {
+            flags
+                .iter()
+                .any(|(p, idle)| *idle && rounds.contains_key(&(*p as i32)))
+        });
+        if woke {
+            self.last_report = None;
+            let report = self.report();
+            self.pending.extend(report);
         }
         for (p, round) in rounds {
             let extra = self.metadata_columns(&round);
@@ -335,10 +396,10 @@ impl KafkaReader {
                 record_ends: Some(round.record_ends),
                 extra,
                 skipped: round.skipped,
+                rejected: round.rejected,
                 end: round.end,
             }));
         }
-        Ok(())
     }
 
     /// The `INCLUDE` columns of a round's messages.
@@ -384,6 +445,15 @@ impl KafkaReader {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
     }
 
+    /// Makes the next metadata refresh due within `RECHECK_AFTER`.
+    fn check_brokers_soon(&mut self) {
+        let soon = Instant::now().checked_sub(METADATA_EVERY - RECHECK_AFTER);
+        self.last_metadata = match (self.last_metadata, soon) {
+            (Some(at), Some(soon)) => Some(at.min(soon)),
+            _ => None,
+        };
+    }
+
     /// The brokers are back: silence during the outage does not count towards idleness.
     fn recovered(&mut self) {
         let now = Instant::now();
@@ -425,9 +495,7 @@ impl Reader for KafkaReader {
                 return Ok(report);
             }
         }
-        if let Err(reason) = self.poll_round() {
-            return Ok(self.stall(reason));
-        }
+        self.poll_round();
         Ok(self.pending.pop_front().unwrap_or(Chunk::Idle))
     }
 

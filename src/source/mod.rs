@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use embedded_kafka::{EmbeddedKafka, JsonProducer, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
-pub use kafka::{KafkaReader, KafkaSpec, StartOffset};
+pub use kafka::{KafkaReader, KafkaSpec, StartOffset, DEFAULT_MAX_MESSAGE_BYTES};
 pub use options::{parse_format, parse_source_spec, FileMode, SourceSpec};
 
 /// Errors of the source layer.
@@ -133,8 +133,21 @@ pub struct LineChunk {
     pub extra: Option<RecordBatch>,
     /// Empty records (Kafka tombstones) skipped in the chunk; they have no line.
     pub skipped: u64,
+    /// Records refused before decoding (oversized Kafka messages); they have no line and
+    /// become dead letters.
+    pub rejected: Vec<RejectedRecord>,
     /// Offset after the whole chunk in its split.
     pub end: u64,
+}
+
+/// A record the reader refused to decode, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRecord {
+    /// The record's own offset in its split (a Kafka message offset).
+    pub offset: u64,
+    /// The start of the record, for the dead letter.
+    pub raw: String,
+    pub reason: String,
 }
 
 /// Rows that need no decoding, with the position after each row.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::generator::{GeneratorKind, GeneratorSpec};
-use super::kafka::{KafkaSpec, StartOffset};
+use super::kafka::{KafkaSpec, StartOffset, DEFAULT_MAX_MESSAGE_BYTES};
 use super::SourceError;
 use crate::decode::Format;
 use crate::plan::IncludeColumn;
@@ -117,6 +117,7 @@ pub fn parse_source_spec(
             "start_offset",
             "group_id",
             "idle_timeout",
+            "max_message_bytes",
         ],
         Some(other) => {
             return Err(opt_err(format!(
@@ -184,6 +185,11 @@ pub fn parse_source_spec(
                 start,
                 group_id: get("group_id").map_or_else(|| format!("weir-{name}"), str::to_string),
                 idle_timeout,
+                max_message_bytes: match number("max_message_bytes")? {
+                    Some(0) => return Err(opt_err("max_message_bytes must be at least 1")),
+                    Some(n) => n as usize,
+                    None => DEFAULT_MAX_MESSAGE_BYTES,
+                },
                 properties: options
                     .iter()
                     .filter_map(|(k, v)| {

@@ -206,8 +206,16 @@ pub async fn assert_views_match(
                 .iter()
                 .zip(&expected)
                 .position(|(a, e)| !row_equal(a, e));
+            let status = super::rows(
+                client,
+                &format!(
+                    "SELECT status, watermark, late_rows, error FROM weir_catalog.views WHERE name = '{}'",
+                    v.name
+                ),
+            )
+            .await;
             panic!(
-                "view {} differs from the batch oracle: {} rows vs {} expected; first difference at {:?}: {:?} vs {:?}",
+                "view {} ({status:?}) differs from the batch oracle: {} rows vs {} expected; first difference at {:?}: {:?} vs {:?}",
                 v.name,
                 actual.len(),
                 expected.len(),
