@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// Kafka partitions (raised when needed: an embedded partition keeps about 5 MB).
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// With --kafka: a running broker (host:port) to use instead of the embedded cluster, e.g.
+    /// a noida-db process; a fresh topic with --partitions partitions is created on it.
+    #[arg(long)]
+    pub brokers: Option<String>,
 }
 
 /// Resolved server settings.

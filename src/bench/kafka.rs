@@ -1,7 +1,8 @@
-//! `weir bench --kafka`: bids produced to an embedded Kafka cluster, consumed into a view,
-//! next to only reading and decoding the same messages (the ceiling for any Kafka consumer
-//! of JSON in Weir).
+//! `weir bench --kafka`: bids produced to a Kafka topic (on an embedded cluster, or on a
+//! running broker with `--brokers`), consumed into a view, next to only reading and decoding
+//! the same messages (the ceiling for any Kafka consumer of JSON in Weir).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +12,13 @@ use crate::decode::JsonDecoder;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::server::run_script;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
 use crate::source::{
-    generate, Chunk, EmbeddedKafka, GeneratorKind, KafkaReader, KafkaSpec, Reader, Resume,
-    StartOffset, DEFAULT_MAX_MESSAGE_BYTES, MOCK_PARTITION_BYTES,
+    generate, Chunk, EmbeddedKafka, GeneratorKind, JsonProducer, KafkaReader, KafkaSpec, Reader,
+    Resume, StartOffset, DEFAULT_MAX_MESSAGE_BYTES, MOCK_PARTITION_BYTES,
 };
 
 /// Bytes of one bid as JSON, rounded up, for sizing partitions.
@@ -29,6 +34,8 @@ struct KafkaResult {
     query: String,
     events: u64,
     partitions: i32,
+    /// `embedded` (mock cluster in the same process) or `external` (`--brokers`).
+    broker: &'static str,
     stream_eps: f64,
     decode_eps: f64,
     ratio: f64,
@@ -42,22 +49,81 @@ fn partitions_for(events: u64, asked: i32) -> i32 {
     (asked as u64).max(by_bytes).max(by_count) as i32
 }
 
+/// The topic the bench reads, and what keeps it alive.
+struct BenchTopic {
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
+    /// librdkafka settings for the consumers.
+    properties: BTreeMap<String, String>,
+    producer: JsonProducer,
+    _embedded: Option<EmbeddedKafka>,
+}
+
+impl BenchTopic {
+    /// A topic on an embedded cluster, with enough partitions to keep `events` bids.
+    fn embedded(events: u64, partitions: i32) -> Result<Self, BenchError> {
+        let partitions = partitions_for(events, partitions);
+        let kafka = EmbeddedKafka::start(1, TOPIC, partitions)?;
+        Ok(Self {
+            bootstrap: kafka.bootstrap(),
+            topic: TOPIC.into(),
+            partitions,
+            properties: BTreeMap::new(),
+            producer: JsonProducer::new(&kafka.bootstrap(), TOPIC, partitions)?,
+            _embedded: Some(kafka),
+        })
+    }
+
+    /// A fresh topic on a running broker.
+    async fn external(bootstrap: &str, partitions: i32) -> Result<Self, BenchError> {
+        let topic = format!(
+            "weir-bench-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        );
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&new_topic], &options).await? {
+            result.map_err(|(t, e)| BenchError::Topic(format!("cannot create {t}: {e}")))?;
+        }
+        // Some brokers (noida-db) answer a fetch with all they hold, past the requested
+        // maximum; a larger receive limit is harmless for the others.
+        let properties = BTreeMap::from([(
+            "receive.message.max.bytes".to_string(),
+            "1000000000".to_string(),
+        )]);
+        Ok(Self {
+            bootstrap: bootstrap.into(),
+            producer: JsonProducer::new(bootstrap, &topic, partitions)?,
+            topic,
+            partitions,
+            properties,
+            _embedded: None,
+        })
+    }
+}
+
 /// Reads and decodes every message once, as the source's reader thread does, without views.
-fn decode_only(kafka: &EmbeddedKafka, events: u64) -> Result<f64, BenchError> {
+fn decode_only(topic: &BenchTopic, events: u64) -> Result<f64, BenchError> {
     let spec = KafkaSpec {
-        brokers: kafka.bootstrap(),
-        topic: TOPIC.into(),
+        brokers: topic.bootstrap.clone(),
+        topic: topic.topic.clone(),
         start: StartOffset::Earliest,
         group_id: "weir-bench-decode".into(),
         idle_timeout: Duration::from_secs(30),
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-        properties: Default::default(),
+        properties: topic.properties.clone(),
         include: Vec::new(),
     };
     let mut reader = KafkaReader::open(spec, &Resume::default())?;
     let decoder = JsonDecoder::new(GeneratorKind::NexmarkBids.schema(), Some(5));
     let started = Instant::now();
-    let mut seen = 0u64;
+    let (mut seen, mut chunks) = (0u64, 0u64);
     while seen < events {
         if started.elapsed() > LIMIT {
             return Err(BenchError::Timeout("decode-only".into(), LIMIT));
@@ -65,13 +131,19 @@ fn decode_only(kafka: &EmbeddedKafka, events: u64) -> Result<f64, BenchError> {
         if let Chunk::Lines(chunk) = reader.next_chunk()? {
             let decoded = decoder.decode(&chunk);
             seen += (decoded.batch.num_rows() + decoded.dead.len()) as u64;
+            chunks += 1;
         }
     }
+    tracing::info!(
+        chunks,
+        rows_per_chunk = events / chunks.max(1),
+        "decode-only read"
+    );
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The whole pipeline: Kafka source, decode, view, epochs; until every event is counted.
-async fn stream(kafka: &EmbeddedKafka, q: &BenchQuery, events: u64) -> Result<f64, BenchError> {
+async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, BenchError> {
     let dir = tempfile::tempdir()?;
     let engine = Engine::open(
         EngineConfig {
@@ -85,9 +157,15 @@ async fn stream(kafka: &EmbeddedKafka, q: &BenchQuery, events: u64) -> Result<f6
     let source = SOURCE_SQL.replace(
         "connector = 'file', path = '{path}'",
         &format!(
-            "connector = 'kafka', brokers = '{}', topic = '{TOPIC}', group_id = 'weir-bench-{}'",
-            kafka.bootstrap(),
-            q.name
+            "connector = 'kafka', brokers = '{}', topic = '{}', group_id = 'weir-bench-{}'{}",
+            topic.bootstrap,
+            topic.topic,
+            q.name,
+            topic
+                .properties
+                .iter()
+                .map(|(k, v)| format!(", \"properties.{k}\" = '{v}'"))
+                .collect::<String>()
         ),
     );
     run_script(&engine, &source).await?;
@@ -126,31 +204,46 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if selected.is_empty() {
         return Err(BenchError::UnknownQuery(args.query.clone()));
     }
-    let partitions = partitions_for(args.events, args.partitions);
-    let kafka = EmbeddedKafka::start(1, TOPIC, partitions)?;
+    let topic = match &args.brokers {
+        Some(bootstrap) => BenchTopic::external(bootstrap, args.partitions).await?,
+        None => BenchTopic::embedded(args.events, args.partitions)?,
+    };
     let started = Instant::now();
     let mut from = 0;
     while from < args.events {
         let to = (from + 50_000).min(args.events);
-        kafka.send_rows(&generate(GeneratorKind::NexmarkBids, 42, from, to), "")?;
+        topic
+            .producer
+            .send_rows(&generate(GeneratorKind::NexmarkBids, 42, from, to), "")?;
         from = to;
     }
-    kafka.flush()?;
+    topic.producer.flush()?;
     let produce_eps = args.events as f64 / started.elapsed().as_secs_f64();
     if !args.json {
         println!(
-            "{} Nexmark bids produced to embedded Kafka at {} ({partitions} partitions, {produce_eps:.0} msg/s)",
+            "{} Nexmark bids produced to {} at {} ({} partitions, {produce_eps:.0} msg/s)",
             args.events,
-            kafka.bootstrap()
+            if args.brokers.is_some() {
+                "the broker"
+            } else {
+                "embedded Kafka"
+            },
+            topic.bootstrap,
+            topic.partitions,
         );
     }
-    let decode_eps = decode_only(&kafka, args.events)?;
+    let decode_eps = decode_only(&topic, args.events)?;
     for q in selected {
-        let stream_eps = stream(&kafka, q, args.events).await?;
+        let stream_eps = stream(&topic, q, args.events).await?;
         let result = KafkaResult {
             query: format!("kafka_{}", q.name),
             events: args.events,
-            partitions,
+            partitions: topic.partitions,
+            broker: if args.brokers.is_some() {
+                "external"
+            } else {
+                "embedded"
+            },
             stream_eps,
             decode_eps,
             ratio: stream_eps / decode_eps,

@@ -86,6 +86,8 @@ pub enum BenchError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    #[error("kafka topic: {0}")]
+    Topic(String),
 }
 
 const SOURCE_SQL: &str =

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::array::{Array, BooleanArray, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, max, take};
 use datafusion::arrow::csv::ReaderBuilder as CsvReaderBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -60,6 +60,15 @@ impl JsonDecoder {
             required,
             format: Format::Json,
         }
+    }
+
+    /// The largest event time in a decoded batch (None without an event-time column).
+    pub fn max_event_time(&self, batch: &RecordBatch) -> Option<i64> {
+        let column = batch.column(self.required?);
+        let times = column
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()?;
+        max(times)
     }
 
     /// The same decoder for lines in `format`.

@@ -191,18 +191,26 @@ impl GroupState {
                 state.indices = vec![0];
             }
         }
-        let mut col = n_keys;
-        for (i, aggregate) in plan.aggregates.iter().enumerate() {
-            let width = aggregate.state_fields()?.len();
-            let values = snapshot.columns().get(col..col + width).ok_or_else(|| {
-                DataFusionError::Internal(
-                    "snapshot has fewer state columns than the view's aggregates".into(),
-                )
-            })?;
+        for (i, values) in state_columns(plan, snapshot)?.into_iter().enumerate() {
             state.accumulators[i].merge_batch(values, &state.indices, n)?;
-            col += width;
         }
         Ok(state)
+    }
+
+    /// The aggregate's output for a snapshot, without rebuilding a state: a snapshot's keys
+    /// are unique, so its rows are the groups as they are and need no interning.
+    pub fn evaluate_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<RecordBatch> {
+        let n = snapshot.num_rows();
+        let n_keys = plan.group_exprs.len();
+        let indices: Vec<usize> = (0..n).collect();
+        let mut cols: Vec<ArrayRef> = snapshot.columns()[..n_keys].to_vec();
+        let states = state_columns(plan, snapshot)?;
+        for (aggregate, values) in plan.aggregates.iter().zip(states) {
+            let mut accumulator = new_accumulator(aggregate)?;
+            accumulator.merge_batch(values, &indices, n)?;
+            cols.push(accumulator.evaluate(EmitTo::All)?);
+        }
+        output_batch(plan, cols, n)
     }
 
     /// Consumes the state into the aggregate's output: group columns, then aggregate values.
@@ -215,11 +223,36 @@ impl GroupState {
         for acc in &mut self.accumulators {
             cols.push(acc.evaluate(EmitTo::All)?);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(
-            plan.output_schema.clone(),
-            cols,
-            &options,
-        )?)
+        output_batch(plan, cols, n)
     }
+}
+
+/// The state columns of each aggregate in a snapshot (after the group key columns).
+fn state_columns<'a>(
+    plan: &AggregatePlan,
+    snapshot: &'a RecordBatch,
+) -> Result<Vec<&'a [ArrayRef]>> {
+    let mut col = plan.group_exprs.len();
+    let mut states = Vec::with_capacity(plan.aggregates.len());
+    for aggregate in &plan.aggregates {
+        let width = aggregate.state_fields()?.len();
+        let values = snapshot.columns().get(col..col + width).ok_or_else(|| {
+            DataFusionError::Internal(
+                "snapshot has fewer state columns than the view's aggregates".into(),
+            )
+        })?;
+        states.push(values);
+        col += width;
+    }
+    Ok(states)
+}
+
+/// The aggregate's output rows: group columns, then one column per aggregate.
+fn output_batch(plan: &AggregatePlan, cols: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        plan.output_schema.clone(),
+        cols,
+        &options,
+    )?)
 }

@@ -216,6 +216,7 @@ impl ViewOperator {
             spec,
             &mut tracker.split(split),
             &self.plan.input_schema,
+            &self.plan.used_columns,
         )?;
         for (row, watermark) in assigned.late {
             let times = batch
@@ -359,8 +360,7 @@ impl ViewOperator {
             let snapshot = window.state.take_snapshot()?;
             window.state = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?;
             window.dirty = false;
-            let current = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?
-                .evaluate(&self.plan.aggregate)?;
+            let current = GroupState::evaluate_snapshot(&self.plan.aggregate, &snapshot)?;
             let rows = run_steps(&self.plan.post, current)?;
             ws.put(
                 Table::WindowState,

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, TimestampMillisecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -26,13 +28,14 @@ pub struct Assigned {
 
 /// Assigns the rows of `batch` to windows of `spec` by the event time in column `time_col`,
 /// advancing the watermark of `split` row by row. `schema` is the batch's schema plus the
-/// window columns.
+/// window columns; columns whose `used` flag is false come out as nulls (not copied).
 pub fn assign_windows(
     batch: &RecordBatch,
     time_col: usize,
     spec: WindowSpec,
     tracker: &mut SplitWatermark<'_>,
     schema: &SchemaRef,
+    used: &[bool],
 ) -> Result<Assigned> {
     let times = batch
         .column(time_col)
@@ -73,7 +76,11 @@ pub fn assign_windows(
     let mut cols: Vec<ArrayRef> = batch
         .columns()
         .iter()
-        .map(|c| take(c, &indices, None))
+        .enumerate()
+        .map(|(i, c)| match used.get(i) {
+            Some(false) => Ok(new_null_array(c.data_type(), indices.len())),
+            _ => take(c, &indices, None),
+        })
         .collect::<Result<_, _>>()?;
     let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
     cols.push(Arc::new(TimestampMillisecondArray::from(starts.clone())));
@@ -118,6 +125,7 @@ mod tests {
             WindowSpec::Tumble { size_ms: 60_000 },
             &mut tracker.split(0),
             &schema,
+            &[],
         )
         .unwrap();
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
@@ -134,7 +142,7 @@ mod tests {
             slide_ms: 20_000,
             size_ms: 60_000,
         };
-        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema).unwrap();
+        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
         assert_eq!(a.starts, vec![60_000, 40_000, 20_000]);
         assert_eq!(a.late, vec![(1, 65_000)]);
         assert_eq!(a.batch.num_rows(), 3);

@@ -56,6 +56,9 @@ pub fn run_reader(
         let message = match reader.next_chunk() {
             Ok(Chunk::Lines(chunk)) => {
                 let decoded = decoder.decode(&chunk);
+                if let Some(max) = decoder.max_event_time(&decoded.batch) {
+                    reader.event_time(chunk.split, max);
+                }
                 Message::Data {
                     batch: decoded.batch,
                     split: chunk.split,

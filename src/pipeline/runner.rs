@@ -345,7 +345,15 @@ impl Operators {
             SourceProgress::key(name),
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
+        let bytes = ws.bytes();
         self.ctx.store.write(ws)?;
+        tracing::debug!(
+            source = %name,
+            bytes,
+            open_windows = self.views.iter().map(|v| v.open_windows()).sum::<usize>(),
+            millis = started.elapsed().as_millis() as u64,
+            "epoch written"
+        );
         if let Some(durable) = &self.durable {
             let _ = durable.send(self.progress.high.clone());
         }

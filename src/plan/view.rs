@@ -1,5 +1,6 @@
 //! Planning a materialized view: DataFusion plans the SELECT, Weir splits it at the aggregate.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -81,6 +82,9 @@ pub struct ViewPlan {
     pub watermark: Option<(usize, i64)>,
     /// Source columns, then `window_start`, `window_end` for windowed views.
     pub input_schema: SchemaRef,
+    /// For each column of `input_schema`, whether the view reads it: window assignment copies
+    /// only these (each row once per window), the others become nulls.
+    pub used_columns: Vec<bool>,
     pub pre: Vec<Step>,
     pub aggregate: AggregatePlan,
     pub post: Vec<Step>,
@@ -292,10 +296,32 @@ fn split_plan(
         }
     };
     let mut below = Vec::new();
+    // Column names the aggregate and the steps below it refer to (a projection's output
+    // names may be counted too: that only keeps a column it did not need).
+    let mut referenced: HashSet<String> = agg
+        .group_expr
+        .iter()
+        .chain(&agg.aggr_expr)
+        .flat_map(|e| e.column_refs())
+        .map(|c| c.name.clone())
+        .collect();
     let mut node = agg.input.as_ref();
     loop {
+        referenced.extend(
+            node.expressions()
+                .iter()
+                .flat_map(|e| e.column_refs())
+                .map(|c| c.name.clone()),
+        );
         match node {
             LogicalPlan::TableScan(scan) => {
+                if let Some(projection) = &scan.projection {
+                    referenced.extend(
+                        projection
+                            .iter()
+                            .map(|i| input_schema.field(*i).name().clone()),
+                    );
+                }
                 if !scan.filters.is_empty() || scan.fetch.is_some() {
                     return Err(unsupported(
                         "pushed-down scan filters are not expected here",
@@ -395,10 +421,22 @@ fn split_plan(
             _ => {}
         }
     }
+    let used_columns = input_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            referenced.contains(f.name())
+                || window.is_some_and(|(_, time)| time == i)
+                || f.name() == WINDOW_START
+                || f.name() == WINDOW_END
+        })
+        .collect();
     Ok(ViewPlan {
         source,
         window,
         watermark,
+        used_columns,
         input_schema,
         pre: below,
         aggregate: AggregatePlan {
@@ -412,4 +450,61 @@ fn split_plan(
         post,
         output_schema: nullable(plan.schema().as_arrow()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    #[tokio::test]
+    async fn window_assignment_copies_only_the_columns_the_view_reads() {
+        let source = SourceSchema {
+            name: "bids".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("auction", DataType::Int64, true),
+                Field::new("price", DataType::Int64, true),
+                Field::new("url", DataType::Utf8, true),
+                Field::new("channel", DataType::Utf8, true),
+                Field::new("ts", ts_type(), true),
+            ])),
+            watermark: Some(WatermarkDef {
+                column: "ts".into(),
+                delay_ms: 0,
+            }),
+        };
+        let sql = "SELECT window_start, window_end, auction, sum(price) AS volume \
+                   FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
+                   WHERE channel <> 'web' GROUP BY window_start, window_end, auction";
+        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not a query")
+        };
+        let find = |name: &str| (name == "bids").then(|| source.clone());
+        let plan = plan_view(&query, &find, &SessionContext::new())
+            .await
+            .unwrap();
+        let used: Vec<(&str, bool)> = plan
+            .input_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .zip(plan.used_columns.iter().copied())
+            .collect();
+        assert_eq!(
+            used,
+            vec![
+                ("auction", true),
+                ("price", true),
+                ("url", false),
+                ("channel", true),
+                ("ts", true),
+                (WINDOW_START, true),
+                (WINDOW_END, true),
+            ]
+        );
+    }
 }

@@ -187,6 +187,9 @@ pub enum Chunk {
 /// its [`Resume`] says.
 pub trait Reader: Send {
     fn next_chunk(&mut self) -> Result<Chunk, SourceError>;
+    /// The decoder found event times up to `max` (ms) in the last chunk of `split` (the
+    /// Kafka reader uses it to keep partitions aligned in event time).
+    fn event_time(&mut self, _split: u32, _max: i64) {}
     /// Called after an epoch made everything up to `durable` safe (Kafka commits its
     /// consumer-group offsets here so lag tools see progress).
     fn durable(&mut self, _durable: &Frontier) {}

@@ -216,6 +216,17 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Bytes of keys and values the set writes (for logs and metrics).
+    pub fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(_, k, v) => k.len() + v.len(),
+                Op::Delete(_, k) | Op::DeletePrefix(_, k) => k.len(),
+            })
+            .sum()
+    }
 }
 
 #[cfg(test)]

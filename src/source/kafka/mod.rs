@@ -4,19 +4,20 @@
 //! Weir does not let the consumer group decide where to read: partitions are assigned by hand
 //! and seeked to the offsets in the last durable epoch, so after any crash every message is
 //! counted exactly once. Consumer-group offsets are committed after each epoch only so that
-//! standard lag tools see Weir's progress. Each poll round becomes one chunk per partition;
-//! partition metadata is refreshed periodically, so partitions added later are picked up.
+//! standard lag tools see Weir's progress. Each partition has its own librdkafka queue and
+//! each poll round takes a fair share from every partition, one chunk per partition (see
+//! `round`), holding back a partition that runs ahead of the others in event time (see
+//! `align`); partition metadata is refreshed periodically, so partitions added later are
+//! picked up.
+
+mod align;
+mod round;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{
-    ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-};
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -24,8 +25,12 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Chunk, Frontier, LineChunk, Reader, RejectedRecord, Resume, SourceError, SplitStatus};
-use crate::plan::{IncludeColumn, KafkaMeta};
+use super::{Chunk, Frontier, Reader, Resume, SourceError, SplitStatus};
+use crate::plan::IncludeColumn;
+use align::{must_wait, PartitionTime};
+use round::{PartitionRound, WantedMetadata};
+
+type PartitionQueue = rdkafka::consumer::base_consumer::PartitionQueue<ObservingContext>;
 
 /// Where a source starts reading a partition it has never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +58,10 @@ pub struct KafkaSpec {
 /// The default `max_message_bytes`: Kafka's own default limit on a message (1 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-/// Bytes of an oversized message kept in its dead letter (as many as the decoder keeps).
-const REJECTED_RAW: usize = 4096;
-
-/// Messages taken per poll round, at most.
+/// Messages taken per poll round, about (shared fairly among the partitions).
 const ROUND_MESSAGES: usize = 16_384;
+/// Messages a partition may give a round even when there are many partitions.
+const MIN_SHARE: usize = 256;
 /// Bytes taken per poll round, at most.
 const ROUND_BYTES: usize = 8 << 20;
 /// How long a poll round waits for messages.
@@ -68,6 +72,11 @@ const METADATA_EVERY: Duration = Duration::from_secs(5);
 const RECHECK_AFTER: Duration = Duration::from_millis(500);
 /// How often the split report is repeated when nothing changed (for lag display).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long rounds may find nothing to read while partitions wait for a slower one before
+/// alignment is suspended (the slow partition's fetches may be failing).
+const ALIGN_PATIENCE: Duration = Duration::from_millis(500);
+/// How long alignment stays suspended after that.
+const ALIGN_SUSPENDED: Duration = Duration::from_secs(5);
 
 /// Collects librdkafka's statistics for the reader.
 #[derive(Default)]
@@ -98,33 +107,48 @@ impl ClientContext for ObservingContext {
 
 impl ConsumerContext for ObservingContext {}
 
+/// Wakes a waiting poll round when a partition queue receives messages.
+#[derive(Default)]
+struct Wake {
+    ready: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.ready.lock() = true;
+        self.signal.notify_one();
+    }
+
+    /// Waits until notified or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let mut ready = self.ready.lock();
+        if !*ready {
+            self.signal.wait_for(&mut ready, timeout);
+        }
+        *ready = false;
+    }
+}
+
 /// One partition as the reader tracks it.
 struct PartitionState {
     /// Offset of the next message to read.
     next: i64,
     /// When the partition last produced a message (or was assigned).
     last_message: Instant,
-}
-
-/// The messages of one partition in a poll round.
-#[derive(Default)]
-struct PartitionRound {
-    data: Vec<u8>,
-    record_ends: Vec<u64>,
-    first_offset: Option<u64>,
-    end: u64,
-    skipped: u64,
-    rejected: Vec<RejectedRecord>,
-    partition: Vec<i32>,
-    offset: Vec<i64>,
-    key: Vec<Option<String>>,
-    timestamp: Vec<Option<i64>>,
+    /// Largest event time the decoder found in the partition's messages.
+    event_time: Option<i64>,
 }
 
 /// Reads a topic's partitions from stored offsets.
 pub struct KafkaReader {
     spec: KafkaSpec,
-    consumer: BaseConsumer<ObservingContext>,
+    consumer: Arc<BaseConsumer<ObservingContext>>,
+    /// One queue per assigned partition.
+    queues: BTreeMap<i32, PartitionQueue>,
+    /// Which partition a round starts with (turns each round).
+    rotation: usize,
+    wake: Arc<Wake>,
     observer: Arc<Observer>,
     resume: Resume,
     partitions: BTreeMap<i32, PartitionState>,
@@ -133,6 +157,10 @@ pub struct KafkaReader {
     pending: VecDeque<Chunk>,
     /// Why the input is unreachable, while it is.
     stalled: Option<String>,
+    /// Since when rounds found nothing while partitions waited for a slower one.
+    blocked_since: Option<Instant>,
+    /// Alignment is off until then.
+    unaligned_until: Option<Instant>,
 }
 
 fn kafka_err(context: &str, e: KafkaError) -> SourceError {
@@ -167,7 +195,10 @@ impl KafkaReader {
             .map_err(|e| kafka_err("consumer configuration", e))?;
         Ok(Self {
             spec,
-            consumer,
+            consumer: Arc::new(consumer),
+            queues: BTreeMap::new(),
+            rotation: 0,
+            wake: Arc::default(),
             observer,
             resume: resume.clone(),
             partitions: BTreeMap::new(),
@@ -175,6 +206,8 @@ impl KafkaReader {
             last_report: None,
             pending: VecDeque::new(),
             stalled: None,
+            blocked_since: None,
+            unaligned_until: None,
         })
     }
 
@@ -236,11 +269,18 @@ impl KafkaReader {
         let now = Instant::now();
         for p in new {
             let next = self.start_offset(p, first_assignment)?;
+            // Its own queue, split off before the partition is assigned.
+            if let Some(mut queue) = self.consumer.split_partition_queue(&self.spec.topic, p) {
+                let wake = self.wake.clone();
+                queue.set_nonempty_callback(move || wake.notify());
+                self.queues.insert(p, queue);
+            }
             self.partitions.insert(
                 p,
                 PartitionState {
                     next,
                     last_message: now,
+                    event_time: None,
                 },
             );
         }
@@ -293,77 +333,125 @@ impl KafkaReader {
         Some(Chunk::Splits(splits))
     }
 
-    /// Polls one round and queues one chunk per partition that had messages: the first poll
-    /// waits up to `ROUND_TIME`, the rest take what is already fetched.
+    /// The partitions that wait this round for a slower one (see `align`).
+    fn waiting_partitions(&self) -> Vec<i32> {
+        if self
+            .unaligned_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Vec::new();
+        }
+        let highs = self.observer.high_watermarks.lock();
+        let times: Vec<(i32, PartitionTime)> = self
+            .partitions
+            .iter()
+            .map(|(p, s)| {
+                let time = PartitionTime {
+                    event_time: s.event_time,
+                    backlog: highs.get(p).is_some_and(|high| s.next < *high),
+                };
+                (*p, time)
+            })
+            .collect();
+        times
+            .iter()
+            .filter(|(_, at)| must_wait(*at, times.iter().map(|(_, t)| *t)))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Rounds found nothing while `waiting` partitions waited: after `ALIGN_PATIENCE` of
+    /// that, alignment is suspended for a while.
+    fn note_blocked(&mut self, waiting: &[i32], took_any: bool) {
+        if took_any || waiting.is_empty() {
+            self.blocked_since = None;
+            return;
+        }
+        let since = *self.blocked_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ALIGN_PATIENCE {
+            tracing::debug!(
+                ?waiting,
+                "partitions waited too long for a slower one: alignment suspended"
+            );
+            self.unaligned_until = Some(Instant::now() + ALIGN_SUSPENDED);
+            self.blocked_since = None;
+        }
+    }
+
+    /// Polls one round and queues one chunk per partition that had messages. Each partition
+    /// has its own queue and the round takes a fair share from each in turn, so partitions
+    /// are read at the same pace even when a broker hands over one partition's whole backlog
+    /// at once (a partition far ahead would keep many windows open). When nothing is fetched
+    /// the round waits up to `ROUND_TIME` for a message.
     fn poll_round(&mut self) {
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
-        let (mut messages, mut bytes) = (0, 0);
-        let mut wait = ROUND_TIME;
-        let mut was_stalled = false;
-        while messages < ROUND_MESSAGES && bytes < ROUND_BYTES {
-            let message = match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(e)) => {
-                    // Most consumer errors are transient (a leader moved, a request timed
-                    // out) and librdkafka retries them itself; check at once whether the
-                    // brokers are reachable, which decides whether the source is stalled.
+        let wants = WantedMetadata::for_columns(&self.spec.include);
+        let max_bytes = self.spec.max_message_bytes;
+        let mut error = false;
+        // The consumer's own queue carries errors and statistics (and messages of any
+        // partition without a queue of its own).
+        while let Some(polled) = self.consumer.poll(Duration::ZERO) {
+            match polled {
+                Ok(m) => {
+                    rounds
+                        .entry(m.partition())
+                        .or_default()
+                        .add(&m, max_bytes, &wants);
+                }
+                Err(e) => {
                     tracing::debug!(error = %e, "kafka consumer error");
-                    self.check_brokers_soon();
+                    error = true;
                     break;
                 }
-                Some(Ok(m)) => m,
-            };
-            was_stalled |= self.stalled.take().is_some();
-            wait = Duration::ZERO;
-            messages += 1;
-            let p = message.partition();
-            let offset = message.offset();
-            let round = rounds.entry(p).or_default();
-            round.first_offset.get_or_insert(offset as u64);
-            round.end = offset as u64 + 1;
-            let payload = message.payload().unwrap_or_default();
-            if payload.iter().all(|b| b.is_ascii_whitespace()) {
-                round.skipped += 1;
-                continue;
             }
-            bytes += payload.len();
-            if payload.len() > self.spec.max_message_bytes {
-                round.rejected.push(RejectedRecord {
-                    offset: offset as u64,
-                    raw: String::from_utf8_lossy(&payload[..payload.len().min(REJECTED_RAW)])
-                        .into_owned(),
-                    reason: format!(
-                        "message of {} bytes is larger than max_message_bytes ({}); raise the \
-                         source option to decode it",
-                        payload.len(),
-                        self.spec.max_message_bytes
-                    ),
-                });
-                continue;
-            }
-            // JSON never needs a raw line break, so breaks inside a message become spaces
-            // and each message is one line.
-            round.data.extend(payload.iter().map(|b| {
-                if *b == b'\n' || *b == b'\r' {
-                    b' '
-                } else {
-                    *b
-                }
-            }));
-            round.data.push(b'\n');
-            round.record_ends.push(offset as u64 + 1);
-            round.partition.push(p);
-            round.offset.push(offset);
-            round.key.push(
-                message
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned()),
-            );
-            round
-                .timestamp
-                .push(message.timestamp().to_millis().filter(|t| *t >= 0));
         }
-        if was_stalled {
+        let waiting = self.waiting_partitions();
+        let ids: Vec<i32> = self
+            .queues
+            .keys()
+            .copied()
+            .filter(|p| !waiting.contains(p))
+            .collect();
+        let share = (ROUND_MESSAGES / ids.len().max(1)).max(MIN_SHARE);
+        for attempt in 0..2 {
+            let mut bytes = 0;
+            for k in 0..ids.len() {
+                let p = ids[(self.rotation + k) % ids.len()];
+                let queue = &self.queues[&p];
+                for _ in 0..share {
+                    match queue.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(m)) => {
+                            bytes += rounds.entry(p).or_default().add(&m, max_bytes, &wants);
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, partition = p, "kafka consumer error");
+                            error = true;
+                            break;
+                        }
+                    }
+                }
+                if bytes >= ROUND_BYTES {
+                    break;
+                }
+            }
+            if !rounds.is_empty() || error || attempt == 1 {
+                break;
+            }
+            self.wake.wait(ROUND_TIME);
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        self.note_blocked(&waiting, !rounds.is_empty());
+        if error {
+            // Most consumer errors are transient (a leader moved, a request timed out) and
+            // librdkafka retries them itself; check soon whether the brokers are reachable,
+            // which decides whether the source is stalled.
+            self.check_brokers_soon();
+        }
+        if rounds.is_empty() {
+            return;
+        }
+        if self.stalled.take().is_some() {
             self.recovered();
         }
         let now = Instant::now();
@@ -387,62 +475,9 @@ impl KafkaReader {
             self.pending.extend(report);
         }
         for (p, round) in rounds {
-            let extra = self.metadata_columns(&round);
-            self.pending.push_back(Chunk::Lines(LineChunk {
-                file_name: p.to_string(),
-                split: p as u32,
-                start_offset: round.first_offset.unwrap_or(round.end),
-                data: round.data,
-                record_ends: Some(round.record_ends),
-                extra,
-                skipped: round.skipped,
-                rejected: round.rejected,
-                end: round.end,
-            }));
+            let chunk = round.into_chunk(p, &self.spec.include);
+            self.pending.push_back(Chunk::Lines(chunk));
         }
-    }
-
-    /// The `INCLUDE` columns of a round's messages.
-    fn metadata_columns(&self, round: &PartitionRound) -> Option<RecordBatch> {
-        if self.spec.include.is_empty() {
-            return None;
-        }
-        let mut fields = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for column in &self.spec.include {
-            fields.push(Field::new(
-                &column.name,
-                column.meta.data_type_ref().clone(),
-                true,
-            ));
-            columns.push(match column.meta {
-                KafkaMeta::Partition => {
-                    let mut b = Int32Builder::new();
-                    b.append_slice(&round.partition);
-                    Arc::new(b.finish())
-                }
-                KafkaMeta::Offset => {
-                    let mut b = Int64Builder::new();
-                    b.append_slice(&round.offset);
-                    Arc::new(b.finish())
-                }
-                KafkaMeta::Key => {
-                    let mut b = StringBuilder::new();
-                    for k in &round.key {
-                        b.append_option(k.as_deref());
-                    }
-                    Arc::new(b.finish())
-                }
-                KafkaMeta::Timestamp => {
-                    let mut b = TimestampMillisecondBuilder::new();
-                    for t in &round.timestamp {
-                        b.append_option(*t);
-                    }
-                    Arc::new(b.finish())
-                }
-            });
-        }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
     }
 
     /// Makes the next metadata refresh due within `RECHECK_AFTER`.
@@ -499,6 +534,12 @@ impl Reader for KafkaReader {
         Ok(self.pending.pop_front().unwrap_or(Chunk::Idle))
     }
 
+    fn event_time(&mut self, split: u32, max: i64) {
+        if let Some(state) = self.partitions.get_mut(&(split as i32)) {
+            state.event_time = Some(state.event_time.map_or(max, |t| t.max(max)));
+        }
+    }
+
     fn durable(&mut self, durable: &Frontier) {
         let mut list = TopicPartitionList::new();
         for (p, offset) in durable.splits() {
@@ -514,5 +555,67 @@ impl Reader for KafkaReader {
                 tracing::debug!(error = %e, "consumer-group offset commit failed (informational only)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::EmbeddedKafka;
+
+    fn spec(brokers: String) -> KafkaSpec {
+        KafkaSpec {
+            brokers,
+            topic: "aligned".into(),
+            start: StartOffset::Earliest,
+            group_id: "weir-test".into(),
+            idle_timeout: Duration::from_secs(30),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            properties: BTreeMap::new(),
+            include: Vec::new(),
+        }
+    }
+
+    /// Reads chunks until `rows` rows came, returning the rows read per partition.
+    fn read_rows(reader: &mut KafkaReader, rows: usize) -> BTreeMap<u32, usize> {
+        let mut read = BTreeMap::new();
+        for _ in 0..1_000 {
+            if read.values().sum::<usize>() >= rows {
+                break;
+            }
+            if let Chunk::Lines(chunk) = reader.next_chunk().unwrap() {
+                let n = chunk.record_ends.as_ref().map_or(0, Vec::len);
+                *read.entry(chunk.split).or_default() += n;
+            }
+        }
+        read
+    }
+
+    #[test]
+    fn a_partition_ahead_in_event_time_waits_for_the_slower_one() {
+        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
+        for n in 0..40_000i32 {
+            kafka
+                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        kafka.flush().unwrap();
+        let mut reader = KafkaReader::open(spec(kafka.bootstrap()), &Resume::default()).unwrap();
+        // Both partitions have a backlog; the decoder says partition 0 is a minute ahead.
+        let first = read_rows(&mut reader, 1);
+        assert!(!first.is_empty());
+        reader.event_time(0, 60_000);
+        reader.event_time(1, 0);
+        // Chunks already taken from the broker are handed out first.
+        for _ in 0..reader.pending.len() {
+            reader.next_chunk().unwrap();
+        }
+        let behind = read_rows(&mut reader, 5_000);
+        assert_eq!(behind.get(&0), None, "partition 0 must wait: {behind:?}");
+        assert!(behind[&1] >= 5_000, "{behind:?}");
+        // Once partition 1 has caught up in event time, both are read.
+        reader.event_time(1, 58_000);
+        let both = read_rows(&mut reader, 10_000);
+        assert!(both.get(&0).is_some_and(|n| *n > 0), "{both:?}");
     }
 }
