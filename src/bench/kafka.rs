@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
 use super::{print_result, BenchError, BenchQuery, QUERIES, SOURCE_SQL};
 use crate::config::BenchArgs;
 use crate::decode::JsonDecoder;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::server::run_script;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
-
 use crate::source::{
     generate, Chunk, EmbeddedKafka, GeneratorKind, JsonProducer, KafkaReader, KafkaSpec, Reader,
     Resume, StartOffset, DEFAULT_MAX_MESSAGE_BYTES, MOCK_PARTITION_BYTES,
@@ -54,6 +54,8 @@ struct BenchTopic {
     bootstrap: String,
     topic: String,
     partitions: i32,
+    /// `embedded` (mock cluster in this process) or `external` (a running broker).
+    kind: &'static str,
     /// librdkafka settings for the consumers.
     properties: BTreeMap<String, String>,
     producer: JsonProducer,
@@ -69,6 +71,7 @@ impl BenchTopic {
             bootstrap: kafka.bootstrap(),
             topic: TOPIC.into(),
             partitions,
+            kind: "embedded",
             properties: BTreeMap::new(),
             producer: JsonProducer::new(&kafka.bootstrap(), TOPIC, partitions)?,
             _embedded: Some(kafka),
@@ -102,6 +105,7 @@ impl BenchTopic {
             producer: JsonProducer::new(bootstrap, &topic, partitions)?,
             topic,
             partitions,
+            kind: "external",
             properties,
             _embedded: None,
         })
@@ -223,7 +227,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         println!(
             "{} Nexmark bids produced to {} at {} ({} partitions, {produce_eps:.0} msg/s)",
             args.events,
-            if args.brokers.is_some() {
+            if topic.kind == "external" {
                 "the broker"
             } else {
                 "embedded Kafka"
@@ -239,11 +243,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             query: format!("kafka_{}", q.name),
             events: args.events,
             partitions: topic.partitions,
-            broker: if args.brokers.is_some() {
-                "external"
-            } else {
-                "embedded"
-            },
+            broker: topic.kind,
             stream_eps,
             decode_eps,
             ratio: stream_eps / decode_eps,

@@ -23,18 +23,21 @@ pub(super) struct PartitionTime {
     pub backlog: bool,
 }
 
-/// Whether a partition at `at` must wait for the partitions in `all`.
-pub(super) fn must_wait(at: PartitionTime, all: impl Iterator<Item = PartitionTime>) -> bool {
+/// The event time of the slowest partition that still has messages to read; a partition
+/// with a backlog and no row yet counts as slowest of all. None when no partition has a
+/// backlog.
+pub(super) fn slowest_with_backlog(all: impl Iterator<Item = PartitionTime>) -> Option<i64> {
+    all.filter(|p| p.backlog)
+        .map(|p| p.event_time.unwrap_or(i64::MIN))
+        .min()
+}
+
+/// Whether a partition at `at` must wait for the slowest partition with a backlog.
+pub(super) fn must_wait(at: PartitionTime, slowest: Option<i64>) -> bool {
     let Some(time) = at.event_time else {
         // A partition that has given no row yet is the one others wait for.
         return false;
     };
-    // The slowest partition that still has messages to read; a partition with a backlog and
-    // no row yet counts as slowest of all.
-    let slowest = all
-        .filter(|p| p.backlog)
-        .map(|p| p.event_time.unwrap_or(i64::MIN))
-        .min();
     slowest.is_some_and(|slowest| time > slowest.saturating_add(MAX_DRIFT_MS))
 }
 
@@ -52,18 +55,27 @@ mod tests {
     #[test]
     fn a_partition_far_ahead_of_one_with_a_backlog_waits() {
         let all = [p(Some(100_000), true), p(Some(10_000), true)];
-        assert!(must_wait(all[0], all.iter().copied()));
-        assert!(!must_wait(all[1], all.iter().copied()));
+        assert!(must_wait(all[0], slowest_with_backlog(all.iter().copied())));
+        assert!(!must_wait(
+            all[1],
+            slowest_with_backlog(all.iter().copied())
+        ));
         // Within the drift both read.
         let close = [p(Some(14_000), true), p(Some(10_000), true)];
-        assert!(!must_wait(close[0], close.iter().copied()));
+        assert!(!must_wait(
+            close[0],
+            slowest_with_backlog(close.iter().copied())
+        ));
     }
 
     #[test]
     fn a_partition_with_no_row_yet_holds_the_others_until_it_has_one() {
         let all = [p(Some(100_000), true), p(None, true)];
-        assert!(must_wait(all[0], all.iter().copied()));
-        assert!(!must_wait(all[1], all.iter().copied()));
+        assert!(must_wait(all[0], slowest_with_backlog(all.iter().copied())));
+        assert!(!must_wait(
+            all[1],
+            slowest_with_backlog(all.iter().copied())
+        ));
     }
 
     #[test]
@@ -74,6 +86,9 @@ mod tests {
             p(Some(10_000), false),
             p(None, false),
         ];
-        assert!(!must_wait(all[0], all.iter().copied()));
+        assert!(!must_wait(
+            all[0],
+            slowest_with_backlog(all.iter().copied())
+        ));
     }
 }

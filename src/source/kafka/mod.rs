@@ -27,7 +27,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Chunk, Frontier, Reader, Resume, SourceError, SplitStatus};
 use crate::plan::IncludeColumn;
-use align::{must_wait, PartitionTime};
+use align::{must_wait, slowest_with_backlog, PartitionTime};
 use round::{PartitionRound, WantedMetadata};
 
 type PartitionQueue = rdkafka::consumer::base_consumer::PartitionQueue<ObservingContext>;
@@ -144,6 +144,8 @@ struct PartitionState {
 pub struct KafkaReader {
     spec: KafkaSpec,
     consumer: Arc<BaseConsumer<ObservingContext>>,
+    /// The message metadata `INCLUDE` asks for.
+    wants: WantedMetadata,
     /// One queue per assigned partition.
     queues: BTreeMap<i32, PartitionQueue>,
     /// Which partition a round starts with (turns each round).
@@ -194,6 +196,7 @@ impl KafkaReader {
             .create_with_context(ObservingContext(observer.clone()))
             .map_err(|e| kafka_err("consumer configuration", e))?;
         Ok(Self {
+            wants: WantedMetadata::for_columns(&spec.include),
             spec,
             consumer: Arc::new(consumer),
             queues: BTreeMap::new(),
@@ -353,9 +356,10 @@ impl KafkaReader {
                 (*p, time)
             })
             .collect();
+        let slowest = slowest_with_backlog(times.iter().map(|(_, t)| *t));
         times
             .iter()
-            .filter(|(_, at)| must_wait(*at, times.iter().map(|(_, t)| *t)))
+            .filter(|(_, at)| must_wait(*at, slowest))
             .map(|(p, _)| *p)
             .collect()
     }
@@ -385,7 +389,6 @@ impl KafkaReader {
     /// the round waits up to `ROUND_TIME` for a message.
     fn poll_round(&mut self) {
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
-        let wants = WantedMetadata::for_columns(&self.spec.include);
         let max_bytes = self.spec.max_message_bytes;
         let mut error = false;
         // The consumer's own queue carries errors and statistics (and messages of any
@@ -396,7 +399,7 @@ impl KafkaReader {
                     rounds
                         .entry(m.partition())
                         .or_default()
-                        .add(&m, max_bytes, &wants);
+                        .add(&m, max_bytes, &self.wants);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "kafka consumer error");
@@ -422,7 +425,7 @@ impl KafkaReader {
                     match queue.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(m)) => {
-                            bytes += rounds.entry(p).or_default().add(&m, max_bytes, &wants);
+                            bytes += rounds.entry(p).or_default().add(&m, max_bytes, &self.wants);
                         }
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, partition = p, "kafka consumer error");

@@ -38,7 +38,7 @@ impl WantedMetadata {
 #[derive(Default)]
 pub(super) struct PartitionRound {
     data: Vec<u8>,
-    pub(super) record_ends: Vec<u64>,
+    record_ends: Vec<u64>,
     first_offset: Option<u64>,
     /// Offset after the last message taken.
     pub(super) end: u64,
