@@ -113,3 +113,61 @@ async fn file_source_survives_repeated_kill9() {
         vec!["400000".to_string(), "finished".to_string()]
     );
 }
+
+/// A view that failed does not make its finished source look failed after a restart; the
+/// failed view keeps its error and the source's other view its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_view_leaves_its_finished_source_finished_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nulls.jsonl");
+    let pipeline = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE s (k TEXT, v BIGINT, x DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '10 seconds') \
+             WITH (connector = 'file', path = '{}');\n\
+             CREATE MATERIALIZED VIEW good AS SELECT k, count(*) AS n FROM s GROUP BY k;\n\
+             -- integer division by zero fails while rows are applied\n\
+             CREATE MATERIALIZED VIEW bad AS SELECT k, sum(v / (v - v)) AS q FROM s GROUP BY k;\n",
+            data_file.display()
+        ),
+    )
+    .unwrap();
+    let args = ["--pipeline", pipeline.to_str().unwrap()];
+    let mut weir = Weir::start(&data, &args);
+    let client = weir.client().await;
+    common::wait_for(
+        &client,
+        "SELECT count(*) FROM weir_catalog.views WHERE status IN ('finished', 'failed')",
+        "2",
+    )
+    .await;
+    weir.stop();
+    let weir = Weir::start(&data, &args);
+    let client = weir.client().await;
+    let source = rows(&client, "SELECT status, error FROM weir_catalog.sources").await;
+    assert_eq!(source, vec![vec!["finished".to_string(), "NULL".into()]]);
+    let views = rows(
+        &client,
+        "SELECT name, status, CASE WHEN error IS NULL THEN 'no error' ELSE 'error' END \
+         FROM weir_catalog.views ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        views,
+        vec![
+            vec!["bad".to_string(), "failed".into(), "error".into()],
+            vec!["good".to_string(), "finished".into(), "no error".into()],
+        ]
+    );
+    let good = rows(&client, "SELECT k, n FROM good ORDER BY k").await;
+    assert_eq!(
+        good,
+        vec![
+            vec!["a".to_string(), "1".into()],
+            vec!["b".to_string(), "1".into()]
+        ]
+    );
+}

@@ -3,10 +3,15 @@
 //!
 //! State is snapshotted as one Arrow batch — group key columns, then every accumulator's state
 //! columns — which is what goes to disk and what a restart merges back.
+//!
+//! A group exists only once a row has reached it: DataFusion's accumulators assume that every
+//! group saw a row of the batch that created it (their null tracking counts such a group as
+//! "has a value"). So a global aggregate that has seen no row holds no group, and its one
+//! output row (count 0, other aggregates NULL, as SQL says) comes from fresh row accumulators.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DataFusionError, Result};
@@ -18,10 +23,11 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use crate::plan::AggregatePlan;
 
-/// The group keys of a window: interned keys, or the single group of a global aggregate.
+/// The group keys of a window: interned keys, or the single group of a global aggregate
+/// (which exists once a row reached it).
 enum Keys {
     Grouped(Box<dyn GroupValues>),
-    Global,
+    Global { exists: bool },
 }
 
 /// The groups and accumulators of one window (or of a whole non-windowed view).
@@ -52,7 +58,7 @@ fn evaluate_to_array(
 impl GroupState {
     pub fn new(plan: &AggregatePlan) -> Result<Self> {
         let keys = if plan.group_exprs.is_empty() {
-            Keys::Global
+            Keys::Global { exists: false }
         } else {
             Keys::Grouped(new_group_values(
                 plan.group_schema.clone(),
@@ -64,24 +70,18 @@ impl GroupState {
             .iter()
             .map(new_accumulator)
             .collect::<Result<_>>()?;
-        let mut state = Self {
+        Ok(Self {
             keys,
             accumulators,
             indices: Vec::new(),
-        };
-        if matches!(state.keys, Keys::Global) {
-            // A global aggregate has its one group before any row arrives (count = 0, ...).
-            let empty = RecordBatch::new_empty(plan.input_schema.clone());
-            state.update_with(plan, &empty, true)?;
-        }
-        Ok(state)
+        })
     }
 
     /// Number of groups.
     pub fn len(&self) -> usize {
         match &self.keys {
             Keys::Grouped(g) => g.len(),
-            Keys::Global => 1,
+            Keys::Global { exists } => usize::from(*exists),
         }
     }
 
@@ -91,17 +91,8 @@ impl GroupState {
 
     /// Folds `batch` (the rows after the view's per-batch steps) into the groups.
     pub fn update(&mut self, plan: &AggregatePlan, batch: &RecordBatch) -> Result<()> {
-        self.update_with(plan, batch, false)
-    }
-
-    fn update_with(
-        &mut self,
-        plan: &AggregatePlan,
-        batch: &RecordBatch,
-        allow_empty: bool,
-    ) -> Result<()> {
         let rows = batch.num_rows();
-        if rows == 0 && !allow_empty {
+        if rows == 0 {
             return Ok(());
         }
         match &mut self.keys {
@@ -113,7 +104,8 @@ impl GroupState {
                     .collect::<Result<Vec<_>>>()?;
                 groups.intern(&cols, &mut self.indices)?;
             }
-            Keys::Global => {
+            Keys::Global { exists } => {
+                *exists = true;
                 self.indices.clear();
                 self.indices.resize(rows, 0);
             }
@@ -138,16 +130,25 @@ impl GroupState {
     }
 
     /// Drains the state into one batch: group key columns, then each accumulator's state.
-    pub fn take_snapshot(&mut self) -> Result<RecordBatch> {
+    pub fn take_snapshot(&mut self, plan: &AggregatePlan) -> Result<RecordBatch> {
         let n = self.len();
-        let mut cols: Vec<ArrayRef> = match &mut self.keys {
-            Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
-            Keys::Global => Vec::new(),
+        let cols: Vec<ArrayRef> = if n == 0 {
+            // Some accumulators cannot emit zero groups (row accumulators behind the adapter).
+            empty_snapshot_columns(plan)?
+        } else {
+            let mut cols = match &mut self.keys {
+                Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
+                Keys::Global { exists } => {
+                    *exists = false;
+                    Vec::new()
+                }
+            };
+            for acc in &mut self.accumulators {
+                cols.extend(acc.state(EmitTo::All)?);
+            }
+            cols
         };
-        let n_keys = cols.len();
-        for acc in &mut self.accumulators {
-            cols.extend(acc.state(EmitTo::All)?);
-        }
+        let n_keys = plan.group_exprs.len();
         let fields: Vec<Field> = cols
             .iter()
             .enumerate()
@@ -172,6 +173,9 @@ impl GroupState {
     pub fn from_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<Self> {
         let mut state = Self::new(plan)?;
         let n = snapshot.num_rows();
+        if n == 0 {
+            return Ok(state);
+        }
         let n_keys = plan.group_exprs.len();
         match &mut state.keys {
             Keys::Grouped(groups) => {
@@ -182,12 +186,13 @@ impl GroupState {
                     ));
                 }
             }
-            Keys::Global => {
+            Keys::Global { exists } => {
                 if n != 1 {
                     return Err(DataFusionError::Internal(
-                        "a global aggregate snapshot must have one row".into(),
+                        "a global aggregate snapshot must have at most one row".into(),
                     ));
                 }
+                *exists = true;
                 state.indices = vec![0];
             }
         }
@@ -201,6 +206,9 @@ impl GroupState {
     /// are unique, so its rows are the groups as they are and need no interning.
     pub fn evaluate_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<RecordBatch> {
         let n = snapshot.num_rows();
+        if n == 0 {
+            return empty_output(plan);
+        }
         let n_keys = plan.group_exprs.len();
         let indices: Vec<usize> = (0..n).collect();
         let mut cols: Vec<ArrayRef> = snapshot.columns()[..n_keys].to_vec();
@@ -216,15 +224,48 @@ impl GroupState {
     /// Consumes the state into the aggregate's output: group columns, then aggregate values.
     pub fn evaluate(mut self, plan: &AggregatePlan) -> Result<RecordBatch> {
         let n = self.len();
+        if n == 0 {
+            return empty_output(plan);
+        }
         let mut cols: Vec<ArrayRef> = match &mut self.keys {
             Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
-            Keys::Global => Vec::new(),
+            Keys::Global { .. } => Vec::new(),
         };
         for acc in &mut self.accumulators {
             cols.push(acc.evaluate(EmitTo::All)?);
         }
         output_batch(plan, cols, n)
     }
+}
+
+/// The columns of a snapshot without groups: empty key columns, then empty state columns.
+fn empty_snapshot_columns(plan: &AggregatePlan) -> Result<Vec<ArrayRef>> {
+    let mut cols: Vec<ArrayRef> = plan
+        .group_schema
+        .fields()
+        .iter()
+        .map(|f| new_empty_array(f.data_type()))
+        .collect();
+    for aggregate in &plan.aggregates {
+        for field in aggregate.state_fields()? {
+            cols.push(new_empty_array(field.data_type()));
+        }
+    }
+    Ok(cols)
+}
+
+/// The output of a state without groups: no rows, except for a global aggregate, which has
+/// one row over no input (count 0, other aggregates as their accumulators say: NULL).
+fn empty_output(plan: &AggregatePlan) -> Result<RecordBatch> {
+    if !plan.group_exprs.is_empty() {
+        return Ok(RecordBatch::new_empty(plan.output_schema.clone()));
+    }
+    let cols = plan
+        .aggregates
+        .iter()
+        .map(|aggregate| aggregate.create_accumulator()?.evaluate()?.to_array())
+        .collect::<Result<Vec<_>>>()?;
+    output_batch(plan, cols, 1)
 }
 
 /// The state columns of each aggregate in a snapshot (after the group key columns).

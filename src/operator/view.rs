@@ -129,6 +129,20 @@ impl ViewOperator {
                 },
             );
         }
+        if plan.window.is_none()
+            && plan.aggregate.group_exprs.is_empty()
+            && !windows.contains_key(&GLOBAL_WINDOW)
+        {
+            // A global aggregate has its one row before any input (count 0, sum NULL, ...);
+            // it is written with the view's first epoch.
+            windows.insert(
+                GLOBAL_WINDOW,
+                Window {
+                    state: GroupState::new(&plan.aggregate)?,
+                    dirty: true,
+                },
+            );
+        }
         Ok(Self {
             name: name.to_string(),
             plan,
@@ -270,6 +284,10 @@ impl ViewOperator {
 
     fn fold(&mut self, start: i64, rows: RecordBatch) -> Result<()> {
         let rows = run_steps(&self.plan.pre, rows)?;
+        if rows.num_rows() == 0 {
+            // A window (or group) exists only where a row reached it.
+            return Ok(());
+        }
         let window = match self.windows.entry(start) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => v.insert(Window {
@@ -357,7 +375,7 @@ impl ViewOperator {
             .collect();
         for start in dirty {
             let window = self.windows.get_mut(&start).expect("listed above");
-            let snapshot = window.state.take_snapshot()?;
+            let snapshot = window.state.take_snapshot(&self.plan.aggregate)?;
             window.state = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?;
             window.dirty = false;
             let current = GroupState::evaluate_snapshot(&self.plan.aggregate, &snapshot)?;

@@ -115,11 +115,13 @@ impl Runner {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
+            // No view needs input: the source finished if a view read it to the end; if every
+            // view failed, nothing reads it (each failed view keeps its own error).
             operators.publish(
-                if operators.views.iter().all(|v| v.progress().finished) {
+                if operators.views.iter().any(|v| v.progress().finished) {
                     "finished"
                 } else {
-                    "failed"
+                    "idle"
                 },
                 None,
             );

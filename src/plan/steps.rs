@@ -9,7 +9,9 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DFSchema, Result};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::Expr;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 /// One stateless step of a view's plan.
@@ -35,8 +37,20 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Simplifies `expr` the way DataFusion's optimizer does before it runs a plan. Some
+/// functions can only run simplified: `coalesce`, `nvl`, `ifnull` and `nvl2` become CASE
+/// expressions there and refuse to be evaluated as they are. Time functions (`now()`) are left
+/// alone: a view runs for ever, so no query start time may be folded into it.
+pub(super) fn simplify(expr: Expr, input: &DFSchema) -> Result<Expr> {
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(input.clone()))
+        .build();
+    ExprSimplifier::new(context).simplify(expr)
+}
+
 pub(super) fn compile(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-    create_physical_expr(expr, input, &ExecutionProps::new(), &Default::default())
+    let expr = simplify(expr.clone(), input)?;
+    create_physical_expr(&expr, input, &ExecutionProps::new(), &Default::default())
 }
 
 impl Step {

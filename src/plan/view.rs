@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::ddl::WatermarkDef;
 use super::interval::interval_ms;
-use super::steps::{compile, nullable, Step};
+use super::steps::{compile, nullable, simplify, Step};
 use super::PlanError;
 
 pub const WINDOW_START: &str = "window_start";
@@ -268,6 +268,32 @@ pub async fn plan_view(
     split_plan(&plan, source_name, window, watermark, input_schema)
 }
 
+/// Simplifies the arguments, FILTER and ORDER BY of an aggregate call (see [`simplify`]); the
+/// call itself stays as planned.
+fn simplify_aggregate(expr: Expr, input: &DFSchema) -> Result<Expr, PlanError> {
+    Ok(match expr {
+        Expr::Alias(mut alias) => {
+            alias.expr = Box::new(simplify_aggregate(*alias.expr, input)?);
+            Expr::Alias(alias)
+        }
+        Expr::AggregateFunction(mut call) => {
+            let params = &mut call.params;
+            params.args = std::mem::take(&mut params.args)
+                .into_iter()
+                .map(|a| simplify(a, input))
+                .collect::<datafusion::common::Result<_>>()?;
+            if let Some(filter) = params.filter.take() {
+                params.filter = Some(Box::new(simplify(*filter, input)?));
+            }
+            for sort in &mut params.order_by {
+                sort.expr = simplify(sort.expr.clone(), input)?;
+            }
+            Expr::AggregateFunction(call)
+        }
+        other => other,
+    })
+}
+
 /// Splits an analyzed plan at its aggregate.
 fn split_plan(
     plan: &LogicalPlan,
@@ -397,9 +423,15 @@ fn split_plan(
     for e in &agg.aggr_expr {
         let props = ExecutionProps::new();
         let planning = PhysicalPlanningContext::default();
-        let lowered =
-            LoweredAggregateBuilder::new(e, in_schema, in_schema.as_arrow(), &props, &planning)
-                .build()?;
+        let simplified = simplify_aggregate(e.clone(), in_schema)?;
+        let lowered = LoweredAggregateBuilder::new(
+            &simplified,
+            in_schema,
+            in_schema.as_arrow(),
+            &props,
+            &planning,
+        )
+        .build()?;
         let (aggregate, filter) = (lowered.aggregate, lowered.filter);
         // Ordered-set aggregates (approx_percentile_cont ... WITHIN GROUP) take their
         // ORDER BY as an argument; any other ordering needs the whole group sorted.

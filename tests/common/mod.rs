@@ -23,17 +23,17 @@ pub fn weir_bin() -> &'static str {
 
 impl Weir {
     /// Starts weir on `data_dir` with free ports, waiting (bounded) until it accepts queries.
+    /// Epochs are 50 ms unless `extra` sets `--epoch-ms`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Weir {
+        let epoch: &[&str] = if extra.contains(&"--epoch-ms") {
+            &[]
+        } else {
+            &["--epoch-ms", "50"]
+        };
         let mut child = Command::new(weir_bin())
-            .args([
-                "--pg-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--epoch-ms",
-                "50",
-                "--data-dir",
-            ])
+            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(epoch)
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env(

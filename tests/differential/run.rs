@@ -1,0 +1,292 @@
+//! The streaming side: a case run by a real `weir` process over a directory of JSON-lines
+//! files, with an optional kill -9 or clean restart, then compared with the batch oracle.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use super::case::{Case, Compare, Restart, ViewSpec};
+use super::common::Weir;
+use super::oracle::{canonical_select, dead_letters, expected_rows, late_rows};
+
+/// A `weir` server shared by the cases, restarted by cases that ask for it.
+pub struct Server {
+    pub weir: Weir,
+    pub client: Client,
+    data: PathBuf,
+}
+
+impl Server {
+    pub async fn start(data: &Path) -> Server {
+        // Epochs as short as possible: a case's files become several epochs, so state goes
+        // through snapshot and restore between them.
+        let weir = Weir::start(data, &["--epoch-ms", "1"]);
+        let client = weir.client().await;
+        Server {
+            weir,
+            client,
+            data: data.to_path_buf(),
+        }
+    }
+
+    async fn restart(&mut self, restart: Restart) {
+        match restart {
+            Restart::Kill9 { .. } => self.weir.kill9(),
+            Restart::Clean { .. } => self.weir.stop(),
+        }
+        *self = Server::start(&self.data).await;
+    }
+}
+
+/// What a case found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Views Weir refused at CREATE (with the reason); the oracle could run them.
+    pub refused: Vec<String>,
+    /// The first disagreement, if any.
+    pub failure: Option<String>,
+    pub rows_compared: usize,
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+async fn query(client: &Client, sql: &str) -> Result<Rows, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| {
+        e.as_db_error()
+            .map(|d| format!("{} ({})", d.message(), d.code().code()))
+            .unwrap_or_else(|| e.to_string())
+    })?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+fn cell_equal(actual: &Option<String>, expected: &Option<String>, compare: Compare) -> bool {
+    match (actual, expected) {
+        (None, None) => true,
+        (Some(a), Some(e)) => match compare {
+            Compare::NullOnly => true,
+            _ if a == e => true,
+            Compare::Exact => false,
+            Compare::Float => match (a.parse::<f64>(), e.parse::<f64>()) {
+                (Ok(a), Ok(e)) => (a - e).abs() <= 1e-6 * e.abs().max(1.0),
+                _ => false,
+            },
+        },
+        _ => false,
+    }
+}
+
+/// Sorts rows by their exactly compared cells (the window and group keys come first and are
+/// unique), so the two sides line up.
+fn sorted(mut rows: Rows, compare: &[Compare]) -> Rows {
+    rows.sort_by(|a, b| {
+        let key = |r: &Vec<Option<String>>| -> Vec<Option<String>> {
+            r.iter()
+                .zip(compare)
+                .filter(|(_, c)| **c == Compare::Exact)
+                .map(|(v, _)| v.clone())
+                .collect()
+        };
+        key(a).cmp(&key(b))
+    });
+    rows
+}
+
+fn show(rows: &Rows) -> String {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| c.as_deref().unwrap_or("NULL"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ")
+}
+
+/// The statements that create the case's source and views in Weir.
+pub fn statements(case: &Case, source: &str, dir: &Path) -> Vec<String> {
+    let mut out = vec![format!(
+        "CREATE SOURCE IF NOT EXISTS {source} (k TEXT, g TEXT, v BIGINT, x DOUBLE, b BOOLEAN, ts TIMESTAMP, \
+         WATERMARK FOR ts AS ts - INTERVAL '10 seconds') WITH (connector = 'file', path = '{}', format = 'json')",
+        dir.display()
+    )];
+    for (i, view) in case.views.iter().enumerate() {
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {source}_v{i} AS {}",
+            view.select(&view.weir_from(source))
+        ));
+    }
+    out
+}
+
+fn write_files(case: &Case, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut lines = case.lines.iter();
+    for (i, n) in case.files.iter().enumerate() {
+        let text: String = lines.by_ref().take(*n).map(|l| l.text() + "\n").collect();
+        std::fs::write(dir.join(format!("{i:03}.jsonl")), text).unwrap();
+    }
+    if case.files.is_empty() {
+        std::fs::write(dir.join("000.jsonl"), "").unwrap();
+    }
+}
+
+/// Waits (bounded) until `views` views of `source` have finished or failed.
+async fn wait_settled(client: &Client, source: &str, views: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sql = format!(
+        "SELECT count(*) FROM weir_catalog.views WHERE source = '{source}' \
+         AND status IN ('finished', 'failed')"
+    );
+    let want = views.to_string();
+    while Instant::now() < deadline {
+        if query(client, &sql).await?[0][0].as_deref() == Some(want.as_str()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(format!("the views of {source} did not finish within 60 s"))
+}
+
+/// Runs `case` as source `source` (its files under `root`) and compares every view.
+pub async fn run_case(server: &mut Server, case: &Case, source: &str, root: &Path) -> Outcome {
+    let dir = root.join(source);
+    write_files(case, &dir);
+    let mut outcome = Outcome::default();
+    let stmts = statements(case, source, &dir);
+    let mut created = vec![true; case.views.len()];
+    for (i, sql) in stmts.iter().enumerate() {
+        if let Err(e) = query(&server.client, sql).await {
+            if i == 0 {
+                outcome.failure = Some(format!("CREATE SOURCE failed: {e}"));
+                return outcome;
+            }
+            let view = &case.views[i - 1];
+            if let Err(oracle) = expected_rows(case, view).await {
+                // Neither engine takes it: the generator made an invalid query.
+                let _ = oracle;
+            } else if !e.contains("(0A000)") {
+                outcome.failure = Some(format!("CREATE refused without 0A000: {e}\n  {sql}"));
+                return outcome;
+            } else {
+                outcome.refused.push(e);
+            }
+            created[i - 1] = false;
+        }
+    }
+    if let Some(restart) = case.restart {
+        let (Restart::Kill9 { after_ms } | Restart::Clean { after_ms }) = restart;
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        server.restart(restart).await;
+        for (i, sql) in stmts.iter().enumerate() {
+            if i == 0 || created[i - 1] {
+                if let Err(e) = query(&server.client, sql).await {
+                    outcome.failure = Some(format!("re-running after restart failed: {e}"));
+                    return outcome;
+                }
+            }
+        }
+    }
+    let views = created.iter().filter(|c| **c).count();
+    if let Err(e) = wait_settled(&server.client, source, views).await {
+        outcome.failure = Some(e);
+        return outcome;
+    }
+    for (i, view) in case.views.iter().enumerate() {
+        if !created[i] {
+            continue;
+        }
+        let name = format!("{source}_v{i}");
+        if let Err(e) = compare_view(&server.client, case, view, &name, &mut outcome).await {
+            outcome.failure = Some(format!("view {name}: {e}"));
+            return outcome;
+        }
+    }
+    let dead = query(
+        &server.client,
+        &format!("SELECT bad_records FROM weir_catalog.sources WHERE name = '{source}'"),
+    )
+    .await;
+    let expected = dead_letters(case).to_string();
+    if dead
+        .as_ref()
+        .map(|r| r.first().and_then(|row| row[0].clone()))
+        != Ok(Some(expected.clone()))
+    {
+        outcome.failure = Some(format!(
+            "source {source}: bad_records {dead:?}, expected {expected}"
+        ));
+    }
+    outcome
+}
+
+async fn compare_view(
+    client: &Client,
+    case: &Case,
+    view: &ViewSpec,
+    name: &str,
+    outcome: &mut Outcome,
+) -> Result<(), String> {
+    let status = query(
+        client,
+        &format!("SELECT status, error, late_rows FROM weir_catalog.views WHERE name = '{name}'"),
+    )
+    .await?;
+    let Some([status, error, late]) = status.first().map(|r| &r[..]) else {
+        return Err("no status row".into());
+    };
+    if status.as_deref() != Some("finished") {
+        return Err(format!("status {status:?}, error {error:?}"));
+    }
+    let (names, expected) = expected_rows(case, view)
+        .await
+        .map_err(|e| format!("the oracle failed on a view Weir accepted: {e}"))?;
+    let actual = query(client, &canonical_select(&names, name)).await?;
+    let compare = view.column_compare();
+    let (actual, expected) = (sorted(actual, &compare), sorted(expected, &compare));
+    let equal = actual.len() == expected.len()
+        && actual.iter().zip(&expected).all(|(a, e)| {
+            a.iter()
+                .zip(e)
+                .zip(&compare)
+                .all(|((a, e), c)| cell_equal(a, e, *c))
+        });
+    if !equal {
+        return Err(format!(
+            "rows differ\n  weir ({} rows):\n    {}\n  batch ({} rows):\n    {}",
+            actual.len(),
+            show(&actual),
+            expected.len(),
+            show(&expected)
+        ));
+    }
+    let expected_late = late_rows(case, view).to_string();
+    if late.as_deref() != Some(expected_late.as_str()) {
+        return Err(format!("late_rows {late:?}, expected {expected_late}"));
+    }
+    outcome.rows_compared += actual.len();
+    Ok(())
+}
+
+/// Drops the case's views and source.
+pub async fn drop_case(server: &Server, case: &Case, source: &str) {
+    for i in 0..case.views.len() {
+        let _ = query(
+            &server.client,
+            &format!("DROP MATERIALIZED VIEW IF EXISTS {source}_v{i}"),
+        )
+        .await;
+    }
+    let _ = query(&server.client, &format!("DROP SOURCE IF EXISTS {source}")).await;
+}
