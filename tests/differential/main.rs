@@ -73,6 +73,7 @@ async fn run(args: &Args) -> usize {
     let mut server = Server::start(&dir.path().join("data")).await;
     let started = Instant::now();
     let (mut failures, mut refused, mut rows, mut views, mut restarts) = (0, 0, 0, 0, 0);
+    let mut invalid = 0;
     let mut ran = 0;
     for i in 0..args.cases {
         ran += 1;
@@ -85,6 +86,7 @@ async fn run(args: &Args) -> usize {
         restarts += usize::from(case.restart.is_some());
         rows += outcome.rows_compared;
         refused += outcome.refused.len();
+        invalid += outcome.both_refused;
         for r in &outcome.refused {
             eprintln!("case seed {seed}: refused at CREATE: {r}");
         }
@@ -111,7 +113,7 @@ async fn run(args: &Args) -> usize {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "differential: {} cases from seed {} ({views} views, {restarts} restarts, {rows} rows compared, \
-         {refused} views refused) in {secs:.1} s: {:.0} cases/min, {failures} failing",
+         {refused} views refused, {invalid} refused by both engines) in {secs:.1} s: {:.0} cases/min, {failures} failing",
         ran,
         args.seed,
         ran as f64 * 60.0 / secs
