@@ -96,7 +96,8 @@ fn canonical(view: &OracleView, weir_side: bool) -> String {
     view.canonical.replace("{ws}", ws).replace("{}", view.name)
 }
 
-fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+/// Every cell of `batches` as text, NULL as `None`.
+pub fn to_cells(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();
     for b in batches {
         for row in 0..b.num_rows() {
@@ -104,17 +105,24 @@ fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
                 b.columns()
                     .iter()
                     .map(|c| {
-                        if c.is_null(row) {
-                            "NULL".to_string()
-                        } else {
-                            array_value_to_string(c, row).unwrap()
-                        }
+                        (!c.is_null(row)).then(|| array_value_to_string(c, row).expect("text"))
                     })
                     .collect(),
             );
         }
     }
     out
+}
+
+fn to_strings(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    to_cells(batches)
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|c| c.unwrap_or_else(|| "NULL".to_string()))
+                .collect()
+        })
+        .collect()
 }
 
 /// An oracle context with `events` read from JSON lines at `path`.

@@ -12,11 +12,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use super::case::{Case, Event, Line, ViewSpec, Window, DELAY_MS};
+use super::common::oracle::to_cells;
 
 /// The table a view reads in the oracle.
 pub const EVENTS: &str = "events";
@@ -153,7 +153,7 @@ pub async fn expected_rows(
         .collect()
         .await
         .map_err(err)?;
-    Ok((names, to_rows(&text)))
+    Ok((names, to_cells(&text)))
 }
 
 /// Every column cast to text by DataFusion, so both sides format values the same way.
@@ -163,21 +163,4 @@ pub fn canonical_select(columns: &[String], table: &str) -> String {
         .map(|c| format!("CAST(\"{c}\" AS VARCHAR)"))
         .collect();
     format!("SELECT {} FROM {table}", cols.join(", "))
-}
-
-fn to_rows(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for b in batches {
-        for row in 0..b.num_rows() {
-            out.push(
-                b.columns()
-                    .iter()
-                    .map(|c| {
-                        (!c.is_null(row)).then(|| array_value_to_string(c, row).expect("text"))
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
 }
