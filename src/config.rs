@@ -30,7 +30,8 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerArgs {
-    /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms.
+    /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, state_cache_mb,
+    /// error_rows_max, error_rows_max_age_hours.
     #[arg(long, env = "WEIR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -49,6 +50,16 @@ pub struct ServerArgs {
     /// Epoch length in milliseconds: how often view rows, state and positions are committed [default: 500].
     #[arg(long, env = "WEIR_EPOCH_MS")]
     pub epoch_ms: Option<u64>,
+    /// Memory for the group states of all views, in MiB; groups beyond it stay in RocksDB and
+    /// are read back when an event touches them [default: 256].
+    #[arg(long, env = "WEIR_STATE_CACHE_MB")]
+    pub state_cache_mb: Option<u64>,
+    /// Dead letters kept per source and late rows per view; older ones are deleted [default: 100000].
+    #[arg(long, env = "WEIR_ERROR_ROWS_MAX")]
+    pub error_rows_max: Option<u64>,
+    /// Hours dead letters and late rows are kept [default: 168].
+    #[arg(long, env = "WEIR_ERROR_ROWS_MAX_AGE_HOURS")]
+    pub error_rows_max_age_hours: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -63,9 +74,16 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Query to run: tumble, hop, groupby or all.
+    /// Query to run: tumble, hop, groupby or all; or keys (a GROUP BY over each --keys count,
+    /// with point queries while it ingests).
     #[arg(long, default_value = "all")]
     pub query: String,
+    /// With --query keys: the distinct key counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
+    pub keys: Vec<u64>,
+    /// With --query keys: the state cache, in MiB.
+    #[arg(long, default_value_t = DEFAULT_STATE_CACHE_MB)]
+    pub state_cache_mb: u64,
     /// Number of generated bids.
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
@@ -93,7 +111,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub pipeline: Option<PathBuf>,
     pub epoch: Duration,
+    pub state_cache_bytes: usize,
+    pub logs: crate::state::LogLimits,
 }
+
+/// The default memory for cached group states.
+pub const DEFAULT_STATE_CACHE_MB: u64 = 256;
 
 /// Errors of configuration.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +164,26 @@ impl ServerArgs {
                 .unwrap_or_else(|| PathBuf::from("weir-data")),
             pipeline: self.pipeline.clone().or(file.pipeline),
             epoch: Duration::from_millis(self.epoch_ms.or(file.epoch_ms).unwrap_or(500).max(1)),
+            state_cache_bytes: (self
+                .state_cache_mb
+                .or(file.state_cache_mb)
+                .unwrap_or(DEFAULT_STATE_CACHE_MB)
+                << 20) as usize,
+            logs: {
+                let defaults = crate::state::LogLimits::default();
+                crate::state::LogLimits {
+                    max_rows: self
+                        .error_rows_max
+                        .or(file.error_rows_max)
+                        .unwrap_or(defaults.max_rows),
+                    max_age_ms: self
+                        .error_rows_max_age_hours
+                        .or(file.error_rows_max_age_hours)
+                        .map_or(defaults.max_age_ms, |h| {
+                            (h as i64).saturating_mul(3_600_000)
+                        }),
+                }
+            },
         })
     }
 }

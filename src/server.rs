@@ -86,6 +86,8 @@ pub async fn run(
         EngineConfig {
             data_dir: config.data_dir.clone(),
             epoch: config.epoch,
+            state_cache_bytes: config.state_cache_bytes,
+            logs: config.logs,
         },
         metrics.clone(),
     )

@@ -5,13 +5,25 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::oracle::{assert_views_match, oracle_from_batches, oracle_from_json, security_views};
-use common::{rows, security_source_sql, wait_views_finished, write_security_events, Weir};
+use common::oracle::{
+    assert_views_match, oracle_from_batches, oracle_from_json, security_views, OracleView,
+};
+use common::{
+    http_get, rows, security_source_sql, wait_views_finished, write_security_events, Weir,
+};
 
 /// A pipeline file: the source and every oracle view.
 fn pipeline(dir: &std::path::Path, source_options: &str) -> std::path::PathBuf {
+    pipeline_of(dir, source_options, &security_views())
+}
+
+fn pipeline_of(
+    dir: &std::path::Path,
+    source_options: &str,
+    views: &[OracleView],
+) -> std::path::PathBuf {
     let mut sql = security_source_sql(source_options) + ";\n";
-    for v in security_views() {
+    for v in views {
         sql += &format!("CREATE MATERIALIZED VIEW {} AS {};\n", v.name, v.view_sql);
     }
     let path = dir.join("pipeline.sql");
@@ -112,6 +124,64 @@ async fn file_source_survives_repeated_kill9() {
         source[0],
         vec!["400000".to_string(), "finished".to_string()]
     );
+}
+
+/// The sum of every series of counter `name` on a metrics page.
+fn counter_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// With a cache far smaller than the state, groups are evicted and read back from RocksDB
+/// at every epoch, across kill -9; the answers stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_larger_than_its_cache_survives_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let batches = write_security_events(&input, 5, 150_000);
+    let data = dir.path().join("data");
+    let mut views = security_views();
+    // Tens of thousands of groups: several MB of state against a 1 MB cache.
+    views.push(OracleView {
+        name: "per_ip",
+        view_sql: "SELECT source_ip, count(*) AS n, max(threat_score) AS hi FROM events GROUP BY source_ip",
+        batch_sql: "SELECT source_ip, count(*) AS n, max(threat_score) AS hi FROM events GROUP BY source_ip",
+        canonical: "SELECT source_ip, n, hi FROM {} ORDER BY 1",
+    });
+    let file = pipeline_of(
+        dir.path(),
+        &format!("connector = 'file', path = '{}'", input.display()),
+        &views,
+    );
+    let args = [
+        "--pipeline",
+        file.to_str().unwrap(),
+        "--state-cache-mb",
+        "1",
+    ];
+    let (mut evictions, mut reads) = (0, 0);
+    for after in [30_000u64, 90_000] {
+        let mut weir = Weir::start(&data, &args);
+        wait_events_over(&weir, after).await;
+        let page = http_get(weir.http_port, "/metrics").await;
+        evictions += counter_sum(&page, "weir_state_cache_evictions_total");
+        reads += counter_sum(&page, "weir_state_store_reads_total");
+        weir.kill9();
+    }
+    let weir = Weir::start(&data, &args);
+    let client = weir.client().await;
+    wait_views_finished(&client).await;
+    let page = http_get(weir.http_port, "/metrics").await;
+    evictions += counter_sum(&page, "weir_state_cache_evictions_total");
+    reads += counter_sum(&page, "weir_state_store_reads_total");
+    assert!(evictions > 0, "the cache never evicted");
+    assert!(reads > 0, "no group was read back from the store");
+    let oracle = oracle_from_json(&input, batches[0].schema()).await;
+    assert_views_match(&client, &oracle, &views).await;
+    let source = rows(&client, "SELECT events FROM weir_catalog.sources").await;
+    assert_eq!(source[0][0], "150000");
 }
 
 /// A view that failed does not make its finished source look failed after a restart; the

@@ -15,6 +15,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 mod kafka;
+mod keys;
 
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
@@ -68,7 +69,7 @@ pub struct BenchResult {
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown query '{0}': use tumble, hop, groupby or all")]
+    #[error("unknown query '{0}': use tumble, hop, groupby, all or keys")]
     UnknownQuery(String),
     #[error("benchmark I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -128,6 +129,8 @@ async fn run_stream(
         EngineConfig {
             data_dir: dir.path().into(),
             epoch: Duration::from_secs(1),
+            state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
+            logs: Default::default(),
         },
         metrics,
     )
@@ -201,6 +204,9 @@ fn print_result(json: bool, result: &impl serde::Serialize, line: String) {
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.kafka {
         return kafka::run(&args).await;
+    }
+    if args.query == "keys" {
+        return keys::run(&args).await;
     }
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()

@@ -2,15 +2,18 @@
 //!
 //! `definitions` holds what `CREATE SOURCE` / `CREATE MATERIALIZED VIEW` declared and stores
 //! their SQL so a restart re-creates them; `status` is the live board the pipelines update;
-//! `tables` exposes views and the `weir_catalog` system tables to DataFusion.
+//! `view_scan` exposes each view as a table whose scans read only the keys a query asks
+//! for, and `tables` the `weir_catalog` system tables.
 
 mod definitions;
 mod status;
 mod tables;
+mod view_scan;
 
 pub use definitions::{CatalogEntry, EntryKind, SourceDef, ViewDef};
 pub use status::{PartitionStatus, SourceStatus, StatusBoard, ViewStatus};
-pub use tables::{register_system_tables, ViewTable, SYSTEM_SCHEMA};
+pub use tables::{register_system_tables, SYSTEM_SCHEMA};
+pub use view_scan::ViewTable;
 
 /// Errors of the catalog layer.
 #[derive(Debug, thiserror::Error)]

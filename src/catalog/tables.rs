@@ -1,4 +1,4 @@
-//! What queries see: each view as a table over its stored rows, and the `weir_catalog` system tables.
+//! The `weir_catalog` system tables: sources, views, partitions, dead letters and late rows.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use super::{PartitionStatus, StatusBoard};
 use crate::decode::DeadLetter;
 use crate::operator::LateRow;
-use crate::state::{batch_from_ipc, window_key_prefix, Store, Table};
+use crate::state::{Store, Table};
 
 /// The schema holding the system tables.
 pub const SYSTEM_SCHEMA: &str = "weir_catalog";
@@ -38,71 +38,6 @@ async fn scan_batches(
     MemTable::try_new(schema, vec![batches])?
         .scan(state, projection, filters, limit)
         .await
-}
-
-/// A materialized view as a table: the rows stored for its windows, read at one snapshot.
-#[derive(Debug)]
-pub struct ViewTable {
-    name: String,
-    schema: SchemaRef,
-    store: Arc<Store>,
-}
-
-impl ViewTable {
-    pub fn new(name: String, schema: SchemaRef, store: Arc<Store>) -> Self {
-        Self {
-            name,
-            schema,
-            store,
-        }
-    }
-
-    /// Every stored row batch of the view, in window order.
-    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
-        let read = self.store.read_view();
-        let entries = read
-            .scan_prefix(Table::ViewRows, &window_key_prefix(&self.name))
-            .map_err(external)?;
-        entries
-            .into_iter()
-            .map(|(_, value)| {
-                let batch = batch_from_ipc(&value)?;
-                Ok(RecordBatch::try_new(
-                    self.schema.clone(),
-                    batch.columns().to_vec(),
-                )?)
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl TableProvider for ViewTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        scan_batches(
-            self.schema.clone(),
-            self.batches()?,
-            state,
-            projection,
-            filters,
-            limit,
-        )
-        .await
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

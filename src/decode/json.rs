@@ -125,6 +125,7 @@ impl JsonDecoder {
             },
             raw: String::from_utf8_lossy(&data[span.0..span.1.min(span.0 + MAX_RAW)]).into_owned(),
             error,
+            at_ms: 0,
             end: end_of(span),
         };
         let mut dead = Vec::new();
@@ -175,6 +176,7 @@ impl JsonDecoder {
             position: format!("{}/{}", chunk.file_name, r.offset),
             raw: r.raw.clone(),
             error: r.reason.clone(),
+            at_ms: 0,
             end: r.offset + 1,
         }));
         Decoded {

@@ -16,6 +16,9 @@ pub struct DeadLetter {
     pub position: String,
     pub raw: String,
     pub error: String,
+    /// Wall-clock time it was stored (Unix ms), for the age limit; set when it is written.
+    #[serde(default)]
+    pub at_ms: i64,
     /// Offset after the record in its file (not stored; used to count each record once).
     #[serde(skip)]
     pub end: u64,

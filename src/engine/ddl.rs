@@ -139,12 +139,21 @@ impl Engine {
             .map(|s| s.planner_schema())
             .collect();
         let find = |name: &str| sources.iter().find(|s| s.name == name).cloned();
-        let plan = Arc::new(plan_view(&decl.query, &find, &planning_context()).await?);
+        let mut plan = plan_view(&decl.query, &find, &planning_context()).await?;
+        if decl.retention_ms.is_some() && plan.window.is_none() {
+            return Err(crate::plan::PlanError::Invalid(
+                "retention applies to windowed views (TUMBLE or HOP); a view without windows keeps one row per group".into(),
+            )
+            .into());
+        }
+        plan.retention_ms = decl.retention_ms;
+        let plan = Arc::new(plan);
         let table = ViewTable::new(
             decl.name.clone(),
-            plan.output_schema.clone(),
+            plan.clone(),
             self.store.clone(),
-        );
+            self.metrics.clone(),
+        )?;
         self.ctx
             .register_table(decl.name.as_str(), Arc::new(table))?;
         let source = plan.source.clone();

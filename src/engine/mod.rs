@@ -15,10 +15,11 @@ pub use context::new_session_context;
 
 use crate::catalog::{CatalogEntry, CatalogError, SourceDef, StatusBoard, ViewDef};
 use crate::metrics::Metrics;
+use crate::operator::CacheBudget;
 use crate::pipeline::{PipelineError, Runner, RunnerConfig};
 use crate::plan::{PlanError, WeirStatement};
 use crate::source::SourceError;
-use crate::state::{StateError, Store, Table};
+use crate::state::{LogLimits, StateError, Store, Table};
 
 /// Errors of the engine, as the Postgres edge sees them.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,10 @@ pub const SHOW_VIEWS_SQL: &str =
 pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub epoch: Duration,
+    /// Memory for the cached group states of all views.
+    pub state_cache_bytes: usize,
+    /// How many dead letters and late rows to keep, and for how long.
+    pub logs: LogLimits,
 }
 
 /// Who sent a statement: a client, or the `--pipeline` file (where re-creating an identical
@@ -107,6 +112,8 @@ impl Engine {
             catalog: tokio::sync::Mutex::new(Catalog::default()),
             runner_config: RunnerConfig {
                 epoch: config.epoch,
+                cache: Arc::new(CacheBudget::new(config.state_cache_bytes)),
+                logs: config.logs,
             },
         });
         engine.restore().await?;
@@ -237,7 +244,7 @@ impl Engine {
             self.store.clone(),
             self.board.clone(),
             self.metrics.clone(),
-            self.runner_config,
+            self.runner_config.clone(),
         )?;
         catalog.runners.insert(source.to_string(), runner);
         Ok(())

@@ -29,6 +29,24 @@ pub struct Metrics {
     pub view_watermark: IntGaugeVec,
     pub epoch_commit_seconds: HistogramVec,
     pub query_seconds: Histogram,
+    /// Bytes of group state held in memory by all views.
+    pub state_cache_bytes: IntGauge,
+    /// Groups an epoch read from RocksDB because the cache did not hold them.
+    pub state_store_reads: IntCounterVec,
+    /// Groups dropped from the cache to stay within its budget.
+    pub state_cache_evictions: IntCounterVec,
+    /// Group states an epoch wrote.
+    pub state_groups_written: IntCounterVec,
+    /// Stored rows (view keys) a query's scan of a view read.
+    pub view_scan_keys: IntCounterVec,
+    /// Rows deleted by a view's retention.
+    pub view_rows_expired: IntCounterVec,
+    /// Bytes of keys and values epochs wrote.
+    pub epoch_bytes: IntCounterVec,
+    /// Dead letters dropped by the count and age limits.
+    pub dead_letters_dropped: IntCounterVec,
+    /// Late rows dropped by the count and age limits.
+    pub late_rows_dropped: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -95,9 +113,66 @@ impl Metrics {
         registry
             .register(Box::new(state_bytes.clone()))
             .expect("metric registered once");
+        let state_cache_bytes = IntGauge::new(
+            "weir_state_cache_bytes",
+            "Bytes of group state held in memory by all views",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_cache_bytes.clone()))
+            .expect("metric registered once");
         Self {
             source_watermark_lag,
             state_bytes,
+            state_cache_bytes,
+            state_store_reads: counter(
+                &registry,
+                "weir_state_store_reads_total",
+                "Groups read from RocksDB because the state cache did not hold them",
+                "view",
+            ),
+            state_cache_evictions: counter(
+                &registry,
+                "weir_state_cache_evictions_total",
+                "Groups dropped from the state cache to stay within its budget",
+                "view",
+            ),
+            state_groups_written: counter(
+                &registry,
+                "weir_state_groups_written_total",
+                "Group states written by epochs",
+                "view",
+            ),
+            dead_letters_dropped: counter(
+                &registry,
+                "weir_dead_letters_dropped_total",
+                "Dead letters deleted by the count and age limits",
+                "source",
+            ),
+            late_rows_dropped: counter(
+                &registry,
+                "weir_late_rows_dropped_total",
+                "Late rows deleted by the count and age limits",
+                "view",
+            ),
+            epoch_bytes: counter(
+                &registry,
+                "weir_epoch_bytes_total",
+                "Bytes of keys and values written by epochs",
+                "source",
+            ),
+            view_rows_expired: counter(
+                &registry,
+                "weir_view_rows_expired_total",
+                "View rows deleted because their window is older than the view's retention",
+                "view",
+            ),
+            view_scan_keys: counter(
+                &registry,
+                "weir_view_scan_keys_total",
+                "Stored rows read by queries scanning the view",
+                "view",
+            ),
             source_bytes: counter(
                 &registry,
                 "weir_source_bytes_total",
@@ -170,6 +245,12 @@ impl Metrics {
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

@@ -1,8 +1,9 @@
 //! One window's groups: group keys interned by DataFusion's `GroupValues`, aggregates kept by
 //! `GroupsAccumulator`s, updated a whole batch at a time.
 //!
-//! State is snapshotted as one Arrow batch — group key columns, then every accumulator's state
-//! columns — which is what goes to disk and what a restart merges back.
+//! A `GroupState` holds one epoch's partial aggregate of a window. At commit it is drained as
+//! one Arrow batch — group key columns, then every accumulator's state columns — and merged
+//! with the stored state of its groups ([`merge_with_stored`]).
 //!
 //! A group exists only once a row has reached it: DataFusion's accumulators assume that every
 //! group saw a row of the batch that created it (their null tracking counts such a group as
@@ -169,58 +170,6 @@ impl GroupState {
         )?)
     }
 
-    /// Rebuilds a state from a snapshot made by [`GroupState::take_snapshot`].
-    pub fn from_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<Self> {
-        let mut state = Self::new(plan)?;
-        let n = snapshot.num_rows();
-        if n == 0 {
-            return Ok(state);
-        }
-        let n_keys = plan.group_exprs.len();
-        match &mut state.keys {
-            Keys::Grouped(groups) => {
-                groups.intern(&snapshot.columns()[..n_keys], &mut state.indices)?;
-                if groups.len() != n {
-                    return Err(DataFusionError::Internal(
-                        "snapshot holds duplicate group keys".into(),
-                    ));
-                }
-            }
-            Keys::Global { exists } => {
-                if n != 1 {
-                    return Err(DataFusionError::Internal(
-                        "a global aggregate snapshot must have at most one row".into(),
-                    ));
-                }
-                *exists = true;
-                state.indices = vec![0];
-            }
-        }
-        for (i, values) in state_columns(plan, snapshot)?.into_iter().enumerate() {
-            state.accumulators[i].merge_batch(values, &state.indices, n)?;
-        }
-        Ok(state)
-    }
-
-    /// The aggregate's output for a snapshot, without rebuilding a state: a snapshot's keys
-    /// are unique, so its rows are the groups as they are and need no interning.
-    pub fn evaluate_snapshot(plan: &AggregatePlan, snapshot: &RecordBatch) -> Result<RecordBatch> {
-        let n = snapshot.num_rows();
-        if n == 0 {
-            return empty_output(plan);
-        }
-        let n_keys = plan.group_exprs.len();
-        let indices: Vec<usize> = (0..n).collect();
-        let mut cols: Vec<ArrayRef> = snapshot.columns()[..n_keys].to_vec();
-        let states = state_columns(plan, snapshot)?;
-        for (aggregate, values) in plan.aggregates.iter().zip(states) {
-            let mut accumulator = new_accumulator(aggregate)?;
-            accumulator.merge_batch(values, &indices, n)?;
-            cols.push(accumulator.evaluate(EmitTo::All)?);
-        }
-        output_batch(plan, cols, n)
-    }
-
     /// Consumes the state into the aggregate's output: group columns, then aggregate values.
     pub fn evaluate(mut self, plan: &AggregatePlan) -> Result<RecordBatch> {
         let n = self.len();
@@ -236,6 +185,62 @@ impl GroupState {
         }
         output_batch(plan, cols, n)
     }
+}
+
+/// Merges the groups of `delta` (a snapshot: key columns, then state columns) with the stored
+/// state of some of them: row `j` of `stored` (state columns only) belongs to the group in row
+/// `stored_groups[j]` of `delta`. Returns the merged state columns (one row per row of
+/// `delta`) and the aggregate's output rows in the same order.
+///
+/// `delta` is merged first: every group then has a row in the batch that creates it, as
+/// DataFusion's accumulators assume.
+pub fn merge_with_stored(
+    plan: &AggregatePlan,
+    delta: &RecordBatch,
+    stored: &[ArrayRef],
+    stored_groups: &[usize],
+) -> Result<(Vec<ArrayRef>, RecordBatch)> {
+    let n = delta.num_rows();
+    let own: Vec<usize> = (0..n).collect();
+    let mut states = Vec::new();
+    let mut outputs: Vec<ArrayRef> = delta.columns()[..plan.group_exprs.len()].to_vec();
+    let mut col = 0;
+    for (aggregate, values) in plan.aggregates.iter().zip(state_columns(plan, delta)?) {
+        let width = values.len();
+        let old = if stored_groups.is_empty() {
+            None
+        } else {
+            Some(stored.get(col..col + width).ok_or_else(|| {
+                DataFusionError::Internal("stored state has too few columns".into())
+            })?)
+        };
+        let mut keep = new_accumulator(aggregate)?;
+        let mut eval = new_accumulator(aggregate)?;
+        for acc in [&mut keep, &mut eval] {
+            acc.merge_batch(values, &own, n)?;
+            if let Some(old) = old {
+                acc.merge_batch(old, stored_groups, n)?;
+            }
+        }
+        states.extend(keep.state(EmitTo::All)?);
+        outputs.push(eval.evaluate(EmitTo::All)?);
+        col += width;
+    }
+    Ok((states, output_batch(plan, outputs, n)?))
+}
+
+/// The data types of the state columns of every aggregate, in snapshot order.
+pub fn state_types(plan: &AggregatePlan) -> Result<Vec<datafusion::arrow::datatypes::DataType>> {
+    let mut types = Vec::new();
+    for aggregate in &plan.aggregates {
+        types.extend(
+            aggregate
+                .state_fields()?
+                .iter()
+                .map(|f| f.data_type().clone()),
+        );
+    }
+    Ok(types)
 }
 
 /// The columns of a snapshot without groups: empty key columns, then empty state columns.
@@ -256,7 +261,7 @@ fn empty_snapshot_columns(plan: &AggregatePlan) -> Result<Vec<ArrayRef>> {
 
 /// The output of a state without groups: no rows, except for a global aggregate, which has
 /// one row over no input (count 0, other aggregates as their accumulators say: NULL).
-fn empty_output(plan: &AggregatePlan) -> Result<RecordBatch> {
+pub fn empty_output(plan: &AggregatePlan) -> Result<RecordBatch> {
     if !plan.group_exprs.is_empty() {
         return Ok(RecordBatch::new_empty(plan.output_schema.clone()));
     }

@@ -1,16 +1,24 @@
 //! Operators: the stateful part of a view.
 //!
 //! `watermark` tracks event time, `window` assigns rows to tumbling or hopping windows and
-//! finds late rows, `groups` keeps one window's groups and accumulators (DataFusion's
-//! vectorized `GroupValues` and `GroupsAccumulator`), and `view` drives them for one view:
-//! apply a batch, close windows the watermark passed, and write an epoch's changes.
+//! finds late rows, `groups` keeps an epoch's partial aggregate of a window (DataFusion's
+//! vectorized `GroupValues` and `GroupsAccumulator`), `merge` folds it into the stored state of
+//! just the groups it touched, `cache` keeps recently touched group states in memory within a
+//! budget, and `view` drives them for one view: apply a batch, close windows the watermark
+//! passed, and write an epoch's changes.
 
+mod cache;
 mod groups;
+mod merge;
 mod view;
 mod watermark;
 mod window;
 
+pub use cache::CacheBudget;
 pub use groups::GroupState;
-pub use view::{ChunkPlace, LateRow, ViewOperator, ViewProgress, GLOBAL_WINDOW};
+pub use merge::Codecs;
+pub use view::{
+    written_at, ChunkPlace, LateRow, StateCounters, ViewOperator, ViewProgress, GLOBAL_WINDOW,
+};
 pub use watermark::{SplitWatermark, WatermarkTracker};
 pub use window::{assign_windows, Assigned};

@@ -1,6 +1,8 @@
 //! The operator of one materialized view: applies batches, closes windows, writes epochs.
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::UInt32Array;
@@ -11,12 +13,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use serde::{Deserialize, Serialize};
 
+use super::cache::{CacheBudget, GroupCache, Lookup};
+use super::merge::{empty_global_group, merge_window, Codecs, MergedGroup};
 use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::{run_steps, ViewPlan};
 use crate::source::Frontier;
 use crate::state::{
-    batch_from_ipc, batch_to_ipc, window_key, window_key_prefix, window_start_of_key, Store, Table,
-    WriteSet,
+    encode_view_row, log_key, prefix_end, window_key_prefix, Log, LogLimits, Store, Table,
+    ViewKeys, WriteSet, STATE_FORMAT,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -25,15 +29,26 @@ pub const GLOBAL_WINDOW: i64 = 0;
 /// What a view has durably done; written in the same batch as its rows and state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ViewProgress {
+    /// The layout of the view's stored groups ([`STATE_FORMAT`]); a view stored in an older
+    /// layout is rebuilt from its source.
+    #[serde(default)]
+    pub state_format: u8,
     /// Offsets after the last input rows folded into the stored state, per split.
     pub frontier: Frontier,
     pub watermark: Option<WatermarkTracker>,
     /// Rows the view holds now.
     pub rows: u64,
-    /// Rows written so far for each open window.
-    pub open_rows: BTreeMap<i64, u64>,
+    /// Windows that have group state stored (open windows; window 0 of a view without windows).
+    #[serde(default)]
+    pub open_windows: BTreeSet<i64>,
     pub late_rows: u64,
+    /// The first late row still kept (older ones were dropped by the limits).
+    #[serde(default)]
+    pub late_rows_from: u64,
     pub rows_written: u64,
+    /// Windows starting before this were deleted by the view's retention.
+    #[serde(default)]
+    pub expired_before: Option<i64>,
     /// Set when the view failed; it then stops.
     pub error: Option<String>,
     /// True once its bounded input is read and every window closed.
@@ -46,22 +61,56 @@ pub struct LateRow {
     pub event_time: i64,
     pub watermark: i64,
     pub raw: String,
+    /// Wall-clock time it was stored (Unix ms), for the age limit.
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
-struct Window {
-    state: GroupState,
-    dirty: bool,
+/// The one field of a stored dead letter or late row that the age limit reads.
+#[derive(Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    at_ms: i64,
+}
+
+/// When a stored dead letter or late row was written (0 when it does not say).
+pub fn written_at(value: &[u8]) -> i64 {
+    serde_json::from_slice::<Stamp>(value).map_or(0, |s| s.at_ms)
 }
 
 /// Runs one view.
 pub struct ViewOperator {
     pub name: String,
     plan: Arc<ViewPlan>,
-    windows: BTreeMap<i64, Window>,
+    store: Arc<Store>,
+    keys: ViewKeys,
+    codecs: Codecs,
+    /// Open windows, each with the partial aggregate of the rows it got this epoch.
+    windows: BTreeMap<i64, Option<GroupState>>,
+    cache: GroupCache,
     progress: ViewProgress,
-    /// Final rows of windows closed since the last flush.
-    closed: Vec<(i64, RecordBatch)>,
+    /// Windows the watermark closed since the last flush, with their partial aggregates.
+    closed: Vec<(i64, Option<GroupState>)>,
     late: Vec<LateRow>,
+    /// A global aggregate's row over no input is still to be written.
+    empty_global_pending: bool,
+    counters: StateCounters,
+    log_limits: LogLimits,
+}
+
+/// What a view's state did since it was last asked (for metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateCounters {
+    /// Groups read from the store because the cache did not hold them.
+    pub store_reads: u64,
+    /// Groups dropped from the cache.
+    pub evictions: u64,
+    /// Group states written.
+    pub groups_written: u64,
+    /// Rows deleted by retention.
+    pub rows_expired: u64,
+    /// Late rows dropped by the log limits.
+    pub late_rows_dropped: u64,
 }
 
 /// Where a chunk's rows come from.
@@ -96,61 +145,116 @@ fn row_json(batch: &RecordBatch, row: usize) -> String {
         .to_string()
 }
 
+/// Loads the stored group states of a view into its cache while they fit; returns whether
+/// every one did.
+fn preload(store: &Store, keys: &ViewKeys, cache: &mut GroupCache) -> Result<bool> {
+    let (from, to) = keys.all();
+    let mut complete = true;
+    let mut bad = false;
+    store
+        .read_view()
+        .for_each_in(Table::GroupState, &from, &to, |key, value| {
+            let Some((start, group)) = keys.parse(key) else {
+                bad = true;
+                return ControlFlow::Break(());
+            };
+            if !cache.has_room(key.len() + value.len()) {
+                complete = false;
+                return ControlFlow::Break(());
+            }
+            cache.insert(start, group, value.to_vec());
+            ControlFlow::Continue(())
+        })
+        .map_err(state_err)?;
+    if bad {
+        return Err(DataFusionError::Internal(format!(
+            "a group state key of view \"{}\" does not parse",
+            String::from_utf8_lossy(keys.prefix())
+        )));
+    }
+    Ok(complete)
+}
+
 impl ViewOperator {
-    /// Loads the view's stored progress and open windows (a new view starts empty).
-    pub fn load(name: &str, plan: Arc<ViewPlan>, store: &Store) -> Result<Self> {
-        let progress = match store
+    /// Loads the view's stored progress and open windows (a new view starts empty), and as
+    /// many stored groups as the cache budget allows.
+    pub fn load(
+        name: &str,
+        plan: Arc<ViewPlan>,
+        store: &Arc<Store>,
+        budget: Arc<CacheBudget>,
+        log_limits: LogLimits,
+    ) -> Result<Self> {
+        let fresh = ViewProgress {
+            state_format: STATE_FORMAT,
+            watermark: plan
+                .watermark
+                .map(|(_, delay)| WatermarkTracker::new(delay)),
+            ..ViewProgress::default()
+        };
+        let stored: Option<ViewProgress> = match store
             .get(Table::Progress, &progress_key(name))
             .map_err(state_err)?
         {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-            None => ViewProgress {
-                watermark: plan
-                    .watermark
-                    .map(|(_, delay)| WatermarkTracker::new(delay)),
-                ..ViewProgress::default()
-            },
+            Some(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            ),
+            None => None,
         };
+        let progress = match stored {
+            Some(p) if p.state_format == STATE_FORMAT => p,
+            Some(p) => {
+                tracing::warn!(
+                    view = name,
+                    format = p.state_format,
+                    "the view was stored by an older Weir in another layout; rebuilding it from its source"
+                );
+                let mut ws = WriteSet::default();
+                Self::delete_all(name, &mut ws);
+                store.write(ws).map_err(state_err)?;
+                fresh.clone()
+            }
+            None => fresh.clone(),
+        };
+        let is_new = progress == fresh;
+        let keys = ViewKeys::new(name);
+        let mut cache = GroupCache::new(budget);
         let mut windows = BTreeMap::new();
-        for (key, value) in store
-            .scan_prefix(Table::WindowState, &window_key_prefix(name))
-            .map_err(state_err)?
-        {
-            let start = window_start_of_key(&key)
-                .ok_or_else(|| DataFusionError::Internal("bad window key".into()))?;
-            let snapshot = batch_from_ipc(&value)?;
-            let state = GroupState::from_snapshot(&plan.aggregate, &snapshot)?;
-            windows.insert(
-                start,
-                Window {
-                    state,
-                    dirty: false,
-                },
-            );
+        for start in &progress.open_windows {
+            windows.insert(*start, None);
+            cache.open_window(*start, false);
         }
-        if plan.window.is_none()
-            && plan.aggregate.group_exprs.is_empty()
-            && !windows.contains_key(&GLOBAL_WINDOW)
-        {
-            // A global aggregate has its one row before any input (count 0, sum NULL, ...);
-            // it is written with the view's first epoch.
-            windows.insert(
-                GLOBAL_WINDOW,
-                Window {
-                    state: GroupState::new(&plan.aggregate)?,
-                    dirty: true,
-                },
-            );
+        let global = plan.window.is_none();
+        if global && !windows.contains_key(&GLOBAL_WINDOW) {
+            windows.insert(GLOBAL_WINDOW, None);
+            cache.open_window(GLOBAL_WINDOW, true);
+        }
+        if !progress.open_windows.is_empty() && preload(store, &keys, &mut cache)? {
+            for start in &progress.open_windows {
+                cache.set_complete(*start, true);
+            }
         }
         Ok(Self {
             name: name.to_string(),
+            codecs: Codecs::new(&plan)?,
+            empty_global_pending: is_new && global && plan.aggregate.group_exprs.is_empty(),
             plan,
+            store: store.clone(),
+            keys,
             windows,
+            cache,
             progress,
             closed: Vec::new(),
             late: Vec::new(),
+            counters: StateCounters::default(),
+            log_limits,
         })
+    }
+
+    /// The state counters since the last call.
+    pub fn take_counters(&mut self) -> StateCounters {
+        std::mem::take(&mut self.counters)
     }
 
     pub fn progress(&self) -> &ViewProgress {
@@ -242,6 +346,7 @@ impl ViewOperator {
                 event_time,
                 watermark,
                 raw: row_json(batch, row as usize),
+                at_ms: 0,
             });
         }
         // Fold each window's rows; a batch usually spans one or two windows.
@@ -288,19 +393,24 @@ impl ViewOperator {
             // A window (or group) exists only where a row reached it.
             return Ok(());
         }
-        let window = match self.windows.entry(start) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(Window {
-                state: GroupState::new(&self.plan.aggregate)?,
-                dirty: true,
-            }),
+        let delta = match self.windows.entry(start) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                // A window that was not open has nothing stored.
+                self.cache.open_window(start, true);
+                v.insert(None)
+            }
         };
-        window.state.update(&self.plan.aggregate, &rows)?;
-        window.dirty = true;
-        Ok(())
+        if delta.is_none() {
+            *delta = Some(GroupState::new(&self.plan.aggregate)?);
+        }
+        delta
+            .as_mut()
+            .expect("set above")
+            .update(&self.plan.aggregate, &rows)
     }
 
-    /// Emits and drops every window whose end the watermark reached.
+    /// Moves every window whose end the watermark reached to the closed list.
     fn close_windows(&mut self, size_ms: i64) -> Result<()> {
         let watermark = self
             .progress
@@ -311,12 +421,7 @@ impl ViewOperator {
             if entry.key().saturating_add(size_ms) > watermark {
                 break;
             }
-            let (start, window) = entry.remove_entry();
-            let rows = run_steps(
-                &self.plan.post,
-                window.state.evaluate(&self.plan.aggregate)?,
-            )?;
-            self.closed.push((start, rows));
+            self.closed.push(entry.remove_entry());
         }
         Ok(())
     }
@@ -336,78 +441,195 @@ impl ViewOperator {
         Ok(())
     }
 
-    fn put_rows(
+    /// Merges a window's partial aggregate into its stored groups.
+    fn merge(&mut self, start: i64, delta: &mut GroupState) -> Result<Vec<MergedGroup>> {
+        let (cache, keys, store) = (&mut self.cache, &self.keys, &self.store);
+        let counters = &mut self.counters;
+        merge_window(&self.plan, &self.codecs, delta, |groups| {
+            let mut values = Vec::with_capacity(groups.len());
+            let mut missing = Vec::new();
+            for (i, group) in groups.iter().enumerate() {
+                values.push(match cache.lookup(start, group) {
+                    Lookup::Found(v) => Some(v),
+                    Lookup::New => None,
+                    Lookup::Unknown => {
+                        missing.push(i);
+                        None
+                    }
+                });
+            }
+            if !missing.is_empty() {
+                let wanted: Vec<Vec<u8>> = missing
+                    .iter()
+                    .map(|i| keys.group(start, &groups[*i]))
+                    .collect();
+                let found = store
+                    .multi_get(Table::GroupState, &wanted)
+                    .map_err(state_err)?;
+                counters.store_reads += wanted.len() as u64;
+                for (i, value) in missing.into_iter().zip(found) {
+                    values[i] = value;
+                }
+            }
+            Ok(values)
+        })
+    }
+
+    /// Writes the rows of merged groups (and, for an open window, their state).
+    fn write_groups(
         &mut self,
         ws: &mut WriteSet,
         start: i64,
-        rows: &RecordBatch,
+        groups: Vec<MergedGroup>,
         open: bool,
-    ) -> Result<()> {
-        let key = window_key(&self.name, start);
-        if rows.num_rows() == 0 {
-            ws.delete(Table::ViewRows, key);
-        } else {
-            ws.put(Table::ViewRows, key, batch_to_ipc(rows)?);
+    ) {
+        for group in groups {
+            let key = self.keys.group(start, &group.key);
+            match &group.row {
+                Some(row) => {
+                    ws.put(Table::ViewRows, key.clone(), encode_view_row(row));
+                    self.progress.rows_written += 1;
+                    if !group.was_shown {
+                        self.progress.rows += 1;
+                    }
+                }
+                None if group.was_shown => {
+                    ws.delete(Table::ViewRows, key.clone());
+                    self.progress.rows = self.progress.rows.saturating_sub(1);
+                }
+                None => {}
+            }
+            if open {
+                ws.put(Table::GroupState, key, group.state.clone());
+                self.cache.insert(start, &group.key, group.state);
+                self.counters.groups_written += 1;
+            }
         }
-        let new = rows.num_rows() as u64;
-        let old = if open {
-            self.progress.open_rows.insert(start, new)
-        } else {
-            self.progress.open_rows.remove(&start)
-        };
-        self.progress.rows = (self.progress.rows + new).saturating_sub(old.unwrap_or(0));
-        self.progress.rows_written += new;
-        Ok(())
+        if open {
+            self.progress.open_windows.insert(start);
+        }
     }
 
-    /// Adds the epoch's changes to `ws`: final rows of closed windows, current rows and state
-    /// of open windows that changed, late rows and the view's progress.
-    pub fn flush(&mut self, ws: &mut WriteSet) -> Result<()> {
-        for (start, rows) in std::mem::take(&mut self.closed) {
-            self.put_rows(ws, start, &rows, false)?;
-            ws.delete(Table::WindowState, window_key(&self.name, start));
+    /// Adds the epoch's changes to `ws`: the touched groups of every window (rows, and state
+    /// while the window is open), deletes for the state of closed windows, late rows and the
+    /// view's progress. `now_ms`, when given, also applies the age limit to late rows.
+    pub fn flush(&mut self, ws: &mut WriteSet, now_ms: Option<i64>) -> Result<()> {
+        self.expire(ws)?;
+        let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
+        for (start, delta) in std::mem::take(&mut self.closed) {
+            if let Some(mut delta) = delta {
+                let merged = self.merge(start, &mut delta)?;
+                if start >= expired_before {
+                    self.write_groups(ws, start, merged, false);
+                } else {
+                    // Closed already past the retention: its new rows are never written
+                    // (rows it had were deleted, and counted, by `expire`).
+                    self.counters.rows_expired += merged
+                        .iter()
+                        .filter(|g| g.row.is_some() && !g.was_shown)
+                        .count() as u64;
+                }
+            }
+            let from = self.keys.window(start);
+            let to = prefix_end(&from);
+            ws.delete_range(Table::GroupState, from, to);
+            self.cache.remove_window(start);
+            self.progress.open_windows.remove(&start);
         }
-        let dirty: Vec<i64> = self
+        let touched: Vec<i64> = self
             .windows
             .iter()
-            .filter(|(_, w)| w.dirty)
+            .filter(|(_, d)| d.is_some())
             .map(|(s, _)| *s)
             .collect();
-        for start in dirty {
-            let window = self.windows.get_mut(&start).expect("listed above");
-            let snapshot = window.state.take_snapshot(&self.plan.aggregate)?;
-            window.state = GroupState::from_snapshot(&self.plan.aggregate, &snapshot)?;
-            window.dirty = false;
-            let current = GroupState::evaluate_snapshot(&self.plan.aggregate, &snapshot)?;
-            let rows = run_steps(&self.plan.post, current)?;
-            ws.put(
-                Table::WindowState,
-                window_key(&self.name, start),
-                batch_to_ipc(&snapshot)?,
-            );
-            self.put_rows(ws, start, &rows, true)?;
+        if self.empty_global_pending && !touched.contains(&GLOBAL_WINDOW) {
+            let group = empty_global_group(&self.plan, &self.codecs)?;
+            self.write_groups(ws, GLOBAL_WINDOW, vec![group], true);
         }
-        for late in std::mem::take(&mut self.late) {
-            let mut key = window_key_prefix(&self.name);
-            key.extend_from_slice(&self.progress.late_rows.to_be_bytes());
-            self.progress.late_rows += 1;
+        self.empty_global_pending = false;
+        for start in touched {
+            let mut delta = self
+                .windows
+                .get_mut(&start)
+                .and_then(Option::take)
+                .expect("listed above");
+            let merged = self.merge(start, &mut delta)?;
+            self.write_groups(ws, start, merged, true);
+        }
+        let wall = chrono::Utc::now().timestamp_millis();
+        for mut late in std::mem::take(&mut self.late) {
+            late.at_ms = wall;
             ws.put(
                 Table::LateRows,
-                key,
+                log_key(&self.name, self.progress.late_rows),
                 serde_json::to_vec(&late).expect("late rows serialize"),
             );
+            self.progress.late_rows += 1;
         }
+        let log = Log {
+            table: Table::LateRows,
+            owner: &self.name,
+            floor: &mut self.progress.late_rows_from,
+            next: self.progress.late_rows,
+        };
+        self.counters.late_rows_dropped += log
+            .trim(&self.store, ws, self.log_limits, now_ms, written_at)
+            .map_err(state_err)?;
         ws.put(
             Table::Progress,
             progress_key(&self.name),
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
+        self.counters.evictions += self.cache.evict();
+        self.cache.next_epoch();
+        Ok(())
+    }
+
+    /// Deletes the rows of windows that ended longer than the view's retention before the
+    /// watermark: one range delete each time the cutoff passes a window start.
+    fn expire(&mut self, ws: &mut WriteSet) -> Result<()> {
+        let (Some(retention), Some((spec, _))) = (self.plan.retention_ms, self.plan.window) else {
+            return Ok(());
+        };
+        // Age is measured against event time, also once the input ended.
+        let Some(watermark) = self.progress.watermark.as_ref().and_then(|w| w.current()) else {
+            return Ok(());
+        };
+        // A window expires when start + size < watermark - retention.
+        let slide = spec.slide_ms();
+        let cutoff = watermark
+            .saturating_sub(retention)
+            .saturating_sub(spec.size_ms())
+            .div_euclid(slide)
+            * slide;
+        let from = self.progress.expired_before.unwrap_or(i64::MIN);
+        if cutoff <= from {
+            return Ok(());
+        }
+        let (a, b) = self.keys.windows(from, cutoff);
+        let mut rows = 0u64;
+        self.store
+            .read_view()
+            .for_each_in(Table::ViewRows, &a, &b, |_, _| {
+                rows += 1;
+                ControlFlow::Continue(())
+            })
+            .map_err(state_err)?;
+        ws.delete_range(Table::ViewRows, a, b);
+        self.progress.rows = self.progress.rows.saturating_sub(rows);
+        self.progress.expired_before = Some(cutoff);
+        self.counters.rows_expired += rows;
         Ok(())
     }
 
     /// Removes everything the view stored.
     pub fn delete_all(name: &str, ws: &mut WriteSet) {
-        for table in [Table::ViewRows, Table::WindowState, Table::LateRows] {
+        for table in [
+            Table::ViewRows,
+            Table::GroupState,
+            Table::LegacyWindowState,
+            Table::LateRows,
+        ] {
             ws.delete_prefix(table, window_key_prefix(name));
         }
         ws.delete(Table::Progress, progress_key(name));

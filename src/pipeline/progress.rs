@@ -16,6 +16,9 @@ pub struct SourceProgress {
     pub bad_records: u64,
     /// Skipped empty records (Kafka tombstones).
     pub skipped: u64,
+    /// The first dead letter still kept (older ones were dropped by the limits).
+    #[serde(default)]
+    pub dead_letters_from: u64,
     /// Event time per split; its delay is the declared watermark delay (0 without one).
     pub event_time: WatermarkTracker,
 }
@@ -28,6 +31,7 @@ impl SourceProgress {
             events: 0,
             bad_records: 0,
             skipped: 0,
+            dead_letters_from: 0,
             event_time: WatermarkTracker::new(delay_ms),
         }
     }

@@ -14,16 +14,23 @@ use super::{PipelineError, SourceProgress};
 use crate::catalog::{SourceDef, StatusBoard, ViewDef};
 use crate::decode::{DeadLetter, JsonDecoder};
 use crate::metrics::Metrics;
-use crate::operator::{ChunkPlace, ViewOperator};
+use crate::operator::{written_at, CacheBudget, ChunkPlace, ViewOperator};
 use crate::source::{open_reader, Resume, SplitStatus};
-use crate::state::{window_key_prefix, Store, Table, WriteSet};
+use crate::state::{log_key, Log, LogLimits, Store, Table, WriteSet};
 
 /// Settings of every pipeline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunnerConfig {
     /// How often an epoch is committed while data flows.
     pub epoch: Duration,
+    /// The memory budget all views' group caches share.
+    pub cache: Arc<CacheBudget>,
+    /// How many dead letters and late rows to keep, and for how long.
+    pub logs: LogLimits,
 }
+
+/// How often the age limit of dead letters and late rows is applied.
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// A running pipeline; stopping it commits what it holds.
 pub struct Runner {
@@ -56,6 +63,8 @@ struct Operators {
     stalled: Option<String>,
     /// Sends the frontier of each committed epoch back to the reader.
     durable: Option<Sender<crate::source::Frontier>>,
+    /// When the age limit of logs was last applied.
+    last_age_check: Option<Instant>,
 }
 
 impl Runner {
@@ -70,7 +79,13 @@ impl Runner {
     ) -> Result<Self, PipelineError> {
         let mut ops = Vec::with_capacity(views.len());
         for view in &views {
-            ops.push(ViewOperator::load(&view.name, view.plan.clone(), &store)?);
+            ops.push(ViewOperator::load(
+                &view.name,
+                view.plan.clone(),
+                &store,
+                config.cache.clone(),
+                config.logs,
+            )?);
         }
         let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
         let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
@@ -112,6 +127,7 @@ impl Runner {
             splits: Vec::new(),
             stalled: None,
             durable: None,
+            last_age_check: None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
@@ -324,24 +340,48 @@ impl Operators {
             return Ok(());
         }
         let started = Instant::now();
+        let now = chrono::Utc::now().timestamp_millis();
+        let age_check = match self.last_age_check {
+            Some(at) if at.elapsed() < AGE_CHECK_EVERY => None,
+            _ => {
+                self.last_age_check = Some(Instant::now());
+                Some(now)
+            }
+        };
         let mut ws = WriteSet::default();
         for view in &mut self.views {
-            if let Err(e) = view.flush(&mut ws) {
+            if let Err(e) = view.flush(&mut ws, age_check) {
                 view.fail(e.to_string());
             }
         }
         let name = &self.ctx.source.name;
-        let first_seq = self.progress.bad_records;
-        for (i, letter) in self.dead.drain(..).enumerate() {
-            let mut key = window_key_prefix(name);
-            key.extend_from_slice(&(first_seq + i as u64).to_be_bytes());
+        for mut letter in self.dead.drain(..) {
+            letter.at_ms = now;
             ws.put(
                 Table::DeadLetters,
-                key,
+                log_key(name, self.progress.bad_records),
                 serde_json::to_vec(&letter).expect("dead letters serialize"),
             );
             self.progress.bad_records += 1;
         }
+        let log = Log {
+            table: Table::DeadLetters,
+            owner: name,
+            floor: &mut self.progress.dead_letters_from,
+            next: self.progress.bad_records,
+        };
+        let dropped = log.trim(
+            &self.ctx.store,
+            &mut ws,
+            self.ctx.config.logs,
+            age_check,
+            written_at,
+        )?;
+        self.ctx
+            .metrics
+            .dead_letters_dropped
+            .with_label_values(&[name])
+            .inc_by(dropped);
         ws.put(
             Table::Progress,
             SourceProgress::key(name),
@@ -349,6 +389,25 @@ impl Operators {
         );
         let bytes = ws.bytes();
         self.ctx.store.write(ws)?;
+        self.ctx
+            .metrics
+            .epoch_bytes
+            .with_label_values(&[name])
+            .inc_by(bytes as u64);
+        for view in &mut self.views {
+            let c = view.take_counters();
+            let labels = [view.name.as_str()];
+            let m = &self.ctx.metrics;
+            for (counter, value) in [
+                (&m.state_store_reads, c.store_reads),
+                (&m.state_cache_evictions, c.evictions),
+                (&m.state_groups_written, c.groups_written),
+                (&m.view_rows_expired, c.rows_expired),
+                (&m.late_rows_dropped, c.late_rows_dropped),
+            ] {
+                counter.with_label_values(&labels).inc_by(value);
+            }
+        }
         tracing::debug!(
             source = %name,
             bytes,
@@ -435,6 +494,7 @@ impl Operators {
             }
         }
         m.state_bytes.set(self.ctx.store.approximate_size() as i64);
+        m.state_cache_bytes.set(self.ctx.config.cache.used() as i64);
         for (view, published) in self.views.iter().zip(self.published.iter_mut()) {
             let p = view.progress();
             m.view_late_rows

@@ -74,6 +74,54 @@ pub struct CreateView {
     pub name: String,
     pub if_not_exists: bool,
     pub query: Box<Query>,
+    /// `WITH (retention = '...')`: windows that ended longer ago than this before the
+    /// watermark are deleted.
+    pub retention_ms: Option<i64>,
+}
+
+/// The options of `CREATE MATERIALIZED VIEW v WITH (...) AS ...`.
+fn view_retention(options: &ast::CreateTableOptions) -> Result<Option<i64>, PlanError> {
+    let list = match options {
+        ast::CreateTableOptions::None => return Ok(None),
+        ast::CreateTableOptions::With(list) => list,
+        other => {
+            return Err(PlanError::Unsupported(format!(
+                "view options {other} are not supported; use WITH (retention = '30 days')"
+            )))
+        }
+    };
+    let mut retention = None;
+    for option in list {
+        match option {
+            ast::SqlOption::KeyValue { key, value }
+                if key.value.eq_ignore_ascii_case("retention") =>
+            {
+                let text = match value {
+                    Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "retention must be an interval in quotes such as '30 days', got {value}"
+                    ))
+                })?;
+                let ms = super::interval::interval_text_ms(&text)?;
+                if ms <= 0 {
+                    return Err(PlanError::Invalid("retention must be positive".into()));
+                }
+                retention = Some(ms);
+            }
+            other => {
+                return Err(PlanError::Unsupported(format!(
+                    "unknown view option {other}; a view takes retention = '<interval>'"
+                )))
+            }
+        }
+    }
+    Ok(retention)
 }
 
 /// A statement Weir handles itself.
@@ -412,6 +460,7 @@ fn parse_create_view(parser: &mut Parser) -> Result<WeirStatement, PlanError> {
             Ok(WeirStatement::CreateView(CreateView {
                 name,
                 if_not_exists: view.if_not_exists,
+                retention_ms: view_retention(&view.options)?,
                 query: view.query,
             }))
         }

@@ -16,9 +16,10 @@ pub use ddl::{
     WeirStatement,
 };
 pub use interval::interval_text_ms;
-pub use steps::{nullable, run_steps, Step};
+pub use steps::{nullable, run_steps, run_steps_tracked, Step};
 pub use view::{
-    plan_view, AggregatePlan, SourceSchema, ViewPlan, WindowSpec, WINDOW_END, WINDOW_START,
+    plan_view, AggregatePlan, GroupRole, SourceSchema, ViewPlan, WindowSpec, WINDOW_END,
+    WINDOW_START,
 };
 
 /// Errors of the planning layer.

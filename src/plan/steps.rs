@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{filter, filter_record_batch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DFSchema, Result};
@@ -53,6 +53,14 @@ pub(super) fn compile(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalE
     create_physical_expr(&expr, input, &ExecutionProps::new(), &Default::default())
 }
 
+fn mask_of(predicate: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
+    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    mask.as_any()
+        .downcast_ref::<BooleanArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Plan("a filter must be a boolean expression".into()))
+}
+
 impl Step {
     pub(super) fn filter(predicate: &Expr, input: &DFSchema) -> Result<Self> {
         Ok(Step::Filter(compile(predicate, input)?))
@@ -73,17 +81,11 @@ impl Step {
     pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
         match self {
             Step::Filter(predicate) => {
-                let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| {
-                        DataFusionError::Plan("a filter must be a boolean expression".into())
-                    })?;
+                let mask = mask_of(predicate, &batch)?;
                 if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
                     return Ok(batch);
                 }
-                Ok(filter_record_batch(&batch, mask)?)
+                Ok(filter_record_batch(&batch, &mask)?)
             }
             Step::Project { exprs, schema } => {
                 let cols = exprs
@@ -107,4 +109,27 @@ pub fn run_steps(steps: &[Step], mut batch: RecordBatch) -> Result<RecordBatch> 
         batch = step.apply(batch)?;
     }
     Ok(batch)
+}
+
+/// Applies `steps` in order and says which input row each output row came from (filters drop
+/// rows, projections keep them).
+pub fn run_steps_tracked(
+    steps: &[Step],
+    mut batch: RecordBatch,
+) -> Result<(RecordBatch, Vec<u32>)> {
+    let mut origin = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+    for step in steps {
+        if let Step::Filter(predicate) = step {
+            let mask = mask_of(predicate, &batch)?;
+            origin = filter(&origin, &mask)?
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal("filtered indices".into()))?;
+            batch = filter_record_batch(&batch, &mask)?;
+        } else {
+            batch = step.apply(batch)?;
+        }
+    }
+    Ok((batch, origin.values().to_vec()))
 }

@@ -10,6 +10,7 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -89,6 +90,40 @@ pub struct ViewPlan {
     pub aggregate: AggregatePlan,
     pub post: Vec<Step>,
     pub output_schema: SchemaRef,
+    /// For each output column, the group column it shows unchanged, if any: what lets a
+    /// query's filter on it become a key lookup.
+    pub key_columns: Vec<Option<usize>>,
+    /// What each group column is.
+    pub group_roles: Vec<GroupRole>,
+    /// Windows that ended longer than this before the watermark are deleted.
+    pub retention_ms: Option<i64>,
+}
+
+/// The part a group column plays in a view's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupRole {
+    WindowStart,
+    WindowEnd,
+    Key,
+}
+
+/// Follows the columns of the aggregate's output through the projections above it.
+fn key_lineage(n_groups: usize, n_outputs: usize, post: &[Step]) -> Vec<Option<usize>> {
+    let mut lineage: Vec<Option<usize>> = (0..n_outputs)
+        .map(|i| (i < n_groups).then_some(i))
+        .collect();
+    for step in post {
+        if let Step::Project { exprs, .. } = step {
+            lineage = exprs
+                .iter()
+                .map(|e| {
+                    e.downcast_ref::<PhysicalColumn>()
+                        .and_then(|c| lineage.get(c.index()).copied().flatten())
+                })
+                .collect();
+        }
+    }
+    lineage
 }
 
 fn unsupported(msg: impl Into<String>) -> PlanError {
@@ -464,7 +499,19 @@ fn split_plan(
                 || f.name() == WINDOW_END
         })
         .collect();
+    let group_roles = group_exprs
+        .iter()
+        .map(|e| match e.downcast_ref::<PhysicalColumn>() {
+            Some(c) if window.is_some() && c.name() == WINDOW_START => GroupRole::WindowStart,
+            Some(c) if window.is_some() && c.name() == WINDOW_END => GroupRole::WindowEnd,
+            _ => GroupRole::Key,
+        })
+        .collect();
+    let key_columns = key_lineage(n_groups, agg_out.fields().len(), &post);
     Ok(ViewPlan {
+        retention_ms: None,
+        key_columns,
+        group_roles,
         source,
         window,
         watermark,

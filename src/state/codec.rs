@@ -1,11 +1,4 @@
-//! Key and value encodings: order-preserving window keys and Arrow IPC record batches.
-
-use std::io::Cursor;
-
-use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::record_batch::RecordBatch;
+//! Order-preserving keys: `name \0` prefixes and window starts.
 
 /// `name \0` — the prefix of every key that belongs to one view or source.
 pub fn window_key_prefix(name: &str) -> Vec<u8> {
@@ -15,10 +8,15 @@ pub fn window_key_prefix(name: &str) -> Vec<u8> {
     key
 }
 
+/// A window start as eight bytes whose byte order is time order.
+pub fn window_start_bytes(window_start: i64) -> [u8; 8] {
+    ((window_start as u64) ^ (1 << 63)).to_be_bytes()
+}
+
 /// `name \0 start` with the window start encoded so byte order equals time order.
 pub fn window_key(name: &str, window_start: i64) -> Vec<u8> {
     let mut key = window_key_prefix(name);
-    key.extend_from_slice(&((window_start as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&window_start_bytes(window_start));
     key
 }
 
@@ -26,26 +24,6 @@ pub fn window_key(name: &str, window_start: i64) -> Vec<u8> {
 pub fn window_start_of_key(key: &[u8]) -> Option<i64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some((u64::from_be_bytes(tail) ^ (1 << 63)) as i64)
-}
-
-/// Encodes one batch as an Arrow IPC stream.
-pub fn batch_to_ipc(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    let mut buf = Vec::new();
-    {
-        let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
-    }
-    Ok(buf)
-}
-
-/// Decodes a batch written by [`batch_to_ipc`].
-pub fn batch_from_ipc(bytes: &[u8]) -> Result<RecordBatch, ArrowError> {
-    let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    match reader.next() {
-        Some(batch) => batch,
-        None => Err(ArrowError::IpcError("empty IPC stream".into())),
-    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! State: everything Weir keeps on disk, behind a narrow API with no RocksDB type above it.
 //!
-//! One RocksDB database holds six tables (column families): the catalog, per-view and
-//! per-source progress (positions, watermarks, counters), view rows, open-window state,
-//! dead letters and late rows. An epoch's changes for one source — view rows, window state and
-//! the positions that produced them — go to disk in one atomic [`WriteSet`], so after a crash the
-//! store always holds a consistent cut of the pipeline.
+//! One RocksDB database holds the tables (column families): the catalog, per-view and
+//! per-source progress (positions, watermarks, counters), view rows and group state (one
+//! entry per group, laid out by `keyed`), dead letters and late rows. An epoch's changes for
+//! one source — the groups it touched, windows it closed and the positions that produced
+//! them — go to disk in one atomic [`WriteSet`], so after a crash the store always holds a
+//! consistent cut of the pipeline.
 
 mod codec;
+mod keyed;
+mod log;
 mod store;
 
-pub use codec::{batch_from_ipc, batch_to_ipc, window_key, window_key_prefix, window_start_of_key};
-pub use store::{ReadView, Store, Table, WriteSet};
+pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
+pub use keyed::{decode_view_row, encode_view_row, RowCodec, StoredGroup, ViewKeys, STATE_FORMAT};
+pub use log::{log_key, Log, LogLimits};
+pub use store::{prefix_end, ReadView, Store, Table, WriteSet};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The RocksDB-backed store: open, point reads, prefix scans, atomic write sets, snapshots.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use rocksdb::{
@@ -15,10 +16,15 @@ pub enum Table {
     Catalog,
     /// Positions, watermarks and counters (`source/<name>`, `view/<name>`).
     Progress,
-    /// A view's rows: one Arrow IPC batch per window, keyed by view and window start.
+    /// A view's rows: one output row per group, keyed by view, window start and group key
+    /// (see `keyed`).
     ViewRows,
-    /// Open windows' accumulator state: one Arrow IPC batch per window.
-    WindowState,
+    /// Accumulator state of each group of an open window (or of a view without windows),
+    /// under the same key as its row.
+    GroupState,
+    /// Whole-window state blobs of state format 1; nothing reads them, a view that had them
+    /// is rebuilt and they are deleted.
+    LegacyWindowState,
     /// Records that could not be decoded, keyed by source and sequence number.
     DeadLetters,
     /// Rows that arrived after their window closed, keyed by view and sequence number.
@@ -26,11 +32,12 @@ pub enum Table {
 }
 
 impl Table {
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Catalog,
         Table::Progress,
         Table::ViewRows,
-        Table::WindowState,
+        Table::GroupState,
+        Table::LegacyWindowState,
         Table::DeadLetters,
         Table::LateRows,
     ];
@@ -40,7 +47,8 @@ impl Table {
             Table::Catalog => "catalog",
             Table::Progress => "progress",
             Table::ViewRows => "view_rows",
-            Table::WindowState => "window_state",
+            Table::GroupState => "group_state",
+            Table::LegacyWindowState => "window_state",
             Table::DeadLetters => "dead_letters",
             Table::LateRows => "late_rows",
         }
@@ -102,6 +110,19 @@ impl Store {
         self.read_view().scan_prefix(table, prefix)
     }
 
+    /// Reads many keys at once (latest committed values).
+    pub fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        self.db
+            .batched_multi_get_cf(self.cf(table), keys, false)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(storage))
+            .collect()
+    }
+
     /// A consistent point-in-time view of the whole store.
     pub fn read_view(&self) -> ReadView<'_> {
         ReadView {
@@ -124,6 +145,7 @@ impl Store {
                     let end = prefix_end(&p);
                     batch.delete_range_cf(self.cf(t), p, end);
                 }
+                Op::DeleteRange(t, from, to) => batch.delete_range_cf(self.cf(t), from, to),
             }
         }
         self.db.write(batch).map_err(storage)
@@ -144,7 +166,7 @@ impl Store {
 }
 
 /// The smallest key greater than every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
@@ -164,26 +186,91 @@ pub struct ReadView<'a> {
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The first and the last key of a range.
+pub type KeyBounds = (Vec<u8>, Vec<u8>);
+
 impl ReadView<'_> {
-    /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+    fn options(&self, from: &[u8], to: &[u8]) -> ReadOptions {
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&self.snapshot);
-        opts.set_iterate_upper_bound(prefix_end(prefix));
+        opts.set_iterate_lower_bound(from.to_vec());
+        opts.set_iterate_upper_bound(to.to_vec());
+        opts
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
+        let mut out = Vec::new();
+        self.for_each_in(table, prefix, &prefix_end(prefix), |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` on each entry with `from <= key < to`, in key order, until it breaks.
+    pub fn for_each_in(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StateError> {
         let iter = self.store.db.iterator_cf_opt(
             self.store.cf(table),
-            opts,
-            IteratorMode::From(prefix, Direction::Forward),
+            self.options(from, to),
+            IteratorMode::From(from, Direction::Forward),
         );
-        let mut out = Vec::new();
         for item in iter {
             let (k, v) = item.map_err(storage)?;
-            if !k.starts_with(prefix) {
+            if f(&k, &v).is_break() {
                 break;
             }
-            out.push((k.into_vec(), v.into_vec()));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The first and the last key with `from <= key < to`, if any.
+    pub fn key_bounds(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<KeyBounds>, StateError> {
+        let cf = self.store.cf(table);
+        let first = self
+            .store
+            .db
+            .iterator_cf_opt(cf, self.options(from, to), IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(storage)?;
+        let last = self
+            .store
+            .db
+            .iterator_cf_opt(cf, self.options(from, to), IteratorMode::End)
+            .next()
+            .transpose()
+            .map_err(storage)?;
+        Ok(first
+            .zip(last)
+            .map(|((a, _), (b, _))| (a.into_vec(), b.into_vec())))
+    }
+
+    /// Reads many keys at this snapshot.
+    pub fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        self.store
+            .db
+            .batched_multi_get_cf_opt(self.store.cf(table), keys, false, &opts)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(storage))
+            .collect()
     }
 }
 
@@ -191,6 +278,7 @@ enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
     Delete(Table, Vec<u8>),
     DeletePrefix(Table, Vec<u8>),
+    DeleteRange(Table, Vec<u8>, Vec<u8>),
 }
 
 /// Changes collected during an epoch and applied by [`Store::write`] in one atomic batch.
@@ -213,6 +301,11 @@ impl WriteSet {
         self.ops.push(Op::DeletePrefix(table, prefix.into()));
     }
 
+    /// Deletes every key with `from <= key < to`.
+    pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(Op::DeleteRange(table, from, to));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -224,6 +317,7 @@ impl WriteSet {
             .map(|op| match op {
                 Op::Put(_, k, v) => k.len() + v.len(),
                 Op::Delete(_, k) | Op::DeletePrefix(_, k) => k.len(),
+                Op::DeleteRange(_, a, b) => a.len() + b.len(),
             })
             .sum()
     }

@@ -1,0 +1,280 @@
+//! `weir bench --query keys`: a plain GROUP BY over K distinct keys, for several K.
+//!
+//! For each K it writes the same number of events (key `key<(i * 7919) mod K>`, a value, a
+//! time) into a followed directory, runs `SELECT k, count(*), sum(v) FROM s GROUP BY k`
+//! through the whole pipeline and reports events/s, peak RSS during the run, bytes written per
+//! epoch and group states read back from RocksDB; meanwhile one and then sixteen tasks send
+//! point queries (`WHERE k = ...`) and it reports their p50/p99 latency and rate. Once the
+//! view holds all K keys, a trickle of 1,000 events/s into 100 other keys runs for a few
+//! seconds and the CPU the process spends per second is reported: it should not depend on K.
+//! Throughput at each K is also given as a ratio to the smallest K of the same run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use crate::config::BenchArgs;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::server::run_script;
+
+/// One K's result.
+#[derive(Debug, serde::Serialize)]
+pub struct KeysResult {
+    pub keys: u64,
+    pub events: u64,
+    pub eps: f64,
+    pub eps_ratio_to_smallest: f64,
+    pub peak_rss_mb: f64,
+    pub epochs: u64,
+    pub bytes_per_epoch: f64,
+    pub store_reads: u64,
+    pub evictions: u64,
+    pub point_p50_ms_1: f64,
+    pub point_p99_ms_1: f64,
+    pub point_qps_1: f64,
+    pub point_p50_ms_16: f64,
+    pub point_p99_ms_16: f64,
+    pub point_qps_16: f64,
+    /// CPU cores the whole process used during the trickle.
+    pub trickle_cores: f64,
+}
+
+/// CPU seconds this process has used (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')' and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Appends 100 events every 100 ms to `path` for `seconds`; returns the CPU cores used.
+async fn trickle(path: &std::path::Path, seconds: u64) -> Result<f64, BenchError> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    for tick in 0..seconds * 10 {
+        let mut lines = String::new();
+        for j in 0..100u64 {
+            lines.push_str(&format!(
+                "{{\"k\":\"trickle{}\",\"v\":{},\"ts\":\"2026-01-02T00:00:00.000\"}}\n",
+                j,
+                tick % 100
+            ));
+        }
+        file.write_all(lines.as_bytes())?;
+        file.flush()?;
+        let next = Duration::from_millis(100 * (tick + 1));
+        tokio::time::sleep(next.saturating_sub(started.elapsed())).await;
+    }
+    Ok((cpu_seconds() - cpu0) / started.elapsed().as_secs_f64())
+}
+
+fn key(i: u64, keys: u64) -> String {
+    format!("key{}", (i.wrapping_mul(7919)) % keys)
+}
+
+fn write_events(path: &std::path::Path, events: u64, keys: u64) -> Result<(), BenchError> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..events {
+        writeln!(
+            out,
+            r#"{{"k":"{}","v":{},"ts":"2026-01-01T00:{:02}:{:02}.{:03}"}}"#,
+            key(i, keys),
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1_000) % 60,
+            i % 1_000
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Peak resident memory since the last reset, in MB (Linux; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak RSS to the current RSS (Linux).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Latencies of point queries sent by `tasks` tasks while `running`; (p50 ms, p99 ms, qps).
+async fn point_queries(
+    engine: &Arc<Engine>,
+    keys: u64,
+    tasks: usize,
+    duration: Duration,
+) -> (f64, f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let ctx = engine.context();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = t as u64;
+            while !stop.load(Ordering::Relaxed) && latencies.len() < 100_000 {
+                let sql = format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
+                let t0 = Instant::now();
+                if let Ok(df) = ctx.sql(&sql).await {
+                    let _ = df.collect().await;
+                }
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                i += tasks as u64;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if all.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), all.len() as f64 / elapsed)
+}
+
+async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, BenchError> {
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input)?;
+    write_events(&input.join("a-bulk.jsonl"), events, keys)?;
+    let metrics = Arc::new(Metrics::new());
+    reset_peak_rss();
+    let engine = Engine::open(
+        EngineConfig {
+            data_dir: dir.path().join("state"),
+            epoch: Duration::from_millis(100),
+            state_cache_bytes: (cache_mb << 20) as usize,
+            logs: Default::default(),
+        },
+        metrics.clone(),
+    )
+    .await?;
+    run_script(
+        &engine,
+        &format!(
+            "CREATE SOURCE s (k TEXT, v BIGINT, ts TIMESTAMP) WITH (connector = 'file', path = '{}', mode = 'follow')",
+            input.display()
+        ),
+    )
+    .await?;
+    let started = Instant::now();
+    run_script(
+        &engine,
+        "CREATE MATERIALIZED VIEW q AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k",
+    )
+    .await?;
+    // Point queries while the view ingests: one client for a while, then sixteen.
+    let one = point_queries(&engine, keys, 1, Duration::from_millis(1500)).await;
+    let sixteen = point_queries(&engine, keys, 16, Duration::from_millis(1500)).await;
+    let limit = Duration::from_secs(1800);
+    // Source events are published after the epoch that applied them is committed.
+    loop {
+        let done = engine
+            .board()
+            .sources
+            .read()
+            .get("s")
+            .is_some_and(|s| s.events >= events);
+        let failed = engine
+            .board()
+            .views
+            .read()
+            .get("q")
+            .is_some_and(|v| v.status == "failed");
+        if done {
+            break;
+        }
+        if failed || started.elapsed() > limit {
+            return Err(BenchError::Timeout(format!("keys {keys}"), limit));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
+    // Let the reader go idle before measuring the trickle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let trickle_cores = trickle(&input.join("b-trickle.jsonl"), 5).await?;
+    let count = |c: &prometheus::IntCounterVec| c.with_label_values(&["q"]).get();
+    let epochs = metrics
+        .epoch_commit_seconds
+        .with_label_values(&["s"])
+        .get_sample_count();
+    let bytes = metrics.epoch_bytes.with_label_values(&["s"]).get();
+    let result = KeysResult {
+        keys,
+        events,
+        eps: events as f64 / elapsed,
+        eps_ratio_to_smallest: 1.0,
+        peak_rss_mb: peak,
+        epochs,
+        bytes_per_epoch: bytes as f64 / epochs.max(1) as f64,
+        store_reads: count(&metrics.state_store_reads),
+        evictions: count(&metrics.state_cache_evictions),
+        point_p50_ms_1: one.0,
+        point_p99_ms_1: one.1,
+        point_qps_1: one.2,
+        point_p50_ms_16: sixteen.0,
+        point_p99_ms_16: sixteen.1,
+        point_qps_16: sixteen.2,
+        trickle_cores,
+    };
+    engine.shutdown().await;
+    Ok(result)
+}
+
+/// Runs the keys benchmark for every K of `--keys`.
+pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let mut smallest = None;
+    for keys in &args.keys {
+        let mut r = run_one(*keys, args.events, args.state_cache_mb).await?;
+        let base = *smallest.get_or_insert(r.eps);
+        r.eps_ratio_to_smallest = r.eps / base;
+        let line = format!(
+            "K={:<9} {:>9.0} ev/s ({:.2}x of smallest K)  peak RSS {:>6.0} MB  {:>5} epochs, {:>9.0} B/epoch  \
+             store reads {}  evictions {}  point query 1 conn p50 {:.2} ms p99 {:.2} ms {:.0} q/s; \
+             16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s; trickle 1000 ev/s: {:.3} cores",
+            r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
+            r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
+            r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.trickle_cores
+        );
+        super::print_result(args.json, &r, line);
+    }
+    Ok(())
+}

@@ -1,0 +1,718 @@
+//! A materialized view as a table: scans that read only the stored rows a query asks for.
+//!
+//! A view's rows are keyed by window start, then group key (see `state::keyed`). The scan
+//! turns the query's filters into the narrowest read it can:
+//! - equality or IN on every group column a view shows unchanged → point reads of exactly
+//!   those keys (in a windowed view, once per window in the time range: windows start at
+//!   multiples of the slide, so the candidates are known without a scan);
+//! - ranges on `window_start` / `window_end` → one range scan over those windows' keys;
+//! - otherwise the whole view, streamed.
+//!
+//! Pushed filters are *inexact*: DataFusion still applies them, so a read may be wider than
+//! the filter but never narrower. Rows stream in batches from a blocking task, so a scan
+//! neither holds the whole view in memory nor blocks the async runtime, and a LIMIT stops it
+//! early. `EXPLAIN` shows the chosen access as `ViewScan: ... access=...`.
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+
+use crate::metrics::Metrics;
+use crate::operator::Codecs;
+use crate::plan::{GroupRole, ViewPlan};
+use crate::state::{decode_view_row, RowCodec, Store, Table, ViewKeys};
+
+/// Rows per batch a scan sends.
+const BATCH_ROWS: usize = 8192;
+/// Beyond this many keys a point read becomes a range scan.
+const MAX_POINTS: usize = 100_000;
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A materialized view as a table.
+#[derive(Debug)]
+pub struct ViewTable {
+    reader: Arc<Reader>,
+    plan: Arc<ViewPlan>,
+}
+
+impl ViewTable {
+    pub fn new(
+        name: String,
+        plan: Arc<ViewPlan>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let codecs = Codecs::new(&plan)?;
+        let group_codecs = plan
+            .aggregate
+            .group_schema
+            .fields()
+            .iter()
+            .map(|f| RowCodec::new(&[f.data_type().clone()], "group key").map_err(external))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            reader: Arc::new(Reader {
+                keys: ViewKeys::new(&name),
+                view: name,
+                plan: plan.clone(),
+                store,
+                metrics,
+                row_codec: codecs.row,
+                group_codecs,
+            }),
+            plan,
+        })
+    }
+
+    /// The output column `expr` names, if it is a plain column of the view.
+    fn column(&self, expr: &Expr) -> Option<usize> {
+        match expr {
+            Expr::Column(c) => self.plan.output_schema.index_of(&c.name).ok(),
+            _ => None,
+        }
+    }
+
+    /// The group column and role behind output column `expr`.
+    fn group_of(&self, expr: &Expr) -> Option<(usize, GroupRole)> {
+        let g = (*self.plan.key_columns.get(self.column(expr)?)?)?;
+        Some((g, self.plan.group_roles[g]))
+    }
+
+    /// What `filter` says about the keys, if anything.
+    fn constraint(&self, filter: &Expr) -> Option<Constraint> {
+        match filter {
+            // DataFusion turns short IN lists into ORs of equalities.
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => match (self.constraint(left)?, self.constraint(right)?) {
+                (Constraint::Values(a, mut x), Constraint::Values(b, y)) if a == b => {
+                    x.extend(y);
+                    Some(Constraint::Values(a, x))
+                }
+                (Constraint::Windows(a, b), Constraint::Windows(c, d)) => {
+                    Some(Constraint::Windows(a.min(c), b.max(d)))
+                }
+                _ => None,
+            },
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (col, op, value) = match (left.as_ref(), right.as_ref()) {
+                    (c, Expr::Literal(v, _)) => (c, *op, v),
+                    (Expr::Literal(v, _), c) => (c, op.swap()?, v),
+                    _ => return None,
+                };
+                let (g, role) = self.group_of(col)?;
+                if value.is_null() {
+                    return None;
+                }
+                match (role, op) {
+                    (_, Operator::Eq) => Some(Constraint::Values(g, vec![value.clone()])),
+                    (GroupRole::Key, _) => None,
+                    (role, op) => {
+                        let t = millis(value)?;
+                        let shift = self.window_shift(role);
+                        // Window starts are whole milliseconds; `t` is (floor, ceil).
+                        let (from, to) = match op {
+                            Operator::Gt => (t.0 + 1 - shift, i64::MAX),
+                            Operator::GtEq => (t.1 - shift, i64::MAX),
+                            Operator::Lt => (i64::MIN, t.1 - shift),
+                            Operator::LtEq => (i64::MIN, t.0 + 1 - shift),
+                            _ => return None,
+                        };
+                        Some(Constraint::Windows(from, to))
+                    }
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                let (_, role) = self.group_of(expr)?;
+                let (Expr::Literal(low, _), Expr::Literal(high, _)) = (low.as_ref(), high.as_ref())
+                else {
+                    return None;
+                };
+                if role == GroupRole::Key {
+                    return None;
+                }
+                let shift = self.window_shift(role);
+                Some(Constraint::Windows(
+                    millis(low)?.1 - shift,
+                    millis(high)?.0 + 1 - shift,
+                ))
+            }
+            Expr::InList(list) if !list.negated => {
+                let (g, _) = self.group_of(&list.expr)?;
+                let values = list
+                    .list
+                    .iter()
+                    .map(|e| match e {
+                        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Constraint::Values(g, values))
+            }
+            _ => None,
+        }
+    }
+
+    /// What to subtract from a bound on a window column to bound window starts.
+    fn window_shift(&self, role: GroupRole) -> i64 {
+        match (role, self.plan.window) {
+            (GroupRole::WindowEnd, Some((spec, _))) => spec.size_ms(),
+            _ => 0,
+        }
+    }
+
+    /// The narrowest read the filters allow.
+    fn access(&self, filters: &[Expr]) -> Access {
+        let n = self.plan.group_roles.len();
+        let mut values: Vec<Option<Vec<ScalarValue>>> = vec![None; n];
+        let (mut from, mut to) = (i64::MIN, i64::MAX);
+        for constraint in filters.iter().filter_map(|f| self.constraint(f)) {
+            match constraint {
+                Constraint::Windows(a, b) => {
+                    from = from.max(a);
+                    to = to.min(b);
+                }
+                Constraint::Values(g, v) => {
+                    // Two equalities on one column: keep the smaller set (still a superset of
+                    // the answer; DataFusion applies both).
+                    if values[g].as_ref().is_none_or(|old| v.len() < old.len()) {
+                        values[g] = Some(v);
+                    }
+                }
+            }
+        }
+        // Window columns with fixed values narrow the windows too.
+        for (g, role) in self.plan.group_roles.iter().enumerate() {
+            if let (GroupRole::WindowStart | GroupRole::WindowEnd, Some(v)) = (role, &values[g]) {
+                let shift = self.window_shift(*role);
+                let times: Option<Vec<(i64, i64)>> = v.iter().map(millis).collect();
+                if let Some(times) = times {
+                    let lo = times.iter().map(|t| t.0).min().unwrap_or(i64::MAX) - shift;
+                    let hi = times.iter().map(|t| t.1).max().unwrap_or(i64::MIN) + 1 - shift;
+                    from = from.max(lo);
+                    to = to.min(hi);
+                }
+            }
+        }
+        let keys_fixed = self
+            .plan
+            .group_roles
+            .iter()
+            .zip(&values)
+            .all(|(role, v)| *role != GroupRole::Key || v.is_some());
+        let combos: usize = self
+            .plan
+            .group_roles
+            .iter()
+            .zip(&values)
+            .filter(|(role, _)| **role == GroupRole::Key)
+            .map(|(_, v)| v.as_ref().map_or(1, Vec::len))
+            .product();
+        let has_keys = self.plan.group_roles.contains(&GroupRole::Key);
+        if has_keys && keys_fixed && combos <= MAX_POINTS && from < to {
+            let key_values = self
+                .plan
+                .group_roles
+                .iter()
+                .zip(values)
+                .map(|(role, v)| match role {
+                    GroupRole::Key => v,
+                    _ => None,
+                })
+                .collect();
+            return Access::Points {
+                key_values,
+                from,
+                to,
+            };
+        }
+        if from == i64::MIN && to == i64::MAX {
+            Access::All
+        } else {
+            Access::Windows { from, to }
+        }
+    }
+}
+
+/// A bound on a window column as milliseconds, widened to whole milliseconds: (floor, ceil).
+fn millis(value: &ScalarValue) -> Option<(i64, i64)> {
+    let (v, per_ms) = match value {
+        ScalarValue::TimestampMillisecond(Some(v), _) => (*v, 1),
+        ScalarValue::TimestampSecond(Some(v), _) => (v.checked_mul(1000)?, 1),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, 1_000),
+        ScalarValue::TimestampNanosecond(Some(v), _) => (*v, 1_000_000),
+        _ => return None,
+    };
+    Some((
+        v.div_euclid(per_ms),
+        v.div_euclid(per_ms) + i64::from(v % per_ms != 0),
+    ))
+}
+
+/// What one filter says about a view's keys.
+enum Constraint {
+    /// Window starts in `[from, to)`.
+    Windows(i64, i64),
+    /// Group column `g` is one of these values.
+    Values(usize, Vec<ScalarValue>),
+}
+
+/// How a scan reads the view.
+#[derive(Debug, Clone)]
+enum Access {
+    All,
+    /// Every row of the windows starting in `[from, to)`.
+    Windows {
+        from: i64,
+        to: i64,
+    },
+    /// The keys made of these values of each key column (None for window columns), in each
+    /// window starting in `[from, to)`.
+    Points {
+        key_values: Vec<Option<Vec<ScalarValue>>>,
+        from: i64,
+        to: i64,
+    },
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bound = |v: i64, open: i64| {
+            if v == open {
+                "_".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        match self {
+            Access::All => write!(f, "all"),
+            Access::Windows { from, to } => write!(
+                f,
+                "windows [{}, {})",
+                bound(*from, i64::MIN),
+                bound(*to, i64::MAX)
+            ),
+            Access::Points {
+                key_values,
+                from,
+                to,
+            } => {
+                let keys: usize = key_values.iter().flatten().map(Vec::len).product();
+                write!(f, "points {keys} key(s)")?;
+                if *from != i64::MIN || *to != i64::MAX {
+                    write!(
+                        f,
+                        " in windows [{}, {})",
+                        bound(*from, i64::MIN),
+                        bound(*to, i64::MAX)
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.plan.output_schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.constraint(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.plan.output_schema.project(p)?),
+            None => self.plan.output_schema.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(ViewScan {
+            access: self.access(filters),
+            projection: projection.cloned(),
+            limit,
+            schema,
+            properties: Arc::new(properties),
+            reader: self.reader.clone(),
+        }))
+    }
+}
+
+/// What a scan reads with: the view's store, key layout and codecs.
+#[derive(Debug)]
+struct Reader {
+    view: String,
+    plan: Arc<ViewPlan>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    keys: ViewKeys,
+    row_codec: RowCodec,
+    /// One codec per group column: a key is their encodings concatenated.
+    group_codecs: Vec<RowCodec>,
+}
+
+/// The physical scan of one view.
+#[derive(Debug)]
+struct ViewScan {
+    access: Access,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    reader: Arc<Reader>,
+}
+
+impl DisplayAs for ViewScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ViewScan: view={}, access={}",
+            self.reader.view, self.access
+        )?;
+        if let Some(p) = &self.projection {
+            let names: Vec<&str> = p
+                .iter()
+                .map(|i| self.reader.plan.output_schema.field(*i).name().as_str())
+                .collect();
+            write!(f, ", projection=[{}]", names.join(", "))?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ViewScan {
+    fn name(&self) -> &'static str {
+        "ViewScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut builder = RecordBatchReceiverStream::builder(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let reader = self.reader.clone();
+        let access = self.access.clone();
+        let projection = self.projection.clone();
+        let limit = self.limit.unwrap_or(usize::MAX);
+        builder.spawn_blocking(move || {
+            let mut sink = Sink {
+                reader: &reader,
+                projection: projection.as_deref(),
+                left: limit,
+                pending: Vec::new(),
+                keys_read: 0,
+                send: &|batch| tx.blocking_send(Ok(batch)).is_ok(),
+            };
+            let result = reader.read(&access, &mut sink);
+            let result = result.and_then(|()| sink.flush().map(|_| ()));
+            reader
+                .metrics
+                .view_scan_keys
+                .with_label_values(&[&reader.view])
+                .inc_by(sink.keys_read);
+            result
+        });
+        Ok(builder.build())
+    }
+}
+
+/// Collects stored rows into batches and sends them until the limit or the reader is gone.
+struct Sink<'a> {
+    reader: &'a Reader,
+    projection: Option<&'a [usize]>,
+    left: usize,
+    pending: Vec<Vec<u8>>,
+    keys_read: u64,
+    send: &'a dyn Fn(RecordBatch) -> bool,
+}
+
+impl Sink<'_> {
+    /// Takes one stored row; says whether to go on.
+    fn push(&mut self, value: &[u8]) -> Result<ControlFlow<()>> {
+        if self.left == 0 {
+            return Ok(ControlFlow::Break(()));
+        }
+        self.pending
+            .push(decode_view_row(value).map_err(external)?.to_vec());
+        self.left -= 1;
+        if self.pending.len() >= BATCH_ROWS || self.left == 0 {
+            return self.flush();
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn flush(&mut self) -> Result<ControlFlow<()>> {
+        if self.pending.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let cols = self
+            .reader
+            .row_codec
+            .decode(rows.iter().map(|r| r.as_slice()))
+            .map_err(external)?;
+        let batch = RecordBatch::try_new(self.reader.plan.output_schema.clone(), cols)?;
+        let batch = match self.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        if !(self.send)(batch) || self.left == 0 {
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+impl Reader {
+    fn read(&self, access: &Access, sink: &mut Sink<'_>) -> Result<()> {
+        let read = self.store.read_view();
+        match access {
+            Access::All | Access::Windows { .. } => {
+                let (from, to) = match access {
+                    Access::Windows { from, to } => self.keys.windows(*from, *to),
+                    _ => self.keys.all(),
+                };
+                let mut error = None;
+                read.for_each_in(Table::ViewRows, &from, &to, |_, value| {
+                    sink.keys_read += 1;
+                    match sink.push(value) {
+                        Ok(flow) => flow,
+                        Err(e) => {
+                            error = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    }
+                })
+                .map_err(external)?;
+                error.map_or(Ok(()), Err)
+            }
+            Access::Points {
+                key_values,
+                from,
+                to,
+            } => {
+                let starts = self.window_starts(&read, *from, *to)?;
+                let Some(starts) = starts else {
+                    // Too many windows for point reads: read the range instead.
+                    return self.read(
+                        &Access::Windows {
+                            from: *from,
+                            to: *to,
+                        },
+                        sink,
+                    );
+                };
+                let Some(mut keys) = self.point_keys(key_values, &starts)? else {
+                    return self.read(
+                        &Access::Windows {
+                            from: *from,
+                            to: *to,
+                        },
+                        sink,
+                    );
+                };
+                keys.sort();
+                keys.dedup();
+                for chunk in keys.chunks(BATCH_ROWS) {
+                    let values = read.multi_get(Table::ViewRows, chunk).map_err(external)?;
+                    sink.keys_read += chunk.len() as u64;
+                    for value in values.iter().flatten() {
+                        if sink.push(value)?.is_break() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The window starts a point read visits: GLOBAL (0) for a view without windows; for a
+    /// windowed view every multiple of the slide between the first and last stored window
+    /// that lies in `[from, to)` — None when there are too many.
+    fn window_starts(
+        &self,
+        read: &crate::state::ReadView<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Vec<i64>>> {
+        let Some((spec, _)) = self.plan.window else {
+            return Ok(Some(vec![crate::operator::GLOBAL_WINDOW]));
+        };
+        let (a, b) = self.keys.windows(from, to);
+        let Some((first, last)) = read.key_bounds(Table::ViewRows, &a, &b).map_err(external)?
+        else {
+            return Ok(Some(Vec::new()));
+        };
+        let (Some((first, _)), Some((last, _))) = (self.keys.parse(&first), self.keys.parse(&last))
+        else {
+            return Ok(None);
+        };
+        let slide = spec.slide_ms();
+        let count = (last - first) / slide + 1;
+        if count as usize > MAX_POINTS {
+            return Ok(None);
+        }
+        let first = first.div_euclid(slide) * slide;
+        Ok(Some(
+            (0..=count)
+                .map(|i| first + i * slide)
+                .filter(|s| *s <= last)
+                .collect(),
+        ))
+    }
+
+    /// Every key made of one value per group column in each window of `starts`; None when a
+    /// value does not convert to its column's type (the scan then reads the range).
+    fn point_keys(
+        &self,
+        key_values: &[Option<Vec<ScalarValue>>],
+        starts: &[i64],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let size = self.plan.window.map_or(0, |(spec, _)| spec.size_ms());
+        let schema = &self.plan.aggregate.group_schema;
+        // The encodings of the fixed values of each key column.
+        let mut encoded: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(key_values.len());
+        for (g, values) in key_values.iter().enumerate() {
+            encoded.push(match values {
+                Some(values) => {
+                    let field_type = schema.field(g).data_type();
+                    let cast = values
+                        .iter()
+                        .map(|v| v.cast_to(field_type))
+                        .collect::<Result<Vec<_>>>();
+                    let Ok(cast) = cast else { return Ok(None) };
+                    let array = ScalarValue::iter_to_array(cast)?;
+                    let rows = self.group_codecs[g].encode(&[array]).map_err(external)?;
+                    Some(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+                }
+                None => None,
+            });
+        }
+        let mut keys = Vec::new();
+        for start in starts {
+            let mut partial: Vec<Vec<u8>> = vec![Vec::new()];
+            for (g, role) in self.plan.group_roles.iter().enumerate() {
+                let choices: Vec<Vec<u8>> = match role {
+                    GroupRole::WindowStart | GroupRole::WindowEnd => {
+                        let t = if *role == GroupRole::WindowStart {
+                            *start
+                        } else {
+                            start + size
+                        };
+                        let array = ScalarValue::TimestampMillisecond(Some(t), None)
+                            .cast_to(schema.field(g).data_type())?
+                            .to_array()?;
+                        let rows = self.group_codecs[g].encode(&[array]).map_err(external)?;
+                        vec![rows.row(0).as_ref().to_vec()]
+                    }
+                    GroupRole::Key => encoded[g].clone().unwrap_or_default(),
+                };
+                partial = partial
+                    .iter()
+                    .flat_map(|p| {
+                        choices.iter().map(move |c| {
+                            let mut k = p.clone();
+                            k.extend_from_slice(c);
+                            k
+                        })
+                    })
+                    .collect();
+            }
+            keys.extend(partial.iter().map(|group| self.keys.group(*start, group)));
+        }
+        Ok(Some(keys))
+    }
+}

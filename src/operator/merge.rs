@@ -1,0 +1,392 @@
+//! The commit of one window: an epoch's partial aggregate merged into the stored state of just
+//! the groups it touched.
+//!
+//! The epoch's rows were folded into a fresh [`GroupState`] (the *delta*). At commit its groups
+//! are encoded as keys, their stored states come from the cache or, on a miss in an incomplete
+//! window, from one RocksDB multi-get; delta and stored states merge, the merged groups are
+//! evaluated and pass the view's HAVING and projection, and each touched group's state and row
+//! are written back. Nothing here costs more than the groups the epoch touched.
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+
+use super::groups::{empty_output, merge_with_stored, state_types, GroupState};
+use crate::plan::{run_steps_tracked, ViewPlan};
+use crate::state::{RowCodec, StateError, StoredGroup};
+
+fn state_err(e: StateError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The row codecs of one view: group keys, accumulator states, output rows.
+#[derive(Debug)]
+pub struct Codecs {
+    /// None for a global aggregate, whose one group has the empty key.
+    pub key: Option<RowCodec>,
+    pub state: RowCodec,
+    pub row: RowCodec,
+}
+
+impl Codecs {
+    pub fn new(plan: &ViewPlan) -> Result<Self> {
+        let agg = &plan.aggregate;
+        let key = if agg.group_exprs.is_empty() {
+            None
+        } else {
+            let types: Vec<_> = agg
+                .group_schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            Some(RowCodec::new(&types, "group key").map_err(state_err)?)
+        };
+        let state = RowCodec::new(&state_types(agg)?, "group_state").map_err(state_err)?;
+        let types: Vec<_> = plan
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let row = RowCodec::new(&types, "view_rows").map_err(state_err)?;
+        Ok(Self { key, state, row })
+    }
+
+    /// The key bytes of each group of a snapshot.
+    pub fn group_keys(&self, plan: &ViewPlan, snapshot: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        match &self.key {
+            Some(codec) => {
+                let n_keys = plan.aggregate.group_exprs.len();
+                let rows = codec
+                    .encode(&snapshot.columns()[..n_keys])
+                    .map_err(state_err)?;
+                Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+            }
+            None => Ok(vec![Vec::new(); snapshot.num_rows()]),
+        }
+    }
+}
+
+/// A touched group after the merge.
+pub struct MergedGroup {
+    pub key: Vec<u8>,
+    /// The new `StoredGroup` value.
+    pub state: Vec<u8>,
+    /// The encoded output row, when the group is in the view (HAVING may hide it).
+    pub row: Option<Vec<u8>>,
+    /// Whether its row was in the view before.
+    pub was_shown: bool,
+}
+
+/// Merges `delta` into the stored groups. `stored` receives the keys of the delta's groups and
+/// returns each one's stored value, if any.
+pub fn merge_window(
+    plan: &ViewPlan,
+    codecs: &Codecs,
+    delta: &mut GroupState,
+    stored: impl FnOnce(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>,
+) -> Result<Vec<MergedGroup>> {
+    let agg = &plan.aggregate;
+    let snapshot = delta.take_snapshot(agg)?;
+    let n = snapshot.num_rows();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let keys = codecs.group_keys(plan, &snapshot)?;
+    let previous = stored(&keys)?;
+    let mut was_shown = vec![false; n];
+    let mut stored_groups = Vec::new();
+    let mut stored_rows: Vec<&[u8]> = Vec::new();
+    for (i, value) in previous.iter().enumerate() {
+        if let Some(value) = value {
+            let group = StoredGroup::decode(value).map_err(state_err)?;
+            was_shown[i] = group.shown;
+            if !group.state.is_empty() {
+                stored_groups.push(i);
+                stored_rows.push(group.state);
+            }
+        }
+    }
+    let stored_states: Vec<ArrayRef> = if stored_rows.is_empty() {
+        Vec::new()
+    } else {
+        codecs.state.decode(stored_rows).map_err(state_err)?
+    };
+    let (states, output) = merge_with_stored(agg, &snapshot, &stored_states, &stored_groups)?;
+    // A view without aggregates (`SELECT k ... GROUP BY k`) keeps no state but its keys.
+    let state_rows = if states.is_empty() {
+        None
+    } else {
+        Some(codecs.state.encode(&states).map_err(state_err)?)
+    };
+    let (shown, origin) = run_steps_tracked(&plan.post, output)?;
+    let shown_rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
+    let mut rows: Vec<Option<Vec<u8>>> = vec![None; n];
+    for (j, i) in origin.iter().enumerate() {
+        rows[*i as usize] = Some(shown_rows.row(j).as_ref().to_vec());
+    }
+    Ok(keys
+        .into_iter()
+        .zip(rows)
+        .enumerate()
+        .map(|(i, (key, row))| MergedGroup {
+            state: StoredGroup::encode(
+                row.is_some(),
+                state_rows.as_ref().map_or(&[][..], |r| r.row(i).data()),
+            ),
+            key,
+            row,
+            was_shown: was_shown[i],
+        })
+        .collect())
+}
+
+/// The one group of a global aggregate before any input: its row (count 0, other aggregates
+/// NULL) if HAVING keeps it, and an empty state.
+pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<MergedGroup> {
+    let (shown, _) = run_steps_tracked(&plan.post, empty_output(&plan.aggregate)?)?;
+    let row = if shown.num_rows() == 1 {
+        let rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
+        Some(rows.row(0).as_ref().to_vec())
+    } else {
+        None
+    };
+    Ok(MergedGroup {
+        key: Vec::new(),
+        state: StoredGroup::encode(row.is_some(), &[]),
+        row,
+        was_shown: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::logical_expr::{create_udaf, Accumulator, Volatility};
+    use datafusion::prelude::SessionContext;
+    use datafusion::scalar::ScalarValue;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+    use crate::plan::{plan_view, run_steps, SourceSchema};
+
+    /// A user aggregate with a row accumulator: the sum of squares.
+    #[derive(Debug, Default)]
+    struct SumSquares(f64);
+
+    impl Accumulator for SumSquares {
+        fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+            let v = values[0].as_any().downcast_ref::<Float64Array>().unwrap();
+            self.0 += v.iter().flatten().map(|x| x * x).sum::<f64>();
+            Ok(())
+        }
+        fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+            let v = states[0].as_any().downcast_ref::<Float64Array>().unwrap();
+            self.0 += v.iter().flatten().sum::<f64>();
+            Ok(())
+        }
+        fn state(&mut self) -> Result<Vec<ScalarValue>> {
+            Ok(vec![ScalarValue::from(self.0)])
+        }
+        fn evaluate(&mut self) -> Result<ScalarValue> {
+            Ok(ScalarValue::from(self.0))
+        }
+        fn size(&self) -> usize {
+            8
+        }
+    }
+
+    fn source() -> SourceSchema {
+        SourceSchema {
+            name: "s".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, true),
+                Field::new("v", DataType::Float64, true),
+            ])),
+            watermark: None,
+        }
+    }
+
+    async fn plan(sql: &str) -> ViewPlan {
+        let ctx = SessionContext::new();
+        ctx.register_udaf(create_udaf(
+            "sum_sq",
+            vec![DataType::Float64],
+            Arc::new(DataType::Float64),
+            Volatility::Immutable,
+            Arc::new(|_| Ok(Box::new(SumSquares::default()))),
+            Arc::new(vec![DataType::Float64]),
+        ));
+        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not a query")
+        };
+        let s = source();
+        let find = |name: &str| (name == "s").then(|| s.clone());
+        plan_view(&query, &find, &ctx).await.unwrap()
+    }
+
+    fn rows(data: &[(Option<&str>, Option<i64>, Option<f64>)]) -> RecordBatch {
+        RecordBatch::try_new(
+            source().schema,
+            vec![
+                Arc::new(data.iter().map(|r| r.0).collect::<StringArray>()),
+                Arc::new(data.iter().map(|r| r.1).collect::<Int64Array>()),
+                Arc::new(data.iter().map(|r| r.2).collect::<Float64Array>()),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// The rows of a batch as sorted text lines, floats rounded (merging in another order
+    /// may change the last bits).
+    fn lines(batch: &RecordBatch) -> Vec<String> {
+        let options = FormatOptions::default().with_null("NULL");
+        let mut out: Vec<String> = (0..batch.num_rows())
+            .map(|r| {
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        let text = ArrayFormatter::try_new(c.as_ref(), &options)
+                            .unwrap()
+                            .value(r)
+                            .to_string();
+                        match (c.data_type(), text.parse::<f64>()) {
+                            (DataType::Float64, Ok(f)) => format!("{f:.6}"),
+                            _ => text,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Folds each epoch's rows into a delta and merges it into a map standing in for the
+    /// store; returns the view's rows at the end.
+    fn run_epochs(plan: &ViewPlan, epochs: &[RecordBatch]) -> RecordBatch {
+        let codecs = Codecs::new(plan).unwrap();
+        let mut states: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut shown: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for batch in epochs {
+            let mut delta = GroupState::new(&plan.aggregate).unwrap();
+            let input = run_steps(&plan.pre, batch.clone()).unwrap();
+            delta.update(&plan.aggregate, &input).unwrap();
+            let merged = merge_window(plan, &codecs, &mut delta, |keys| {
+                Ok(keys.iter().map(|k| states.get(k).cloned()).collect())
+            })
+            .unwrap();
+            for group in merged {
+                let before = states
+                    .get(&group.key)
+                    .map(|v| StoredGroup::decode(v).unwrap().shown);
+                assert_eq!(before.unwrap_or(false), group.was_shown);
+                match group.row {
+                    Some(row) => shown.insert(group.key.clone(), row),
+                    None => shown.remove(&group.key),
+                };
+                states.insert(group.key, group.state);
+            }
+        }
+        let cols = codecs
+            .row
+            .decode(shown.values().map(|r| r.as_slice()))
+            .unwrap();
+        RecordBatch::try_new(plan.output_schema.clone(), cols).unwrap()
+    }
+
+    fn at_once(plan: &ViewPlan, epochs: &[RecordBatch]) -> RecordBatch {
+        let mut state = GroupState::new(&plan.aggregate).unwrap();
+        for batch in epochs {
+            let input = run_steps(&plan.pre, batch.clone()).unwrap();
+            state.update(&plan.aggregate, &input).unwrap();
+        }
+        run_steps(&plan.post, state.evaluate(&plan.aggregate).unwrap()).unwrap()
+    }
+
+    fn epochs() -> Vec<RecordBatch> {
+        vec![
+            rows(&[
+                (Some("a"), Some(1), Some(1.5)),
+                (Some("b"), Some(2), None),
+                (Some("a"), Some(1), Some(-2.0)),
+            ]),
+            rows(&[(Some("c"), None, Some(4.0)), (None, Some(7), Some(0.25))]),
+            rows(&[
+                (Some("a"), Some(3), Some(8.0)),
+                (Some("b"), Some(2), Some(3.0)),
+                (Some("c"), Some(5), None),
+                (None, Some(7), Some(1.0)),
+            ]),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_aggregate_round_trips_through_stored_groups() {
+        let plan = plan(
+            "SELECT k, count(*) AS c, count(DISTINCT n) AS d, approx_distinct(n) AS ad, \
+             approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS p, stddev(v) AS sd, \
+             var_pop(v) AS vp, avg(v) AS a, sum(n) AS s, min(v) AS mn, max(k) AS mx, \
+             bool_and(v > 0) AS pos, sum_sq(v) AS sq, \
+             count(*) FILTER (WHERE n > 1) AS big FROM s GROUP BY k",
+        )
+        .await;
+        let epochs = epochs();
+        assert_eq!(
+            lines(&run_epochs(&plan, &epochs)),
+            lines(&at_once(&plan, &epochs))
+        );
+        assert_eq!(run_epochs(&plan, &epochs).num_rows(), 4);
+    }
+
+    #[tokio::test]
+    async fn having_hides_and_shows_groups_as_they_change() {
+        let plan = plan("SELECT k, count(*) AS c FROM s GROUP BY k HAVING count(*) >= 2").await;
+        let epochs = epochs();
+        let expected = lines(&at_once(&plan, &epochs));
+        assert_eq!(expected, vec!["NULL|2", "a|3", "b|2", "c|2"]);
+        assert_eq!(lines(&run_epochs(&plan, &epochs)), expected);
+        // After the first epoch only "a" has two rows.
+        assert_eq!(lines(&run_epochs(&plan, &epochs[..1])), vec!["a|2"]);
+    }
+
+    #[tokio::test]
+    async fn a_global_aggregate_has_its_row_before_any_input() {
+        let plan = plan("SELECT count(*) AS c, sum(v) AS s FROM s").await;
+        let codecs = Codecs::new(&plan).unwrap();
+        let group = empty_global_group(&plan, &codecs).unwrap();
+        let row = group.row.expect("shown");
+        let cols = codecs.row.decode([row.as_slice()]).unwrap();
+        let batch = RecordBatch::try_new(plan.output_schema.clone(), cols).unwrap();
+        assert_eq!(lines(&batch), vec!["0|NULL"]);
+        // Its state is empty: the first epoch merges with nothing.
+        assert!(StoredGroup::decode(&group.state).unwrap().state.is_empty());
+        let mut delta = GroupState::new(&plan.aggregate).unwrap();
+        delta.update(&plan.aggregate, &epochs()[0]).unwrap();
+        let merged = merge_window(&plan, &codecs, &mut delta, |_| {
+            Ok(vec![Some(group.state.clone())])
+        })
+        .unwrap();
+        assert!(merged[0].was_shown);
+        let cols = codecs
+            .row
+            .decode([merged[0].row.as_ref().unwrap().as_slice()])
+            .unwrap();
+        let batch = RecordBatch::try_new(plan.output_schema.clone(), cols).unwrap();
+        assert_eq!(lines(&batch), vec!["3|-0.500000"]);
+    }
+}

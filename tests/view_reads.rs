@@ -1,0 +1,220 @@
+//! Reads that touch only what a query asks for: point reads on group keys, window ranges,
+//! LIMIT, what EXPLAIN shows, and retention. Each answer is checked against values computed
+//! here, and the keys each scan read against `weir_view_scan_keys_total`.
+
+mod common;
+
+use common::{http_get, rows, wait_views_finished, write_lines, Weir};
+
+/// 2026-01-01 00:00:00 UTC in milliseconds.
+const BASE: i64 = 1_767_225_600_000;
+const EVENTS: i64 = 20_000;
+const KEYS: i64 = 1_000;
+
+/// Event `i`: key `key{(7 i) mod 1000}`, value `i mod 13`, one every 60 ms, so each minute
+/// holds every key exactly once.
+fn key_of(i: i64) -> String {
+    format!("key{}", (i * 7) % KEYS)
+}
+
+fn events() -> Vec<String> {
+    (0..EVENTS)
+        .map(|i| {
+            let ts = chrono::DateTime::from_timestamp_millis(BASE + i * 60)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3f");
+            format!(r#"{{"k": "{}", "v": {}, "ts": "{ts}"}}"#, key_of(i), i % 13)
+        })
+        .collect()
+}
+
+/// The value of counter `name{view="view"}` in a metrics page.
+fn counter(page: &str, name: &str, view: &str) -> u64 {
+    let prefix = format!("{name}{{view=\"{view}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+struct Server {
+    weir: Weir,
+    client: tokio_postgres::Client,
+}
+
+impl Server {
+    async fn keys_read(&self, view: &str) -> u64 {
+        let page = http_get(self.weir.http_port, "/metrics").await;
+        counter(&page, "weir_view_scan_keys_total", view)
+    }
+
+    /// Runs `sql`; returns its rows and how many stored keys it read from `view`.
+    async fn query(&self, view: &str, sql: &str) -> (Vec<Vec<String>>, u64) {
+        let before = self.keys_read(view).await;
+        let r = rows(&self.client, sql).await;
+        (r, self.keys_read(view).await - before)
+    }
+
+    async fn explain(&self, sql: &str) -> String {
+        rows(&self.client, &format!("EXPLAIN {sql}"))
+            .await
+            .into_iter()
+            .map(|r| r.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn start(dir: &std::path::Path) -> Server {
+    let input = dir.join("events.jsonl");
+    write_lines(&input, &events());
+    let pipeline = dir.join("pipeline.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE s (k TEXT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+             WITH (connector = 'file', path = '{}');\n\
+             CREATE MATERIALIZED VIEW per_key AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k;\n\
+             CREATE MATERIALIZED VIEW per_minute AS SELECT window_start, window_end, k, count(*) AS n \
+             FROM TUMBLE(s, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k;\n\
+             CREATE MATERIALIZED VIEW recent WITH (retention = '5 minutes') AS \
+             SELECT window_start, count(*) AS n FROM TUMBLE(s, ts, INTERVAL '1 minute') \
+             GROUP BY window_start, window_end;\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let weir = Weir::start(
+        &dir.join("data"),
+        &["--pipeline", pipeline.to_str().unwrap()],
+    );
+    let client = weir.client().await;
+    wait_views_finished(&client).await;
+    Server { weir, client }
+}
+
+/// Minute `m` after BASE as a SQL literal.
+fn minute(m: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(BASE + m * 60_000)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Minute `m` after BASE as Weir prints a timestamp today.
+fn shown(m: i64) -> String {
+    format!("{}.000000", minute(m))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_read_only_the_keys_they_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+
+    // One key of a view without windows: one point read.
+    let total: i64 = (0..EVENTS)
+        .filter(|i| key_of(*i) == "key7")
+        .map(|i| i % 13)
+        .sum();
+    let (r, keys) = s
+        .query(
+            "per_key",
+            "SELECT k, n, total FROM per_key WHERE k = 'key7'",
+        )
+        .await;
+    assert_eq!(
+        r,
+        vec![vec!["key7".to_string(), "20".into(), total.to_string()]]
+    );
+    assert_eq!(keys, 1, "a point query reads one key");
+    let plan = s.explain("SELECT * FROM per_key WHERE k = 'key7'").await;
+    assert!(
+        plan.contains("ViewScan: view=per_key, access=points 1 key(s)"),
+        "{plan}"
+    );
+
+    // IN: one read per value, found or not.
+    let (r, keys) = s
+        .query(
+            "per_key",
+            "SELECT k FROM per_key WHERE k IN ('key1', 'key2', 'nokey') ORDER BY k",
+        )
+        .await;
+    assert_eq!(r, vec![vec!["key1".to_string()], vec!["key2".to_string()]]);
+    assert_eq!(keys, 3);
+
+    // The whole view, and LIMIT, which stops the scan early.
+    let (r, keys) = s.query("per_key", "SELECT count(*) FROM per_key").await;
+    assert_eq!(r[0][0], KEYS.to_string());
+    assert_eq!(keys, KEYS as u64);
+    let (r, keys) = s.query("per_key", "SELECT k FROM per_key LIMIT 5").await;
+    assert_eq!(r.len(), 5);
+    assert!(keys <= 5, "LIMIT 5 read {keys} keys");
+
+    // Two minutes of a windowed view: a range over those windows' keys.
+    let sql = format!(
+        "SELECT count(*), sum(n) FROM per_minute WHERE window_start >= '{}' AND window_start < '{}'",
+        minute(3),
+        minute(5)
+    );
+    let (r, keys) = s.query("per_minute", &sql).await;
+    assert_eq!(r[0], vec!["2000".to_string(), "2000".into()]);
+    assert_eq!(keys, 2000, "a two-minute range reads those minutes' rows");
+    let plan = s.explain(&sql).await;
+    assert!(plan.contains("access=windows ["), "{plan}");
+
+    // One key of a windowed view: one point read per window.
+    let (r, keys) = s
+        .query(
+            "per_minute",
+            "SELECT window_start, n FROM per_minute WHERE k = 'key3' ORDER BY window_start",
+        )
+        .await;
+    assert_eq!(r.len(), 20);
+    assert_eq!(r[0], vec![shown(0), "1".into()]);
+    assert_eq!(r[19][0], shown(19));
+    assert_eq!(keys, 20);
+
+    // A key and a time range: points in just those windows.
+    let (r, keys) = s
+        .query(
+            "per_minute",
+            &format!(
+                "SELECT window_end FROM per_minute WHERE k = 'key3' AND window_end > '{}' AND window_end <= '{}'",
+                minute(10),
+                minute(12)
+            ),
+        )
+        .await;
+    assert_eq!(r.len(), 2);
+    assert!(keys <= 3, "read {keys} keys for two windows");
+
+    // Filters that are not on keys still answer right (read the whole view).
+    let (r, _) = s
+        .query(
+            "per_key",
+            "SELECT count(*) FROM per_key WHERE n = 20 AND k LIKE 'key9%'",
+        )
+        .await;
+    assert_eq!(r[0][0], "111");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_windows_older_than_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    // The last event is at 19:59.94, the watermark one second before: windows ending more
+    // than 5 minutes before it (up to the one starting at 12:00) are gone.
+    let r = rows(&s.client, "SELECT window_start, n FROM recent ORDER BY 1").await;
+    let starts: Vec<&str> = r.iter().map(|row| row[0].as_str()).collect();
+    let expected: Vec<String> = (13..20).map(shown).collect();
+    assert_eq!(starts, expected);
+    assert!(r.iter().all(|row| row[1] == "1000"));
+    let views = rows(
+        &s.client,
+        "SELECT rows FROM weir_catalog.views WHERE name = 'recent'",
+    )
+    .await;
+    assert_eq!(views[0][0], "7", "the view's row count follows the deletes");
+    let page = http_get(s.weir.http_port, "/metrics").await;
+    assert_eq!(counter(&page, "weir_view_rows_expired_total", "recent"), 13);
+}
