@@ -661,7 +661,6 @@ impl Reader {
         key_values: &[Option<Vec<ScalarValue>>],
         starts: &[i64],
     ) -> Result<Option<Vec<Vec<u8>>>> {
-        let size = self.plan.window.map_or(0, |(spec, _)| spec.size_ms());
         let schema = &self.plan.aggregate.group_schema;
         // The encodings of the fixed values of each key column.
         let mut encoded: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(key_values.len());
@@ -681,37 +680,27 @@ impl Reader {
                 None => None,
             });
         }
-        let mut keys = Vec::new();
-        for start in starts {
-            let mut partial: Vec<Vec<u8>> = vec![Vec::new()];
-            for (g, role) in self.plan.group_roles.iter().enumerate() {
-                let choices: Vec<Vec<u8>> = match role {
-                    GroupRole::WindowStart | GroupRole::WindowEnd => {
-                        let t = if *role == GroupRole::WindowStart {
-                            *start
-                        } else {
-                            start + size
-                        };
-                        let array = ScalarValue::TimestampMillisecond(Some(t), None)
-                            .cast_to(schema.field(g).data_type())?
-                            .to_array()?;
-                        let rows = self.group_codecs[g].encode(&[array]).map_err(external)?;
-                        vec![rows.row(0).as_ref().to_vec()]
-                    }
-                    GroupRole::Key => encoded[g].clone().unwrap_or_default(),
-                };
-                partial = partial
-                    .iter()
-                    .flat_map(|p| {
-                        choices.iter().map(move |c| {
-                            let mut k = p.clone();
-                            k.extend_from_slice(c);
-                            k
-                        })
-                    })
-                    .collect();
+        // Window columns are not in the key (its window start says them).
+        let mut groups: Vec<Vec<u8>> = vec![Vec::new()];
+        for (g, role) in self.plan.group_roles.iter().enumerate() {
+            if *role != GroupRole::Key {
+                continue;
             }
-            keys.extend(partial.iter().map(|group| self.keys.group(*start, group)));
+            let choices = encoded[g].clone().unwrap_or_default();
+            groups = groups
+                .iter()
+                .flat_map(|p| {
+                    choices.iter().map(move |c| {
+                        let mut k = p.clone();
+                        k.extend_from_slice(c);
+                        k
+                    })
+                })
+                .collect();
+        }
+        let mut keys = Vec::with_capacity(starts.len() * groups.len());
+        for start in starts {
+            keys.extend(groups.iter().map(|group| self.keys.group(*start, group)));
         }
         Ok(Some(keys))
     }

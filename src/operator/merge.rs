@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 
 use super::groups::{empty_output, merge_with_stored, state_types, GroupState};
-use crate::plan::{run_steps_tracked, ViewPlan};
+use crate::plan::{run_steps_tracked, GroupRole, ViewPlan};
 use crate::state::{RowCodec, StateError, StoredGroup};
 
 fn state_err(e: StateError) -> DataFusionError {
@@ -22,8 +22,12 @@ fn state_err(e: StateError) -> DataFusionError {
 /// The row codecs of one view: group keys, accumulator states, output rows.
 #[derive(Debug)]
 pub struct Codecs {
-    /// None for a global aggregate, whose one group has the empty key.
+    /// The group columns that go into a key: all but `window_start`/`window_end`, which the
+    /// key's window start already says. None when there are none (a global aggregate, or a
+    /// view grouped by its window only): each window then has one group, the empty key.
     pub key: Option<RowCodec>,
+    /// Indices of those columns among the group columns.
+    key_columns: Vec<usize>,
     pub state: RowCodec,
     pub row: RowCodec,
 }
@@ -31,14 +35,19 @@ pub struct Codecs {
 impl Codecs {
     pub fn new(plan: &ViewPlan) -> Result<Self> {
         let agg = &plan.aggregate;
-        let key = if agg.group_exprs.is_empty() {
+        let key_columns: Vec<usize> = plan
+            .group_roles
+            .iter()
+            .enumerate()
+            .filter(|(_, role)| **role == GroupRole::Key)
+            .map(|(i, _)| i)
+            .collect();
+        let key = if key_columns.is_empty() {
             None
         } else {
-            let types: Vec<_> = agg
-                .group_schema
-                .fields()
+            let types: Vec<_> = key_columns
                 .iter()
-                .map(|f| f.data_type().clone())
+                .map(|i| agg.group_schema.field(*i).data_type().clone())
                 .collect();
             Some(RowCodec::new(&types, "group key").map_err(state_err)?)
         };
@@ -50,17 +59,24 @@ impl Codecs {
             .map(|f| f.data_type().clone())
             .collect();
         let row = RowCodec::new(&types, "view_rows").map_err(state_err)?;
-        Ok(Self { key, state, row })
+        Ok(Self {
+            key,
+            key_columns,
+            state,
+            row,
+        })
     }
 
-    /// The key bytes of each group of a snapshot.
-    pub fn group_keys(&self, plan: &ViewPlan, snapshot: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    /// The key bytes of each group of a snapshot (group columns first).
+    pub fn group_keys(&self, snapshot: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         match &self.key {
             Some(codec) => {
-                let n_keys = plan.aggregate.group_exprs.len();
-                let rows = codec
-                    .encode(&snapshot.columns()[..n_keys])
-                    .map_err(state_err)?;
+                let cols: Vec<ArrayRef> = self
+                    .key_columns
+                    .iter()
+                    .map(|i| snapshot.column(*i).clone())
+                    .collect();
+                let rows = codec.encode(&cols).map_err(state_err)?;
                 Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
             }
             None => Ok(vec![Vec::new(); snapshot.num_rows()]),
@@ -93,7 +109,7 @@ pub fn merge_window(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let keys = codecs.group_keys(plan, &snapshot)?;
+    let keys = codecs.group_keys(&snapshot)?;
     let previous = stored(&keys)?;
     let mut was_shown = vec![false; n];
     let mut stored_groups = Vec::new();

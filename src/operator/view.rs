@@ -87,6 +87,8 @@ pub struct ViewOperator {
     codecs: Codecs,
     /// Open windows, each with the partial aggregate of the rows it got this epoch.
     windows: BTreeMap<i64, Option<GroupState>>,
+    /// Open windows that got rows since the last commit.
+    touched: BTreeSet<i64>,
     cache: GroupCache,
     progress: ViewProgress,
     /// Windows the watermark closed since the last flush, with their partial aggregates.
@@ -247,6 +249,7 @@ impl ViewOperator {
             progress,
             closed: Vec::new(),
             late: Vec::new(),
+            touched: BTreeSet::new(),
             counters: StateCounters::default(),
             log_limits,
         })
@@ -407,7 +410,9 @@ impl ViewOperator {
         delta
             .as_mut()
             .expect("set above")
-            .update(&self.plan.aggregate, &rows)
+            .update(&self.plan.aggregate, &rows)?;
+        self.touched.insert(start);
+        Ok(())
     }
 
     /// Moves every window whose end the watermark reached to the closed list.
@@ -536,11 +541,9 @@ impl ViewOperator {
             self.cache.remove_window(start);
             self.progress.open_windows.remove(&start);
         }
-        let touched: Vec<i64> = self
-            .windows
-            .iter()
-            .filter(|(_, d)| d.is_some())
-            .map(|(s, _)| *s)
+        let touched: Vec<i64> = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter(|s| self.windows.contains_key(s))
             .collect();
         if self.empty_global_pending && !touched.contains(&GLOBAL_WINDOW) {
             let group = empty_global_group(&self.plan, &self.codecs)?;
@@ -548,11 +551,11 @@ impl ViewOperator {
         }
         self.empty_global_pending = false;
         for start in touched {
-            let mut delta = self
-                .windows
-                .get_mut(&start)
-                .and_then(Option::take)
-                .expect("listed above");
+            let Some(mut delta) = self.windows.get_mut(&start).and_then(Option::take) else {
+                continue;
+            };
+            // The drained delta is not reused: DataFusion's vectorized group values are not
+            // meant to intern again after `emit(EmitTo::All)` (they index past their end).
             let merged = self.merge(start, &mut delta)?;
             self.write_groups(ws, start, merged, true);
         }

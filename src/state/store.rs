@@ -10,7 +10,7 @@ use rocksdb::{
 use super::StateError;
 
 /// A logical table of the store; each is one RocksDB column family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Table {
     /// Source and view definitions (`source/<name>`, `view/<name>`).
     Catalog,
@@ -136,8 +136,10 @@ impl Store {
         if set.ops.is_empty() {
             return Ok(());
         }
+        let mut ops = set.ops;
+        sort_put_runs(&mut ops);
         let mut batch = WriteBatch::default();
-        for op in set.ops {
+        for op in ops {
             match op {
                 Op::Put(t, k, v) => batch.put_cf(self.cf(t), k, v),
                 Op::Delete(t, k) => batch.delete_cf(self.cf(t), k),
@@ -162,6 +164,18 @@ impl Store {
                     .flatten()
             })
             .sum()
+    }
+}
+
+/// Sorts each run of consecutive puts by table and key (stably, so two puts of one key keep
+/// their order; deletes stay where they are between runs). RocksDB's memtable inserts keys
+/// that arrive in order much faster: each insert starts where the previous one ended.
+fn sort_put_runs(ops: &mut [Op]) {
+    for run in ops.split_mut(|op| !matches!(op, Op::Put(..))) {
+        run.sort_by(|a, b| match (a, b) {
+            (Op::Put(ta, ka, _), Op::Put(tb, kb, _)) => (*ta as u8, ka).cmp(&(*tb as u8, kb)),
+            _ => std::cmp::Ordering::Equal,
+        });
     }
 }
 
@@ -350,6 +364,28 @@ mod tests {
             store.scan_prefix(Table::ViewRows, b"ab\0").unwrap().len(),
             1
         );
+    }
+
+    #[test]
+    fn puts_are_sorted_between_deletes_and_keep_their_order_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut set = WriteSet::default();
+        set.put(Table::ViewRows, b"k\0b".to_vec(), b"1".to_vec());
+        set.put(Table::ViewRows, b"k\0a".to_vec(), b"1".to_vec());
+        set.put(Table::ViewRows, b"k\0b".to_vec(), b"2".to_vec());
+        set.delete_prefix(Table::ViewRows, b"k\0".to_vec());
+        set.put(Table::ViewRows, b"k\0c".to_vec(), b"3".to_vec());
+        set.put(Table::ViewRows, b"k\0a".to_vec(), b"4".to_vec());
+        store.write(set).unwrap();
+        let rows = store.scan_prefix(Table::ViewRows, b"k\0").unwrap();
+        let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+        assert_eq!(values, vec![&b"4"[..], &b"3"[..]]);
+        let mut set = WriteSet::default();
+        set.put(Table::ViewRows, b"k\0b".to_vec(), b"5".to_vec());
+        set.put(Table::ViewRows, b"k\0b".to_vec(), b"6".to_vec());
+        store.write(set).unwrap();
+        assert_eq!(store.get(Table::ViewRows, b"k\0b").unwrap().unwrap(), b"6");
     }
 
     #[test]
