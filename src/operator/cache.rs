@@ -124,16 +124,28 @@ impl GroupCache {
 
     pub fn insert(&mut self, start: i64, group: &[u8], value: Vec<u8>) {
         let window = self.windows.entry(start).or_default();
-        let size = group.len() + value.len() + ENTRY_OVERHEAD;
-        let old = window.groups.insert(
-            group.into(),
-            Cached {
-                value: value.into(),
-                epoch: self.epoch,
-            },
-        );
-        let freed = old.map_or(0, |c| group.len() + c.value.len() + ENTRY_OVERHEAD);
-        self.grow(size, freed);
+        let (added, freed) = match window.groups.get_mut(group) {
+            // Most inserts replace a group's value: the key stays, nothing is re-hashed.
+            Some(cached) => {
+                let freed = cached.value.len();
+                let added = value.len();
+                cached.value = value.into();
+                cached.epoch = self.epoch;
+                (added, freed)
+            }
+            None => {
+                let added = group.len() + value.len() + ENTRY_OVERHEAD;
+                window.groups.insert(
+                    group.into(),
+                    Cached {
+                        value: value.into(),
+                        epoch: self.epoch,
+                    },
+                );
+                (added, 0)
+            }
+        };
+        self.grow(added, freed);
     }
 
     fn grow(&mut self, added: usize, freed: usize) {
