@@ -136,18 +136,16 @@ impl Store {
         if set.ops.is_empty() {
             return Ok(());
         }
-        let mut ops = set.ops;
-        sort_put_runs(&mut ops);
-        let mut batch = WriteBatch::default();
-        for op in ops {
-            match op {
-                Op::Put(t, k, v) => batch.put_cf(self.cf(t), k, v),
-                Op::Delete(t, k) => batch.delete_cf(self.cf(t), k),
+        let ops = set.ops;
+        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&ops));
+        for i in write_order(&ops) {
+            match &ops[i as usize] {
+                Op::Put(t, k, v) => batch.put_cf(self.cf(*t), k, v),
+                Op::Delete(t, k) => batch.delete_cf(self.cf(*t), k),
                 Op::DeletePrefix(t, p) => {
-                    let end = prefix_end(&p);
-                    batch.delete_range_cf(self.cf(t), p, end);
+                    batch.delete_range_cf(self.cf(*t), p.as_slice(), prefix_end(p).as_slice())
                 }
-                Op::DeleteRange(t, from, to) => batch.delete_range_cf(self.cf(t), from, to),
+                Op::DeleteRange(t, from, to) => batch.delete_range_cf(self.cf(*t), from, to),
             }
         }
         self.db.write(batch).map_err(storage)
@@ -167,16 +165,34 @@ impl Store {
     }
 }
 
-/// Sorts each run of consecutive puts by table and key (stably, so two puts of one key keep
-/// their order; deletes stay where they are between runs). RocksDB's memtable inserts keys
-/// that arrive in order much faster: each insert starts where the previous one ended.
-fn sort_put_runs(ops: &mut [Op]) {
-    for run in ops.split_mut(|op| !matches!(op, Op::Put(..))) {
-        run.sort_by(|a, b| match (a, b) {
-            (Op::Put(ta, ka, _), Op::Put(tb, kb, _)) => (*ta as u8, ka).cmp(&(*tb as u8, kb)),
-            _ => std::cmp::Ordering::Equal,
-        });
+/// The order to apply `ops` in: each run of consecutive puts sorted by table and key (two puts
+/// of one key keep their order; deletes stay where they are between runs). RocksDB's memtable
+/// inserts keys that arrive in order much faster: each insert starts where the previous one
+/// ended. Indices are sorted, not the operations, which are large and scattered in memory.
+fn write_order(ops: &[Op]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..ops.len() as u32).collect();
+    let key = |i: &u32| match &ops[*i as usize] {
+        Op::Put(t, k, _) => Some((*t, k.as_slice())),
+        _ => None,
+    };
+    for run in order.split_mut(|i| key(i).is_none()) {
+        run.sort_unstable_by(|a, b| key(a).cmp(&key(b)).then(a.cmp(b)));
     }
+    order
+}
+
+/// The bytes a write batch of `ops` needs, so it is allocated once.
+fn batch_bytes(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| {
+            16 + match op {
+                Op::Put(_, k, v) => k.len() + v.len(),
+                Op::Delete(_, k) => k.len(),
+                Op::DeletePrefix(_, k) => 2 * k.len() + 1,
+                Op::DeleteRange(_, a, b) => a.len() + b.len(),
+            }
+        })
+        .sum()
 }
 
 /// The smallest key greater than every key starting with `prefix`.
