@@ -583,25 +583,17 @@ impl Reader {
                 from,
                 to,
             } => {
-                let starts = self.window_starts(&read, *from, *to)?;
-                let Some(starts) = starts else {
-                    // Too many windows for point reads: read the range instead.
-                    return self.read(
-                        &Access::Windows {
-                            from: *from,
-                            to: *to,
-                        },
-                        sink,
-                    );
+                // Too many windows, or a value not of its column's type: read the range.
+                let keys = match self.window_starts(&read, *from, *to)? {
+                    Some(starts) => self.point_keys(key_values, &starts)?,
+                    None => None,
                 };
-                let Some(mut keys) = self.point_keys(key_values, &starts)? else {
-                    return self.read(
-                        &Access::Windows {
-                            from: *from,
-                            to: *to,
-                        },
-                        sink,
-                    );
+                let Some(mut keys) = keys else {
+                    let range = Access::Windows {
+                        from: *from,
+                        to: *to,
+                    };
+                    return self.read(&range, sink);
                 };
                 keys.sort();
                 keys.dedup();
