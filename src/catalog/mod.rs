@@ -13,7 +13,7 @@ mod view_scan;
 pub use definitions::{CatalogEntry, EntryKind, SourceDef, ViewDef};
 pub use status::{PartitionStatus, SourceStatus, StatusBoard, ViewStatus};
 pub use tables::{register_system_tables, SYSTEM_SCHEMA};
-pub use view_scan::ViewTable;
+pub use view_scan::{OneSnapshotPerQuery, ViewTable};
 
 /// Errors of the catalog layer.
 #[derive(Debug, thiserror::Error)]

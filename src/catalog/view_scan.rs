@@ -12,22 +12,27 @@
 //! the filter but never narrower. Rows stream in batches from a blocking task, so a scan
 //! neither holds the whole view in memory nor blocks the async runtime, and a LIMIT stops it
 //! early. `EXPLAIN` shows the chosen access as `ViewScan: ... access=...`.
+//!
+//! Every scan of one query reads at one RocksDB snapshot: the physical optimizer rule
+//! [`OneSnapshotPerQuery`] hands them a shared cell that the first scan to start fills.
 
 use std::fmt;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{
@@ -38,7 +43,7 @@ use datafusion::physical_plan::{
 use crate::metrics::Metrics;
 use crate::operator::Codecs;
 use crate::plan::{GroupRole, ViewPlan};
-use crate::state::{decode_view_row, RowCodec, Store, Table, ViewKeys};
+use crate::state::{decode_view_row, ReadView, RowCodec, SharedReadView, Store, Table, ViewKeys};
 
 /// Rows per batch a scan sends.
 const BATCH_ROWS: usize = 8192;
@@ -388,6 +393,7 @@ impl TableProvider for ViewTable {
             schema,
             properties: Arc::new(properties),
             reader: self.reader.clone(),
+            snapshot: Arc::default(),
         }))
     }
 }
@@ -405,8 +411,11 @@ struct Reader {
     group_codecs: Vec<RowCodec>,
 }
 
+/// The snapshot the scans of one query read at, taken when the first of them starts.
+type QuerySnapshot = OnceLock<SharedReadView>;
+
 /// The physical scan of one view.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ViewScan {
     access: Access,
     projection: Option<Vec<usize>>,
@@ -414,6 +423,41 @@ struct ViewScan {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     reader: Arc<Reader>,
+    snapshot: Arc<QuerySnapshot>,
+}
+
+/// Makes every view scan in one physical plan share one snapshot, so a query over several
+/// views (a join, a UNION, a subquery) sees them all as of the same committed epochs.
+#[derive(Debug, Default)]
+pub struct OneSnapshotPerQuery;
+
+impl PhysicalOptimizerRule for OneSnapshotPerQuery {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let shared: Arc<QuerySnapshot> = Arc::default();
+        plan.transform_up(|node| match node.downcast_ref::<ViewScan>() {
+            Some(scan) => {
+                let scan = ViewScan {
+                    snapshot: shared.clone(),
+                    ..scan.clone()
+                };
+                Ok(Transformed::yes(Arc::new(scan) as Arc<dyn ExecutionPlan>))
+            }
+            None => Ok(Transformed::no(node)),
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "one_snapshot_per_query"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 impl DisplayAs for ViewScan {
@@ -486,7 +530,9 @@ impl ExecutionPlan for ViewScan {
         let access = self.access.clone();
         let projection = self.projection.clone();
         let limit = self.limit.unwrap_or(usize::MAX);
+        let snapshot = self.snapshot.clone();
         builder.spawn_blocking(move || {
+            let read = snapshot.get_or_init(|| SharedReadView::new(reader.store.clone()));
             let mut sink = Sink {
                 reader: &reader,
                 projection: projection.as_deref(),
@@ -495,7 +541,7 @@ impl ExecutionPlan for ViewScan {
                 keys_read: 0,
                 send: &|batch| tx.blocking_send(Ok(batch)).is_ok(),
             };
-            let result = reader.read(&access, &mut sink);
+            let result = reader.read(read.view(), &access, &mut sink);
             let result = result.and_then(|()| sink.flush().map(|_| ()));
             reader
                 .metrics
@@ -556,8 +602,7 @@ impl Sink<'_> {
 }
 
 impl Reader {
-    fn read(&self, access: &Access, sink: &mut Sink<'_>) -> Result<()> {
-        let read = self.store.read_view();
+    fn read(&self, read: &ReadView<'_>, access: &Access, sink: &mut Sink<'_>) -> Result<()> {
         match access {
             Access::All | Access::Windows { .. } => {
                 let (from, to) = match access {
@@ -584,7 +629,7 @@ impl Reader {
                 to,
             } => {
                 // Too many windows, or a value not of its column's type: read the range.
-                let keys = match self.window_starts(&read, *from, *to)? {
+                let keys = match self.window_starts(read, *from, *to)? {
                     Some(starts) => self.point_keys(key_values, &starts)?,
                     None => None,
                 };
@@ -593,7 +638,7 @@ impl Reader {
                         from: *from,
                         to: *to,
                     };
-                    return self.read(&range, sink);
+                    return self.read(read, &range, sink);
                 };
                 keys.sort();
                 keys.dedup();
@@ -614,12 +659,7 @@ impl Reader {
     /// The window starts a point read visits: GLOBAL (0) for a view without windows; for a
     /// windowed view every multiple of the slide between the first and last stored window
     /// that lies in `[from, to)` — None when there are too many.
-    fn window_starts(
-        &self,
-        read: &crate::state::ReadView<'_>,
-        from: i64,
-        to: i64,
-    ) -> Result<Option<Vec<i64>>> {
+    fn window_starts(&self, read: &ReadView<'_>, from: i64, to: i64) -> Result<Option<Vec<i64>>> {
         let Some((spec, _)) = self.plan.window else {
             return Ok(Some(vec![crate::operator::GLOBAL_WINDOW]));
         };
@@ -695,5 +735,111 @@ impl Reader {
             keys.extend(groups.iter().map(|group| self.keys.group(*start, group)));
         }
         Ok(Some(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::common::collect;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+    use crate::operator::GLOBAL_WINDOW;
+    use crate::plan::{plan_view, SourceSchema};
+    use crate::state::{encode_view_row, WriteSet};
+
+    async fn count_by_k() -> Arc<ViewPlan> {
+        let source = SourceSchema {
+            name: "s".into(),
+            schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)])),
+            watermark: None,
+        };
+        let sql = "SELECT k, count(*) AS c FROM s GROUP BY k";
+        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not a query")
+        };
+        let find = |name: &str| (name == "s").then(|| source.clone());
+        Arc::new(
+            plan_view(&query, &find, &SessionContext::new())
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Stores the row `(k, c)` of `view` as the view operator would.
+    fn put_row(store: &Store, view: &str, plan: &ViewPlan, k: &str, c: i64) {
+        let codecs = Codecs::new(plan).unwrap();
+        let key_col: ArrayRef = Arc::new(StringArray::from(vec![k]));
+        let group = codecs
+            .key
+            .as_ref()
+            .unwrap()
+            .encode(std::slice::from_ref(&key_col))
+            .unwrap();
+        let count: ArrayRef = Arc::new(Int64Array::from(vec![c]));
+        let row = codecs.row.encode(&[key_col, count]).unwrap();
+        let mut set = WriteSet::default();
+        set.put(
+            Table::ViewRows,
+            ViewKeys::new(view).group(GLOBAL_WINDOW, group.row(0).as_ref()),
+            encode_view_row(row.row(0).as_ref()),
+        );
+        store.write(set).unwrap();
+    }
+
+    fn counts(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    /// Two views read by one query: the second scan starts after a commit changed both, and
+    /// still sees them as they were when the first scan started.
+    #[tokio::test]
+    async fn one_query_reads_every_view_at_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let plan = count_by_k().await;
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new())
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(OneSnapshotPerQuery))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for view in ["v1", "v2"] {
+            put_row(&store, view, &plan, "a", 1);
+            let table = ViewTable::new(view.into(), plan.clone(), store.clone(), metrics.clone());
+            ctx.register_table(view, Arc::new(table.unwrap())).unwrap();
+        }
+        let df = ctx
+            .sql("SELECT c FROM v1 UNION ALL SELECT c FROM v2")
+            .await
+            .unwrap();
+        let physical = df.create_physical_plan().await.unwrap();
+        assert_eq!(physical.properties().partitioning.partition_count(), 2);
+        let task = ctx.task_ctx();
+        let first = collect(physical.execute(0, task.clone()).unwrap())
+            .await
+            .unwrap();
+        for view in ["v1", "v2"] {
+            put_row(&store, view, &plan, "a", 2);
+        }
+        let second = collect(physical.execute(1, task).unwrap()).await.unwrap();
+        assert_eq!((counts(&first), counts(&second)), (vec![1], vec![1]));
+
+        // The next query sees the commit.
+        let rows = ctx.sql("SELECT c FROM v2").await.unwrap().collect().await;
+        assert_eq!(counts(&rows.unwrap()), vec![2]);
     }
 }

@@ -3,20 +3,27 @@
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
-use crate::catalog::{register_system_tables, StatusBoard};
+use crate::catalog::{register_system_tables, OneSnapshotPerQuery, StatusBoard};
 use crate::state::Store;
 
-/// A context with Weir's functions, pg_catalog, information_schema and the system tables.
+/// A context with Weir's functions, pg_catalog, information_schema and the system tables;
+/// every query in it reads all views at one snapshot.
 pub fn new_session_context(
     board: Arc<StatusBoard>,
     store: Arc<Store>,
 ) -> Result<SessionContext, DataFusionError> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(OneSnapshotPerQuery))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     weir_udfs::register(&ctx);
     setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default())).map_err(|e| *e)?;
     register_system_tables(&ctx, board, store)?;

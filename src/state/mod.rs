@@ -15,7 +15,7 @@ mod store;
 pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
 pub use keyed::{decode_view_row, encode_view_row, RowCodec, StoredGroup, ViewKeys, STATE_FORMAT};
 pub use log::{log_key, Log, LogLimits};
-pub use store::{prefix_end, ReadView, Store, Table, WriteSet};
+pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]

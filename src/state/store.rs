@@ -2,6 +2,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB,
@@ -211,6 +212,37 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub struct ReadView<'a> {
     store: &'a Store,
     snapshot: rocksdb::Snapshot<'a>,
+}
+
+/// A [`ReadView`] that holds its store, so it is not tied to a borrow: one query's scans
+/// share it across their blocking tasks and all read the same committed epochs.
+pub struct SharedReadView {
+    // Declared first, so the snapshot is released before the store handle below is dropped.
+    view: ReadView<'static>,
+    _store: Arc<Store>,
+}
+
+impl SharedReadView {
+    pub fn new(store: Arc<Store>) -> Self {
+        // SAFETY: the store lives in the Arc's allocation, which never moves and outlives
+        // `view`: fields drop in declaration order, and `view` is never handed out for
+        // longer than a borrow of `self`.
+        let store_ref: &'static Store = unsafe { &*Arc::as_ptr(&store) };
+        Self {
+            view: store_ref.read_view(),
+            _store: store,
+        }
+    }
+
+    pub fn view(&self) -> &ReadView<'_> {
+        &self.view
+    }
+}
+
+impl std::fmt::Debug for SharedReadView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedReadView")
+    }
 }
 
 /// One key and its value.
