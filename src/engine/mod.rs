@@ -125,6 +125,11 @@ impl Engine {
         self.ctx.clone()
     }
 
+    /// The state store (benchmarks wait on its background work).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub fn board(&self) -> Arc<StatusBoard> {
         self.board.clone()
     }

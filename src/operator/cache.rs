@@ -49,7 +49,7 @@ struct Cached {
 
 #[derive(Default)]
 struct WindowCache {
-    groups: HashMap<Box<[u8]>, Cached>,
+    groups: HashMap<Box<[u8]>, Cached, ahash::RandomState>,
     complete: bool,
 }
 
@@ -95,7 +95,7 @@ impl GroupCache {
     /// inserted (a new window, or one being loaded whole).
     pub fn open_window(&mut self, start: i64, complete: bool) {
         self.windows.entry(start).or_insert_with(|| WindowCache {
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             complete,
         });
     }

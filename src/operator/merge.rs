@@ -96,7 +96,7 @@ pub struct MergedGroup {
 }
 
 /// Merges `delta` into the stored groups. `stored` receives the keys of the delta's groups and
-/// returns each one's stored value, if any.
+/// returns each one's stored value, if any. The merged groups come back in key order.
 pub fn merge_window(
     plan: &ViewPlan,
     codecs: &Codecs,
@@ -142,20 +142,60 @@ pub fn merge_window(
     for (j, i) in origin.iter().enumerate() {
         rows[*i as usize] = Some(shown_rows.row(j).as_ref().to_vec());
     }
-    Ok(keys
+    // In key order: the store writes them in the order given, and RocksDB inserts keys that
+    // arrive in order several times faster.
+    let order = key_order(&keys);
+    let mut keys = keys;
+    Ok(order
         .into_iter()
-        .zip(rows)
-        .enumerate()
-        .map(|(i, (key, row))| MergedGroup {
-            state: StoredGroup::encode(
-                row.is_some(),
-                state_rows.as_ref().map_or(&[][..], |r| r.row(i).data()),
-            ),
-            key,
-            row,
-            was_shown: was_shown[i],
+        .map(|i| {
+            let row = rows[i].take();
+            MergedGroup {
+                state: StoredGroup::encode(
+                    row.is_some(),
+                    state_rows.as_ref().map_or(&[][..], |r| r.row(i).data()),
+                ),
+                key: std::mem::take(&mut keys[i]),
+                row,
+                was_shown: was_shown[i],
+            }
         })
         .collect())
+}
+
+/// The indices of `keys` in ascending key order. Comparing whole keys is mostly `memcmp` of a
+/// shared prefix over scattered allocations: sort by the 8 bytes after the common prefix as an
+/// integer, then compare whole keys only among those that tie there.
+pub fn key_order(keys: &[Vec<u8>]) -> Vec<usize> {
+    let Some(first) = keys.first() else {
+        return Vec::new();
+    };
+    let common = keys.iter().skip(1).fold(first.len(), |n, k| {
+        first[..n].iter().zip(k).take_while(|(a, b)| a == b).count()
+    });
+    let mut sorted: Vec<(u64, usize)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let tail = &k[common.min(k.len())..];
+            let n = tail.len().min(8);
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&tail[..n]);
+            (u64::from_be_bytes(b), i)
+        })
+        .collect();
+    sorted.sort_unstable();
+    let mut order: Vec<usize> = sorted.iter().map(|(_, i)| *i).collect();
+    let mut start = 0;
+    while start < sorted.len() {
+        let tie = sorted[start].0;
+        let end = start + sorted[start..].iter().take_while(|s| s.0 == tie).count();
+        if end - start > 1 {
+            order[start..end].sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]).then(a.cmp(b)));
+        }
+        start = end;
+    }
+    order
 }
 
 /// The one group of a global aggregate before any input: its row (count 0, other aggregates
@@ -218,6 +258,30 @@ mod tests {
         fn size(&self) -> usize {
             8
         }
+    }
+
+    /// The fast key order equals a plain sort: short keys, shared prefixes, duplicates.
+    #[test]
+    fn key_order_is_the_sorted_order() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let keys: Vec<Vec<u8>> = (0..3000)
+            .map(|_| {
+                let mut k = b"\x02key".to_vec();
+                let len = next() % 14;
+                k.extend((0..len).map(|_| b"ab\0"[next() % 3]));
+                k
+            })
+            .collect();
+        let mut expected: Vec<usize> = (0..keys.len()).collect();
+        expected.sort_by(|a, b| keys[*a].cmp(&keys[*b]).then(a.cmp(b)));
+        assert_eq!(key_order(&keys), expected);
+        assert!(key_order(&[]).is_empty());
     }
 
     fn source() -> SourceSchema {

@@ -388,6 +388,7 @@ impl Operators {
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
         let bytes = ws.bytes();
+        let flushed = started.elapsed();
         self.ctx.store.write(ws)?;
         self.ctx
             .metrics
@@ -412,6 +413,7 @@ impl Operators {
             source = %name,
             bytes,
             open_windows = self.views.iter().map(|v| v.open_windows()).sum::<usize>(),
+            flush_ms = flushed.as_millis() as u64,
             millis = started.elapsed().as_millis() as u64,
             "epoch written"
         );
