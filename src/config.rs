@@ -75,12 +75,16 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Query to run: tumble, hop, groupby or all; or keys (a GROUP BY over each --keys count,
-    /// with point queries while it ingests).
+    /// with point queries while it ingests); or history (last-hour reads of a 1-minute TUMBLE
+    /// view holding --days of windows, while another source ingests).
     #[arg(long, default_value = "all")]
     pub query: String,
     /// With --query keys: the distinct key counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
     pub keys: Vec<u64>,
+    /// With --query history: days of 1-minute windows the view holds.
+    #[arg(long, default_value_t = 30)]
+    pub days: u64,
     /// With --query keys: the state cache, in MiB.
     #[arg(long, default_value_t = DEFAULT_STATE_CACHE_MB)]
     pub state_cache_mb: u64,

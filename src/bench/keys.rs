@@ -110,7 +110,7 @@ fn write_events(path: &std::path::Path, events: u64, keys: u64) -> Result<(), Be
 }
 
 /// Peak resident memory since the last reset, in MB (Linux; 0 elsewhere).
-fn peak_rss_mb() -> f64 {
+pub(super) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -122,16 +122,17 @@ fn peak_rss_mb() -> f64 {
 }
 
 /// Resets the peak RSS to the current RSS (Linux).
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Latencies of point queries sent by `tasks` tasks while `running`; (p50 ms, p99 ms, qps).
-async fn point_queries(
+/// Latencies of the queries `sql(i)` sent back to back by `tasks` tasks for `duration`;
+/// (p50 ms, p99 ms, qps).
+pub(super) async fn query_latencies(
     engine: &Arc<Engine>,
-    keys: u64,
     tasks: usize,
     duration: Duration,
+    sql: impl Fn(u64) -> String + Clone + Send + 'static,
 ) -> (f64, f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -139,13 +140,14 @@ async fn point_queries(
     for t in 0..tasks {
         let ctx = engine.context();
         let stop = stop.clone();
+        let sql = sql.clone();
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = t as u64;
             while !stop.load(Ordering::Relaxed) && latencies.len() < 100_000 {
-                let sql = format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
+                let text = sql(i);
                 let t0 = Instant::now();
-                if let Ok(df) = ctx.sql(&sql).await {
+                if let Ok(df) = ctx.sql(&text).await {
                     let _ = df.collect().await;
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -201,8 +203,9 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     )
     .await?;
     // Point queries while the view ingests: one client for a while, then sixteen.
-    let one = point_queries(&engine, keys, 1, Duration::from_millis(1500)).await;
-    let sixteen = point_queries(&engine, keys, 16, Duration::from_millis(1500)).await;
+    let point = move |i: u64| format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
+    let one = query_latencies(&engine, 1, Duration::from_millis(1500), point).await;
+    let sixteen = query_latencies(&engine, 16, Duration::from_millis(1500), point).await;
     let limit = Duration::from_secs(1800);
     // Source events are published after the epoch that applied them is committed.
     loop {

@@ -14,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+mod history;
 mod kafka;
 mod keys;
 
@@ -69,7 +70,7 @@ pub struct BenchResult {
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown query '{0}': use tumble, hop, groupby, all or keys")]
+    #[error("unknown query '{0}': use tumble, hop, groupby, all, keys or history")]
     UnknownQuery(String),
     #[error("benchmark I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -207,6 +208,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.query == "keys" {
         return keys::run(&args).await;
+    }
+    if args.query == "history" {
+        return history::run(&args).await;
     }
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()
