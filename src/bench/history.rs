@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::keys::{peak_rss_mb, query_latencies, reset_peak_rss};
+use super::keys::{peak_rss_mb, query_latencies, reset_peak_rss, wait_for_events};
 use super::BenchError;
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
@@ -76,24 +76,6 @@ fn write_busy(path: &std::path::Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn wait_for(engine: &Engine, source: &str, events: u64) -> Result<(), BenchError> {
-    let limit = Duration::from_secs(1800);
-    let started = Instant::now();
-    while engine
-        .board()
-        .sources
-        .read()
-        .get(source)
-        .is_none_or(|s| s.events < events)
-    {
-        if started.elapsed() > limit {
-            return Err(BenchError::Timeout(format!("history {source}"), limit));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 /// Runs the history benchmark and prints its result.
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let days = args.days;
@@ -127,7 +109,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ),
     )
     .await?;
-    wait_for(&engine, "h", (minutes + 1) * HISTORY_KEYS).await?;
+    wait_for_events(&engine, "h", "per_minute", (minutes + 1) * HISTORY_KEYS).await?;
     let load_seconds = started.elapsed().as_secs_f64();
     // Ingest at full speed while the queries run.
     run_script(

@@ -171,6 +171,38 @@ pub(super) async fn query_latencies(
     (at(0.5), at(0.99), all.len() as f64 / elapsed)
 }
 
+/// Waits until `source` has committed `events` events; an error when `view` failed or after
+/// 30 minutes.
+pub(super) async fn wait_for_events(
+    engine: &Engine,
+    source: &str,
+    view: &str,
+    events: u64,
+) -> Result<(), BenchError> {
+    let limit = Duration::from_secs(1800);
+    let started = Instant::now();
+    loop {
+        let board = engine.board();
+        if board
+            .sources
+            .read()
+            .get(source)
+            .is_some_and(|s| s.events >= events)
+        {
+            return Ok(());
+        }
+        let failed = board
+            .views
+            .read()
+            .get(view)
+            .is_some_and(|v| v.status == "failed");
+        if failed || started.elapsed() > limit {
+            return Err(BenchError::Timeout(view.to_string(), limit));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, BenchError> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("in");
@@ -206,29 +238,8 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     let point = move |i: u64| format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
     let one = query_latencies(&engine, 1, Duration::from_millis(1500), point).await;
     let sixteen = query_latencies(&engine, 16, Duration::from_millis(1500), point).await;
-    let limit = Duration::from_secs(1800);
     // Source events are published after the epoch that applied them is committed.
-    loop {
-        let done = engine
-            .board()
-            .sources
-            .read()
-            .get("s")
-            .is_some_and(|s| s.events >= events);
-        let failed = engine
-            .board()
-            .views
-            .read()
-            .get("q")
-            .is_some_and(|v| v.status == "failed");
-        if done {
-            break;
-        }
-        if failed || started.elapsed() > limit {
-            return Err(BenchError::Timeout(format!("keys {keys}"), limit));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_events(&engine, "s", "q", events).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
     // Let the reader go idle and RocksDB finish the bulk load's compactions (at most 60 s)
