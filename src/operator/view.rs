@@ -588,16 +588,13 @@ impl ViewOperator {
         Ok(())
     }
 
-    /// Deletes the rows of windows that ended longer than the view's retention before the
-    /// watermark: one range delete each time the cutoff passes a window start.
-    fn expire(&mut self, ws: &mut WriteSet) -> Result<()> {
+    /// The windows retention deletes at the next flush, `[from, cutoff)` by start, if any.
+    fn expiring(&self) -> Option<(i64, i64)> {
         let (Some(retention), Some((spec, _))) = (self.plan.retention_ms, self.plan.window) else {
-            return Ok(());
+            return None;
         };
         // Age is measured against event time, also once the input ended.
-        let Some(watermark) = self.progress.watermark.as_ref().and_then(|w| w.current()) else {
-            return Ok(());
-        };
+        let watermark = self.progress.watermark.as_ref().and_then(|w| w.current())?;
         // A window expires when start + size < watermark - retention.
         let slide = spec.slide_ms();
         let cutoff = watermark
@@ -606,9 +603,21 @@ impl ViewOperator {
             .div_euclid(slide)
             * slide;
         let from = self.progress.expired_before.unwrap_or(i64::MIN);
-        if cutoff <= from {
+        (cutoff > from).then_some((from, cutoff))
+    }
+
+    /// Whether the next flush reads rows this view wrote (retention counts the rows it
+    /// deletes), so every earlier epoch must be in the store first.
+    pub fn reads_written_rows(&self) -> bool {
+        self.expiring().is_some()
+    }
+
+    /// Deletes the rows of windows that ended longer than the view's retention before the
+    /// watermark: one range delete each time the cutoff passes a window start.
+    fn expire(&mut self, ws: &mut WriteSet) -> Result<()> {
+        let Some((from, cutoff)) = self.expiring() else {
             return Ok(());
-        }
+        };
         let (a, b) = self.keys.windows(from, cutoff);
         let mut rows = 0u64;
         self.store

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::max;
 
+use super::committer::Committer;
 use super::reader::{run_reader, Message};
+use super::report::{Report, ViewReport};
 use super::{PipelineError, SourceProgress};
-use crate::catalog::{SourceDef, StatusBoard, ViewDef};
+use crate::catalog::{PartitionStatus, SourceDef, StatusBoard, ViewDef};
 use crate::decode::{DeadLetter, JsonDecoder};
 use crate::metrics::Metrics;
-use crate::operator::{written_at, CacheBudget, ChunkPlace, ViewOperator};
-use crate::source::{open_reader, Resume, SplitStatus};
+use crate::operator::{written_at, CacheBudget, ChunkPlace, StateCounters, ViewOperator};
+use crate::source::{open_reader, Frontier, Resume, SplitStatus};
 use crate::state::{log_key, Log, LogLimits, Store, Table, WriteSet};
 
 /// Settings of every pipeline.
@@ -62,9 +64,33 @@ struct Operators {
     /// Why the input cannot be read now, while it cannot.
     stalled: Option<String>,
     /// Sends the frontier of each committed epoch back to the reader.
-    durable: Option<Sender<crate::source::Frontier>>,
+    durable: Option<Sender<Frontier>>,
     /// When the age limit of logs was last applied.
     last_age_check: Option<Instant>,
+    /// Writes each epoch while the next one is computed.
+    committer: Committer<Epoch>,
+    /// The source was published `failed`: the operator thread stops.
+    failed: bool,
+}
+
+/// Whether a commit waits for its write: the last one of a pipeline does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// An epoch handed to the writer, and what to do once it is written.
+struct Epoch {
+    bytes: usize,
+    open_windows: usize,
+    counters: Vec<(String, StateCounters)>,
+    /// The source positions the epoch makes durable, for the reader.
+    durable: Frontier,
+    started: Instant,
+    /// Time spent building the write set.
+    flushed: Duration,
+    report: Report,
 }
 
 impl Runner {
@@ -110,6 +136,7 @@ impl Runner {
             .iter()
             .map(|o| (o.progress().late_rows, o.progress().rows_written))
             .collect();
+        let committer = Committer::start(store.clone(), &source.name);
         let ctx = Context {
             source: source.clone(),
             store,
@@ -128,6 +155,8 @@ impl Runner {
             stalled: None,
             durable: None,
             last_age_check: None,
+            committer,
+            failed: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
@@ -186,8 +215,11 @@ impl Operators {
         let mut dirty = false;
         let tick = self.ctx.config.epoch.min(Duration::from_millis(100));
         loop {
+            if self.failed {
+                return;
+            }
             if stop.load(Ordering::Relaxed) {
-                self.commit_or_fail(dirty, "running");
+                self.commit_or_fail(dirty, "running", Wait::Yes);
                 return;
             }
             match rx.recv_timeout(tick) {
@@ -226,30 +258,40 @@ impl Operators {
                         self.publish("stalled", Some(reason));
                     }
                 }
-                Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {
+                    // Nothing to compute: finish the epoch in flight so that its rows and
+                    // counts show, and its offsets become durable, without waiting for more input.
+                    if let Err(e) = self.settle() {
+                        self.broken(e);
+                        return;
+                    }
+                }
                 Ok(Message::End) => {
                     for view in &mut self.views {
                         if let Err(e) = view.finish() {
                             view.fail(e.to_string());
                         }
                     }
-                    self.commit_or_fail(true, "finished");
+                    self.commit_or_fail(true, "finished", Wait::Yes);
                     return;
                 }
                 Ok(Message::Failed(error)) => {
                     tracing::error!(source = %self.ctx.source.name, %error, "source failed");
-                    if self.commit(true).is_ok() {
-                        self.publish("failed", Some(error));
+                    if let Err(e) = self.commit("failed", Some(error), Wait::Yes) {
+                        self.broken(e);
                     }
                     return;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.commit_or_fail(dirty, "running");
+                    self.commit_or_fail(dirty, "running", Wait::Yes);
                     return;
                 }
             }
+            if !self.poll_written() {
+                return;
+            }
             if dirty && last_commit.elapsed() >= self.ctx.config.epoch {
-                if !self.commit_or_fail(true, "running") {
+                if !self.commit_or_fail(true, "running", Wait::No) {
                     return;
                 }
                 dirty = false;
@@ -316,29 +358,105 @@ impl Operators {
         self.splits = splits;
     }
 
-    /// Commits; on a storage error marks the source failed. Returns whether it committed.
-    fn commit_or_fail(&mut self, dirty: bool, status: &str) -> bool {
-        if !dirty && status == "running" {
+    /// Commits; on a storage error marks the source failed. Returns whether it committed
+    /// (with [`Wait::No`], whether the epoch went to the writer; it is published once written).
+    fn commit_or_fail(&mut self, dirty: bool, status: &str, wait: Wait) -> bool {
+        if !dirty && status == "running" && wait == Wait::No {
             return true;
         }
-        match self.commit(dirty) {
-            Ok(()) => {
-                self.publish(status, None);
-                true
-            }
+        let result = if dirty {
+            self.commit(status, None, wait)
+        } else {
+            self.settle().map(|()| self.publish(status, None))
+        };
+        match result {
+            Ok(()) => true,
             Err(e) => {
-                tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
-                self.publish("failed", Some(format!("epoch commit failed: {e}")));
+                self.broken(e);
                 false
             }
         }
     }
 
-    /// Writes one epoch: every view's changes, the source progress and dead letters, atomically.
-    fn commit(&mut self, dirty: bool) -> Result<(), PipelineError> {
-        if !dirty {
-            return Ok(());
+    /// A write failed: the source stops, failed, with the reason.
+    fn broken(&mut self, e: PipelineError) {
+        tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
+        self.publish("failed", Some(format!("epoch commit failed: {e}")));
+    }
+
+    /// Waits for the epoch in flight and, once it is written, does what follows its write:
+    /// metrics, the reader's durable offsets, the status board.
+    fn settle(&mut self) -> Result<(), PipelineError> {
+        match self.committer.settle() {
+            Some(written) => self.written(written),
+            None => Ok(()),
         }
+    }
+
+    /// Does what follows the write in flight if it is done, without waiting. Returns whether
+    /// the pipeline goes on.
+    fn poll_written(&mut self) -> bool {
+        let Some(written) = self.committer.poll() else {
+            return true;
+        };
+        match self.written(written) {
+            Ok(()) => true,
+            Err(e) => {
+                self.broken(e);
+                false
+            }
+        }
+    }
+
+    /// What follows an epoch's write: metrics, the reader's durable offsets, the status board.
+    fn written(
+        &mut self,
+        (result, epoch): (Result<(), crate::state::StateError>, Epoch),
+    ) -> Result<(), PipelineError> {
+        result?;
+        let name = &self.ctx.source.name;
+        let m = &self.ctx.metrics;
+        m.epoch_bytes
+            .with_label_values(&[name])
+            .inc_by(epoch.bytes as u64);
+        for (view, c) in &epoch.counters {
+            let labels = [view.as_str()];
+            for (counter, value) in [
+                (&m.state_store_reads, c.store_reads),
+                (&m.state_cache_evictions, c.evictions),
+                (&m.state_groups_written, c.groups_written),
+                (&m.view_rows_expired, c.rows_expired),
+                (&m.late_rows_dropped, c.late_rows_dropped),
+            ] {
+                counter.with_label_values(&labels).inc_by(value);
+            }
+        }
+        tracing::debug!(
+            source = %name,
+            bytes = epoch.bytes,
+            open_windows = epoch.open_windows,
+            flush_ms = epoch.flushed.as_millis() as u64,
+            millis = epoch.started.elapsed().as_millis() as u64,
+            "epoch written"
+        );
+        if let Some(durable) = &self.durable {
+            let _ = durable.send(epoch.durable);
+        }
+        m.epoch_commit_seconds
+            .with_label_values(&[name])
+            .observe(epoch.started.elapsed().as_secs_f64());
+        self.publish_report(epoch.report);
+        Ok(())
+    }
+
+    /// Builds one epoch: every view's changes, the source progress and dead letters, as one
+    /// atomic write handed to the writer thread; `wait` says whether to wait for the write.
+    fn commit(
+        &mut self,
+        status: &str,
+        error: Option<String>,
+        wait: Wait,
+    ) -> Result<(), PipelineError> {
         let started = Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let age_check = match self.last_age_check {
@@ -348,12 +466,18 @@ impl Operators {
                 Some(now)
             }
         };
+        if self.views.iter().any(|v| v.reads_written_rows()) {
+            // Retention counts the rows it deletes in the store: the last epoch must be there.
+            self.settle()?;
+        }
         let mut ws = WriteSet::default();
         for view in &mut self.views {
             if let Err(e) = view.flush(&mut ws, age_check) {
                 view.fail(e.to_string());
             }
         }
+        // The views' flush overlapped the previous epoch's write; the rest reads the store.
+        self.settle()?;
         let name = &self.ctx.source.name;
         for mut letter in self.dead.drain(..) {
             letter.at_ms = now;
@@ -387,152 +511,101 @@ impl Operators {
             SourceProgress::key(name),
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
-        let bytes = ws.bytes();
-        let flushed = started.elapsed();
-        self.ctx.store.write(ws)?;
-        self.ctx
-            .metrics
-            .epoch_bytes
-            .with_label_values(&[name])
-            .inc_by(bytes as u64);
-        for view in &mut self.views {
-            let c = view.take_counters();
-            let labels = [view.name.as_str()];
-            let m = &self.ctx.metrics;
-            for (counter, value) in [
-                (&m.state_store_reads, c.store_reads),
-                (&m.state_cache_evictions, c.evictions),
-                (&m.state_groups_written, c.groups_written),
-                (&m.view_rows_expired, c.rows_expired),
-                (&m.late_rows_dropped, c.late_rows_dropped),
-            ] {
-                counter.with_label_values(&labels).inc_by(value);
-            }
+        let epoch = Epoch {
+            bytes: ws.bytes(),
+            open_windows: self.views.iter().map(|v| v.open_windows()).sum(),
+            counters: self
+                .views
+                .iter_mut()
+                .map(|v| (v.name.clone(), v.take_counters()))
+                .collect(),
+            durable: self.progress.high.clone(),
+            started,
+            flushed: started.elapsed(),
+            report: self.report(status, error),
+        };
+        self.committer.submit(ws, epoch)?;
+        if wait == Wait::Yes {
+            self.settle()?;
         }
-        tracing::debug!(
-            source = %name,
-            bytes,
-            open_windows = self.views.iter().map(|v| v.open_windows()).sum::<usize>(),
-            flush_ms = flushed.as_millis() as u64,
-            millis = started.elapsed().as_millis() as u64,
-            "epoch written"
-        );
-        if let Some(durable) = &self.durable {
-            let _ = durable.send(self.progress.high.clone());
-        }
-        self.ctx
-            .metrics
-            .epoch_commit_seconds
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    /// Publishes statuses and counters after a commit.
+    /// Publishes the current state at once (after the epoch in flight, so that its report
+    /// does not land after this one).
     fn publish(&mut self, status: &str, error: Option<String>) {
-        let source = &self.ctx.source;
-        let m = &self.ctx.metrics;
-        let watermark = source
+        let (status, error) = match self.settle() {
+            Ok(()) => (status, error),
+            Err(e) => {
+                tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
+                ("failed", Some(format!("epoch commit failed: {e}")))
+            }
+        };
+        let report = self.report(status, error);
+        self.publish_report(report);
+    }
+
+    fn publish_report(&mut self, report: Report) {
+        self.failed |= report.status == "failed";
+        report.publish(
+            &self.ctx.source,
+            &self.ctx.board,
+            &self.ctx.metrics,
+            &self.ctx.store,
+            self.ctx.config.cache.used(),
+            &mut self.published,
+        );
+    }
+
+    /// The source's and its views' state now, for the status board.
+    fn report(&self, status: &str, error: Option<String>) -> Report {
+        let p = &self.progress;
+        let watermark = self
+            .ctx
+            .source
             .decl
             .watermark
             .as_ref()
-            .and(self.progress.event_time.current());
-        self.ctx.board.update_source(&source.name, |s| {
-            let events_delta = self.progress.events.saturating_sub(s.events);
-            let bad_delta = self.progress.bad_records.saturating_sub(s.bad_records);
-            m.source_events
-                .with_label_values(&[&source.name])
-                .inc_by(events_delta);
-            m.source_bad_records
-                .with_label_values(&[&source.name])
-                .inc_by(bad_delta);
-            m.source_skipped
-                .with_label_values(&[&source.name])
-                .inc_by(self.progress.skipped.saturating_sub(s.skipped));
-            s.connector = source.spec.connector().to_string();
-            s.status = status.to_string();
-            s.error = error.clone();
-            s.events = self.progress.events;
-            s.bad_records = self.progress.bad_records;
-            s.watermark = watermark;
-            s.skipped = self.progress.skipped;
-            s.partitions = self
+            .and(p.event_time.current());
+        Report {
+            status: status.to_string(),
+            error,
+            events: p.events,
+            bad_records: p.bad_records,
+            skipped: p.skipped,
+            watermark,
+            partitions: self
                 .splits
                 .iter()
-                .map(|split| crate::catalog::PartitionStatus {
+                .map(|split| PartitionStatus {
                     partition: split.split,
-                    offset: self.progress.high.get(split.split),
+                    offset: p.high.get(split.split),
                     high_watermark: split.high_watermark,
-                    watermark: self
-                        .progress
+                    watermark: p
                         .event_time
                         .max_event_time
                         .get(&split.split)
-                        .map(|t| t - self.progress.event_time.delay_ms),
+                        .map(|t| t - p.event_time.delay_ms),
                     idle: split.idle,
                 })
-                .collect();
-        });
-        if let Some(w) = watermark {
-            m.source_watermark.with_label_values(&[&source.name]).set(w);
-            let now = chrono::Utc::now().timestamp_millis();
-            m.source_watermark_lag
-                .with_label_values(&[&source.name])
-                .set((now - w) as f64 / 1000.0);
-        }
-        for split in &self.splits {
-            let partition = split.split.to_string();
-            let labels = [source.name.as_str(), partition.as_str()];
-            let offset = self.progress.high.get(split.split) as i64;
-            if let Some(high) = split.high_watermark {
-                m.partition_lag
-                    .with_label_values(&labels)
-                    .set((high - offset).max(0));
-            }
-            if let Some(t) = self.progress.event_time.max_event_time.get(&split.split) {
-                m.partition_watermark
-                    .with_label_values(&labels)
-                    .set(t - self.progress.event_time.delay_ms);
-            }
-        }
-        m.state_bytes.set(self.ctx.store.approximate_size() as i64);
-        m.state_cache_bytes.set(self.ctx.config.cache.used() as i64);
-        for (view, published) in self.views.iter().zip(self.published.iter_mut()) {
-            let p = view.progress();
-            m.view_late_rows
-                .with_label_values(&[&view.name])
-                .inc_by(p.late_rows.saturating_sub(published.0));
-            m.view_rows_written
-                .with_label_values(&[&view.name])
-                .inc_by(p.rows_written.saturating_sub(published.1));
-            *published = (p.late_rows, p.rows_written);
-            let view_watermark = p.watermark.as_ref().and_then(|w| w.current());
-            if let Some(w) = view_watermark {
-                m.view_watermark.with_label_values(&[&view.name]).set(w);
-            }
-            self.ctx.board.update_view(&view.name, |s| {
-                s.source = source.name.clone();
-                s.status = if p.error.is_some() {
-                    "failed".into()
-                } else if p.finished {
-                    "finished".into()
-                } else if status == "failed" || status == "stalled" {
-                    status.into()
-                } else {
-                    "running".into()
-                };
-                s.error = p.error.clone().or_else(|| {
-                    if status == "failed" || status == "stalled" {
-                        error.clone()
-                    } else {
-                        None
+                .collect(),
+            views: self
+                .views
+                .iter()
+                .map(|view| {
+                    let vp = view.progress();
+                    ViewReport {
+                        name: view.name.clone(),
+                        failed: vp.error.clone(),
+                        finished: vp.finished,
+                        watermark: vp.watermark.as_ref().and_then(|w| w.current()),
+                        rows: vp.rows,
+                        late_rows: vp.late_rows,
+                        rows_written: vp.rows_written,
+                        open_windows: view.open_windows() as u64,
                     }
-                });
-                s.watermark = view_watermark;
-                s.rows = p.rows;
-                s.late_rows = p.late_rows;
-                s.open_windows = view.open_windows() as u64;
-            });
+                })
+                .collect(),
         }
     }
 }
