@@ -46,7 +46,7 @@ pub fn assign_windows(
         })?;
     let size = spec.size_ms();
     let slide = spec.slide_ms();
-    let mut rows: Vec<u32> = Vec::with_capacity(times.len() * (size / slide).max(1) as usize);
+    let mut rows: Vec<u32> = Vec::with_capacity(times.len() * spec.windows_per_row() as usize);
     let mut starts: Vec<i64> = Vec::with_capacity(rows.capacity());
     let mut late = Vec::new();
     for (i, t) in times.values().iter().enumerate() {

@@ -159,6 +159,7 @@ pub fn parse_source_spec(
         Some("kafka") => {
             let required = |k: &str, what: &str| {
                 get(k)
+                    .filter(|v| !v.trim().is_empty())
                     .map(str::to_string)
                     .ok_or_else(|| opt_err(format!("a kafka source needs {k} = '{what}'")))
             };
