@@ -3,20 +3,8 @@
 
 mod common;
 
-use common::{rows, Weir};
+use common::{refused, rows, Weir};
 use tokio_postgres::Client;
-
-/// Runs `sql`, which must fail; returns its SQLSTATE and message.
-async fn refused(client: &Client, sql: &str) -> (String, String) {
-    let err = client
-        .simple_query(sql)
-        .await
-        .expect_err(&format!("accepted: {sql}"));
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {err:?}"));
-    (db.code().code().to_string(), db.message().to_string())
-}
 
 async fn catalog(client: &Client) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     (

@@ -22,6 +22,8 @@ pub struct Assigned {
     pub batch: RecordBatch,
     /// The window start of each row of `batch`.
     pub starts: Vec<i64>,
+    /// The input row each row of `batch` was copied from.
+    pub origin: Vec<u32>,
     /// Rows of the input that fell only in closed windows, with the watermark they met.
     pub late: Vec<(u32, i64)>,
 }
@@ -72,6 +74,7 @@ pub fn assign_windows(
         }
         tracker.observe(t);
     }
+    let origin = rows.clone();
     let indices = UInt32Array::from(rows);
     let mut cols: Vec<ArrayRef> = batch
         .columns()
@@ -89,6 +92,7 @@ pub fn assign_windows(
     Ok(Assigned {
         batch,
         starts,
+        origin,
         late,
     })
 }

@@ -12,7 +12,7 @@ use datafusion::arrow::compute::max;
 use super::reader::{run_reader, Message};
 use super::{PipelineError, SourceProgress};
 use crate::catalog::{SourceDef, StatusBoard, ViewDef};
-use crate::decode::{DeadLetter, JsonDecoder};
+use crate::decode::{DeadLetter, FutureGuard, JsonDecoder};
 use crate::metrics::Metrics;
 use crate::operator::{written_at, CacheBudget, ChunkPlace, ViewOperator};
 use crate::source::{open_reader, Resume, SplitStatus};
@@ -148,8 +148,22 @@ impl Runner {
         };
         let reader = open_reader(&source.spec, source.schema.clone(), &from)?;
         let format = crate::source::parse_format(&source.decl.options)?;
+        let live = !source.spec.is_bounded();
+        let guard = FutureGuard::new(
+            crate::source::parse_max_future(&source.decl.options, live)?,
+            delay,
+            live,
+            source.spec.per_split_watermarks(),
+            operators
+                .progress
+                .event_time
+                .max_event_time
+                .iter()
+                .map(|(s, t)| (*s, *t)),
+        );
         let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
-            .with_format(format);
+            .with_format(format)
+            .with_future_guard(guard);
         operators.publish("running", None);
         let (tx, rx) = sync_channel(4);
         let (durable_tx, durable_rx) = channel();
@@ -300,6 +314,19 @@ impl Operators {
             if let Err(e) = view.apply(batch, place) {
                 tracing::error!(view = %view.name, error = %e, "view failed");
                 view.fail(e.to_string());
+            }
+            for row in view.take_refused() {
+                self.dead.push(DeadLetter {
+                    position: if self.per_split_watermarks {
+                        format!("{split}/{}", row.end - 1)
+                    } else {
+                        format!("{split}:{}", row.end)
+                    },
+                    raw: row.raw,
+                    error: format!("view {}: {}", view.name, row.error),
+                    at_ms: 0,
+                    end: row.end,
+                });
             }
         }
     }

@@ -21,7 +21,7 @@ pub use embedded_kafka::{EmbeddedKafka, JsonProducer, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
 pub use kafka::{KafkaReader, KafkaSpec, StartOffset, DEFAULT_MAX_MESSAGE_BYTES};
-pub use options::{parse_format, parse_source_spec, FileMode, SourceSpec};
+pub use options::{parse_format, parse_max_future, parse_source_spec, FileMode, SourceSpec};
 
 /// Errors of the source layer.
 #[derive(Debug, thiserror::Error)]

@@ -130,6 +130,18 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Runs `sql`, which must fail; returns its SQLSTATE and message.
+pub async fn refused(client: &Client, sql: &str) -> (String, String) {
+    let err = client
+        .simple_query(sql)
+        .await
+        .expect_err(&format!("accepted: {sql}"));
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {err:?}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
 /// Polls `sql` until its first cell equals `expected` (bounded).
 pub async fn wait_for(client: &Client, sql: &str, expected: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
