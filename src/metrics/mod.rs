@@ -218,7 +218,7 @@ impl Metrics {
             view_late_rows: counter(
                 &registry,
                 "weir_view_late_rows_total",
-                "Rows that arrived after their window closed",
+                "Rows that arrived after their window (for HOP: one of their windows) closed",
                 "view",
             ),
             view_rows_written: counter(

@@ -65,6 +65,10 @@ pub struct LateRow {
     /// Wall-clock time it was stored (Unix ms), for the age limit.
     #[serde(default)]
     pub at_ms: i64,
+    /// How many of the row's windows were closed (a HOP row may miss only some; it is
+    /// applied to the others). Absent in rows stored before it was recorded.
+    #[serde(default)]
+    pub missed_windows: Option<u32>,
 }
 
 /// The one field of a stored dead letter or late row that the age limit reads.
@@ -359,7 +363,7 @@ impl ViewOperator {
             &self.plan.input_schema,
             &self.plan.used_columns,
         )?;
-        for (row, watermark) in assigned.late {
+        for (row, watermark, missed) in assigned.late {
             let times = batch
                 .column(time_col)
                 .as_any()
@@ -370,6 +374,7 @@ impl ViewOperator {
                 watermark,
                 raw: row_json(batch, row as usize),
                 at_ms: 0,
+                missed_windows: Some(missed),
             });
         }
         // Fold each window's rows; a batch usually spans one or two windows.
