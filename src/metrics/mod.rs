@@ -47,6 +47,8 @@ pub struct Metrics {
     pub dead_letters_dropped: IntCounterVec,
     /// Late rows dropped by the count and age limits.
     pub late_rows_dropped: IntCounterVec,
+    /// Pipelines stopped by a panic in one of their threads.
+    pub pipelines_failed: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -154,6 +156,12 @@ impl Metrics {
                 "weir_late_rows_dropped_total",
                 "Late rows deleted by the count and age limits",
                 "view",
+            ),
+            pipelines_failed: counter(
+                &registry,
+                "weir_pipelines_failed_total",
+                "Pipelines stopped by a panic in one of their threads",
+                "source",
             ),
             epoch_bytes: counter(
                 &registry,

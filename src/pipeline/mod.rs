@@ -6,8 +6,10 @@
 //! changes, the positions that produced them, dead letters and late rows in one atomic
 //! write. A view set change (a view created or dropped) stops the pipeline after a commit and
 //! starts a new one; each view resumes from its own stored position, so a new view replays the
-//! source from the start while the others skip what they already hold.
+//! source from the start while the others skip what they already hold. A panic in either
+//! thread fails that pipeline only (`panics`).
 
+mod panics;
 mod progress;
 mod reader;
 mod runner;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::max;
 
+use super::panics::{injected_panic, PanicReport};
 use super::reader::{run_reader, Message};
 use super::{PipelineError, SourceProgress};
 use crate::catalog::{SourceDef, StatusBoard, ViewDef};
@@ -170,14 +171,25 @@ impl Runner {
         operators.durable = Some(durable_tx);
         let reader_stop = stop.clone();
         let name = source.name.clone();
+        let report = PanicReport {
+            board: operators.ctx.board.clone(),
+            metrics: operators.ctx.metrics.clone(),
+            source: name.clone(),
+            views: views.iter().map(|v| v.name.clone()).collect(),
+        };
+        let reader_report = report.clone();
         let reader_thread = std::thread::Builder::new()
             .name(format!("read-{name}"))
-            .spawn(move || run_reader(reader, decoder, tx, durable_rx, reader_stop))
+            .spawn(move || {
+                reader_report.run("reader", || {
+                    run_reader(reader, decoder, tx, durable_rx, reader_stop)
+                })
+            })
             .expect("spawn reader thread");
         let op_stop = stop.clone();
         let operator_thread = std::thread::Builder::new()
             .name(format!("views-{name}"))
-            .spawn(move || operators.run(rx, op_stop))
+            .spawn(move || report.run("operator", || operators.run(rx, op_stop)))
             .expect("spawn operator thread");
         Ok(Self {
             stop,
@@ -257,8 +269,16 @@ impl Operators {
                     }
                     return;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(RecvTimeoutError::Disconnected) if stop.load(Ordering::Relaxed) => {
                     self.commit_or_fail(dirty, "running");
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The reader thread panicked; its report marks the pipeline failed. What
+                    // was applied is committed, so a restart resumes after it.
+                    if let Err(e) = self.commit(dirty) {
+                        tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
+                    }
                     return;
                 }
             }
@@ -311,6 +331,7 @@ impl Operators {
             watermark_split,
         };
         for view in &mut self.views {
+            injected_panic(&view.name);
             if let Err(e) = view.apply(batch, place) {
                 tracing::error!(view = %view.name, error = %e, "view failed");
                 view.fail(e.to_string());
