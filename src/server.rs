@@ -116,7 +116,7 @@ pub async fn run(
         })?;
     let handlers = Arc::new(WeirHandlers::new(engine.clone()));
     let pg_task = tokio::spawn(serve_pg(pg_listener, handlers));
-    let http_task = tokio::spawn(serve_http(http_listener, metrics));
+    let http_task = tokio::spawn(serve_http(http_listener, metrics, engine.board()));
     tracing::info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "weir is ready");
     println!(
         "weir ready: postgres on {pg_addr} (psql -h {} -p {}), http on http://{http_addr}",

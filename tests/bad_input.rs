@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{rows, wait_views_finished, Weir};
+use common::{refused, rows, wait_views_finished, Weir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
@@ -148,4 +148,168 @@ async fn dead_letters_are_bounded_by_count() {
         .parse()
         .unwrap();
     assert_eq!(dropped + kept, 750);
+}
+
+/// An event time read in the wrong unit (microseconds as milliseconds: year 57,000) is a dead
+/// letter, not the watermark: the rows after it are on time and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_time_far_ahead_is_a_dead_letter_not_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let mut lines: Vec<String> = (0..100)
+        .map(|i| format!("{{\"user\":\"u{}\",\"ts\":{}}}", i % 3, base + i * 1_000))
+        .collect();
+    lines.insert(
+        50,
+        format!("{{\"user\":\"u0\",\"ts\":{}}}", (base + 50_000) * 1_000),
+    );
+    // Two hours ahead: within the default bound, beyond the source's `max_future`.
+    lines.insert(
+        60,
+        format!("{{\"user\":\"u0\",\"ts\":{}}}", base + 7_200_000),
+    );
+    common::write_lines(&input, &lines);
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    let (code, _) = refused(
+        &client,
+        "CREATE SOURCE bad (ts TIMESTAMP) WITH (connector = 'file', path = '/tmp', max_future = 'soon')",
+    )
+    .await;
+    assert_eq!(code, "22023");
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE ev (user TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+             WITH (connector = 'file', path = '{}', max_future = '1 hour'); \
+             CREATE MATERIALIZED VIEW per_minute AS SELECT window_start, count(*) AS n \
+             FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    wait_views_finished(&client).await;
+    let per_minute = rows(&client, "SELECT n FROM per_minute ORDER BY window_start").await;
+    assert_eq!(
+        per_minute,
+        vec![vec!["60".to_string()], vec!["40".to_string()]]
+    );
+    let views = rows(&client, "SELECT status, late_rows FROM weir_catalog.views").await;
+    assert_eq!(views, vec![vec!["finished".to_string(), "0".into()]]);
+    let dead = rows(
+        &client,
+        "SELECT position, error FROM weir_catalog.dead_letters ORDER BY position",
+    )
+    .await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert!(d[1].contains("ahead of the watermark"), "{d:?}");
+    }
+    assert!(dead[0][1].contains("+57"), "{:?}", dead[0]);
+}
+
+/// A live source also refuses event times beyond `max_future` ahead of the wall clock, even
+/// before it has a watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_source_refuses_event_times_ahead_of_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("live.jsonl");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 86_400_000;
+    common::write_lines(
+        &input,
+        &[
+            format!("{{\"ts\":{}}}", now + 3 * day),
+            format!("{{\"ts\":{}}}", now - 1_000),
+            format!("{{\"ts\":{}}}", now + 2 * day),
+            format!("{{\"ts\":{}}}", now),
+        ],
+    );
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE live (ts TIMESTAMP, WATERMARK FOR ts AS ts) \
+             WITH (connector = 'file', path = '{}', mode = 'follow'); \
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM live",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    common::wait_for(&client, "SELECT n FROM n", "2").await;
+    let dead = rows(&client, "SELECT error FROM weir_catalog.dead_letters").await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d[0].contains("ahead of the wall clock")),
+        "{dead:?}"
+    );
+}
+
+/// A row on which a view's WHERE, projection or aggregate argument fails at runtime is a dead
+/// letter of that view (once, whatever its windows), and the view goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_a_view_fails_on_is_a_dead_letter_and_the_view_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = [(1, 1_000), (0, 2_000), (2, 3_000)]
+        .iter()
+        .map(|(a, ts)| format!("{{\"a\":{a},\"ts\":{ts}}}"))
+        .collect();
+    common::write_lines(&input, &lines);
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE s (a BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) \
+             WITH (connector = 'file', path = '{}'); \
+             CREATE MATERIALIZED VIEW in_sum AS SELECT count(*) AS n, sum(10 / a) AS q FROM s; \
+             CREATE MATERIALIZED VIEW in_where AS SELECT count(*) AS n FROM s WHERE 10 / a > 1; \
+             CREATE MATERIALIZED VIEW in_cast AS SELECT count(*) AS n, \
+               sum(CAST(CASE WHEN a = 0 THEN 'x' ELSE CAST(a AS TEXT) END AS BIGINT)) AS c FROM s; \
+             CREATE MATERIALIZED VIEW in_hop AS SELECT window_start, count(*) AS n \
+               FROM HOP(s, ts, INTERVAL '1 second', INTERVAL '3 seconds') WHERE 10 / a > 0 \
+               GROUP BY window_start, window_end",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    wait_views_finished(&client).await;
+    assert_eq!(
+        rows(&client, "SELECT n, q FROM in_sum").await,
+        vec![vec!["2".to_string(), "15".into()]]
+    );
+    assert_eq!(rows(&client, "SELECT n FROM in_where").await[0][0], "2");
+    assert_eq!(
+        rows(&client, "SELECT n, c FROM in_cast").await,
+        vec![vec!["2".to_string(), "3".into()]]
+    );
+    // Windows [-1,2) [0,3) [1,4) hold the row at 1 s; [1,4) [2,5) [3,6) the row at 3 s.
+    assert_eq!(
+        rows(&client, "SELECT sum(n), count(*) FROM in_hop").await,
+        vec![vec!["6".to_string(), "5".into()]]
+    );
+    let dead = rows(
+        &client,
+        "SELECT error, raw FROM weir_catalog.dead_letters ORDER BY error",
+    )
+    .await;
+    let views: Vec<&str> = dead
+        .iter()
+        .map(|d| d[0].split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        views,
+        vec![
+            "view in_cast",
+            "view in_hop",
+            "view in_sum",
+            "view in_where"
+        ]
+    );
+    assert!(dead.iter().all(|d| d[1].contains("\"a\":0")), "{dead:?}");
+    assert!(dead[2][0].contains("Divide by zero"), "{dead:?}");
 }

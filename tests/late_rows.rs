@@ -87,3 +87,47 @@ async fn row_after_window_close_is_late_and_view_unchanged() {
         "{metrics}"
     );
 }
+
+/// A HOP row late for some of its windows (not all) is applied to the open ones and counted
+/// as late (`late_rows`, the metric and `weir_catalog.late_rows` with the windows it missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_row_late_for_some_windows_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hop.jsonl");
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z, a multiple of 30 s
+    for s in [10, 70, 50] {
+        append(&input, &format!("{{\"ts\":{}}}", base + s * 1_000));
+    }
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE hops (ts TIMESTAMP, WATERMARK FOR ts AS ts) \
+             WITH (connector = 'file', path = '{}'); \
+             CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS n \
+             FROM HOP(hops, ts, INTERVAL '30 seconds', INTERVAL '1 minute') \
+             GROUP BY window_start, window_end",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    common::wait_views_finished(&client).await;
+    // The row at 50 s met watermark 70 s: [0 s, 60 s) was closed, [30 s, 90 s) was open.
+    let counts = rows(&client, "SELECT n FROM per_window ORDER BY window_start").await;
+    let counts: Vec<&str> = counts.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(counts, vec!["1", "1", "2", "1"]);
+    assert_eq!(
+        rows(&client, "SELECT late_rows FROM weir_catalog.views").await[0][0],
+        "1"
+    );
+    assert_eq!(
+        rows(&client, "SELECT missed_windows FROM weir_catalog.late_rows").await,
+        vec![vec!["1".to_string()]]
+    );
+    let page = common::http_get(weir.http_port, "/metrics").await;
+    assert!(
+        page.lines()
+            .any(|l| l == "weir_view_late_rows_total{view=\"per_window\"} 1"),
+        "{page}"
+    );
+}

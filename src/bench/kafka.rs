@@ -125,7 +125,7 @@ fn decode_only(topic: &BenchTopic, events: u64) -> Result<f64, BenchError> {
         include: Vec::new(),
     };
     let mut reader = KafkaReader::open(spec, &Resume::default())?;
-    let decoder = JsonDecoder::new(GeneratorKind::NexmarkBids.schema(), Some(5));
+    let mut decoder = JsonDecoder::new(GeneratorKind::NexmarkBids.schema(), Some(5));
     let started = Instant::now();
     let (mut seen, mut chunks) = (0u64, 0u64);
     while seen < events {

@@ -126,6 +126,7 @@ impl SystemKind {
                 ts_field("event_time"),
                 ts_field("watermark"),
                 text("raw"),
+                int("missed_windows"),
             ],
         }))
     }
@@ -241,6 +242,11 @@ impl SystemTable {
                     times(rows.iter().map(|r| Some(r.event_time))),
                     times(rows.iter().map(|r| shown(Some(r.watermark)))),
                     strings(rows.iter().map(|r| Some(r.raw.as_str()))),
+                    Arc::new(
+                        rows.iter()
+                            .map(|r| r.missed_windows.map(i64::from))
+                            .collect::<Int64Array>(),
+                    ),
                 ]
             }
         };

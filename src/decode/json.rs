@@ -10,7 +10,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{DeadLetter, Decoded};
+use super::{DeadLetter, Decoded, FutureGuard};
 use crate::source::LineChunk;
 
 /// How each line of a source is written.
@@ -31,6 +31,8 @@ pub struct JsonDecoder {
     /// The event-time column, which must not be NULL.
     required: Option<usize>,
     format: Format,
+    /// Refuses event times too far ahead (none: every time is admitted).
+    guard: Option<FutureGuard>,
 }
 
 /// Longest raw text kept in a dead letter.
@@ -59,7 +61,14 @@ impl JsonDecoder {
             schema,
             required,
             format: Format::Json,
+            guard: None,
         }
+    }
+
+    /// The same decoder refusing event times `guard` finds too far ahead.
+    pub fn with_future_guard(mut self, guard: FutureGuard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     /// The largest event time in a decoded batch (None without an event-time column).
@@ -102,7 +111,7 @@ impl JsonDecoder {
     }
 
     /// Decodes every line of `chunk`; bad lines become dead letters.
-    pub fn decode(&self, chunk: &LineChunk) -> Decoded {
+    pub fn decode(&mut self, chunk: &LineChunk) -> Decoded {
         let data = &chunk.data;
         let mut spans = line_spans(data);
         let file_header = chunk.record_ends.is_none() && chunk.start_offset == 0;
@@ -162,7 +171,7 @@ impl JsonDecoder {
             }
         };
         let (batch, good_spans) =
-            self.drop_missing_required(batch, good_spans, &mut dead, &dead_letter);
+            self.drop_bad_event_times(batch, good_spans, chunk.split, &mut dead, &dead_letter);
         let row_ends = good_spans.iter().map(|s| end_of(*s)).collect();
         let batch = match &chunk.extra {
             Some(extra) => {
@@ -186,34 +195,49 @@ impl JsonDecoder {
         }
     }
 
-    /// Rows whose event-time value is missing or NULL become dead letters.
-    fn drop_missing_required(
-        &self,
+    /// Rows whose event-time value is missing or NULL, or too far ahead (see
+    /// [`FutureGuard`]), become dead letters.
+    fn drop_bad_event_times(
+        &mut self,
         batch: RecordBatch,
         spans: Vec<(usize, usize)>,
+        split: u32,
         dead: &mut Vec<DeadLetter>,
         dead_letter: &dyn Fn((usize, usize), String) -> DeadLetter,
     ) -> (RecordBatch, Vec<(usize, usize)>) {
         let Some(col) = self.required else {
             return (batch, spans);
         };
-        let ts = batch.column(col);
-        if ts.null_count() == 0 {
+        let ts = batch.column(col).clone();
+        let Some(times) = ts.as_any().downcast_ref::<TimestampMillisecondArray>() else {
+            return (batch, spans);
+        };
+        if ts.null_count() == 0 && self.guard.is_none() {
             return (batch, spans);
         }
-        let name = self.schema.field(col).name();
-        let keep: BooleanArray = (0..ts.len()).map(|i| Some(ts.is_valid(i))).collect();
+        let name = self.schema.field(col).name().clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut keep = Vec::with_capacity(spans.len());
         let mut kept = Vec::with_capacity(spans.len());
         for (i, span) in spans.into_iter().enumerate() {
-            if ts.is_valid(i) {
-                kept.push(span);
+            let verdict = if times.is_null(i) {
+                Err(format!("missing or NULL event-time column '{name}'"))
             } else {
-                dead.push(dead_letter(
-                    span,
-                    format!("missing or NULL event-time column '{name}'"),
-                ));
+                match self.guard.as_mut() {
+                    Some(guard) => guard.admit(split, times.value(i), now_ms),
+                    None => Ok(()),
+                }
+            };
+            keep.push(Some(verdict.is_ok()));
+            match verdict {
+                Ok(()) => kept.push(span),
+                Err(reason) => dead.push(dead_letter(span, reason)),
             }
         }
+        if kept.len() == keep.len() {
+            return (batch, kept);
+        }
+        let keep = BooleanArray::from(keep);
         let batch = filter_record_batch(&batch, &keep).expect("mask matches batch length");
         (batch, kept)
     }

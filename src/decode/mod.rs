@@ -1,10 +1,13 @@
 //! Decode: raw records into Arrow record batches of a source's declared schema.
 //!
 //! A record that does not decode — not JSON, a value that does not fit its column, a missing
-//! event-time value — becomes a [`DeadLetter`] with the reason; the rest of the chunk goes on.
+//! event-time value, an event time far ahead of the watermark ([`FutureGuard`]) — becomes a
+//! [`DeadLetter`] with the reason; the rest of the chunk goes on.
 
+mod future;
 mod json;
 
+pub use future::{FutureGuard, DEFAULT_MAX_FUTURE_BOUNDED_MS, DEFAULT_MAX_FUTURE_LIVE_MS};
 pub use json::{Format, JsonDecoder};
 
 use datafusion::arrow::record_batch::RecordBatch;

@@ -8,7 +8,7 @@ use crate::catalog::{CatalogEntry, CatalogError, EntryKind, SourceDef, ViewDef, 
 use crate::operator::ViewOperator;
 use crate::pipeline::SourceProgress;
 use crate::plan::{plan_view, CreateSource, CreateView, SourceSchema};
-use crate::source::{open_reader, parse_source_spec, FileMode, Resume, SourceSpec};
+use crate::source::{check_source, parse_source_spec};
 use crate::state::{window_key_prefix, Table, WriteSet};
 
 /// Statement text compared for "same definition": whitespace runs and a trailing `;` ignored.
@@ -106,18 +106,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let spec = parse_source_spec(&decl.name, &decl.options, &decl.include)?;
         let def = SourceDef::new(decl, spec, sql);
-        // Open a reader once, so a missing file or a column the generator lacks fails now.
-        // A Kafka source is not checked here: an unreachable broker shows as `stalled`.
-        let must_exist = !matches!(
-            def.spec,
-            SourceSpec::File {
-                mode: FileMode::Follow,
-                ..
-            } | SourceSpec::Kafka(_)
-        );
-        if must_exist {
-            open_reader(&def.spec, def.schema.clone(), &Resume::default())?;
-        }
+        check_source(&def.spec, def.schema.clone())?;
         self.board.update_source(&def.name, |s| {
             s.connector = def.spec.connector().into();
             s.status = "idle".into();
@@ -221,14 +210,35 @@ impl Engine {
             return Ok(outcome);
         }
         let name = decl.name.clone();
-        // A view of the same name dropped earlier may have left nothing behind; start clean.
         let source = self.add_view(catalog, decl, sql.to_string()).await?;
-        if let Err(e) = self.persist_entry(catalog, EntryKind::View, &name, sql) {
+        // The source may have changed since it was created (a file deleted): its pipeline
+        // must be able to start before the view is stored.
+        let def = catalog.sources.get(&source).cloned();
+        let checked = def.map_or(Ok(()), |d| check_source(&d.spec, d.schema.clone()));
+        if let Err(e) = checked
+            .map_err(EngineError::from)
+            .and_then(|()| self.persist_entry(catalog, EntryKind::View, &name, sql))
+        {
             self.forget_view(catalog, &name);
             return Err(e);
         }
-        self.restart_pipeline(catalog, &source).await?;
+        if let Err(e) = self.restart_pipeline(catalog, &source).await {
+            // Nothing stays stored that cannot start; the source's other views go on.
+            self.delete_stored_view(&name)?;
+            self.forget_view(catalog, &name);
+            self.restart_pipeline(catalog, &source).await?;
+            return Err(e);
+        }
         Ok(Outcome::Done(TAG))
+    }
+
+    /// Deletes a view's definition and everything it stored, in one write.
+    fn delete_stored_view(&self, name: &str) -> Result<(), EngineError> {
+        let mut ws = WriteSet::default();
+        ViewOperator::delete_all(name, &mut ws);
+        ws.delete(Table::Catalog, CatalogEntry::key(EntryKind::View, name));
+        self.store.write(ws)?;
+        Ok(())
     }
 
     fn forget_view(&self, catalog: &mut Catalog, name: &str) {
@@ -260,10 +270,7 @@ impl Engine {
         if let Some(runner) = catalog.runners.remove(&view.source) {
             let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
         }
-        let mut ws = WriteSet::default();
-        ViewOperator::delete_all(name, &mut ws);
-        ws.delete(Table::Catalog, CatalogEntry::key(EntryKind::View, name));
-        self.store.write(ws)?;
+        self.delete_stored_view(name)?;
         self.forget_view(catalog, name);
         self.restart_pipeline(catalog, &view.source).await?;
         Ok(Outcome::Done(TAG))

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub dead_letters_dropped: IntCounterVec,
     /// Late rows dropped by the count and age limits.
     pub late_rows_dropped: IntCounterVec,
+    /// Pipelines stopped by a panic in one of their threads.
+    pub pipelines_failed: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -155,6 +157,12 @@ impl Metrics {
                 "Late rows deleted by the count and age limits",
                 "view",
             ),
+            pipelines_failed: counter(
+                &registry,
+                "weir_pipelines_failed_total",
+                "Pipelines stopped by a panic in one of their threads",
+                "source",
+            ),
             epoch_bytes: counter(
                 &registry,
                 "weir_epoch_bytes_total",
@@ -218,7 +226,7 @@ impl Metrics {
             view_late_rows: counter(
                 &registry,
                 "weir_view_late_rows_total",
-                "Rows that arrived after their window closed",
+                "Rows that arrived after their window (for HOP: one of their windows) closed",
                 "view",
             ),
             view_rows_written: counter(

@@ -56,6 +56,46 @@ fn evaluate_to_array(
     expr.evaluate(batch)?.into_array(batch.num_rows())
 }
 
+/// What a batch feeds an aggregate, evaluated: group keys, each aggregate's arguments and
+/// FILTER. Evaluating is where a row can fail (division by zero, a bad cast), so it happens
+/// before any group is touched.
+pub struct AggregateInput {
+    rows: usize,
+    keys: Vec<ArrayRef>,
+    args: Vec<Vec<ArrayRef>>,
+    filters: Vec<Option<ArrayRef>>,
+}
+
+impl AggregateInput {
+    /// Whether no row is left (a window exists only where a row reached it).
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn evaluate(plan: &AggregatePlan, batch: &RecordBatch) -> Result<Self> {
+        let all = |exprs: &[Arc<dyn datafusion::physical_expr::PhysicalExpr>]| {
+            exprs
+                .iter()
+                .map(|e| evaluate_to_array(e, batch))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Self {
+            rows: batch.num_rows(),
+            keys: all(&plan.group_exprs)?,
+            args: plan
+                .aggregates
+                .iter()
+                .map(|a| all(&a.expressions()))
+                .collect::<Result<_>>()?,
+            filters: plan
+                .filters
+                .iter()
+                .map(|f| f.as_ref().map(|f| evaluate_to_array(f, batch)).transpose())
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
 impl GroupState {
     pub fn new(plan: &AggregatePlan) -> Result<Self> {
         let keys = if plan.group_exprs.is_empty() {
@@ -92,40 +132,28 @@ impl GroupState {
 
     /// Folds `batch` (the rows after the view's per-batch steps) into the groups.
     pub fn update(&mut self, plan: &AggregatePlan, batch: &RecordBatch) -> Result<()> {
-        let rows = batch.num_rows();
-        if rows == 0 {
+        self.update_evaluated(&AggregateInput::evaluate(plan, batch)?)
+    }
+
+    /// Folds inputs evaluated by [`AggregateInput::evaluate`] into the groups.
+    pub fn update_evaluated(&mut self, input: &AggregateInput) -> Result<()> {
+        if input.rows == 0 {
             return Ok(());
         }
         match &mut self.keys {
-            Keys::Grouped(groups) => {
-                let cols = plan
-                    .group_exprs
-                    .iter()
-                    .map(|e| evaluate_to_array(e, batch))
-                    .collect::<Result<Vec<_>>>()?;
-                groups.intern(&cols, &mut self.indices)?;
-            }
+            Keys::Grouped(groups) => groups.intern(&input.keys, &mut self.indices)?,
             Keys::Global { exists } => {
                 *exists = true;
                 self.indices.clear();
-                self.indices.resize(rows, 0);
+                self.indices.resize(input.rows, 0);
             }
         }
         let total = self.len();
-        for (i, aggregate) in plan.aggregates.iter().enumerate() {
-            let args = aggregate
-                .expressions()
-                .iter()
-                .map(|e| evaluate_to_array(e, batch))
-                .collect::<Result<Vec<_>>>()?;
-            let filter = match &plan.filters[i] {
-                Some(f) => Some(evaluate_to_array(f, batch)?),
-                None => None,
-            };
-            let filter = filter
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            let filter = input.filters[i]
                 .as_ref()
                 .and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
-            self.accumulators[i].update_batch(&args, &self.indices, filter, total)?;
+            acc.update_batch(&input.args[i], &self.indices, filter, total)?;
         }
         Ok(())
     }

@@ -5,11 +5,13 @@
 //! vectorized `GroupValues` and `GroupsAccumulator`), `merge` folds it into the stored state of
 //! just the groups it touched, `cache` keeps recently touched group states in memory within a
 //! budget, and `view` drives them for one view: apply a batch, close windows the watermark
-//! passed, and write an epoch's changes.
+//! passed, and write an epoch's changes; `refuse` sets aside the rows a view's expressions
+//! fail on.
 
 mod cache;
 mod groups;
 mod merge;
+mod refuse;
 mod view;
 mod watermark;
 mod window;
@@ -17,6 +19,7 @@ mod window;
 pub use cache::CacheBudget;
 pub use groups::GroupState;
 pub use merge::Codecs;
+pub use refuse::RefusedRow;
 pub use view::{
     written_at, ChunkPlace, LateRow, StateCounters, ViewOperator, ViewProgress, GLOBAL_WINDOW,
 };

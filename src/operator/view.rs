@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::merge::{empty_global_group, merge_window, Codecs, MergedGroup};
+use super::refuse::{evaluate_isolating, RefusedRow};
 use super::{assign_windows, GroupState, WatermarkTracker};
-use crate::plan::{run_steps, ViewPlan};
+use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
     encode_view_row, log_key, prefix_end, window_key_prefix, Log, LogLimits, Store, Table,
@@ -64,6 +65,10 @@ pub struct LateRow {
     /// Wall-clock time it was stored (Unix ms), for the age limit.
     #[serde(default)]
     pub at_ms: i64,
+    /// How many of the row's windows were closed (a HOP row may miss only some; it is
+    /// applied to the others). Absent in rows stored before it was recorded.
+    #[serde(default)]
+    pub missed_windows: Option<u32>,
 }
 
 /// The one field of a stored dead letter or late row that the age limit reads.
@@ -94,6 +99,11 @@ pub struct ViewOperator {
     /// Windows the watermark closed since the last flush, with their partial aggregates.
     closed: Vec<(i64, Option<GroupState>)>,
     late: Vec<LateRow>,
+    /// Rows of the batch being applied that the view's expressions failed on, by their index
+    /// in it, with the error.
+    refusing: BTreeMap<u32, String>,
+    /// Refused rows not yet taken by the pipeline (they become dead letters).
+    refused: Vec<RefusedRow>,
     /// A global aggregate's row over no input is still to be written.
     empty_global_pending: bool,
     counters: StateCounters,
@@ -249,6 +259,8 @@ impl ViewOperator {
             progress,
             closed: Vec::new(),
             late: Vec::new(),
+            refusing: BTreeMap::new(),
+            refused: Vec::new(),
             touched: BTreeSet::new(),
             counters: StateCounters::default(),
             log_limits,
@@ -301,8 +313,20 @@ impl ViewOperator {
                 None => self.apply_global(&batch, chunk.watermark_split)?,
             }
         }
+        for (row, error) in std::mem::take(&mut self.refusing) {
+            self.refused.push(RefusedRow {
+                end: chunk.row_ends[first + row as usize],
+                raw: row_json(&batch, row as usize),
+                error,
+            });
+        }
         self.progress.frontier.advance(chunk.split, chunk.end);
         Ok(())
+    }
+
+    /// The rows the view refused since the last call (its expressions failed on them).
+    pub fn take_refused(&mut self) -> Vec<RefusedRow> {
+        std::mem::take(&mut self.refused)
     }
 
     /// The source's splits changed or went idle: the watermark may move and close windows.
@@ -339,7 +363,7 @@ impl ViewOperator {
             &self.plan.input_schema,
             &self.plan.used_columns,
         )?;
-        for (row, watermark) in assigned.late {
+        for (row, watermark, missed) in assigned.late {
             let times = batch
                 .column(time_col)
                 .as_any()
@@ -350,13 +374,15 @@ impl ViewOperator {
                 watermark,
                 raw: row_json(batch, row as usize),
                 at_ms: 0,
+                missed_windows: Some(missed),
             });
         }
         // Fold each window's rows; a batch usually spans one or two windows.
         let starts = &assigned.starts;
         if starts.windows(2).all(|w| w[0] == w[1]) {
             if let Some(start) = starts.first() {
-                self.fold(*start, assigned.batch)?;
+                let origin = &assigned.origin;
+                self.fold(*start, assigned.batch.clone(), &|i| origin[i])?;
             }
         } else {
             let mut order: Vec<u32> = (0..starts.len() as u32).collect();
@@ -366,7 +392,10 @@ impl ViewOperator {
                 let start = starts[order[from] as usize];
                 let to = from + order[from..].partition_point(|i| starts[*i as usize] == start);
                 let indices = UInt32Array::from(order[from..to].to_vec());
-                self.fold(start, take_record_batch(&assigned.batch, &indices)?)?;
+                let (origin, order) = (&assigned.origin, &order);
+                self.fold(start, take_record_batch(&assigned.batch, &indices)?, &|i| {
+                    origin[order[from + i] as usize]
+                })?;
                 from = to;
             }
         }
@@ -387,12 +416,18 @@ impl ViewOperator {
                 }
             }
         }
-        self.fold(GLOBAL_WINDOW, batch.clone())
+        self.fold(GLOBAL_WINDOW, batch.clone(), &|i| i as u32)
     }
 
-    fn fold(&mut self, start: i64, rows: RecordBatch) -> Result<()> {
-        let rows = run_steps(&self.plan.pre, rows)?;
-        if rows.num_rows() == 0 {
+    /// Folds `rows` into window `start`; `origin` maps a row to its row in the applied batch
+    /// (a row the view's expressions fail on is refused once, whatever its windows).
+    fn fold(&mut self, start: i64, rows: RecordBatch, origin: &dyn Fn(usize) -> u32) -> Result<()> {
+        let mut refused = Vec::new();
+        let input = evaluate_isolating(&self.plan, rows, &mut refused)?;
+        for (row, error) in refused {
+            self.refusing.entry(origin(row)).or_insert(error);
+        }
+        if input.is_empty() {
             // A window (or group) exists only where a row reached it.
             return Ok(());
         }
@@ -410,7 +445,7 @@ impl ViewOperator {
         delta
             .as_mut()
             .expect("set above")
-            .update(&self.plan.aggregate, &rows)?;
+            .update_evaluated(&input)?;
         self.touched.insert(start);
         Ok(())
     }

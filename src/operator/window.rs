@@ -22,8 +22,12 @@ pub struct Assigned {
     pub batch: RecordBatch,
     /// The window start of each row of `batch`.
     pub starts: Vec<i64>,
-    /// Rows of the input that fell only in closed windows, with the watermark they met.
-    pub late: Vec<(u32, i64)>,
+    /// The input row each row of `batch` was copied from.
+    pub origin: Vec<u32>,
+    /// Rows of the input that fell in closed windows: the row, the watermark it met and how
+    /// many of its windows were closed (a HOP row may be late for its oldest windows only; it
+    /// is applied to the others).
+    pub late: Vec<(u32, i64, u32)>,
 }
 
 /// Assigns the rows of `batch` to windows of `spec` by the event time in column `time_col`,
@@ -46,7 +50,7 @@ pub fn assign_windows(
         })?;
     let size = spec.size_ms();
     let slide = spec.slide_ms();
-    let mut rows: Vec<u32> = Vec::with_capacity(times.len() * (size / slide).max(1) as usize);
+    let mut rows: Vec<u32> = Vec::with_capacity(times.len() * spec.windows_per_row() as usize);
     let mut starts: Vec<i64> = Vec::with_capacity(rows.capacity());
     let mut late = Vec::new();
     for (i, t) in times.values().iter().enumerate() {
@@ -57,21 +61,22 @@ pub fn assign_windows(
         let watermark = tracker.watermark();
         let last = t.div_euclid(slide) * slide;
         let mut start = last;
-        let mut any_late = false;
+        let mut missed = 0;
         while start + size > t {
             if start + size <= watermark {
-                any_late = true;
+                missed += 1;
             } else {
                 rows.push(i as u32);
                 starts.push(start);
             }
             start -= slide;
         }
-        if any_late && (rows.is_empty() || *rows.last().unwrap() != i as u32) {
-            late.push((i as u32, watermark));
+        if missed > 0 {
+            late.push((i as u32, watermark, missed));
         }
         tracker.observe(t);
     }
+    let origin = rows.clone();
     let indices = UInt32Array::from(rows);
     let mut cols: Vec<ArrayRef> = batch
         .columns()
@@ -89,6 +94,7 @@ pub fn assign_windows(
     Ok(Assigned {
         batch,
         starts,
+        origin,
         late,
     })
 }
@@ -130,7 +136,7 @@ mod tests {
         .unwrap();
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
         assert_eq!(a.starts, vec![0, 60_000, 0, 120_000]);
-        assert_eq!(a.late, vec![(4, 120_000)]);
+        assert_eq!(a.late, vec![(4, 120_000, 1)]);
         assert_eq!(tracker.watermark(), 120_000);
     }
 
@@ -144,7 +150,21 @@ mod tests {
         };
         let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
         assert_eq!(a.starts, vec![60_000, 40_000, 20_000]);
-        assert_eq!(a.late, vec![(1, 65_000)]);
+        assert_eq!(a.late, vec![(1, 65_000, 3)]);
         assert_eq!(a.batch.num_rows(), 3);
+    }
+
+    #[test]
+    fn hop_rows_late_for_some_windows_are_counted_and_applied_to_the_others() {
+        let (batch, schema) = input(&[70_000, 50_000]);
+        let mut tracker = WatermarkTracker::new(0);
+        let spec = WindowSpec::Hop {
+            slide_ms: 30_000,
+            size_ms: 60_000,
+        };
+        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
+        // 50_000 falls in [30_000, 90_000), still open, and [0, 60_000), closed at 70_000.
+        assert_eq!(a.starts, vec![60_000, 30_000, 30_000]);
+        assert_eq!(a.late, vec![(1, 70_000, 1)]);
     }
 }

@@ -62,6 +62,7 @@ pub fn engine_error_info(error: &EngineError) -> ErrorInfo {
         EngineError::Plan(PlanError::Syntax(_)) => "42601",
         EngineError::Plan(PlanError::Unsupported(_)) => "0A000",
         EngineError::Plan(PlanError::Invalid(_)) => "22023",
+        EngineError::Plan(PlanError::LimitExceeded(_)) => "54000",
         EngineError::Plan(PlanError::UnknownRelation { .. }) => "42P01",
         EngineError::Plan(PlanError::Arrow(_)) => "42703",
         EngineError::Plan(PlanError::DataFusion(e)) | EngineError::DataFusion(e) => {

@@ -5,11 +5,13 @@
 //! operator thread folds batches into the views and, once per epoch, writes every view's
 //! changes, the positions that produced them, dead letters and late rows in one atomic
 //! write, which a third thread makes while the operator thread computes the next epoch
-//! ([`committer`]). A view set change (a view created or dropped) stops the pipeline after a commit and
-//! starts a new one; each view resumes from its own stored position, so a new view replays the
-//! source from the start while the others skip what they already hold.
+//! ([`committer`]). A view set change (a view created or dropped) stops the pipeline after a
+//! commit and starts a new one; each view resumes from its own stored position, so a new view replays the
+//! source from the start while the others skip what they already hold. A panic in either
+//! thread fails that pipeline only (`panics`).
 
 mod committer;
+mod panics;
 mod progress;
 mod reader;
 mod report;

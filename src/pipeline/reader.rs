@@ -44,7 +44,7 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 /// each committed epoch back to the reader.
 pub fn run_reader(
     mut reader: Box<dyn Reader>,
-    decoder: JsonDecoder,
+    mut decoder: JsonDecoder,
     tx: SyncSender<Message>,
     durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,

@@ -10,11 +10,12 @@ use datafusion::arrow::array::{Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::max;
 
 use super::committer::Committer;
+use super::panics::{injected_panic, PanicReport};
 use super::reader::{run_reader, Message};
 use super::report::{Report, ViewReport};
 use super::{PipelineError, SourceProgress};
 use crate::catalog::{PartitionStatus, SourceDef, StatusBoard, ViewDef};
-use crate::decode::{DeadLetter, JsonDecoder};
+use crate::decode::{DeadLetter, FutureGuard, JsonDecoder};
 use crate::metrics::Metrics;
 use crate::operator::{written_at, CacheBudget, ChunkPlace, StateCounters, ViewOperator};
 use crate::source::{open_reader, Frontier, Resume, SplitStatus};
@@ -90,7 +91,7 @@ struct Epoch {
     started: Instant,
     /// Time spent building the write set.
     flushed: Duration,
-    report: Report,
+    report: Option<Report>,
 }
 
 impl Runner {
@@ -177,22 +178,47 @@ impl Runner {
         };
         let reader = open_reader(&source.spec, source.schema.clone(), &from)?;
         let format = crate::source::parse_format(&source.decl.options)?;
+        let live = !source.spec.is_bounded();
+        let guard = FutureGuard::new(
+            crate::source::parse_max_future(&source.decl.options, live)?,
+            delay,
+            live,
+            source.spec.per_split_watermarks(),
+            operators
+                .progress
+                .event_time
+                .max_event_time
+                .iter()
+                .map(|(s, t)| (*s, *t)),
+        );
         let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
-            .with_format(format);
+            .with_format(format)
+            .with_future_guard(guard);
         operators.publish("running", None);
         let (tx, rx) = sync_channel(4);
         let (durable_tx, durable_rx) = channel();
         operators.durable = Some(durable_tx);
         let reader_stop = stop.clone();
         let name = source.name.clone();
+        let report = PanicReport {
+            board: operators.ctx.board.clone(),
+            metrics: operators.ctx.metrics.clone(),
+            source: name.clone(),
+            views: views.iter().map(|v| v.name.clone()).collect(),
+        };
+        let reader_report = report.clone();
         let reader_thread = std::thread::Builder::new()
             .name(format!("read-{name}"))
-            .spawn(move || run_reader(reader, decoder, tx, durable_rx, reader_stop))
+            .spawn(move || {
+                reader_report.run("reader", || {
+                    run_reader(reader, decoder, tx, durable_rx, reader_stop)
+                })
+            })
             .expect("spawn reader thread");
         let op_stop = stop.clone();
         let operator_thread = std::thread::Builder::new()
             .name(format!("views-{name}"))
-            .spawn(move || operators.run(rx, op_stop))
+            .spawn(move || report.run("operator", || operators.run(rx, op_stop)))
             .expect("spawn operator thread");
         Ok(Self {
             stop,
@@ -277,13 +303,21 @@ impl Operators {
                 }
                 Ok(Message::Failed(error)) => {
                     tracing::error!(source = %self.ctx.source.name, %error, "source failed");
-                    if let Err(e) = self.commit("failed", Some(error), Wait::Yes) {
+                    if let Err(e) = self.commit(Some(("failed", Some(error))), Wait::Yes) {
                         self.broken(e);
                     }
                     return;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(RecvTimeoutError::Disconnected) if stop.load(Ordering::Relaxed) => {
                     self.commit_or_fail(dirty, "running", Wait::Yes);
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The reader thread panicked; its report marks the pipeline failed. What
+                    // was applied is committed, so a restart resumes after it.
+                    if let Err(e) = self.commit(None, Wait::Yes) {
+                        tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
+                    }
                     return;
                 }
             }
@@ -339,9 +373,23 @@ impl Operators {
             watermark_split,
         };
         for view in &mut self.views {
+            injected_panic(&view.name);
             if let Err(e) = view.apply(batch, place) {
                 tracing::error!(view = %view.name, error = %e, "view failed");
                 view.fail(e.to_string());
+            }
+            for row in view.take_refused() {
+                self.dead.push(DeadLetter {
+                    position: if self.per_split_watermarks {
+                        format!("{split}/{}", row.end - 1)
+                    } else {
+                        format!("{split}:{}", row.end)
+                    },
+                    raw: row.raw,
+                    error: format!("view {}: {}", view.name, row.error),
+                    at_ms: 0,
+                    end: row.end,
+                });
             }
         }
     }
@@ -365,7 +413,7 @@ impl Operators {
             return true;
         }
         let result = if dirty {
-            self.commit(status, None, wait)
+            self.commit(Some((status, None)), wait)
         } else {
             self.settle().map(|()| self.publish(status, None))
         };
@@ -445,16 +493,18 @@ impl Operators {
         m.epoch_commit_seconds
             .with_label_values(&[name])
             .observe(epoch.started.elapsed().as_secs_f64());
-        self.publish_report(epoch.report);
+        if let Some(report) = epoch.report {
+            self.publish_report(report);
+        }
         Ok(())
     }
 
     /// Builds one epoch: every view's changes, the source progress and dead letters, as one
     /// atomic write handed to the writer thread; `wait` says whether to wait for the write.
+    /// Once written, the status board shows `status` (with its error), if given.
     fn commit(
         &mut self,
-        status: &str,
-        error: Option<String>,
+        status: Option<(&str, Option<String>)>,
         wait: Wait,
     ) -> Result<(), PipelineError> {
         let started = Instant::now();
@@ -522,7 +572,7 @@ impl Operators {
             durable: self.progress.high.clone(),
             started,
             flushed: started.elapsed(),
-            report: self.report(status, error),
+            report: status.map(|(status, error)| self.report(status, error)),
         };
         self.committer.submit(ws, epoch)?;
         if wait == Wait::Yes {

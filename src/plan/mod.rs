@@ -31,6 +31,9 @@ pub enum PlanError {
     Unsupported(String),
     #[error("{0}")]
     Invalid(String),
+    /// A definition beyond one of Weir's limits (e.g. windows per row).
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("{kind} \"{name}\" does not exist")]
     UnknownRelation { kind: &'static str, name: String },
     #[error(transparent)]

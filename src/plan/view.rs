@@ -28,6 +28,9 @@ pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
 /// The name the windowed input is planned under.
 const WINDOW_INPUT: &str = "__weir_window_input";
+/// The most windows one row may fall in (HOP size / slide): each row is copied once per
+/// window, so a larger ratio lets a handful of rows exhaust memory.
+pub const MAX_WINDOWS_PER_ROW: i64 = 1_000;
 
 /// What the planner needs to know of a source.
 #[derive(Debug, Clone)]
@@ -56,6 +59,12 @@ impl WindowSpec {
             WindowSpec::Tumble { size_ms } => *size_ms,
             WindowSpec::Hop { slide_ms, .. } => *slide_ms,
         }
+    }
+
+    /// How many windows a row falls in, at most.
+    pub fn windows_per_row(&self) -> i64 {
+        let (size, slide) = (self.size_ms(), self.slide_ms());
+        size / slide + i64::from(size % slide != 0)
     }
 }
 
@@ -228,6 +237,15 @@ fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String
     };
     if window.size_ms() <= 0 || window.slide_ms() <= 0 {
         return Err(PlanError::Invalid("window sizes must be positive".into()));
+    }
+    if window.windows_per_row() > MAX_WINDOWS_PER_ROW {
+        return Err(PlanError::LimitExceeded(format!(
+            "HOP with slide {} ms and size {} ms puts each row in {} windows; at most {MAX_WINDOWS_PER_ROW} \
+             are allowed: use a larger slide or a smaller size",
+            window.slide_ms(),
+            window.size_ms(),
+            window.windows_per_row()
+        )));
     }
     *name = ObjectName::from(vec![Ident::new(WINDOW_INPUT)]);
     if alias.is_none() {

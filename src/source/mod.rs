@@ -21,7 +21,7 @@ pub use embedded_kafka::{EmbeddedKafka, JsonProducer, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
 pub use kafka::{KafkaReader, KafkaSpec, StartOffset, DEFAULT_MAX_MESSAGE_BYTES};
-pub use options::{parse_format, parse_source_spec, FileMode, SourceSpec};
+pub use options::{parse_format, parse_max_future, parse_source_spec, FileMode, SourceSpec};
 
 /// Errors of the source layer.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,39 @@ pub trait Reader: Send {
     /// Called after an epoch made everything up to `durable` safe (Kafka commits its
     /// consumer-group offsets here so lag tools see progress).
     fn durable(&mut self, _durable: &Frontier) {}
+}
+
+/// Checks at CREATE time what would otherwise fail when the source's pipeline starts: the
+/// Kafka client configuration, a file path that does not exist (for a followed path, which
+/// may appear later, its directory), columns the generator does not have.
+pub fn check_source(
+    spec: &SourceSpec,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<(), SourceError> {
+    match spec {
+        SourceSpec::Kafka(k) => kafka::check_config(k),
+        SourceSpec::File {
+            path,
+            mode: FileMode::Follow,
+        } => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(SourceError::Io {
+                    path: dir.to_path_buf(),
+                    error: std::io::Error::other("not a directory"),
+                }),
+                Err(error) => Err(SourceError::Io {
+                    path: dir.to_path_buf(),
+                    error,
+                }),
+            }
+        }
+        _ => open_reader(spec, schema, &Resume::default()).map(drop),
+    }
 }
 
 /// Opens a reader for `spec` that resumes at `from`. `schema` is the schema rows are decoded

@@ -90,6 +90,25 @@ pub fn parse_format(options: &BTreeMap<String, String>) -> Result<Format, Source
     }
 }
 
+/// The `max_future` option in ms: how far ahead of the watermark (and, for a `live` source,
+/// of the wall clock) an event time may be before its row is a dead letter.
+pub fn parse_max_future(
+    options: &BTreeMap<String, String>,
+    live: bool,
+) -> Result<i64, SourceError> {
+    match options.get("max_future") {
+        None if live => Ok(crate::decode::DEFAULT_MAX_FUTURE_LIVE_MS),
+        None => Ok(crate::decode::DEFAULT_MAX_FUTURE_BOUNDED_MS),
+        Some(text) => match crate::plan::interval_text_ms(text) {
+            Ok(ms) if ms > 0 => Ok(ms),
+            Ok(_) => Err(opt_err(
+                "max_future must be a positive interval, e.g. '1 day'",
+            )),
+            Err(e) => Err(opt_err(format!("max_future: {e}"))),
+        },
+    }
+}
+
 /// Validates the `WITH` options of `CREATE SOURCE` for source `name`. Keys are lower-case.
 pub fn parse_source_spec(
     name: &str,
@@ -105,6 +124,7 @@ pub fn parse_source_spec(
             "csv.delimiter",
             "path",
             "mode",
+            "max_future",
         ],
         Some("generator") => &["connector", "format", "kind", "rate", "count", "seed"],
         Some("kafka") => &[
@@ -118,6 +138,7 @@ pub fn parse_source_spec(
             "group_id",
             "idle_timeout",
             "max_message_bytes",
+            "max_future",
         ],
         Some(other) => {
             return Err(opt_err(format!(
@@ -144,6 +165,7 @@ pub fn parse_source_spec(
         )));
     }
     parse_format(options)?;
+    parse_max_future(options, true)?;
     let number = |k: &str| -> Result<Option<u64>, SourceError> {
         get(k)
             .map(|v| {
@@ -159,6 +181,7 @@ pub fn parse_source_spec(
         Some("kafka") => {
             let required = |k: &str, what: &str| {
                 get(k)
+                    .filter(|v| !v.trim().is_empty())
                     .map(str::to_string)
                     .ok_or_else(|| opt_err(format!("a kafka source needs {k} = '{what}'")))
             };

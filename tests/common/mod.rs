@@ -25,6 +25,11 @@ impl Weir {
     /// Starts weir on `data_dir` with free ports, waiting (bounded) until it accepts queries.
     /// Epochs are 50 ms unless `extra` sets `--epoch-ms`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Weir {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Weir::start`] with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Weir {
         let epoch: &[&str] = if extra.contains(&"--epoch-ms") {
             &[]
         } else {
@@ -36,6 +41,7 @@ impl Weir {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env(
                 "WEIR_LOG",
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "weir=warn".into()),
@@ -128,6 +134,18 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
             _ => None,
         })
         .collect()
+}
+
+/// Runs `sql`, which must fail; returns its SQLSTATE and message.
+pub async fn refused(client: &Client, sql: &str) -> (String, String) {
+    let err = client
+        .simple_query(sql)
+        .await
+        .expect_err(&format!("accepted: {sql}"));
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {err:?}"));
+    (db.code().code().to_string(), db.message().to_string())
 }
 
 /// Polls `sql` until its first cell equals `expected` (bounded).

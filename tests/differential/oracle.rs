@@ -61,7 +61,7 @@ fn window_ms(window: Window) -> Option<(i64, i64)> {
 type InputRow = (Event, Option<(i64, i64)>);
 
 /// Rows of the view's input: each accepted event once, or once per open window it falls in.
-/// Also returns how many events were late for every one of their windows.
+/// Also returns how many events were late for at least one of their windows.
 fn input_rows(case: &Case, window: Window) -> (Vec<InputRow>, usize) {
     let mut rows = Vec::new();
     let mut late = 0;
@@ -72,20 +72,22 @@ fn input_rows(case: &Case, window: Window) -> (Vec<InputRow>, usize) {
         };
         let t = e.ts.expect("accepted events have a time");
         let mut start = t.div_euclid(slide) * slide;
-        let mut placed = false;
+        let mut missed = false;
         while start + size > t {
             if watermark.is_none_or(|w| start + size > w) {
                 rows.push((e.clone(), Some((start, start + size))));
-                placed = true;
+            } else {
+                missed = true;
             }
             start -= slide;
         }
-        late += usize::from(!placed);
+        late += usize::from(missed);
     }
     (rows, late)
 }
 
-/// Events that were late for every window they fall in (the view's `late_rows`).
+/// Events that were late for at least one window they fall in (the view's `late_rows`; a
+/// HOP row may miss only its oldest windows).
 pub fn late_rows(case: &Case, view: &ViewSpec) -> usize {
     match view.window {
         Window::None => 0,

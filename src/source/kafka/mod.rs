@@ -11,6 +11,7 @@
 //! picked up.
 
 mod align;
+mod config;
 mod round;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -28,6 +28,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{Chunk, Frontier, Reader, Resume, SourceError, SplitStatus};
 use crate::plan::IncludeColumn;
 use align::{must_wait, slowest_with_backlog, PartitionTime};
+pub use config::check_config;
 use round::{PartitionRound, WantedMetadata};
 
 type PartitionQueue = rdkafka::consumer::base_consumer::PartitionQueue<ObservingContext>;
@@ -172,25 +173,7 @@ fn kafka_err(context: &str, e: KafkaError) -> SourceError {
 impl KafkaReader {
     /// Creates the consumer; partitions are assigned on the first read.
     pub fn open(spec: KafkaSpec, resume: &Resume) -> Result<Self, SourceError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &spec.brokers)
-            .set("group.id", &spec.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "1000")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set(
-                "auto.offset.reset",
-                match spec.start {
-                    StartOffset::Earliest => "earliest",
-                    StartOffset::Latest => "latest",
-                },
-            );
-        for (k, v) in &spec.properties {
-            config.set(k, v);
-        }
+        let config = config::consumer_config(&spec);
         let observer = Arc::new(Observer::default());
         let consumer: BaseConsumer<ObservingContext> = config
             .create_with_context(ObservingContext(observer.clone()))
