@@ -1,5 +1,6 @@
-//! Client compatibility: psql meta-commands, tokio-postgres prepared statements, HTTP health
-//! and metrics, and `--help` listing every option.
+//! Client compatibility: psql meta-commands, tokio-postgres prepared statements, what clients
+//! ask at connect (version, settings, session statements), HTTP health and metrics, and
+//! `--help` listing every option.
 
 mod common;
 
@@ -88,6 +89,139 @@ async fn psql_drivers_and_http_work() {
     assert!(
         metrics.contains("weir_view_rows_written_total{view=\"failures\"}"),
         "{metrics}"
+    );
+}
+
+/// The SQLSTATE of a failed simple query.
+async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
+    let err = client.simple_query(sql).await.unwrap_err();
+    err.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_time_behaviour_clients_rely_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    let one = |rows: Vec<Vec<String>>| rows[0][0].clone();
+
+    // SQLAlchemy parses version(); the startup ParameterStatus and SHOW agree with it.
+    let version = one(rows(&client, "SELECT pg_catalog.version()").await);
+    assert!(
+        version.starts_with("PostgreSQL 15.0 (Weir ") && version.contains("-pc-linux-gnu"),
+        "{version}"
+    );
+    let announced = psql(
+        weir.pg_port,
+        "\\echo :SERVER_VERSION_NAME :SERVER_VERSION_NUM",
+    );
+    assert!(
+        announced.starts_with("15.0 (Weir ") && announced.contains("150000"),
+        "{announced}"
+    );
+    for (name, value) in [
+        ("server_version_num", "150000"),
+        ("standard_conforming_strings", "on"),
+        ("TimeZone", "Etc/UTC"),
+        ("time zone", "Etc/UTC"),
+        ("DateStyle", "ISO, YMD"),
+        ("client_encoding", "UTF8"),
+        ("integer_datetimes", "on"),
+        ("transaction_isolation", "read committed"),
+        ("transaction isolation level", "read committed"),
+    ] {
+        assert_eq!(
+            one(rows(&client, &format!("SHOW {name}")).await),
+            value,
+            "{name}"
+        );
+    }
+    let shown = one(rows(&client, "SHOW server_version").await);
+    assert!(shown.starts_with("15.0 (Weir "), "{shown}");
+    // Grafana's version check; an unknown setting is 42704 and the session goes on.
+    let grafana = "SELECT current_setting('server_version_num')::int / 100";
+    assert_eq!(one(rows(&client, grafana).await), "1500");
+    assert_eq!(
+        sqlstate(&client, "SELECT current_setting('nope')").await,
+        "42704"
+    );
+    assert_eq!(
+        one(rows(&client, "SELECT current_setting('nope', true)").await),
+        "NULL"
+    );
+    // The extended protocol answers SHOW too.
+    let row = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "150000");
+
+    // SET / RESET / RESET ALL / DISCARD ALL, per connection.
+    let other = weir.client().await;
+    rows(
+        &client,
+        "SET application_name = 'grafana'; SET DateStyle TO ISO, MDY",
+    )
+    .await;
+    assert_eq!(one(rows(&client, "SHOW application_name").await), "grafana");
+    assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, MDY");
+    assert_eq!(one(rows(&other, "SHOW datestyle").await), "ISO, YMD");
+    rows(&client, "RESET datestyle").await;
+    assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, YMD");
+    rows(&client, "RESET ALL").await;
+    assert_eq!(one(rows(&client, "SHOW application_name").await), "");
+    rows(&client, "SET statement_timeout = '5s'").await;
+    assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "5000ms");
+    rows(&client, "DISCARD ALL").await;
+    assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "0");
+    assert_eq!(sqlstate(&client, "SET server_version = '9'").await, "55P02");
+    assert_eq!(sqlstate(&client, "RESET no_such_setting").await, "42704");
+
+    // Transactions and savepoints around reads (psycopg's transaction(), tokio-postgres).
+    let in_tx = rows(
+        &client,
+        "BEGIN; SAVEPOINT a; SELECT 1; RELEASE SAVEPOINT a; SAVEPOINT b; \
+         ROLLBACK TO SAVEPOINT b; COMMIT",
+    )
+    .await;
+    assert_eq!(in_tx, vec![vec!["1".to_string()]]);
+    assert_eq!(sqlstate(&client, "SAVEPOINT outside").await, "25P01");
+    let mut client = client;
+    let mut tx = client.transaction().await.unwrap();
+    let nested = tx.transaction().await.unwrap();
+    assert_eq!(
+        nested
+            .query_one("SELECT 2::BIGINT", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+    nested.rollback().await.unwrap();
+    tx.commit().await.unwrap();
+
+    // asyncpg's pool reset.
+    rows(
+        &client,
+        "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+    )
+    .await;
+
+    // The database is Weir's, never DataFusion's.
+    assert_eq!(
+        one(rows(&client, "SELECT current_database()").await),
+        "weir"
+    );
+    let names = rows(
+        &client,
+        "SELECT datname FROM pg_catalog.pg_database ORDER BY datname",
+    )
+    .await;
+    assert!(names.contains(&vec!["weir".to_string()]), "{names:?}");
+    let listed = psql(weir.pg_port, "\\l");
+    assert!(
+        listed.contains("weir") && !listed.contains("datafusion"),
+        "{listed}"
     );
 }
 

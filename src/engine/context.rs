@@ -11,13 +11,19 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use crate::catalog::{register_system_tables, OneSnapshotPerQuery, StatusBoard};
 use crate::state::Store;
 
+/// The database (DataFusion catalog) clients see: `current_database()`, `pg_database`, psql's
+/// `\l`, `information_schema.*.table_catalog`.
+pub const DATABASE: &str = "weir";
+
 /// A context with Weir's functions, pg_catalog, information_schema and the system tables;
 /// every query in it reads all views at one snapshot.
 pub fn new_session_context(
     board: Arc<StatusBoard>,
     store: Arc<Store>,
 ) -> Result<SessionContext, DataFusionError> {
-    let config = SessionConfig::new().with_information_schema(true);
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(DATABASE, "public");
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -25,7 +31,7 @@ pub fn new_session_context(
         .build();
     let ctx = SessionContext::new_with_state(state);
     weir_udfs::register(&ctx);
-    setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    setup_pg_catalog(&ctx, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
     register_system_tables(&ctx, board, store)?;
     Ok(ctx)
 }

@@ -1,12 +1,16 @@
 //! The Postgres wire edge: sessions, statement routing and SQLSTATE mapping.
 //!
 //! Weir DDL goes to the engine; every other statement (SELECTs over views, system tables,
-//! pg_catalog, SET/SHOW, transactions) goes to DataFusion through `datafusion-postgres`.
+//! pg_catalog) goes to DataFusion through `datafusion-postgres`; session statements (SET,
+//! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
 
 mod errors;
 mod extended;
+mod functions;
 mod handler;
+mod session;
+mod settings;
 mod split;
 
 pub use errors::{datafusion_sqlstate, engine_error_info};
