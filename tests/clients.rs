@@ -33,11 +33,9 @@ fn psql(port: u16, command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_drivers_and_http_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let weir = Weir::start(dir.path(), &[]);
-    let client = weir.client().await;
+/// Creates source `logins` (tests/data/logins.jsonl) and view `failures` (failed logins per
+/// user), and waits until the view is final.
+async fn failures_view(client: &tokio_postgres::Client) {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/logins.jsonl");
     client
         .simple_query(&format!(
@@ -48,7 +46,15 @@ async fn psql_drivers_and_http_work() {
         ))
         .await
         .unwrap();
-    wait_views_finished(&client).await;
+    wait_views_finished(client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_drivers_and_http_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    failures_view(&client).await;
 
     // psql: plain queries and the catalog queries behind \d.
     let out = psql(
@@ -223,6 +229,99 @@ async fn connect_time_behaviour_clients_rely_on() {
         listed.contains("weir") && !listed.contains("datafusion"),
         "{listed}"
     );
+}
+
+/// A Grafana discovery query from tests/clients/grafana/.
+fn grafana_query(name: &str, table: &str) -> String {
+    let path = format!(
+        "{}/tests/clients/grafana/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("$TABLE", table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_through_information_schema_and_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    failures_view(&client).await;
+    let strings = |rows: &[&[&str]]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect()
+    };
+
+    // Column types as Postgres names them, with udt_name.
+    let columns = rows(
+        &client,
+        "SELECT table_catalog, column_name, data_type, udt_name, is_nullable \
+         FROM information_schema.columns WHERE table_name = 'failures' ORDER BY ordinal_position",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        strings(&[
+            &["weir", "user_name", "text", "text", "YES"],
+            &["weir", "n", "bigint", "int8", "YES"],
+        ])
+    );
+    let kinds = rows(
+        &client,
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'failures'",
+    )
+    .await;
+    assert_eq!(kinds, strings(&[&["VIEW"]]));
+
+    // Grafana's query builder: tables on the search path unqualified, columns of an
+    // unqualified table name.
+    let tables = rows(&client, &grafana_query("tables.sql", "")).await;
+    assert_eq!(tables[0], vec!["failures".to_string()], "{tables:?}");
+    assert!(
+        tables.contains(&vec!["weir_catalog.views".to_string()]),
+        "{tables:?}"
+    );
+    let grafana_columns = rows(&client, &grafana_query("columns.sql", "failures")).await;
+    assert_eq!(
+        grafana_columns,
+        strings(&[&["user_name", "text"], &["n", "bigint"]])
+    );
+    let qualified = rows(&client, &grafana_query("columns.sql", "weir_catalog.views")).await;
+    assert!(
+        qualified.contains(&vec![
+            "watermark".to_string(),
+            "timestamp without time zone".to_string()
+        ]),
+        "{qualified:?}"
+    );
+
+    // psql: views listed as views, \copy of a query, COPY to a server file refused.
+    let views = psql(weir.pg_port, "\\dv");
+    assert!(
+        views.contains("failures") && views.contains("view"),
+        "{views}"
+    );
+    let copied = psql(
+        weir.pg_port,
+        "\\copy (SELECT user_name, n FROM failures ORDER BY user_name) TO STDOUT",
+    );
+    assert_eq!(copied, "alice\t4\nbob\t2\ncarol\t1\n");
+    let csv = psql(weir.pg_port, "COPY failures TO STDOUT WITH (FORMAT csv)");
+    assert!(csv.contains("alice,4\n"), "{csv}");
+    let file = dir.path().join("out.csv");
+    let refused = client
+        .simple_query(&format!("COPY (SELECT 1) TO '{}'", file.display()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("42501"),
+        "{refused:?}"
+    );
+    assert!(!file.exists());
+    assert_eq!(rows(&client, "SELECT 1").await[0][0], "1");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::engine_error_info;
 use super::handler::WeirQueries;
+use super::rewrite::rewrite_for;
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
 
@@ -52,7 +53,10 @@ impl QueryParser for WeirParser {
                 self.inner.parse_sql(client, SHOW_VIEWS_SQL, types).await
             }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
-            Ok(None) => self.inner.parse_sql(client, sql, types).await,
+            Ok(None) => {
+                let sql = rewrite_for(client, sql);
+                self.inner.parse_sql(client, &sql, types).await
+            }
             Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                 &e.into(),
             )))),

@@ -24,8 +24,10 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
+use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
+use super::rewrite::rewrite_for;
 use super::session::SessionHook;
 use super::settings;
 use super::split::split_statements;
@@ -100,6 +102,7 @@ impl WeirHandlers {
         // and leaves the rest to datafusion-postgres's hooks (see `session.rs`).
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(SessionHook),
+            Arc::new(CopyHook),
             Arc::new(TransactionStatementHook),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
@@ -192,7 +195,10 @@ impl SimpleQueryHandler for WeirQueries {
                     }
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 },
-                Ok(None) => SimpleQueryHandler::do_query(self.df.as_ref(), client, sql).await,
+                Ok(None) => {
+                    let sql = rewrite_for(client, sql);
+                    SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await
+                }
                 Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                     &e.into(),
                 )))),

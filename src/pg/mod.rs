@@ -5,10 +5,12 @@
 //! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
 
+mod copy;
 mod errors;
 mod extended;
 mod functions;
 mod handler;
+mod rewrite;
 mod session;
 mod settings;
 mod split;
