@@ -324,6 +324,52 @@ async fn discovery_through_information_schema_and_copy() {
     assert_eq!(rows(&client, "SELECT 1").await[0][0], "1");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_print_as_postgres_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    let text = rows(
+        &client,
+        "SELECT 105::DOUBLE, 'Infinity'::DOUBLE, '-Infinity'::DOUBLE, 'NaN'::DOUBLE, 1e16::DOUBLE, \
+         0.1::DOUBLE, 2.5::REAL, TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00.5'",
+    )
+    .await;
+    let expected = [
+        "105",
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        "1e+16",
+        "0.1",
+        "2.5",
+        "2026-01-01 00:00:00",
+        "2026-01-01 00:00:00.5",
+    ];
+    assert_eq!(text[0], expected.map(String::from).to_vec());
+    // psql prints what the server sends; a view's double max is whole here.
+    failures_view(&client).await;
+    client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW worst AS SELECT user_name, max(threat_score) AS worst, \
+             approx_distinct(geo) AS geos FROM logins GROUP BY user_name",
+        )
+        .await
+        .unwrap();
+    wait_views_finished(&client).await;
+    let out = psql(
+        weir.pg_port,
+        "SELECT user_name, worst, geos FROM worst WHERE user_name = 'alice'",
+    );
+    assert!(out.contains("alice     |    40 |    2"), "{out}");
+    // Unsigned results (approx_distinct) carry a type clients know: numeric.
+    let stmt = client.prepare("SELECT geos FROM worst").await.unwrap();
+    assert_eq!(
+        stmt.columns()[0].type_(),
+        &tokio_postgres::types::Type::NUMERIC
+    );
+}
+
 #[test]
 fn help_lists_every_option() {
     let out = Command::new(common::weir_bin())

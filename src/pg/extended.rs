@@ -20,6 +20,7 @@ use pgwire::messages::PgWireBackendMessage;
 use super::errors::engine_error_info;
 use super::handler::WeirQueries;
 use super::rewrite::rewrite_for;
+use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
 
@@ -109,6 +110,9 @@ impl ExtendedQueryHandler for WeirQueries {
                 };
             }
         }
-        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
+        let digits = extra_float_digits(client);
+        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows)
+            .await
+            .map(|r| postgres_text(r, digits))
     }
 }

@@ -31,6 +31,7 @@ use super::rewrite::rewrite_for;
 use super::session::SessionHook;
 use super::settings;
 use super::split::split_statements;
+use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
@@ -204,7 +205,10 @@ impl SimpleQueryHandler for WeirQueries {
                 )))),
             };
             match result {
-                Ok(mut r) => {
+                Ok(r) => {
+                    let digits = extra_float_digits(client);
+                    let mut r: Vec<Response> =
+                        r.into_iter().map(|r| postgres_text(r, digits)).collect();
                     // The next statement of this query sees the transaction this one began
                     // or ended (pgwire only records it after the whole query).
                     track_transaction(client, &r);

@@ -14,6 +14,7 @@ mod rewrite;
 mod session;
 mod settings;
 mod split;
+mod text;
 
 pub use errors::{datafusion_sqlstate, engine_error_info};
 pub use handler::{serve_pg, WeirHandlers};
