@@ -1,5 +1,6 @@
-//! Client compatibility: psql meta-commands, tokio-postgres prepared statements, HTTP health
-//! and metrics, and `--help` listing every option.
+//! Client compatibility: psql meta-commands, tokio-postgres prepared statements, what clients
+//! ask at connect (version, settings, session statements), HTTP health and metrics, and
+//! `--help` listing every option.
 
 mod common;
 
@@ -32,11 +33,9 @@ fn psql(port: u16, command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psql_drivers_and_http_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let weir = Weir::start(dir.path(), &[]);
-    let client = weir.client().await;
+/// Creates source `logins` (tests/data/logins.jsonl) and view `failures` (failed logins per
+/// user), and waits until the view is final.
+async fn failures_view(client: &tokio_postgres::Client) {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/logins.jsonl");
     client
         .simple_query(&format!(
@@ -47,7 +46,15 @@ async fn psql_drivers_and_http_work() {
         ))
         .await
         .unwrap();
-    wait_views_finished(&client).await;
+    wait_views_finished(client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_drivers_and_http_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    failures_view(&client).await;
 
     // psql: plain queries and the catalog queries behind \d.
     let out = psql(
@@ -88,6 +95,278 @@ async fn psql_drivers_and_http_work() {
     assert!(
         metrics.contains("weir_view_rows_written_total{view=\"failures\"}"),
         "{metrics}"
+    );
+}
+
+/// The SQLSTATE of a failed simple query.
+async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
+    let err = client.simple_query(sql).await.unwrap_err();
+    err.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_time_behaviour_clients_rely_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    let one = |rows: Vec<Vec<String>>| rows[0][0].clone();
+
+    // SQLAlchemy parses version(); the startup ParameterStatus and SHOW agree with it.
+    let version = one(rows(&client, "SELECT pg_catalog.version()").await);
+    assert!(
+        version.starts_with("PostgreSQL 15.0 (Weir ") && version.contains("-pc-linux-gnu"),
+        "{version}"
+    );
+    let announced = psql(
+        weir.pg_port,
+        "\\echo :SERVER_VERSION_NAME :SERVER_VERSION_NUM",
+    );
+    assert!(
+        announced.starts_with("15.0 (Weir ") && announced.contains("150000"),
+        "{announced}"
+    );
+    for (name, value) in [
+        ("server_version_num", "150000"),
+        ("standard_conforming_strings", "on"),
+        ("TimeZone", "Etc/UTC"),
+        ("time zone", "Etc/UTC"),
+        ("DateStyle", "ISO, YMD"),
+        ("client_encoding", "UTF8"),
+        ("integer_datetimes", "on"),
+        ("transaction_isolation", "read committed"),
+        ("transaction isolation level", "read committed"),
+    ] {
+        assert_eq!(
+            one(rows(&client, &format!("SHOW {name}")).await),
+            value,
+            "{name}"
+        );
+    }
+    let shown = one(rows(&client, "SHOW server_version").await);
+    assert!(shown.starts_with("15.0 (Weir "), "{shown}");
+    // Grafana's version check; an unknown setting is 42704 and the session goes on.
+    let grafana = "SELECT current_setting('server_version_num')::int / 100";
+    assert_eq!(one(rows(&client, grafana).await), "1500");
+    assert_eq!(
+        sqlstate(&client, "SELECT current_setting('nope')").await,
+        "42704"
+    );
+    assert_eq!(
+        one(rows(&client, "SELECT current_setting('nope', true)").await),
+        "NULL"
+    );
+    // The extended protocol answers SHOW too.
+    let row = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "150000");
+
+    // SET / RESET / RESET ALL / DISCARD ALL, per connection.
+    let other = weir.client().await;
+    rows(
+        &client,
+        "SET application_name = 'grafana'; SET DateStyle TO ISO, MDY",
+    )
+    .await;
+    assert_eq!(one(rows(&client, "SHOW application_name").await), "grafana");
+    assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, MDY");
+    assert_eq!(one(rows(&other, "SHOW datestyle").await), "ISO, YMD");
+    rows(&client, "RESET datestyle").await;
+    assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, YMD");
+    rows(&client, "RESET ALL").await;
+    assert_eq!(one(rows(&client, "SHOW application_name").await), "");
+    rows(&client, "SET statement_timeout = '5s'").await;
+    assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "5000ms");
+    rows(&client, "DISCARD ALL").await;
+    assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "0");
+    assert_eq!(sqlstate(&client, "SET server_version = '9'").await, "55P02");
+    assert_eq!(sqlstate(&client, "RESET no_such_setting").await, "42704");
+
+    // Transactions and savepoints around reads (psycopg's transaction(), tokio-postgres).
+    let in_tx = rows(
+        &client,
+        "BEGIN; SAVEPOINT a; SELECT 1; RELEASE SAVEPOINT a; SAVEPOINT b; \
+         ROLLBACK TO SAVEPOINT b; COMMIT",
+    )
+    .await;
+    assert_eq!(in_tx, vec![vec!["1".to_string()]]);
+    assert_eq!(sqlstate(&client, "SAVEPOINT outside").await, "25P01");
+    let mut client = client;
+    let mut tx = client.transaction().await.unwrap();
+    let nested = tx.transaction().await.unwrap();
+    assert_eq!(
+        nested
+            .query_one("SELECT 2::BIGINT", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        2
+    );
+    nested.rollback().await.unwrap();
+    tx.commit().await.unwrap();
+
+    // asyncpg's pool reset.
+    rows(
+        &client,
+        "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+    )
+    .await;
+
+    // The database is Weir's, never DataFusion's.
+    assert_eq!(
+        one(rows(&client, "SELECT current_database()").await),
+        "weir"
+    );
+    let names = rows(
+        &client,
+        "SELECT datname FROM pg_catalog.pg_database ORDER BY datname",
+    )
+    .await;
+    assert!(names.contains(&vec!["weir".to_string()]), "{names:?}");
+    let listed = psql(weir.pg_port, "\\l");
+    assert!(
+        listed.contains("weir") && !listed.contains("datafusion"),
+        "{listed}"
+    );
+}
+
+/// A Grafana discovery query from tests/clients/grafana/.
+fn grafana_query(name: &str, table: &str) -> String {
+    let path = format!(
+        "{}/tests/clients/grafana/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("$TABLE", table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_through_information_schema_and_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    failures_view(&client).await;
+    let strings = |rows: &[&[&str]]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect()
+    };
+
+    // Column types as Postgres names them, with udt_name.
+    let columns = rows(
+        &client,
+        "SELECT table_catalog, column_name, data_type, udt_name, is_nullable \
+         FROM information_schema.columns WHERE table_name = 'failures' ORDER BY ordinal_position",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        strings(&[
+            &["weir", "user_name", "text", "text", "YES"],
+            &["weir", "n", "bigint", "int8", "YES"],
+        ])
+    );
+    let kinds = rows(
+        &client,
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'failures'",
+    )
+    .await;
+    assert_eq!(kinds, strings(&[&["VIEW"]]));
+
+    // Grafana's query builder: tables on the search path unqualified, columns of an
+    // unqualified table name.
+    let tables = rows(&client, &grafana_query("tables.sql", "")).await;
+    assert_eq!(tables[0], vec!["failures".to_string()], "{tables:?}");
+    assert!(
+        tables.contains(&vec!["weir_catalog.views".to_string()]),
+        "{tables:?}"
+    );
+    let grafana_columns = rows(&client, &grafana_query("columns.sql", "failures")).await;
+    assert_eq!(
+        grafana_columns,
+        strings(&[&["user_name", "text"], &["n", "bigint"]])
+    );
+    let qualified = rows(&client, &grafana_query("columns.sql", "weir_catalog.views")).await;
+    assert!(
+        qualified.contains(&vec![
+            "watermark".to_string(),
+            "timestamp without time zone".to_string()
+        ]),
+        "{qualified:?}"
+    );
+
+    // psql: views listed as views, \copy of a query, COPY to a server file refused.
+    let views = psql(weir.pg_port, "\\dv");
+    assert!(
+        views.contains("failures") && views.contains("view"),
+        "{views}"
+    );
+    let copied = psql(
+        weir.pg_port,
+        "\\copy (SELECT user_name, n FROM failures ORDER BY user_name) TO STDOUT",
+    );
+    assert_eq!(copied, "alice\t4\nbob\t2\ncarol\t1\n");
+    let csv = psql(weir.pg_port, "COPY failures TO STDOUT WITH (FORMAT csv)");
+    assert!(csv.contains("alice,4\n"), "{csv}");
+    let file = dir.path().join("out.csv");
+    let refused = client
+        .simple_query(&format!("COPY (SELECT 1) TO '{}'", file.display()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("42501"),
+        "{refused:?}"
+    );
+    assert!(!file.exists());
+    assert_eq!(rows(&client, "SELECT 1").await[0][0], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_print_as_postgres_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    let text = rows(
+        &client,
+        "SELECT 105::DOUBLE, 'Infinity'::DOUBLE, '-Infinity'::DOUBLE, 'NaN'::DOUBLE, 1e16::DOUBLE, \
+         0.1::DOUBLE, 2.5::REAL, TIMESTAMP '2026-01-01 00:00:00', TIMESTAMP '2026-01-01 00:00:00.5'",
+    )
+    .await;
+    let expected = [
+        "105",
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        "1e+16",
+        "0.1",
+        "2.5",
+        "2026-01-01 00:00:00",
+        "2026-01-01 00:00:00.5",
+    ];
+    assert_eq!(text[0], expected.map(String::from).to_vec());
+    // psql prints what the server sends; a view's double max is whole here.
+    failures_view(&client).await;
+    client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW worst AS SELECT user_name, max(threat_score) AS worst, \
+             approx_distinct(geo) AS geos FROM logins GROUP BY user_name",
+        )
+        .await
+        .unwrap();
+    wait_views_finished(&client).await;
+    let out = psql(
+        weir.pg_port,
+        "SELECT user_name, worst, geos FROM worst WHERE user_name = 'alice'",
+    );
+    assert!(out.contains("alice     |    40 |    2"), "{out}");
+    // Unsigned results (approx_distinct) carry a type clients know: numeric.
+    let stmt = client.prepare("SELECT geos FROM worst").await.unwrap();
+    assert_eq!(
+        stmt.columns()[0].type_(),
+        &tokio_postgres::types::Type::NUMERIC
     );
 }
 

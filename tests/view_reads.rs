@@ -100,9 +100,9 @@ fn minute(m: i64) -> String {
         .to_string()
 }
 
-/// Minute `m` after BASE as Weir prints a timestamp today.
+/// Minute `m` after BASE as Weir prints a timestamp (as PostgreSQL does: no zero fraction).
 fn shown(m: i64) -> String {
-    format!("{}.000000", minute(m))
+    minute(m)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

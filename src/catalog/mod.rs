@@ -6,11 +6,13 @@
 //! for, and `tables` the `weir_catalog` system tables.
 
 mod definitions;
+mod information_schema;
 mod status;
 mod tables;
 mod view_scan;
 
 pub use definitions::{CatalogEntry, EntryKind, SourceDef, ViewDef};
+pub use information_schema::{PgInformationSchema, INFORMATION_SCHEMA};
 pub use status::{PartitionStatus, SourceStatus, StatusBoard, ViewStatus};
 pub use tables::{register_system_tables, SYSTEM_SCHEMA};
 pub use view_scan::{OneSnapshotPerQuery, ViewTable};

@@ -27,7 +27,7 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
-async fn scan_batches(
+pub(super) async fn scan_batches(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     state: &dyn Session,

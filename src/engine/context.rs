@@ -8,8 +8,15 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
-use crate::catalog::{register_system_tables, OneSnapshotPerQuery, StatusBoard};
+use crate::catalog::{
+    register_system_tables, OneSnapshotPerQuery, PgInformationSchema, StatusBoard,
+    INFORMATION_SCHEMA,
+};
 use crate::state::Store;
+
+/// The database (DataFusion catalog) clients see: `current_database()`, `pg_database`, psql's
+/// `\l`, `information_schema.*.table_catalog`.
+pub const DATABASE: &str = "weir";
 
 /// A context with Weir's functions, pg_catalog, information_schema and the system tables;
 /// every query in it reads all views at one snapshot.
@@ -17,7 +24,10 @@ pub fn new_session_context(
     board: Arc<StatusBoard>,
     store: Arc<Store>,
 ) -> Result<SessionContext, DataFusionError> {
-    let config = SessionConfig::new().with_information_schema(true);
+    let config = SessionConfig::new()
+        // Weir's own `information_schema` (Postgres type names) replaces DataFusion's.
+        .with_information_schema(false)
+        .with_default_catalog_and_schema(DATABASE, "public");
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -25,7 +35,14 @@ pub fn new_session_context(
         .build();
     let ctx = SessionContext::new_with_state(state);
     weir_udfs::register(&ctx);
-    setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    setup_pg_catalog(&ctx, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    let catalogs = ctx.state().catalog_list().clone();
+    ctx.catalog(DATABASE)
+        .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?
+        .register_schema(
+            INFORMATION_SCHEMA,
+            Arc::new(PgInformationSchema::new(catalogs)),
+        )?;
     register_system_tables(&ctx, board, store)?;
     Ok(ctx)
 }

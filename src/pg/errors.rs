@@ -40,6 +40,9 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
         }
         DataFusionError::NotImplemented(_) => "0A000",
         DataFusionError::ArrowError(e, _) if e.to_string().contains("Divide by zero") => "22012",
+        DataFusionError::Execution(msg) if msg.contains("unrecognized configuration parameter") => {
+            "42704"
+        }
         DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
         DataFusionError::ResourcesExhausted(_) => "53000",
         _ => "XX000",
@@ -48,8 +51,9 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
 
 fn datafusion_info(error: &DataFusionError) -> ErrorInfo {
     let message = error.find_root().to_string();
-    let message = message
-        .strip_prefix("Error during planning: ")
+    let message = ["Error during planning: ", "Execution error: "]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
         .unwrap_or(&message)
         .to_string();
     info(datafusion_sqlstate(error), message)

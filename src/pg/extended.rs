@@ -19,6 +19,8 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::engine_error_info;
 use super::handler::WeirQueries;
+use super::rewrite::rewrite_for;
+use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
 
@@ -52,7 +54,10 @@ impl QueryParser for WeirParser {
                 self.inner.parse_sql(client, SHOW_VIEWS_SQL, types).await
             }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
-            Ok(None) => self.inner.parse_sql(client, sql, types).await,
+            Ok(None) => {
+                let sql = rewrite_for(client, sql);
+                self.inner.parse_sql(client, &sql, types).await
+            }
             Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                 &e.into(),
             )))),
@@ -105,6 +110,9 @@ impl ExtendedQueryHandler for WeirQueries {
                 };
             }
         }
-        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
+        let digits = extra_float_digits(client);
+        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows)
+            .await
+            .map(|r| postgres_text(r, digits))
     }
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -17,12 +20,18 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
+use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
+use super::rewrite::rewrite_for;
+use super::session::SessionHook;
+use super::settings;
 use super::split::split_statements;
+use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
@@ -31,9 +40,32 @@ pub struct Startup {
     connections: Arc<ConnectionManager>,
 }
 
+#[async_trait]
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+
+    /// pgwire has announced its own `server_version` (16.6-pgwire); Weir's follows it, and
+    /// clients keep the last value. The startup parameters become the connection's settings.
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        settings::remember_startup(client.metadata_mut());
+        client
+            .send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                "server_version".into(),
+                settings::server_version(),
+            )))
+            .await?;
+        Ok(())
     }
 }
 
@@ -66,7 +98,17 @@ pub struct WeirHandlers {
 
 impl WeirHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
-        let df = Arc::new(DfSessionService::new(engine.context()));
+        super::functions::register(&engine.context());
+        // Weir's session hook first: it answers settings per connection and savepoints,
+        // and leaves the rest to datafusion-postgres's hooks (see `session.rs`).
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(SessionHook),
+            Arc::new(CopyHook),
+            Arc::new(TransactionStatementHook),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+        ];
+        let df = Arc::new(DfSessionService::new_with_hooks(engine.context(), hooks));
         let parser = Arc::new(WeirParser {
             inner: ExtendedQueryHandler::query_parser(df.as_ref()),
         });
@@ -100,6 +142,20 @@ impl PgWireServerHandlers for WeirHandlers {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
+    }
+}
+
+/// Applies the transaction changes of `responses` to the client's status.
+fn track_transaction<C: ClientInfo>(client: &mut C, responses: &[Response]) {
+    for r in responses {
+        let status = client.transaction_status();
+        let next = match r {
+            Response::TransactionStart(_) => status.to_in_transaction_state(),
+            Response::TransactionEnd(_) => status.to_idle_state(),
+            Response::Error(_) => status.to_error_state(),
+            _ => status,
+        };
+        client.set_transaction_status(next);
     }
 }
 
@@ -140,13 +196,24 @@ impl SimpleQueryHandler for WeirQueries {
                     }
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 },
-                Ok(None) => SimpleQueryHandler::do_query(self.df.as_ref(), client, sql).await,
+                Ok(None) => {
+                    let sql = rewrite_for(client, sql);
+                    SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await
+                }
                 Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                     &e.into(),
                 )))),
             };
             match result {
-                Ok(mut r) => responses.append(&mut r),
+                Ok(r) => {
+                    let digits = extra_float_digits(client);
+                    let mut r: Vec<Response> =
+                        r.into_iter().map(|r| postgres_text(r, digits)).collect();
+                    // The next statement of this query sees the transaction this one began
+                    // or ended (pgwire only records it after the whole query).
+                    track_transaction(client, &r);
+                    responses.append(&mut r)
+                }
                 Err(mut e) => {
                     // Postgres stops a multi-statement query at its first error.
                     refine(&mut e);

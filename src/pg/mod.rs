@@ -1,13 +1,20 @@
 //! The Postgres wire edge: sessions, statement routing and SQLSTATE mapping.
 //!
 //! Weir DDL goes to the engine; every other statement (SELECTs over views, system tables,
-//! pg_catalog, SET/SHOW, transactions) goes to DataFusion through `datafusion-postgres`.
+//! pg_catalog) goes to DataFusion through `datafusion-postgres`; session statements (SET,
+//! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
 
+mod copy;
 mod errors;
 mod extended;
+mod functions;
 mod handler;
+mod rewrite;
+mod session;
+mod settings;
 mod split;
+mod text;
 
 pub use errors::{datafusion_sqlstate, engine_error_info};
 pub use handler::{serve_pg, WeirHandlers};
