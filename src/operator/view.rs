@@ -613,14 +613,20 @@ impl ViewOperator {
         self.counters.late_rows_dropped += log
             .trim(&self.store, ws, self.log_limits, now_ms, written_at)
             .map_err(state_err)?;
+        self.write_progress(ws);
+        self.counters.evictions += self.cache.evict();
+        self.cache.next_epoch();
+        Ok(())
+    }
+
+    /// Adds the view's progress (frontier, counts, error) to `ws`. A flush does it; after a
+    /// failed flush the runner does, so that the failure is stored and survives a restart.
+    pub fn write_progress(&self, ws: &mut WriteSet) {
         ws.put(
             Table::Progress,
             progress_key(&self.name),
             serde_json::to_vec(&self.progress).expect("progress serializes"),
         );
-        self.counters.evictions += self.cache.evict();
-        self.cache.next_epoch();
-        Ok(())
     }
 
     /// The windows retention deletes at the next flush, `[from, cutoff)` by start, if any.

@@ -55,7 +55,10 @@ impl<T: Send + 'static> Committer<T> {
     /// Hands `set` to the writer; `after` comes back from [`Committer::settle`] once the set is
     /// written. The previous epoch must have been settled.
     pub fn submit(&mut self, set: WriteSet, after: T) -> Result<(), StateError> {
-        assert!(!self.in_flight, "settle the epoch in flight before the next");
+        assert!(
+            !self.in_flight,
+            "settle the epoch in flight before the next"
+        );
         let jobs = self.jobs.as_ref().expect("the writer runs until drop");
         jobs.send((set, after)).map_err(|_| writer_gone())?;
         self.in_flight = true;

@@ -110,10 +110,10 @@ impl Report {
                 } else {
                     "running".into()
                 };
-                s.error = view
-                    .failed
-                    .clone()
-                    .or_else(|| if trouble { self.error.clone() } else { None });
+                s.error =
+                    view.failed
+                        .clone()
+                        .or_else(|| if trouble { self.error.clone() } else { None });
                 s.watermark = view.watermark;
                 s.rows = view.rows;
                 s.late_rows = view.late_rows;

@@ -516,14 +516,16 @@ impl Operators {
                 Some(now)
             }
         };
-        if self.views.iter().any(|v| v.reads_written_rows()) {
-            // Retention counts the rows it deletes in the store: the last epoch must be there.
+        if age_check.is_some() || self.views.iter().any(|v| v.reads_written_rows()) {
+            // Retention counts the rows it deletes in the store, and the age limit of late
+            // rows reads their times there: the last epoch must be written first.
             self.settle()?;
         }
         let mut ws = WriteSet::default();
         for view in &mut self.views {
             if let Err(e) = view.flush(&mut ws, age_check) {
                 view.fail(e.to_string());
+                view.write_progress(&mut ws);
             }
         }
         // The views' flush overlapped the previous epoch's write; the rest reads the store.
