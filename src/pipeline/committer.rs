@@ -65,13 +65,18 @@ impl<T: Send + 'static> Committer<T> {
         Ok(())
     }
 
+    /// Whether an epoch was submitted and not settled yet.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
     /// Waits for the epoch in flight, if any: its write's result and what came with it.
     pub fn settle(&mut self) -> Option<(Result<(), StateError>, T)> {
         if !self.in_flight {
             return None;
         }
-        self.in_flight = false;
-        Some(self.done.recv().unwrap_or_else(|_| thread_died()))
+        let done = self.done.recv().unwrap_or_else(|_| thread_died());
+        Some(self.settled(done))
     }
 
     /// Like [`Committer::settle`], but only if the epoch in flight is already written.
@@ -80,13 +85,15 @@ impl<T: Send + 'static> Committer<T> {
             return None;
         }
         match self.done.try_recv() {
-            Ok(done) => {
-                self.in_flight = false;
-                Some(done)
-            }
+            Ok(done) => Some(self.settled(done)),
             Err(TryRecvError::Empty) => None,
             Err(TryRecvError::Disconnected) => thread_died(),
         }
+    }
+
+    fn settled(&mut self, done: (Result<(), StateError>, T)) -> (Result<(), StateError>, T) {
+        self.in_flight = false;
+        done
     }
 }
 

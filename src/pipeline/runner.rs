@@ -74,6 +74,9 @@ struct Operators {
     failed: bool,
 }
 
+/// How many epoch intervals an epoch may last while the previous one is still being written.
+const MAX_EPOCH_STRETCH: u32 = 8;
+
 /// Whether a commit waits for its write: the last one of a pipeline does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -324,7 +327,15 @@ impl Operators {
             if !self.poll_written() {
                 return;
             }
-            if dirty && last_commit.elapsed() >= self.ctx.config.epoch {
+            // An epoch ends when its interval is over and the previous one is written: while
+            // writes take longer than the interval, epochs grow instead of the operator thread
+            // waiting, so a group touched several times is merged and written once. Past
+            // `MAX_EPOCH_STRETCH` intervals it waits for the write after all.
+            let due = last_commit.elapsed();
+            if dirty
+                && due >= self.ctx.config.epoch
+                && (!self.committer.in_flight() || due >= self.ctx.config.epoch * MAX_EPOCH_STRETCH)
+            {
                 if !self.commit_or_fail(true, "running", Wait::No) {
                     return;
                 }
