@@ -290,8 +290,8 @@ impl Operators {
                 Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {
                     // Nothing to compute: finish the epoch in flight so that its rows and
                     // counts show, and its offsets become durable, without waiting for more input.
-                    if let Err(e) = self.settle() {
-                        self.broken(e);
+                    let settled = self.settle();
+                    if !self.ok_or_broken(settled) {
                         return;
                     }
                 }
@@ -428,6 +428,11 @@ impl Operators {
         } else {
             self.settle().map(|()| self.publish(status, None))
         };
+        self.ok_or_broken(result)
+    }
+
+    /// Whether `result` is a success; on an error the source stops, failed, with the reason.
+    fn ok_or_broken(&mut self, result: Result<(), PipelineError>) -> bool {
         match result {
             Ok(()) => true,
             Err(e) => {
@@ -458,13 +463,8 @@ impl Operators {
         let Some(written) = self.committer.poll() else {
             return true;
         };
-        match self.written(written) {
-            Ok(()) => true,
-            Err(e) => {
-                self.broken(e);
-                false
-            }
-        }
+        let result = self.written(written);
+        self.ok_or_broken(result)
     }
 
     /// What follows an epoch's write: metrics, the reader's durable offsets, the status board.
@@ -597,13 +597,9 @@ impl Operators {
     /// Publishes the current state at once (after the epoch in flight, so that its report
     /// does not land after this one).
     fn publish(&mut self, status: &str, error: Option<String>) {
-        let (status, error) = match self.settle() {
-            Ok(()) => (status, error),
-            Err(e) => {
-                tracing::error!(source = %self.ctx.source.name, error = %e, "epoch commit failed");
-                ("failed", Some(format!("epoch commit failed: {e}")))
-            }
-        };
+        if let Err(e) = self.settle() {
+            return self.broken(e);
+        }
         let report = self.report(status, error);
         self.publish_report(report);
     }
