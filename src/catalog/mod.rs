@@ -3,9 +3,10 @@
 //! `definitions` holds what `CREATE SOURCE` / `CREATE MATERIALIZED VIEW` declared and stores
 //! their SQL so a restart re-creates them; `status` is the live board the pipelines update;
 //! `view_scan` exposes each view as a table whose scans read only the keys a query asks
-//! for, and `tables` the `weir_catalog` system tables.
+//! for, `tables` the `weir_catalog` system tables and `functions` the table of functions.
 
 mod definitions;
+mod functions;
 mod information_schema;
 mod status;
 mod tables;

@@ -1,4 +1,5 @@
-//! The `weir_catalog` system tables: sources, views, partitions, dead letters and late rows.
+//! The `weir_catalog` system tables: sources, views, partitions, dead letters, late rows and
+//! functions.
 
 use std::sync::Arc;
 
@@ -318,5 +319,9 @@ pub fn register_system_tables(
             Arc::new(table),
         )?;
     }
+    ctx.register_table(
+        format!("{SYSTEM_SCHEMA}.functions"),
+        Arc::new(super::functions::functions_table(ctx)?),
+    )?;
     Ok(())
 }
