@@ -108,14 +108,31 @@ impl Runner {
         config: RunnerConfig,
     ) -> Result<Self, PipelineError> {
         let mut ops = Vec::with_capacity(views.len());
+        let mut names = Vec::with_capacity(views.len());
         for view in &views {
-            ops.push(ViewOperator::load(
+            match ViewOperator::load(
                 &view.name,
                 view.plan.clone(),
                 &store,
                 config.cache.clone(),
                 config.logs,
-            )?);
+            ) {
+                Ok(op) => {
+                    ops.push(op);
+                    names.push(view.name.clone());
+                }
+                // One view whose state does not load fails alone (shown, not stored: the
+                // next start tries again); the source's other views run.
+                Err(e) => {
+                    let error = format!("its stored state does not load: {e}");
+                    tracing::error!(view = %view.name, %error, "view failed");
+                    board.update_view(&view.name, |v| {
+                        v.source = source.name.clone();
+                        v.status = "failed".into();
+                        v.error = Some(error);
+                    });
+                }
+            }
         }
         let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
         let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
@@ -207,7 +224,7 @@ impl Runner {
             board: operators.ctx.board.clone(),
             metrics: operators.ctx.metrics.clone(),
             source: name.clone(),
-            views: views.iter().map(|v| v.name.clone()).collect(),
+            views: names,
         };
         let reader_report = report.clone();
         let reader_thread = std::thread::Builder::new()
