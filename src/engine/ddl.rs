@@ -41,19 +41,18 @@ impl Engine {
             sql,
             origin,
         } = c;
-        let existing_sql = match (catalog.sources.get(name), catalog.views.get(name)) {
-            (Some(s), _) => &s.sql,
-            (_, Some(v)) => &v.sql,
+        let (existing_kind, existing_sql) = match (
+            catalog.sources.get(name),
+            catalog.views.get(name),
+            catalog.broken.get(name),
+        ) {
+            (Some(s), _, _) => ("source", &s.sql),
+            (_, Some(v), _) => ("materialized view", &v.sql),
+            (_, _, Some(b)) if b.kind == EntryKind::Source => ("source", &b.sql),
+            (_, _, Some(b)) => ("materialized view", &b.sql),
             _ => return Ok(None),
         };
-        let (existing_kind, same) = (
-            if catalog.sources.contains_key(name) {
-                "source"
-            } else {
-                "materialized view"
-            },
-            normalized(existing_sql) == normalized(sql),
-        );
+        let same = normalized(existing_sql) == normalized(sql);
         if if_not_exists && existing_kind == kind {
             return Ok(Some(Outcome::Skipped(
                 tag,
@@ -97,22 +96,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Validates a source and adds it to the catalog (without persisting it).
-    pub(super) fn add_source(
+    /// Parses a source's options and adds it to the catalog (without persisting it or
+    /// checking that its input opens).
+    pub(super) fn define_source(
         &self,
         catalog: &mut Catalog,
         decl: CreateSource,
         sql: String,
     ) -> Result<(), EngineError> {
         let spec = parse_source_spec(&decl.name, &decl.options, &decl.include)?;
-        let def = SourceDef::new(decl, spec, sql);
-        check_source(&def.spec, def.schema.clone())?;
+        self.insert_source(catalog, SourceDef::new(decl, spec, sql));
+        Ok(())
+    }
+
+    fn insert_source(&self, catalog: &mut Catalog, def: SourceDef) {
         self.board.update_source(&def.name, |s| {
             s.connector = def.spec.connector().into();
             s.status = "idle".into();
         });
         catalog.sources.insert(def.name.clone(), Arc::new(def));
-        Ok(())
     }
 
     /// Plans a view and adds it to the catalog and the query context (without persisting it).
@@ -182,9 +184,13 @@ impl Engine {
             return Ok(outcome);
         }
         let name = decl.name.clone();
-        self.add_source(catalog, decl, sql.to_string())?;
+        let spec = parse_source_spec(&decl.name, &decl.options, &decl.include)?;
+        let def = SourceDef::new(decl, spec, sql.to_string());
+        check_source(&def.spec, def.schema.clone())?;
+        self.insert_source(catalog, def);
         if let Err(e) = self.persist_entry(catalog, EntryKind::Source, &name, sql) {
             catalog.sources.remove(&name);
+            self.board.sources.write().remove(&name);
             return Err(e);
         }
         Ok(Outcome::Done(TAG))
@@ -222,7 +228,7 @@ impl Engine {
             self.forget_view(catalog, &name);
             return Err(e);
         }
-        if let Err(e) = self.restart_pipeline(catalog, &source).await {
+        if let Err(e) = self.try_restart_pipeline(catalog, &source).await? {
             // Nothing stays stored that cannot start; the source's other views go on.
             self.delete_stored_view(&name)?;
             self.forget_view(catalog, &name);
@@ -254,6 +260,12 @@ impl Engine {
         if_exists: bool,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "DROP MATERIALIZED VIEW";
+        if catalog.broken.get(name).map(|b| b.kind) == Some(EntryKind::View) {
+            self.delete_stored_view(name)?;
+            catalog.broken.remove(name);
+            self.board.views.write().remove(name);
+            return Ok(Outcome::Done(TAG));
+        }
         let Some(view) = catalog.views.get(name).cloned() else {
             if if_exists {
                 return Ok(Outcome::Skipped(
@@ -283,7 +295,8 @@ impl Engine {
         if_exists: bool,
     ) -> Result<Outcome, EngineError> {
         const TAG: &str = "DROP SOURCE";
-        if !catalog.sources.contains_key(name) {
+        let broken = catalog.broken.get(name).map(|b| b.kind) == Some(EntryKind::Source);
+        if !broken && !catalog.sources.contains_key(name) {
             if if_exists {
                 return Ok(Outcome::Skipped(
                     TAG,
@@ -318,6 +331,10 @@ impl Engine {
         ws.delete_prefix(Table::DeadLetters, window_key_prefix(name));
         self.store.write(ws)?;
         catalog.sources.remove(name);
+        catalog.unopened.remove(name);
+        if broken {
+            catalog.broken.remove(name);
+        }
         self.board.sources.write().remove(name);
         Ok(Outcome::Done(TAG))
     }

@@ -3,6 +3,7 @@
 
 mod context;
 mod ddl;
+mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -13,13 +14,13 @@ use datafusion::prelude::SessionContext;
 
 pub use context::new_session_context;
 
-use crate::catalog::{CatalogEntry, CatalogError, SourceDef, StatusBoard, ViewDef};
+use crate::catalog::{CatalogError, SourceDef, StatusBoard, ViewDef};
 use crate::metrics::Metrics;
 use crate::operator::CacheBudget;
 use crate::pipeline::{PipelineError, Runner, RunnerConfig};
 use crate::plan::{PlanError, WeirStatement};
-use crate::source::SourceError;
-use crate::state::{LogLimits, StateError, Store, Table};
+use crate::source::{check_source, SourceError};
+use crate::state::{LogLimits, StateError, Store};
 
 /// Errors of the engine, as the Postgres edge sees them.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,11 @@ struct Catalog {
     views: BTreeMap<String, Arc<ViewDef>>,
     runners: HashMap<String, Runner>,
     next_seq: u64,
+    /// Stored definitions that could not be re-created at start (shown failed, droppable).
+    broken: BTreeMap<String, restore::Broken>,
+    /// Sources whose input could not be opened at start, and why: no pipeline runs for them
+    /// until it opens.
+    unopened: HashMap<String, String>,
 }
 
 /// The running server's core.
@@ -138,46 +144,6 @@ impl Engine {
         self.metrics.clone()
     }
 
-    /// Re-creates the catalog from the store, in creation order, then starts the pipelines.
-    async fn restore(&self) -> Result<(), EngineError> {
-        let mut entries: Vec<CatalogEntry> = self
-            .store
-            .scan_prefix(Table::Catalog, b"")?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_slice(&v))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StateError::Corrupt {
-                table: "catalog",
-                reason: e.to_string(),
-            })?;
-        entries.sort_by_key(|e| e.seq);
-        let mut catalog = self.catalog.lock().await;
-        for entry in entries {
-            catalog.next_seq = catalog.next_seq.max(entry.seq + 1);
-            let stmt = crate::plan::parse_statement(&entry.sql)?;
-            match stmt {
-                Some(WeirStatement::CreateSource(decl)) => {
-                    self.add_source(&mut catalog, decl, entry.sql.clone())?;
-                }
-                Some(WeirStatement::CreateView(decl)) => {
-                    self.add_view(&mut catalog, decl, entry.sql.clone()).await?;
-                }
-                _ => {
-                    return Err(StateError::Corrupt {
-                        table: "catalog",
-                        reason: format!("not a definition: {}", entry.sql),
-                    }
-                    .into())
-                }
-            }
-        }
-        let sources: Vec<String> = catalog.sources.keys().cloned().collect();
-        for source in sources {
-            self.restart_pipeline(&mut catalog, &source).await?;
-        }
-        Ok(())
-    }
-
     /// Executes one Weir statement; `sql` is its text, stored for definitions.
     pub async fn execute(
         &self,
@@ -213,11 +179,26 @@ impl Engine {
     }
 
     /// Stops the source's pipeline (committing) and starts it again with its current views.
+    /// A pipeline that cannot start shows its source and views `failed` with the reason; the
+    /// error is for the caller only when `Err` comes from stopping.
     async fn restart_pipeline(
         &self,
         catalog: &mut Catalog,
         source: &str,
     ) -> Result<(), EngineError> {
+        if let Err(e) = self.try_restart_pipeline(catalog, source).await? {
+            self.fail_source(catalog, source, &e.to_string());
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::restart_pipeline`], but a pipeline that cannot start is left to the
+    /// caller: the inner result is the start's.
+    async fn try_restart_pipeline(
+        &self,
+        catalog: &mut Catalog,
+        source: &str,
+    ) -> Result<Result<(), EngineError>, EngineError> {
         if let Some(runner) = catalog.runners.remove(source) {
             tokio::task::spawn_blocking(move || runner.stop())
                 .await
@@ -227,9 +208,19 @@ impl Engine {
                     ))
                 })?;
         }
+        Ok(self.start_pipeline(catalog, source))
+    }
+
+    /// Starts the source's pipeline with its current views (none: the source is idle).
+    fn start_pipeline(&self, catalog: &mut Catalog, source: &str) -> Result<(), EngineError> {
         let Some(def) = catalog.sources.get(source).cloned() else {
             return Ok(());
         };
+        if catalog.unopened.contains_key(source) {
+            // It could not be opened at start; it may open now (a directory restored).
+            check_source(&def.spec, def.schema.clone())?;
+            catalog.unopened.remove(source);
+        }
         let views: Vec<Arc<ViewDef>> = catalog
             .views
             .values()
@@ -240,6 +231,7 @@ impl Engine {
             self.board.update_source(source, |s| {
                 s.connector = def.spec.connector().into();
                 s.status = "idle".into();
+                s.error = None;
             });
             return Ok(());
         }

@@ -21,7 +21,8 @@ pub use groups::GroupState;
 pub use merge::Codecs;
 pub use refuse::RefusedRow;
 pub use view::{
-    written_at, ChunkPlace, LateRow, StateCounters, ViewOperator, ViewProgress, GLOBAL_WINDOW,
+    progress_key, written_at, ChunkPlace, LateRow, StateCounters, ViewOperator, ViewProgress,
+    GLOBAL_WINDOW,
 };
 pub use watermark::{SplitWatermark, WatermarkTracker};
 pub use window::{assign_windows, Assigned};

@@ -6,10 +6,12 @@
 //! changes, the positions that produced them, dead letters and late rows in one atomic
 //! write, which a third thread makes while the operator thread computes the next epoch
 //! ([`committer`]). A view set change (a view created or dropped) stops the pipeline after a
-//! commit and starts a new one; each view resumes from its own stored position, so a new view replays the
-//! source from the start while the others skip what they already hold. A panic in either
-//! thread fails that pipeline only (`panics`).
+//! commit and starts a new one; each view resumes from its own stored position. A new view on
+//! a running source replays the source's history from a second reader while the other views
+//! go on, and joins them once it caught up (`catchup`). A panic in any thread fails that
+//! pipeline only (`panics`).
 
+mod catchup;
 mod committer;
 mod panics;
 mod progress;

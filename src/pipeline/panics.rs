@@ -31,26 +31,27 @@ fn message(payload: &(dyn Any + Send)) -> String {
 }
 
 impl PanicReport {
-    /// Runs `body`; if it panics, marks the source and its views failed with the message.
-    pub fn run(&self, thread: &str, body: impl FnOnce()) {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
-            let error = format!("{thread} thread panicked: {}", message(payload.as_ref()));
-            tracing::error!(source = %self.source, %error, "pipeline failed");
-            self.board.update_source(&self.source, |s| {
-                s.status = "failed".into();
-                s.error = Some(error.clone());
+    /// Runs `body`; if it panics, marks the source and its views failed with the message,
+    /// which it returns.
+    pub fn run(&self, thread: &str, body: impl FnOnce()) -> Option<String> {
+        let payload = catch_unwind(AssertUnwindSafe(body)).err()?;
+        let error = format!("{thread} thread panicked: {}", message(payload.as_ref()));
+        tracing::error!(source = %self.source, %error, "pipeline failed");
+        self.board.update_source(&self.source, |s| {
+            s.status = "failed".into();
+            s.error = Some(error.clone());
+        });
+        for view in &self.views {
+            self.board.update_view(view, |v| {
+                v.status = "failed".into();
+                v.error = Some(error.clone());
             });
-            for view in &self.views {
-                self.board.update_view(view, |v| {
-                    v.status = "failed".into();
-                    v.error = Some(error.clone());
-                });
-            }
-            self.metrics
-                .pipelines_failed
-                .with_label_values(&[&self.source])
-                .inc();
         }
+        self.metrics
+            .pipelines_failed
+            .with_label_values(&[&self.source])
+            .inc();
+        Some(error)
     }
 }
 

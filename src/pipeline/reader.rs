@@ -1,12 +1,16 @@
-//! The reader thread: read chunks, decode them, hand them to the operator thread.
+//! The reader threads: read chunks, decode them, hand them to the operator thread. A pipeline
+//! has its main reader and, while some of its views replay history, a catch-up reader (see
+//! `catchup`); their messages share one channel, tagged with the [`Feed`] they come from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::panics::PanicReport;
 use crate::decode::{DeadLetter, JsonDecoder};
 use crate::source::{Chunk, Frontier, Reader, SplitStatus};
 
@@ -37,6 +41,15 @@ pub enum Message {
     Failed(String),
 }
 
+/// Which reader of a pipeline a message comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The reader every caught-up view follows.
+    Main,
+    /// The reader that replays history for the views still catching up.
+    CatchUp,
+}
+
 /// How long a reader waits before polling an idle source again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
@@ -45,7 +58,7 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 pub fn run_reader(
     mut reader: Box<dyn Reader>,
     mut decoder: JsonDecoder,
-    tx: SyncSender<Message>,
+    (feed, tx): (Feed, SyncSender<(Feed, Message)>),
     durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,
 ) {
@@ -88,11 +101,35 @@ pub fn run_reader(
         };
         let last = matches!(message, Message::End | Message::Failed(_));
         let idle = matches!(message, Message::Idle | Message::Stalled(_));
-        if tx.send(message).is_err() || last {
+        if tx.send((feed, message)).is_err() || last {
             return;
         }
         if idle {
             std::thread::sleep(IDLE_POLL);
         }
     }
+}
+
+/// Starts a reader thread. A panic in it is reported (`report`) and then sent on as the feed's
+/// failure, so the operator thread stops even while another reader still sends.
+pub fn spawn_reader(
+    thread_name: String,
+    (reader, decoder): (Box<dyn Reader>, JsonDecoder),
+    (feed, tx): (Feed, SyncSender<(Feed, Message)>),
+    durable: Receiver<Frontier>,
+    stop: Arc<AtomicBool>,
+    report: PanicReport,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let failed = tx.clone();
+            let panicked = report.run("reader", || {
+                run_reader(reader, decoder, (feed, tx), durable, stop)
+            });
+            if let Some(error) = panicked {
+                let _ = failed.send((feed, Message::Failed(error)));
+            }
+        })
+        .expect("spawn reader thread")
 }

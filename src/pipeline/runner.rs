@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::max;
+use datafusion::arrow::record_batch::RecordBatch;
 
+use super::catchup;
 use super::committer::Committer;
 use super::panics::{injected_panic, PanicReport};
-use super::reader::{run_reader, Message};
+use super::reader::{spawn_reader, Feed, Message};
 use super::report::{Report, ViewReport};
 use super::{PipelineError, SourceProgress};
 use crate::catalog::{PartitionStatus, SourceDef, StatusBoard, ViewDef};
@@ -38,7 +40,33 @@ const AGE_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// A running pipeline; stopping it commits what it holds.
 pub struct Runner {
     stop: Arc<AtomicBool>,
+    /// Stops the catch-up reader (`catchup`), if there is one.
+    catch_up_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// A decoder for the source, its `max_future` guard seeded with the event times the source
+/// stored, so a replay decides as the first pass did.
+fn decoder(source: &SourceDef, progress: &SourceProgress) -> Result<JsonDecoder, PipelineError> {
+    let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
+    let format = crate::source::parse_format(&source.decl.options)?;
+    let live = !source.spec.is_bounded();
+    let guard = FutureGuard::new(
+        crate::source::parse_max_future(&source.decl.options, live)?,
+        delay,
+        live,
+        source.spec.per_split_watermarks(),
+        progress
+            .event_time
+            .max_event_time
+            .iter()
+            .map(|(s, t)| (*s, *t)),
+    );
+    Ok(
+        JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
+            .with_format(format)
+            .with_future_guard(guard),
+    )
 }
 
 /// Shared services of the operator thread.
@@ -54,6 +82,12 @@ struct Context {
 struct Operators {
     ctx: Context,
     views: Vec<ViewOperator>,
+    /// Per view: still replaying history from the catch-up reader (`catchup`).
+    behind: Vec<bool>,
+    /// Set once no view is behind: the catch-up reader stops.
+    catch_up_stop: Arc<AtomicBool>,
+    /// The main reader read its bounded input to the end (views still behind go on).
+    main_ended: bool,
     progress: SourceProgress,
     dead: Vec<DeadLetter>,
     /// Counters already published to Prometheus: (late rows, rows written) per view.
@@ -108,14 +142,31 @@ impl Runner {
         config: RunnerConfig,
     ) -> Result<Self, PipelineError> {
         let mut ops = Vec::with_capacity(views.len());
+        let mut names = Vec::with_capacity(views.len());
         for view in &views {
-            ops.push(ViewOperator::load(
+            match ViewOperator::load(
                 &view.name,
                 view.plan.clone(),
                 &store,
                 config.cache.clone(),
                 config.logs,
-            )?);
+            ) {
+                Ok(op) => {
+                    ops.push(op);
+                    names.push(view.name.clone());
+                }
+                // One view whose state does not load fails alone (shown, not stored: the
+                // next start tries again); the source's other views run.
+                Err(e) => {
+                    let error = format!("its stored state does not load: {e}");
+                    tracing::error!(view = %view.name, %error, "view failed");
+                    board.update_view(&view.name, |v| {
+                        v.source = source.name.clone();
+                        v.status = "failed".into();
+                        v.error = Some(error);
+                    });
+                }
+            }
         }
         let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
         let progress = match store.get(Table::Progress, &SourceProgress::key(&source.name))? {
@@ -127,15 +178,22 @@ impl Runner {
             }
             None => SourceProgress::new(delay),
         };
-        let consumers: Vec<_> = ops
-            .iter()
-            .filter(|o| !o.progress().finished && !o.is_failed())
-            .map(|o| o.frontier().clone())
-            .collect();
-        let from = (!consumers.is_empty()).then(|| Resume {
-            consumers,
-            origin: progress.origin.clone(),
-        });
+        let behind = catchup::behind(&ops, &progress.high);
+        let frontiers = |catching_up: bool| -> Vec<Frontier> {
+            ops.iter()
+                .zip(&behind)
+                .filter(|(o, b)| catchup::is_active(o) && **b == catching_up)
+                .map(|(o, _)| o.frontier().clone())
+                .collect()
+        };
+        let resume = |consumers: Vec<Frontier>| {
+            (!consumers.is_empty()).then(|| Resume {
+                consumers,
+                origin: progress.origin.clone(),
+                history: progress.high.clone(),
+            })
+        };
+        let (from, catch_up_from) = (resume(frontiers(false)), resume(frontiers(true)));
         let published = ops
             .iter()
             .map(|o| (o.progress().late_rows, o.progress().rows_written))
@@ -148,9 +206,14 @@ impl Runner {
             metrics,
             config,
         };
+        let stop = Arc::new(AtomicBool::new(false));
+        let catch_up_stop = Arc::new(AtomicBool::new(false));
         let mut operators = Operators {
             ctx,
             views: ops,
+            behind,
+            catch_up_stop: catch_up_stop.clone(),
+            main_ended: false,
             progress,
             dead: Vec::new(),
             published,
@@ -162,7 +225,6 @@ impl Runner {
             committer,
             failed: false,
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let Some(from) = from else {
             // No view needs input: the source finished if a view read it to the end; if every
             // view failed, nothing reads it (each failed view keeps its own error).
@@ -176,62 +238,73 @@ impl Runner {
             );
             return Ok(Self {
                 stop,
+                catch_up_stop,
                 threads: Vec::new(),
             });
         };
-        let reader = open_reader(&source.spec, source.schema.clone(), &from)?;
-        let format = crate::source::parse_format(&source.decl.options)?;
-        let live = !source.spec.is_bounded();
-        let guard = FutureGuard::new(
-            crate::source::parse_max_future(&source.decl.options, live)?,
-            delay,
-            live,
-            source.spec.per_split_watermarks(),
-            operators
-                .progress
-                .event_time
-                .max_event_time
-                .iter()
-                .map(|(s, t)| (*s, *t)),
+        let main = (
+            open_reader(&source.spec, source.schema.clone(), &from)?,
+            decoder(&source, &operators.progress)?,
         );
-        let decoder = JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
-            .with_format(format)
-            .with_future_guard(guard);
+        let catch_up = match &catch_up_from {
+            Some(from) => Some((
+                open_reader(&source.spec, source.schema.clone(), from)?,
+                decoder(&source, &operators.progress)?,
+            )),
+            None => None,
+        };
         operators.publish("running", None);
         let (tx, rx) = sync_channel(4);
         let (durable_tx, durable_rx) = channel();
         operators.durable = Some(durable_tx);
-        let reader_stop = stop.clone();
         let name = source.name.clone();
         let report = PanicReport {
             board: operators.ctx.board.clone(),
             metrics: operators.ctx.metrics.clone(),
             source: name.clone(),
-            views: views.iter().map(|v| v.name.clone()).collect(),
+            views: names,
         };
-        let reader_report = report.clone();
-        let reader_thread = std::thread::Builder::new()
-            .name(format!("read-{name}"))
-            .spawn(move || {
-                reader_report.run("reader", || {
-                    run_reader(reader, decoder, tx, durable_rx, reader_stop)
-                })
-            })
-            .expect("spawn reader thread");
+        let mut threads = vec![spawn_reader(
+            format!("read-{name}"),
+            main,
+            (Feed::Main, tx.clone()),
+            durable_rx,
+            stop.clone(),
+            report.clone(),
+        )];
+        if let Some(catch_up) = catch_up {
+            tracing::info!(source = %name, "views created on the running source replay its history from their own reader");
+            // Nothing the catch-up reader reads is acknowledged to the source.
+            let (_, no_durable) = channel();
+            threads.push(spawn_reader(
+                format!("catchup-{name}"),
+                catch_up,
+                (Feed::CatchUp, tx),
+                no_durable,
+                catch_up_stop.clone(),
+                report.clone(),
+            ));
+        }
         let op_stop = stop.clone();
-        let operator_thread = std::thread::Builder::new()
-            .name(format!("views-{name}"))
-            .spawn(move || report.run("operator", || operators.run(rx, op_stop)))
-            .expect("spawn operator thread");
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("views-{name}"))
+                .spawn(move || {
+                    report.run("operator", || operators.run(rx, op_stop));
+                })
+                .expect("spawn operator thread"),
+        );
         Ok(Self {
             stop,
-            threads: vec![reader_thread, operator_thread],
+            catch_up_stop,
+            threads,
         })
     }
 
     /// Stops both threads after a final commit.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.catch_up_stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
         }
@@ -239,7 +312,7 @@ impl Runner {
 }
 
 impl Operators {
-    fn run(mut self, rx: Receiver<Message>, stop: Arc<AtomicBool>) {
+    fn run(mut self, rx: Receiver<(Feed, Message)>, stop: Arc<AtomicBool>) {
         let mut last_commit = Instant::now();
         let mut dirty = false;
         let tick = self.ctx.config.epoch.min(Duration::from_millis(100));
@@ -252,16 +325,35 @@ impl Operators {
                 return;
             }
             match rx.recv_timeout(tick) {
-                Ok(Message::Data {
-                    batch,
-                    split,
-                    row_ends,
-                    dead,
-                    start,
-                    end,
-                    skipped,
-                    bytes,
-                }) => {
+                // Late catch-up messages, after every view joined the main feed.
+                Ok((Feed::CatchUp, _)) if !self.behind.contains(&true) => {}
+                Ok((_, Message::Failed(error))) => {
+                    tracing::error!(source = %self.ctx.source.name, %error, "source failed");
+                    if let Err(e) = self.commit(Some(("failed", Some(error))), Wait::Yes) {
+                        self.broken(e);
+                    }
+                    return;
+                }
+                Ok((Feed::CatchUp, message)) => {
+                    dirty |= self.replay(message);
+                    if self.main_ended && !self.behind.contains(&true) {
+                        self.commit_or_fail(true, "finished", Wait::Yes);
+                        return;
+                    }
+                }
+                Ok((
+                    Feed::Main,
+                    Message::Data {
+                        batch,
+                        split,
+                        row_ends,
+                        dead,
+                        start,
+                        end,
+                        skipped,
+                        bytes,
+                    },
+                )) => {
                     self.ctx
                         .metrics
                         .source_bytes
@@ -273,21 +365,21 @@ impl Operators {
                     self.process(&batch, split, &row_ends, dead, (start, end), skipped);
                     dirty = true;
                 }
-                Ok(Message::Splits(splits)) => {
+                Ok((Feed::Main, Message::Splits(splits))) => {
                     self.set_splits(splits);
                     if self.stalled.take().is_some() {
                         self.publish("running", None);
                     }
                     dirty = true;
                 }
-                Ok(Message::Stalled(reason)) => {
+                Ok((Feed::Main, Message::Stalled(reason))) => {
                     if self.stalled.as_ref() != Some(&reason) {
                         tracing::warn!(source = %self.ctx.source.name, %reason, "source stalled");
                         self.stalled = Some(reason.clone());
                         self.publish("stalled", Some(reason));
                     }
                 }
-                Ok(Message::Idle) | Err(RecvTimeoutError::Timeout) => {
+                Ok((Feed::Main, Message::Idle)) | Err(RecvTimeoutError::Timeout) => {
                     // Nothing to compute: finish the epoch in flight so that its rows and
                     // counts show, and its offsets become durable, without waiting for more input.
                     let settled = self.settle();
@@ -295,21 +387,15 @@ impl Operators {
                         return;
                     }
                 }
-                Ok(Message::End) => {
-                    for view in &mut self.views {
-                        if let Err(e) = view.finish() {
-                            view.fail(e.to_string());
-                        }
+                Ok((Feed::Main, Message::End)) => {
+                    // Views still catching up finish when their own reader ends.
+                    self.main_ended = true;
+                    self.finish_views(false);
+                    if !self.behind.contains(&true) {
+                        self.commit_or_fail(true, "finished", Wait::Yes);
+                        return;
                     }
-                    self.commit_or_fail(true, "finished", Wait::Yes);
-                    return;
-                }
-                Ok(Message::Failed(error)) => {
-                    tracing::error!(source = %self.ctx.source.name, %error, "source failed");
-                    if let Err(e) = self.commit(Some(("failed", Some(error))), Wait::Yes) {
-                        self.broken(e);
-                    }
-                    return;
+                    dirty = true;
                 }
                 Err(RecvTimeoutError::Disconnected) if stop.load(Ordering::Relaxed) => {
                     self.commit_or_fail(dirty, "running", Wait::Yes);
@@ -347,7 +433,7 @@ impl Operators {
 
     fn process(
         &mut self,
-        batch: &datafusion::arrow::record_batch::RecordBatch,
+        batch: &RecordBatch,
         split: u32,
         row_ends: &[u64],
         dead: Vec<DeadLetter>,
@@ -383,7 +469,17 @@ impl Operators {
             end,
             watermark_split,
         };
-        for view in &mut self.views {
+        self.apply(batch, place, false);
+    }
+
+    /// Applies a chunk to the views that follow the main feed (`catching_up` false) or to
+    /// those still replaying history; rows a view refuses become dead letters of the source.
+    fn apply(&mut self, batch: &RecordBatch, place: ChunkPlace<'_>, catching_up: bool) {
+        let split = place.split;
+        for (view, behind) in self.views.iter_mut().zip(&self.behind) {
+            if *behind != catching_up {
+                continue;
+            }
             injected_panic(&view.name);
             if let Err(e) = view.apply(batch, place) {
                 tracing::error!(view = %view.name, error = %e, "view failed");
@@ -405,11 +501,107 @@ impl Operators {
         }
     }
 
+    /// A message of the catch-up reader, for the views still behind. The source's own
+    /// counts, dead letters and event times are the main reader's: the catch-up reader only
+    /// re-reads what the source already read. Returns whether anything changed.
+    fn replay(&mut self, message: Message) -> bool {
+        match message {
+            Message::Data {
+                batch,
+                split,
+                row_ends,
+                end,
+                ..
+            } => {
+                let watermark_split = if self.per_split_watermarks { split } else { 0 };
+                let place = ChunkPlace {
+                    split,
+                    row_ends: &row_ends,
+                    end,
+                    watermark_split,
+                };
+                self.apply(&batch, place, true);
+                self.join_caught_up();
+                true
+            }
+            Message::Splits(splits) => {
+                let known: Vec<(u32, bool)> = splits.iter().map(|s| (s.split, s.idle)).collect();
+                for (view, behind) in self.views.iter_mut().zip(&self.behind) {
+                    if *behind {
+                        if let Err(e) = view.set_splits(&known) {
+                            view.fail(e.to_string());
+                        }
+                    }
+                }
+                true
+            }
+            Message::End => {
+                // Every view behind read the whole bounded input.
+                self.finish_views(true);
+                self.join_caught_up();
+                true
+            }
+            Message::Idle | Message::Stalled(_) => {
+                self.join_caught_up();
+                false
+            }
+            Message::Failed(_) => false,
+        }
+    }
+
+    /// Views behind whose frontier now covers everything the source read join the main
+    /// feed (from then on they skip what they already applied); once none is behind, the
+    /// catch-up reader stops.
+    fn join_caught_up(&mut self) {
+        let known: Vec<(u32, bool)> = self.splits.iter().map(|s| (s.split, s.idle)).collect();
+        for (view, behind) in self.views.iter_mut().zip(self.behind.iter_mut()) {
+            if !*behind {
+                continue;
+            }
+            if !catchup::is_active(view) {
+                *behind = false;
+                continue;
+            }
+            if !view.frontier().covers(&self.progress.high) {
+                continue;
+            }
+            *behind = false;
+            tracing::info!(view = %view.name, "view caught up with its source");
+            let joined = if self.main_ended {
+                view.finish()
+            } else {
+                view.set_splits(&known)
+            };
+            if let Err(e) = joined {
+                view.fail(e.to_string());
+            }
+        }
+        if !self.behind.contains(&true) {
+            self.catch_up_stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Finishes the views behind (`catching_up`) or the others: their input is fully read.
+    fn finish_views(&mut self, catching_up: bool) {
+        for (view, behind) in self.views.iter_mut().zip(&self.behind) {
+            if *behind == catching_up {
+                if let Err(e) = view.finish() {
+                    view.fail(e.to_string());
+                }
+            }
+        }
+    }
+
     /// The reader reported the source's splits: watermarks may move past idle splits.
     fn set_splits(&mut self, splits: Vec<SplitStatus>) {
         let known: Vec<(u32, bool)> = splits.iter().map(|s| (s.split, s.idle)).collect();
         self.progress.event_time.set_splits(known.iter().copied());
-        for view in &mut self.views {
+        for (view, _) in self
+            .views
+            .iter_mut()
+            .zip(&self.behind)
+            .filter(|(_, behind)| !**behind)
+        {
             if let Err(e) = view.set_splits(&known) {
                 view.fail(e.to_string());
             }

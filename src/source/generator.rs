@@ -213,11 +213,14 @@ pub struct GeneratorReader {
 }
 
 impl GeneratorReader {
-    /// `schema` is the source's declared schema; every declared column must be one the generator makes.
+    /// `schema` is the source's declared schema; every declared column must be one the
+    /// generator makes. Events before `live_from` were generated before (history): they are
+    /// produced at full speed, and the rate applies from `live_from` on, from now.
     pub fn new(
         spec: GeneratorSpec,
         schema: SchemaRef,
         from: Position,
+        live_from: u64,
     ) -> Result<Self, SourceError> {
         let own = spec.kind.schema();
         let mut projection = Vec::new();
@@ -238,7 +241,7 @@ impl GeneratorReader {
             schema,
             next: from.offset,
             started: Instant::now(),
-            start_event: from.offset,
+            start_event: from.offset.max(live_from),
         })
     }
 }
@@ -298,6 +301,24 @@ mod tests {
     }
 
     #[test]
+    fn history_before_live_from_is_not_paced() {
+        let spec = GeneratorSpec {
+            kind: GeneratorKind::NexmarkBids,
+            rate: 1,
+            count: None,
+            seed: 1,
+        };
+        let schema = GeneratorKind::NexmarkBids.schema();
+        let mut r = GeneratorReader::new(spec, schema, Position::default(), 20_000).unwrap();
+        let mut rows = 0;
+        while let Chunk::Typed(c) = r.next_chunk().unwrap() {
+            rows += c.batch.num_rows();
+        }
+        // Everything before `live_from` at once, then one event a second.
+        assert_eq!(rows, 20_000);
+    }
+
+    #[test]
     fn bounded_generator_ends_after_count() {
         let spec = GeneratorSpec {
             kind: GeneratorKind::NexmarkBids,
@@ -309,6 +330,7 @@ mod tests {
             spec,
             GeneratorKind::NexmarkBids.schema(),
             Position::default(),
+            0,
         )
         .unwrap();
         let mut rows = 0;

@@ -85,6 +85,13 @@ impl Frontier {
     pub fn splits(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.0.iter().map(|(s, o)| (*s, *o))
     }
+
+    /// Whether this frontier is at or past `other` in every split `other` has.
+    pub fn covers(&self, other: &Frontier) -> bool {
+        other
+            .splits()
+            .all(|(split, offset)| self.get(split) >= offset)
+    }
 }
 
 /// Where a new reader starts: the frontier of every consumer that still needs input, and
@@ -93,6 +100,9 @@ impl Frontier {
 pub struct Resume {
     pub consumers: Vec<Frontier>,
     pub origin: Frontier,
+    /// Everything the source ever read (its `high`): history a rate-limited source (the
+    /// generator) replays at full speed; only what comes after it is paced.
+    pub history: Frontier,
 }
 
 impl Resume {
@@ -239,9 +249,12 @@ pub fn open_reader(
         SourceSpec::File { path, mode } => {
             Box::new(FileReader::open(path.clone(), *mode, from.sequential())?)
         }
-        SourceSpec::Generator(g) => {
-            Box::new(GeneratorReader::new(g.clone(), schema, from.sequential())?)
-        }
+        SourceSpec::Generator(g) => Box::new(GeneratorReader::new(
+            g.clone(),
+            schema,
+            from.sequential(),
+            from.history.get(0),
+        )?),
         SourceSpec::Kafka(k) => Box::new(KafkaReader::open(k.clone(), from)?),
     })
 }
