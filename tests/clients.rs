@@ -1,6 +1,7 @@
 //! Client compatibility: psql meta-commands, tokio-postgres prepared statements, what clients
-//! ask at connect (version, settings, session statements), HTTP health and metrics, and
-//! `--help` listing every option.
+//! ask at connect (version, settings, session statements), the Python drivers' scripts in
+//! `tests/clients/` (psycopg 3, psycopg2 + SQLAlchemy 2, asyncpg), HTTP health and metrics,
+//! and `--help` listing every option.
 
 mod common;
 
@@ -44,6 +45,20 @@ async fn failures_view(client: &tokio_postgres::Client) {
              CREATE MATERIALIZED VIEW failures AS SELECT user_name, count(*) AS n FROM logins \
              WHERE type = 'LOGIN_FAILED' GROUP BY user_name"
         ))
+        .await
+        .unwrap();
+    wait_views_finished(client).await;
+}
+
+/// [`failures_view`], then view `worst`: per user the highest threat score, how many
+/// places, and the first event time.
+async fn worst_view(client: &tokio_postgres::Client) {
+    failures_view(client).await;
+    client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW worst AS SELECT user_name, max(threat_score) AS worst, \
+             approx_distinct(geo) AS geos, min(ts) AS first_seen FROM logins GROUP BY user_name",
+        )
         .await
         .unwrap();
     wait_views_finished(client).await;
@@ -170,12 +185,27 @@ async fn connect_time_behaviour_clients_rely_on() {
     )
     .await;
     assert_eq!(one(rows(&client, "SHOW application_name").await), "grafana");
+    let setting =
+        "SELECT pg_catalog.current_setting('application_name'), current_setting('DateStyle')";
+    assert_eq!(rows(&client, setting).await[0], ["grafana", "ISO, MDY"]);
+    assert_eq!(rows(&other, setting).await[0], ["", "ISO, YMD"]);
+    let prepared = client.query_one(setting, &[]).await.unwrap();
+    assert_eq!(prepared.get::<_, String>(0), "grafana");
     assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, MDY");
     assert_eq!(one(rows(&other, "SHOW datestyle").await), "ISO, YMD");
     rows(&client, "RESET datestyle").await;
     assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, YMD");
     rows(&client, "RESET ALL").await;
     assert_eq!(one(rows(&client, "SHOW application_name").await), "");
+    // DISCARD ALL drops the connection's prepared statements too.
+    let stmt = client.prepare("SELECT 7::BIGINT").await.unwrap();
+    assert_eq!(
+        client.query_one(&stmt, &[]).await.unwrap().get::<_, i64>(0),
+        7
+    );
+    rows(&client, "DISCARD ALL").await;
+    let gone = client.query(&stmt, &[]).await.unwrap_err();
+    assert_eq!(gone.code().map(|c| c.code()), Some("26000"), "{gone:?}");
     rows(&client, "SET statement_timeout = '5s'").await;
     assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "5000ms");
     rows(&client, "DISCARD ALL").await;
@@ -297,11 +327,22 @@ async fn discovery_through_information_schema_and_copy() {
         "{qualified:?}"
     );
 
-    // psql: views listed as views, \copy of a query, COPY to a server file refused.
+    // psql: materialized views listed by \dm (and not as views, nor the system views that
+    // are off the search path), \copy of a query, COPY to a server file refused.
+    let matviews = psql(weir.pg_port, "\\dm");
+    assert!(
+        matviews.contains("failures") && matviews.contains("materialized view"),
+        "{matviews}"
+    );
     let views = psql(weir.pg_port, "\\dv");
     assert!(
-        views.contains("failures") && views.contains("view"),
+        !views.contains("failures") && !views.contains("weir_catalog"),
         "{views}"
+    );
+    let described = psql(weir.pg_port, "\\d failures");
+    assert!(
+        described.contains("Materialized view") && described.contains("bigint"),
+        "{described}"
     );
     let copied = psql(
         weir.pg_port,
@@ -348,26 +389,69 @@ async fn values_print_as_postgres_prints_them() {
     ];
     assert_eq!(text[0], expected.map(String::from).to_vec());
     // psql prints what the server sends; a view's double max is whole here.
-    failures_view(&client).await;
-    client
-        .simple_query(
-            "CREATE MATERIALIZED VIEW worst AS SELECT user_name, max(threat_score) AS worst, \
-             approx_distinct(geo) AS geos FROM logins GROUP BY user_name",
-        )
-        .await
-        .unwrap();
-    wait_views_finished(&client).await;
+    worst_view(&client).await;
     let out = psql(
         weir.pg_port,
         "SELECT user_name, worst, geos FROM worst WHERE user_name = 'alice'",
     );
     assert!(out.contains("alice     |    40 |    2"), "{out}");
+    // COPY prints values as query results do.
+    let copied = psql(
+        weir.pg_port,
+        "\\copy (SELECT user_name, worst FROM worst ORDER BY user_name) TO STDOUT",
+    );
+    assert_eq!(copied, "alice\t40\nbob\t25\ncarol\t50\n");
+    let csv = psql(
+        weir.pg_port,
+        "COPY (SELECT TIMESTAMP '2026-01-01 00:00:00', 'Infinity'::DOUBLE, 0.5::DOUBLE, \
+         NULL::TEXT, 'a,b') TO STDOUT WITH (FORMAT csv)",
+    );
+    assert_eq!(csv, "2026-01-01 00:00:00,Infinity,0.5,,\"a,b\"\n");
     // Unsigned results (approx_distinct) carry a type clients know: numeric.
     let stmt = client.prepare("SELECT geos FROM worst").await.unwrap();
     assert_eq!(
         stmt.columns()[0].type_(),
         &tokio_postgres::types::Type::NUMERIC
     );
+}
+
+/// The Python with the client libraries `.ci/setup` installs (psycopg 3, psycopg2,
+/// SQLAlchemy 2, asyncpg).
+fn python() -> std::path::PathBuf {
+    let home = std::env::var("HOME").expect("HOME");
+    std::path::Path::new(&home).join(".cache/weir-py/bin/python")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drivers_read_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    worst_view(&client).await;
+    let python = python();
+    assert!(
+        python.exists(),
+        "{} missing: run .ci/setup",
+        python.display()
+    );
+    for script in [
+        "psycopg3_client.py",
+        "sqlalchemy_client.py",
+        "asyncpg_client.py",
+    ] {
+        let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(&python)
+            .arg(&path)
+            .env("WEIR_PG_PORT", weir.pg_port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -9,8 +9,8 @@ use datafusion_postgres::auth::AuthManager;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 use crate::catalog::{
-    register_system_tables, OneSnapshotPerQuery, PgInformationSchema, StatusBoard,
-    INFORMATION_SCHEMA,
+    correct_pg_catalog, register_system_tables, OneSnapshotPerQuery, PgInformationSchema,
+    StatusBoard, INFORMATION_SCHEMA,
 };
 use crate::state::Store;
 
@@ -36,6 +36,7 @@ pub fn new_session_context(
     let ctx = SessionContext::new_with_state(state);
     weir_udfs::register(&ctx);
     setup_pg_catalog(&ctx, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    correct_pg_catalog(&ctx, DATABASE)?;
     let catalogs = ctx.state().catalog_list().clone();
     ctx.catalog(DATABASE)
         .ok_or_else(|| DataFusionError::Internal("default catalog missing".into()))?

@@ -1,24 +1,30 @@
 //! The extended query protocol (prepared statements: pgJDBC, psycopg, tokio-postgres):
 //! Weir DDL is recognised at Parse and executed at Execute; everything else is DataFusion's.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{FieldInfo, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type, DEFAULT_NAME};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::PgWireBackendMessage;
 
+use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries};
 use super::errors::engine_error_info;
 use super::handler::WeirQueries;
+use super::prepared;
 use super::rewrite::rewrite_for;
 use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
@@ -55,8 +61,23 @@ impl QueryParser for WeirParser {
             }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
             Ok(None) => {
-                let sql = rewrite_for(client, sql);
-                self.inner.parse_sql(client, &sql, types).await
+                let sql = match rewrite_for(client, sql) {
+                    Cow::Borrowed(sql) => rewrite_parameterized_subqueries(sql),
+                    Cow::Owned(sql) => {
+                        Cow::Owned(rewrite_parameterized_subqueries(&sql).into_owned())
+                    }
+                };
+                match self.inner.parse_sql(client, &sql, types).await {
+                    Err(e) => match rewrite_catalog_query(&sql) {
+                        Cow::Owned(retry) => self
+                            .inner
+                            .parse_sql(client, &retry, types)
+                            .await
+                            .map_err(|_| e),
+                        Cow::Borrowed(_) => Err(e),
+                    },
+                    parsed => parsed,
+                }
             }
             Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                 &e.into(),
@@ -84,6 +105,49 @@ impl ExtendedQueryHandler for WeirQueries {
 
     fn query_parser(&self) -> Arc<WeirParser> {
         self.parser.clone()
+    }
+
+    /// pgwire's Parse, remembering the statement's name for `DISCARD ALL`.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME).to_string();
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        prepared::remember(client.metadata_mut(), &name);
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// pgwire's Close, forgetting a closed statement's name.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                client.portal_store().rm_statement(name);
+                prepared::forget(client.metadata_mut(), name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
     }
 
     async fn do_query<C>(

@@ -1,15 +1,17 @@
 //! Postgres system functions clients call at connect that neither DataFusion nor
 //! datafusion-pg-catalog 0.19 provide (or provide with DataFusion's identity):
-//! `version()`, `current_setting(name [, missing_ok])` and `pg_advisory_unlock_all()`.
+//! `version()`, `current_setting(name [, missing_ok])`, `pg_advisory_unlock_all()` and
+//! `to_regtype(name)` (psycopg's `TypeInfo.fetch`, which SQLAlchemy's psycopg dialect runs
+//! at connect).
 //!
 //! `current_setting` answers the server-wide values of [`super::settings`]: a scalar
-//! function sees the shared context, not the connection, so a connection's own `SET`
-//! shows in `SHOW`, not here. Clients call it for fixed values (Grafana:
-//! `current_setting('server_version_num')`).
+//! function sees the shared context, not the connection. A call with a literal name never
+//! reaches it: `rewrite.rs` puts the connection's value in its place.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{exec_err, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -17,6 +19,7 @@ use datafusion::logical_expr::{
     TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use pgwire::api::Type;
 
 use super::settings;
 
@@ -26,6 +29,78 @@ pub fn register(ctx: &SessionContext) {
     // Weir takes no advisory locks; releasing them all is a no-op returning void (NULL).
     ctx.register_udf(constant_udf("pg_advisory_unlock_all", None));
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
+    super::catalog_functions::register(ctx);
+    ctx.register_udf(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(to_regtype),
+    ));
+}
+
+/// Names of built-in types as SQL writes them, beside their `pg_type.typname`.
+const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("integer", "int4"),
+    ("int", "int4"),
+    ("bigint", "int8"),
+    ("smallint", "int2"),
+    ("real", "float4"),
+    ("double precision", "float8"),
+    ("boolean", "bool"),
+    ("decimal", "numeric"),
+    ("character varying", "varchar"),
+    ("character", "bpchar"),
+    ("timestamp without time zone", "timestamp"),
+    ("timestamp with time zone", "timestamptz"),
+    ("time without time zone", "time"),
+];
+
+/// The OID of built-in type `name` (`int8`, `bigint`, `pg_catalog.text`, `integer[]`).
+fn type_oid(name: &str) -> Option<u32> {
+    static BY_NAME: LazyLock<HashMap<String, u32>> = LazyLock::new(|| {
+        (0..10_000)
+            .filter_map(Type::from_oid)
+            .map(|t| (t.name().to_string(), t.oid()))
+            .collect()
+    });
+    let name = name.trim().to_ascii_lowercase().replace('"', "");
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let (base, array) = match name.strip_suffix("[]") {
+        Some(base) => (base.trim(), true),
+        None => (name, false),
+    };
+    let base = TYPE_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == base)
+        .map_or(base, |(_, typname)| typname);
+    let typname = if array {
+        format!("_{base}")
+    } else {
+        base.to_string()
+    };
+    BY_NAME.get(&typname).copied()
+}
+
+/// `to_regtype(name)`: the type's OID, NULL when there is no such type.
+fn to_regtype(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let names = arrays[0].as_string::<i32>();
+    let oids: Int32Array = (0..names.len())
+        .map(|i| {
+            (!names.is_null(i))
+                .then(|| type_oid(names.value(i)))
+                .flatten()
+                .map(|oid| oid as i32)
+        })
+        .collect();
+    let array: ArrayRef = Arc::new(oids);
+    if matches!(args[0], ColumnarValue::Scalar(_)) {
+        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?));
+    }
+    Ok(ColumnarValue::Array(array))
 }
 
 /// A function of no arguments with a fixed text result.
@@ -105,5 +180,20 @@ impl ScalarUDFImpl for CurrentSetting {
             )?));
         }
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_resolve_to_builtin_oids() {
+        assert_eq!(type_oid("int8"), Some(20));
+        assert_eq!(type_oid("bigint"), Some(20));
+        assert_eq!(type_oid("pg_catalog.text"), Some(25));
+        assert_eq!(type_oid("double precision"), Some(701));
+        assert_eq!(type_oid("integer[]"), Some(1007));
+        assert_eq!(type_oid("hstore"), None);
     }
 }

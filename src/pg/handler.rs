@@ -1,5 +1,6 @@
 //! Session handlers: route each statement to the engine or to DataFusion.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
+use super::catalog_sql::rewrite_catalog_query;
 use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
@@ -198,7 +200,17 @@ impl SimpleQueryHandler for WeirQueries {
                 },
                 Ok(None) => {
                     let sql = rewrite_for(client, sql);
-                    SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await
+                    match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await {
+                        Err(e) => match rewrite_catalog_query(&sql) {
+                            Cow::Owned(retry) => {
+                                SimpleQueryHandler::do_query(self.df.as_ref(), client, &retry)
+                                    .await
+                                    .map_err(|_| e)
+                            }
+                            Cow::Borrowed(_) => Err(e),
+                        },
+                        done => done,
+                    }
                 }
                 Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                     &e.into(),

@@ -5,11 +5,14 @@
 //! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
 
+mod catalog_functions;
+mod catalog_sql;
 mod copy;
 mod errors;
 mod extended;
 mod functions;
 mod handler;
+mod prepared;
 mod rewrite;
 mod session;
 mod settings;

@@ -1,6 +1,7 @@
 //! Session statements clients send at connect and when a pool hands a connection back:
-//! `SHOW`, `SET`, `RESET [ALL]`, `DISCARD ALL`, `SAVEPOINT`/`RELEASE`/`ROLLBACK TO` and
-//! `UNLISTEN`, answered per connection from [`super::settings`].
+//! `SHOW`, `SET`, `RESET [ALL]`, `DISCARD ALL`, `DEALLOCATE [ALL]`,
+//! `SAVEPOINT`/`RELEASE`/`ROLLBACK TO` and `UNLISTEN`, answered per connection from
+//! [`super::settings`] and [`super::prepared`].
 //!
 //! Hand-written because datafusion-postgres 0.19's `SetShowHook` knows six settings, answers
 //! `SHOW server_version` with DataFusion's name, reports `read uncommitted` isolation, rejects
@@ -32,6 +33,7 @@ use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 
+use super::prepared;
 use super::settings::{self, Setting};
 
 /// What this hook does with a statement; `None` leaves it to the next hook.
@@ -40,6 +42,8 @@ enum Action {
     Set(&'static Setting, Option<String>),
     ResetAll,
     DiscardAll,
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
     /// Accepted inside a transaction block (reads only: nothing to undo); the tag.
     InTransaction(&'static str, &'static str),
     Unlisten,
@@ -138,6 +142,10 @@ fn action(statement: &Statement) -> Option<PgWireResult<Action>> {
         Statement::Discard {
             object_type: DiscardObject::ALL,
         } => Ok(Action::DiscardAll),
+        Statement::Deallocate { name, .. } => Ok(Action::Deallocate(
+            (name.quote_style.is_some() || !name.value.eq_ignore_ascii_case("all"))
+                .then(|| name.value.clone()),
+        )),
         Statement::Savepoint { .. } => Ok(Action::InTransaction("SAVEPOINT", "SAVEPOINT")),
         Statement::ReleaseSavepoint { .. } => {
             Ok(Action::InTransaction("RELEASE", "RELEASE SAVEPOINT"))
@@ -264,6 +272,13 @@ async fn reset_all(client: &mut dyn HookClient) -> PgWireResult<()> {
     Ok(())
 }
 
+/// Drops every statement the connection prepared (`DEALLOCATE ALL`).
+fn deallocate_all(client: &mut dyn HookClient) {
+    for name in prepared::take_all(client.metadata_mut()) {
+        client.portal_store().rm_statement(&name);
+    }
+}
+
 async fn run(client: &mut dyn HookClient, action: Action) -> PgWireResult<Response> {
     let status = client.transaction_status();
     match action {
@@ -281,8 +296,24 @@ async fn run(client: &mut dyn HookClient, action: Action) -> PgWireResult<Respon
                 ));
             }
             client.portal_store().clear_portals();
+            deallocate_all(client);
             reset_all(client).await?;
             Ok(Response::Execution(Tag::new("DISCARD ALL")))
+        }
+        Action::Deallocate(None) => {
+            deallocate_all(client);
+            Ok(Response::Execution(Tag::new("DEALLOCATE ALL")))
+        }
+        Action::Deallocate(Some(name)) => {
+            if client.portal_store().get_statement(&name).is_none() {
+                return Err(error(
+                    "26000",
+                    format!("prepared statement \"{name}\" does not exist"),
+                ));
+            }
+            client.portal_store().rm_statement(&name);
+            prepared::forget(client.metadata_mut(), &name);
+            Ok(Response::Execution(Tag::new("DEALLOCATE")))
         }
         Action::InTransaction(tag, what) => {
             if status == TransactionStatus::Idle {

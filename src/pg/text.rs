@@ -6,9 +6,8 @@
 //! or parse text values (psql output, Grafana's time column, drivers without binary
 //! transfer) see the difference. Neither pgwire nor arrow-pg lets a server choose these
 //! formats, so the encoded text rows of a query are rewritten here, field by field, for
-//! float and timestamp columns only; binary results are untouched.
-
-use std::sync::Arc;
+//! float and timestamp columns only; binary results are untouched. `COPY ... TO STDOUT`
+//! prints its rows through the same [`TextFix`].
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
@@ -97,34 +96,70 @@ fn time_text(text: &str, with_zone: bool) -> Option<String> {
     (out != text).then_some(out)
 }
 
-/// Rewrites the fields of one encoded row that need it.
-fn fix_row(row: DataRow, kinds: &[Kind], shortest: bool) -> DataRow {
+/// The values of an encoded row, in order (`None` for NULL); `None` if it is malformed.
+pub fn row_values(row: &DataRow) -> Option<Vec<Option<&[u8]>>> {
     let data = &row.data;
-    let mut out = BytesMut::with_capacity(data.len());
+    let mut values = Vec::with_capacity(row.field_count.max(0) as usize);
     let mut pos = 0;
-    for &kind in kinds {
-        if pos + 4 > data.len() {
-            return row;
-        }
-        let len = i32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
+    while pos < data.len() {
+        let len = i32::from_be_bytes(data.get(pos..pos + 4)?.try_into().ok()?);
         pos += 4;
         if len < 0 {
-            out.put_i32(len);
+            values.push(None);
             continue;
         }
-        let value = &data[pos..pos + len as usize];
+        values.push(Some(data.get(pos..pos + len as usize)?));
         pos += len as usize;
-        let fixed = std::str::from_utf8(value).ok().and_then(|text| match kind {
-            Kind::Float8 | Kind::Float4 => float_text(text, kind, shortest),
-            Kind::Time => time_text(text, false),
-            Kind::TimeTz => time_text(text, true),
-            Kind::Keep => None,
-        });
-        let bytes = fixed.as_ref().map_or(value, |f| f.as_bytes());
-        out.put_i32(bytes.len() as i32);
-        out.put_slice(bytes);
     }
-    DataRow::new(out, row.field_count)
+    Some(values)
+}
+
+/// How the text values of one result's rows are rewritten.
+pub struct TextFix {
+    kinds: Vec<Kind>,
+    shortest: bool,
+}
+
+impl TextFix {
+    /// For rows of `fields` on a session with `extra_float_digits` (shortest exact floats
+    /// when it is at least 1, pgwire's rounding otherwise).
+    pub fn new(fields: &[FieldInfo], extra_float_digits: i8) -> Self {
+        Self {
+            kinds: fields.iter().map(kind).collect(),
+            shortest: extra_float_digits >= 1,
+        }
+    }
+
+    fn is_noop(&self) -> bool {
+        self.kinds.iter().all(|k| *k == Kind::Keep)
+    }
+
+    /// `row` with the fields that need it rewritten.
+    pub fn apply(&self, row: DataRow) -> DataRow {
+        if self.is_noop() {
+            return row;
+        }
+        let Some(values) = row_values(&row).filter(|v| v.len() == self.kinds.len()) else {
+            return row;
+        };
+        let mut out = BytesMut::with_capacity(row.data.len());
+        for (value, &kind) in values.into_iter().zip(&self.kinds) {
+            let Some(value) = value else {
+                out.put_i32(-1);
+                continue;
+            };
+            let fixed = std::str::from_utf8(value).ok().and_then(|text| match kind {
+                Kind::Float8 | Kind::Float4 => float_text(text, kind, self.shortest),
+                Kind::Time => time_text(text, false),
+                Kind::TimeTz => time_text(text, true),
+                Kind::Keep => None,
+            });
+            let bytes = fixed.as_ref().map_or(value, |f| f.as_bytes());
+            out.put_i32(bytes.len() as i32);
+            out.put_slice(bytes);
+        }
+        DataRow::new(out, row.field_count)
+    }
 }
 
 /// The session's `extra_float_digits` (pgwire's default when it never set it).
@@ -132,24 +167,23 @@ pub fn extra_float_digits<C: ClientInfo + ?Sized>(client: &C) -> i8 {
     FormatOptions::from_client_metadata(client.metadata()).extra_float_digits
 }
 
-/// `response` with its text values as PostgreSQL prints them; `extra_float_digits` is the
-/// session's (shortest exact floats when it is at least 1, pgwire's rounding otherwise).
+/// `response` with its text values as PostgreSQL prints them, on a session with
+/// `extra_float_digits`.
 pub fn postgres_text(response: Response, extra_float_digits: i8) -> Response {
     let Response::Query(query) = response else {
         return response;
     };
-    let kinds: Arc<Vec<Kind>> = Arc::new(query.row_schema.iter().map(kind).collect());
-    if kinds.iter().all(|k| *k == Kind::Keep) {
+    let fix = TextFix::new(&query.row_schema, extra_float_digits);
+    if fix.is_noop() {
         return Response::Query(query);
     }
-    let shortest = extra_float_digits >= 1;
     let QueryResponse {
         command_tag,
         row_schema,
         data_rows,
         ..
     } = query;
-    let rows = data_rows.map(move |row| row.map(|r| fix_row(r, &kinds, shortest)));
+    let rows = data_rows.map(move |row| row.map(|r| fix.apply(r)));
     let mut fixed = QueryResponse::new(row_schema, rows);
     fixed.set_command_tag(&command_tag);
     Response::Query(fixed)
@@ -179,6 +213,28 @@ mod tests {
             float_text("1000000.0", Kind::Float4, true).as_deref(),
             Some("1e+06")
         );
+    }
+
+    #[test]
+    fn rows_are_fixed_field_by_field() {
+        let field = |t| FieldInfo::new("c".into(), None, None, t, FieldFormat::Text);
+        let fix = TextFix::new(
+            &[field(Type::FLOAT8), field(Type::TEXT), field(Type::FLOAT8)],
+            1,
+        );
+        let mut data = BytesMut::new();
+        for value in [Some("105.0"), Some("105.0"), None] {
+            match value {
+                Some(v) => {
+                    data.put_i32(v.len() as i32);
+                    data.put_slice(v.as_bytes());
+                }
+                None => data.put_i32(-1),
+            }
+        }
+        let fixed = fix.apply(DataRow::new(data, 3));
+        let values = row_values(&fixed).unwrap();
+        assert_eq!(values, [Some(&b"105"[..]), Some(&b"105.0"[..]), None]);
     }
 
     #[test]
