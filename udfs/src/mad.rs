@@ -88,7 +88,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_unstable_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
