@@ -133,6 +133,17 @@ async fn kill9_while_a_view_catches_up_loses_and_repeats_nothing() {
     // A second view created while the first catches up restarts the pipeline: the catch-up
     // resumes from the first one's stored frontier.
     create(&client, &newer).await;
+    // The new views show that they are catching up until they hold the whole history.
+    let status = rows(
+        &client,
+        "SELECT status FROM weir_catalog.views WHERE name = 'per_geo'",
+    )
+    .await;
+    let newer_events = events_in(&client, newer.name).await;
+    assert!(
+        status[0][0] == "catching up" || newer_events == 200_000,
+        "per_geo is {status:?} with {newer_events} of 200000 events"
+    );
     let caught = events_in(&client, new.name).await;
     weir.kill9();
     eprintln!("killed with {caught} of 200000 events in the catching-up view");

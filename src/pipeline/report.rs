@@ -26,6 +26,8 @@ pub struct ViewReport {
     pub name: String,
     pub failed: Option<String>,
     pub finished: bool,
+    /// Still replaying the source's history on the catch-up reader.
+    pub catching_up: bool,
     pub watermark: Option<i64>,
     pub rows: u64,
     pub late_rows: u64,
@@ -107,6 +109,8 @@ impl Report {
                     "finished".into()
                 } else if trouble {
                     self.status.clone()
+                } else if view.catching_up {
+                    "catching up".into()
                 } else {
                     "running".into()
                 };

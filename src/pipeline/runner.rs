@@ -843,12 +843,14 @@ impl Operators {
             views: self
                 .views
                 .iter()
-                .map(|view| {
+                .zip(&self.behind)
+                .map(|(view, behind)| {
                     let vp = view.progress();
                     ViewReport {
                         name: view.name.clone(),
                         failed: vp.error.clone(),
                         finished: vp.finished,
+                        catching_up: *behind,
                         watermark: vp.watermark.as_ref().and_then(|w| w.current()),
                         rows: vp.rows,
                         late_rows: vp.late_rows,

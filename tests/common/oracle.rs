@@ -165,12 +165,20 @@ pub async fn create_views(client: &Client, views: &[OracleView]) {
     }
 }
 
-/// Asserts every view's rows equal the batch oracle's. Returns the number of rows compared.
+/// Asserts every view's rows equal the batch oracle's, once no view still replays history on
+/// a catch-up reader (a view created on a running source). Returns the number of rows
+/// compared.
 pub async fn assert_views_match(
     client: &Client,
     oracle: &SessionContext,
     views: &[OracleView],
 ) -> usize {
+    super::wait_for(
+        client,
+        "SELECT count(*) FROM weir_catalog.views WHERE status = 'catching up'",
+        "0",
+    )
+    .await;
     let mut compared = 0;
     for v in views {
         let batch = oracle
