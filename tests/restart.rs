@@ -95,9 +95,17 @@ async fn file_source_survives_repeated_kill9() {
     let input = dir.path().join("events.jsonl");
     let batches = write_security_events(&input, 21, 400_000);
     let data = dir.path().join("data");
-    let file = pipeline(
+    let mut views = security_views();
+    views.push(OracleView {
+        name: "scored",
+        view_sql: "SELECT event_id, ewma_zscore(user_name, threat_score) AS z FROM events",
+        batch_sql: "",
+        canonical: "",
+    });
+    let file = pipeline_of(
         dir.path(),
         &format!("connector = 'file', path = '{}'", input.display()),
+        &views,
     );
     let args = ["--pipeline", file.to_str().unwrap()];
     let mut interrupted = 0;
@@ -124,6 +132,54 @@ async fn file_source_survives_repeated_kill9() {
         source[0],
         vec!["400000".to_string(), "finished".to_string()]
     );
+    assert_scores_learnt_once(&client, &batches).await;
+}
+
+/// Each event's `ewma_zscore(user_name, threat_score)` in the view equals the score computed
+/// over the file in order: a baseline lost at a restart would score NULL again, one that
+/// learnt an event twice would score it differently.
+async fn assert_scores_learnt_once(
+    client: &tokio_postgres::Client,
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Float64Type;
+    use weir_udfs::stateful::{Ewma, DEFAULT_ALPHA};
+    let mut baselines: std::collections::HashMap<String, Ewma> = Default::default();
+    let mut expected = std::collections::HashMap::new();
+    for batch in batches {
+        let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
+        let users = batch
+            .column_by_name("user_name")
+            .unwrap()
+            .as_string::<i32>();
+        let scores = batch
+            .column_by_name("threat_score")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            let z = (users.is_valid(i) && scores.is_valid(i)).then(|| {
+                baselines
+                    .entry(users.value(i).to_string())
+                    .or_default()
+                    .score_then_learn(scores.value(i), DEFAULT_ALPHA)
+            });
+            expected.insert(ids.value(i).to_string(), z.flatten());
+        }
+    }
+    let got = rows(client, "SELECT event_id, z FROM scored").await;
+    assert_eq!(got.len(), expected.len(), "one row per event");
+    let mut scored = 0;
+    for row in got {
+        let want = expected[&row[0]];
+        let have = (row[1] != "NULL").then(|| row[1].parse::<f64>().unwrap());
+        match (want, have) {
+            (None, None) => {}
+            (Some(w), Some(h)) if w == h || (w - h).abs() <= 1e-9 * w.abs().max(1.0) => scored += 1,
+            _ => panic!("event {}: z {have:?}, expected {want:?}", row[0]),
+        }
+    }
+    assert!(scored > 300_000, "only {scored} events scored");
 }
 
 /// The sum of every series of counter `name` on a metrics page.

@@ -38,7 +38,12 @@ fn rows(ctx: &SessionContext) -> Vec<FunctionRow> {
     let mut rows: Vec<FunctionRow> = Vec::new();
     for (name, f) in state.scalar_functions() {
         if name == f.name() {
-            rows.push(FunctionRow::new(name, "scalar", f.documentation()));
+            let kind = if weir_udfs::stateful::StatefulKind::from_name(name).is_some() {
+                "stateful"
+            } else {
+                "scalar"
+            };
+            rows.push(FunctionRow::new(name, kind, f.documentation()));
         }
     }
     for (name, f) in state.aggregate_functions() {

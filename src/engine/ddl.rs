@@ -131,9 +131,16 @@ impl Engine {
             .collect();
         let find = |name: &str| sources.iter().find(|s| s.name == name).cloned();
         let mut plan = plan_view(&decl.query, &find, &planning_context()).await?;
-        if decl.retention_ms.is_some() && plan.window.is_none() {
+        if decl.retention_ms.is_some() && plan.append && plan.watermark.is_none() {
+            return Err(crate::plan::PlanError::Invalid(format!(
+                "retention drops rows by event time, and source \"{}\" has none: declare WATERMARK FOR <column> AS <column> - INTERVAL '...' on it",
+                plan.source
+            ))
+            .into());
+        }
+        if decl.retention_ms.is_some() && plan.window.is_none() && !plan.append {
             return Err(crate::plan::PlanError::Invalid(
-                "retention applies to windowed views (TUMBLE or HOP); a view without windows keeps one row per group".into(),
+                "retention applies to windowed views (TUMBLE or HOP) and append-only views; a view without windows keeps one row per group".into(),
             )
             .into());
         }

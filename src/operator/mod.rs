@@ -5,13 +5,15 @@
 //! vectorized `GroupValues` and `GroupsAccumulator`), `merge` folds it into the stored state of
 //! just the groups it touched, `cache` keeps recently touched group states in memory within a
 //! budget, and `view` drives them for one view: apply a batch, close windows the watermark
-//! passed, and write an epoch's changes; `refuse` sets aside the rows a view's expressions
-//! fail on.
+//! passed, and write an epoch's changes; `append` keeps the rows of a view without
+//! aggregate; `refuse` sets aside the rows a view's expressions fail on.
 
+mod append;
 mod cache;
 mod groups;
 mod merge;
 mod refuse;
+mod stateful;
 mod view;
 mod watermark;
 mod window;

@@ -1,6 +1,6 @@
-//! Rows a view refuses: when the steps below a view's aggregate (WHERE, projections) or the
-//! aggregate's inputs fail on a row (division by zero, a bad cast), that row becomes a dead
-//! letter of the view and the other rows go on.
+//! Rows a view refuses: when the steps below a view's aggregate (WHERE, projections), the
+//! aggregate's inputs or an append-only view's steps fail on a row (division by zero, a bad
+//! cast), that row becomes a dead letter of the view and the other rows go on.
 //!
 //! The batch is evaluated whole first; only when that fails is it evaluated row by row to
 //! find the rows at fault, so the common case costs nothing extra.
@@ -35,16 +35,28 @@ pub fn evaluate_isolating(
     rows: RecordBatch,
     refused: &mut Vec<(usize, String)>,
 ) -> Result<AggregateInput> {
-    if let Ok(input) = evaluate(plan, rows.clone()) {
-        return Ok(input);
+    Ok(isolate_rows(rows, refused, |rows| evaluate(plan, rows))?.1)
+}
+
+/// Runs `eval` over `rows`; when it fails, runs it row by row to find the rows at fault,
+/// reports them in `refused` and runs it over the others. Returns which rows of `rows` it ran
+/// over in the end (None: all of them) and its result.
+pub fn isolate_rows<T>(
+    rows: RecordBatch,
+    refused: &mut Vec<(usize, String)>,
+    eval: impl Fn(RecordBatch) -> Result<T>,
+) -> Result<(Option<Vec<u32>>, T)> {
+    if let Ok(out) = eval(rows.clone()) {
+        return Ok((None, out));
     }
     let mut good = Vec::with_capacity(rows.num_rows());
     for i in 0..rows.num_rows() {
-        match evaluate(plan, rows.slice(i, 1)) {
+        match eval(rows.slice(i, 1)) {
             Ok(_) => good.push(i as u32),
             Err(e) => refused.push((i, e.to_string())),
         }
     }
     // Whatever fails on the rows that pass one by one is not a row's fault: the view fails.
-    evaluate(plan, take_record_batch(&rows, &UInt32Array::from(good))?)
+    let out = eval(take_record_batch(&rows, &UInt32Array::from(good.clone()))?)?;
+    Ok((Some(good), out))
 }

@@ -13,9 +13,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use serde::{Deserialize, Serialize};
 
+use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::merge::{empty_global_group, merge_window, Codecs, MergedGroup};
 use super::refuse::{evaluate_isolating, RefusedRow};
+use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
@@ -104,6 +106,10 @@ pub struct ViewOperator {
     refusing: BTreeMap<u32, String>,
     /// Refused rows not yet taken by the pipeline (they become dead letters).
     refused: Vec<RefusedRow>,
+    /// Rows an append-only view kept since the last flush.
+    appended: Vec<AppendedRow>,
+    /// The entities' state of an append-only view's stateful calls.
+    entities: EntityStates,
     /// A global aggregate's row over no input is still to be written.
     empty_global_pending: bool,
     counters: StateCounters,
@@ -237,7 +243,7 @@ impl ViewOperator {
             windows.insert(*start, None);
             cache.open_window(*start, false);
         }
-        let global = plan.window.is_none();
+        let global = plan.window.is_none() && !plan.append;
         if global && !windows.contains_key(&GLOBAL_WINDOW) {
             windows.insert(GLOBAL_WINDOW, None);
             cache.open_window(GLOBAL_WINDOW, true);
@@ -262,6 +268,8 @@ impl ViewOperator {
             refusing: BTreeMap::new(),
             refused: Vec::new(),
             touched: BTreeSet::new(),
+            appended: Vec::new(),
+            entities: EntityStates::new(ViewKeys::new(name)),
             counters: StateCounters::default(),
             log_limits,
         })
@@ -307,6 +315,7 @@ impl ViewOperator {
         };
         if batch.num_rows() > 0 {
             match self.plan.window {
+                _ if self.plan.append => self.apply_append(&batch, chunk, first)?,
                 Some((spec, time_col)) => {
                     self.apply_windowed(&batch, spec, time_col, chunk.watermark_split)?
                 }
@@ -403,6 +412,13 @@ impl ViewOperator {
     }
 
     fn apply_global(&mut self, batch: &RecordBatch, split: u32) -> Result<()> {
+        self.observe_event_time(batch, split);
+        self.fold(GLOBAL_WINDOW, batch.clone(), &|i| i as u32)
+    }
+
+    /// Moves the watermark of `split` to the newest event time of `batch` (views without
+    /// windows, where no row is ever late).
+    fn observe_event_time(&mut self, batch: &RecordBatch, split: u32) {
         if let (Some(tracker), Some((col, _))) =
             (self.progress.watermark.as_mut(), self.plan.watermark)
         {
@@ -416,7 +432,48 @@ impl ViewOperator {
                 }
             }
         }
-        self.fold(GLOBAL_WINDOW, batch.clone(), &|i| i as u32)
+    }
+
+    /// Keeps the rows of `batch` (rows `first..` of the chunk) that pass an append-only
+    /// view's steps; rows older than its retention are dropped on arrival.
+    fn apply_append(
+        &mut self,
+        batch: &RecordBatch,
+        chunk: ChunkPlace<'_>,
+        first: usize,
+    ) -> Result<()> {
+        self.observe_event_time(batch, chunk.watermark_split);
+        let mut refused = Vec::new();
+        let (rows, origin) = append::evaluate(
+            &self.plan,
+            batch.clone(),
+            &mut refused,
+            &mut self.entities,
+            &self.store,
+        )?;
+        for (row, error) in refused {
+            self.refusing.entry(row as u32).or_insert(error);
+        }
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let encoded = self.codecs.row.encode(rows.columns()).map_err(state_err)?;
+        let time = append::event_times(&self.plan, batch);
+        let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
+        for (j, i) in origin.iter().enumerate() {
+            let event_time = time(*i as usize);
+            if event_time < expired_before {
+                self.counters.rows_expired += 1;
+                continue;
+            }
+            self.appended.push(AppendedRow {
+                event_time,
+                split: chunk.split,
+                end: chunk.row_ends[first + *i as usize],
+                row: encode_view_row(encoded.row(j).as_ref()),
+            });
+        }
+        Ok(())
     }
 
     /// Folds `rows` into window `start`; `origin` maps a row to its row in the applied batch
@@ -594,6 +651,7 @@ impl ViewOperator {
             let merged = self.merge(start, &mut delta)?;
             self.write_groups(ws, start, merged, true);
         }
+        self.write_appended(ws);
         let wall = chrono::Utc::now().timestamp_millis();
         for mut late in std::mem::take(&mut self.late) {
             late.at_ms = wall;
@@ -619,6 +677,22 @@ impl ViewOperator {
         Ok(())
     }
 
+    /// Writes the rows an append-only view kept since the last flush (but those the
+    /// retention passed meanwhile).
+    fn write_appended(&mut self, ws: &mut WriteSet) {
+        self.entities.write(ws);
+        let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
+        for row in std::mem::take(&mut self.appended) {
+            if row.event_time < expired_before {
+                self.counters.rows_expired += 1;
+                continue;
+            }
+            ws.put(Table::ViewRows, row.key(&self.keys), row.row);
+            self.progress.rows += 1;
+            self.progress.rows_written += 1;
+        }
+    }
+
     /// Adds the view's progress (frontier, counts, error) to `ws`. A flush does it; after a
     /// failed flush the runner does, so that the failure is stored and survives a restart.
     pub fn write_progress(&self, ws: &mut WriteSet) {
@@ -629,20 +703,25 @@ impl ViewOperator {
         );
     }
 
-    /// The windows retention deletes at the next flush, `[from, cutoff)` by start, if any.
+    /// The windows retention deletes at the next flush, `[from, cutoff)` by start, if any (in
+    /// an append-only view: the rows by event time).
     fn expiring(&self) -> Option<(i64, i64)> {
-        let (Some(retention), Some((spec, _))) = (self.plan.retention_ms, self.plan.window) else {
-            return None;
-        };
+        let retention = self.plan.retention_ms?;
         // Age is measured against event time, also once the input ended.
         let watermark = self.progress.watermark.as_ref().and_then(|w| w.current())?;
-        // A window expires when start + size < watermark - retention.
-        let slide = spec.slide_ms();
-        let cutoff = watermark
-            .saturating_sub(retention)
-            .saturating_sub(spec.size_ms())
-            .div_euclid(slide)
-            * slide;
+        let cutoff = match self.plan.window {
+            // A window expires when start + size < watermark - retention.
+            Some((spec, _)) => {
+                let slide = spec.slide_ms();
+                watermark
+                    .saturating_sub(retention)
+                    .saturating_sub(spec.size_ms())
+                    .div_euclid(slide)
+                    * slide
+            }
+            None if self.plan.append => watermark.saturating_sub(retention),
+            None => return None,
+        };
         let from = self.progress.expired_before.unwrap_or(i64::MIN);
         (cutoff > from).then_some((from, cutoff))
     }

@@ -8,6 +8,7 @@
 
 mod ddl;
 mod interval;
+mod stateful;
 mod steps;
 mod view;
 
@@ -16,6 +17,7 @@ pub use ddl::{
     WeirStatement,
 };
 pub use interval::interval_text_ms;
+pub use stateful::{column_name as stateful_column, StatefulCall};
 pub use steps::{nullable, run_steps, run_steps_tracked, Step};
 pub use view::{
     plan_view, AggregatePlan, GroupRole, SourceSchema, ViewPlan, WindowSpec, WINDOW_END,

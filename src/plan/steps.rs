@@ -14,6 +14,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
+use super::stateful::StatefulCall;
+
 /// One stateless step of a view's plan.
 #[derive(Debug)]
 pub enum Step {
@@ -24,6 +26,9 @@ pub enum Step {
         exprs: Vec<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     },
+    /// Append the result of a stateful function call as a column (only an append-only view's
+    /// operator runs it: it needs the entities' state).
+    Stateful(StatefulCall),
 }
 
 /// The same schema with every field nullable: stored and emitted rows may hold NULLs
@@ -99,6 +104,10 @@ impl Step {
                     &options,
                 )?)
             }
+            Step::Stateful(call) => Err(DataFusionError::Internal(format!(
+                "{} needs its view's state to run",
+                call.kind.name()
+            ))),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Planning a materialized view: DataFusion plans the SELECT, Weir splits it at the aggregate.
+//! A SELECT without an aggregate over a plain source is an *append-only* view: its per-batch
+//! steps (WHERE, projections) are the whole plan, and every row that passes them is kept.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -21,6 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::ddl::WatermarkDef;
 use super::interval::interval_ms;
+use super::stateful::{mentions_stateful, Lifter};
 use super::steps::{compile, nullable, simplify, Step};
 use super::PlanError;
 
@@ -104,8 +108,12 @@ pub struct ViewPlan {
     pub key_columns: Vec<Option<usize>>,
     /// What each group column is.
     pub group_roles: Vec<GroupRole>,
-    /// Windows that ended longer than this before the watermark are deleted.
+    /// Windows that ended longer than this before the watermark are deleted (in an
+    /// append-only view: rows whose event time is that old).
     pub retention_ms: Option<i64>,
+    /// An append-only view: no aggregate (`aggregate` is empty), `pre` computes its rows,
+    /// each kept under its event time and source position.
+    pub append: bool,
 }
 
 /// The part a group column plays in a view's keys.
@@ -347,44 +355,18 @@ fn simplify_aggregate(expr: Expr, input: &DFSchema) -> Result<Expr, PlanError> {
     })
 }
 
-/// Splits an analyzed plan at its aggregate.
-fn split_plan(
-    plan: &LogicalPlan,
-    source: String,
-    window: Option<(WindowSpec, usize)>,
-    watermark: Option<(usize, i64)>,
-    input_schema: SchemaRef,
-) -> Result<ViewPlan, PlanError> {
-    let mut above = Vec::new();
-    let mut node = plan;
-    let agg = loop {
-        match node {
-            LogicalPlan::Aggregate(agg) => break agg,
-            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
-                above.push(node);
-                node = node.inputs()[0];
-            }
-            LogicalPlan::Sort(_) => return Err(unsupported("ORDER BY is not kept by a materialized view; order in the query that reads it")),
-            LogicalPlan::Limit(_) => return Err(unsupported("LIMIT is not supported in a materialized view; limit the query that reads it")),
-            LogicalPlan::TableScan(_) => {
-                return Err(unsupported(
-                    "a materialized view must aggregate: add GROUP BY (with window_start, window_end for windows) and aggregate functions",
-                ))
-            }
-            other => return Err(unsupported(format!("{} is not supported in a materialized view", other.display()))),
-        }
-    };
-    let mut below = Vec::new();
-    // Column names the aggregate and the steps below it refer to (a projection's output
-    // names may be counted too: that only keeps a column it did not need).
-    let mut referenced: HashSet<String> = agg
-        .group_expr
-        .iter()
-        .chain(&agg.aggr_expr)
-        .flat_map(|e| e.column_refs())
-        .map(|c| c.name.clone())
-        .collect();
-    let mut node = agg.input.as_ref();
+/// The per-batch steps from `top` down to the source scan, in the order they run; adds the
+/// columns they read to `referenced`. Stateful function calls become steps of their own
+/// (see [`super::stateful`]) when `stateful` allows them, else they are refused.
+fn steps_to_scan(
+    top: &LogicalPlan,
+    input_schema: &SchemaRef,
+    referenced: &mut HashSet<String>,
+    stateful: bool,
+) -> Result<Vec<Step>, PlanError> {
+    // The nodes from the top down to the scan.
+    let mut nodes = Vec::new();
+    let mut node = top;
     loop {
         referenced.extend(
             node.expressions()
@@ -392,6 +374,28 @@ fn split_plan(
                 .flat_map(|e| e.column_refs())
                 .map(|c| c.name.clone()),
         );
+        if !stateful && node.expressions().iter().any(mentions_stateful) {
+            return Err(stateful_refused());
+        }
+        nodes.push(node);
+        match node {
+            LogicalPlan::TableScan(_) => break,
+            LogicalPlan::Filter(_) | LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+                node = node.inputs()[0];
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "{} is not supported in a materialized view",
+                    other.display()
+                )))
+            }
+        }
+    }
+    let mut steps = Vec::new();
+    let mut lifter = Lifter::default();
+    let last = nodes.len() - 1;
+    for (depth, node) in nodes.iter().enumerate().rev() {
+        let is_top = depth == 0;
         match node {
             LogicalPlan::TableScan(scan) => {
                 if let Some(projection) = &scan.projection {
@@ -416,32 +420,144 @@ fn split_plan(
                         })
                         .collect();
                     let full = DFSchema::try_from(input_schema.as_ref().clone())?;
-                    below.push(Step::project(
+                    steps.push(Step::project(
                         &exprs,
                         &full,
                         scan.projected_schema.as_ref(),
                     )?);
                 }
-                break;
+                debug_assert_eq!(depth, last);
             }
             LogicalPlan::Filter(f) => {
-                below.push(Step::filter(&f.predicate, f.input.schema())?);
-                node = f.input.as_ref();
+                let mut lifted = Vec::new();
+                let predicate =
+                    lifter.rewrite(f.predicate.clone(), f.input.schema(), &mut lifted)?;
+                steps.extend(lifted.into_iter().map(Step::Stateful));
+                let schema = lifter.extend(f.input.schema())?;
+                steps.push(Step::filter(&predicate, &schema)?);
+                if is_top && lifter.has_live() {
+                    // The view's rows are the filter's input columns, without the calls'.
+                    steps.push(lifter.drop_step(f.input.schema())?);
+                }
             }
             LogicalPlan::Projection(p) => {
-                below.push(Step::project(&p.expr, p.input.schema(), &p.schema)?);
-                node = p.input.as_ref();
+                let mut lifted = Vec::new();
+                let mut exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| lifter.rewrite(e.clone(), p.input.schema(), &mut lifted))
+                    .collect::<Result<Vec<_>, _>>()?;
+                steps.extend(lifted.into_iter().map(Step::Stateful));
+                let input = lifter.extend(p.input.schema())?;
+                let output = if is_top {
+                    lifter.drop_live();
+                    p.schema.clone()
+                } else {
+                    exprs.extend(lifter.live_columns());
+                    lifter.extend(&p.schema)?
+                };
+                steps.push(Step::project(&exprs, &input, &output)?);
             }
-            LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
-            other => {
-                return Err(unsupported(format!(
-                    "{} below the aggregate is not supported",
-                    other.display()
-                )))
+            LogicalPlan::SubqueryAlias(a) if is_top && lifter.has_live() => {
+                steps.push(lifter.drop_step(a.input.schema())?);
             }
+            _ => {}
         }
     }
-    below.reverse();
+    Ok(steps)
+}
+
+fn stateful_refused() -> PlanError {
+    unsupported(
+        "stateful functions (ewma_zscore, is_novel, anomaly_score, is_anomalous) run in append-only views: score rows in a view without GROUP BY, e.g. CREATE MATERIALIZED VIEW scored AS SELECT *, ewma_zscore(...) AS z FROM <source>",
+    )
+}
+
+/// An append-only view: a SELECT without aggregate over a plain source. Its rows are the
+/// source rows that pass its steps; they are keyed by event time, so the source needs no
+/// watermark unless the view has a retention.
+fn append_plan(
+    plan: &LogicalPlan,
+    source: String,
+    watermark: Option<(usize, i64)>,
+    input_schema: SchemaRef,
+) -> Result<ViewPlan, PlanError> {
+    let mut referenced = HashSet::new();
+    let pre = steps_to_scan(plan, &input_schema, &mut referenced, true)?;
+    let empty = Arc::new(Schema::empty());
+    let used_columns = input_schema
+        .fields()
+        .iter()
+        .map(|f| referenced.contains(f.name()))
+        .collect();
+    let output_schema = nullable(plan.schema().as_arrow());
+    Ok(ViewPlan {
+        retention_ms: None,
+        append: true,
+        key_columns: vec![None; output_schema.fields().len()],
+        group_roles: Vec::new(),
+        source,
+        window: None,
+        watermark,
+        used_columns,
+        input_schema,
+        pre,
+        aggregate: AggregatePlan {
+            input_schema: empty.clone(),
+            group_exprs: Vec::new(),
+            group_schema: empty.clone(),
+            aggregates: Vec::new(),
+            filters: Vec::new(),
+            output_schema: empty,
+        },
+        post: Vec::new(),
+        output_schema,
+    })
+}
+
+/// Splits an analyzed plan at its aggregate.
+fn split_plan(
+    plan: &LogicalPlan,
+    source: String,
+    window: Option<(WindowSpec, usize)>,
+    watermark: Option<(usize, i64)>,
+    input_schema: SchemaRef,
+) -> Result<ViewPlan, PlanError> {
+    let mut above = Vec::new();
+    let mut node = plan;
+    let agg = loop {
+        match node {
+            LogicalPlan::Aggregate(agg) => break agg,
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+                above.push(node);
+                node = node.inputs()[0];
+            }
+            LogicalPlan::Sort(_) => return Err(unsupported("ORDER BY is not kept by a materialized view; order in the query that reads it")),
+            LogicalPlan::Limit(_) => return Err(unsupported("LIMIT is not supported in a materialized view; limit the query that reads it")),
+            LogicalPlan::TableScan(_) if window.is_some() => {
+                return Err(unsupported(
+                    "a view over TUMBLE or HOP must aggregate: add GROUP BY window_start, window_end (and its keys) and aggregate functions; without windows, SELECT ... FROM the source keeps every row",
+                ))
+            }
+            LogicalPlan::TableScan(_) => {
+                return append_plan(plan, source, watermark, input_schema);
+            }
+            other => return Err(unsupported(format!("{} is not supported in a materialized view", other.display()))),
+        }
+    };
+    // Column names the aggregate and the steps below it refer to (a projection's output
+    // names may be counted too: that only keeps a column it did not need).
+    let mut referenced: HashSet<String> = agg
+        .group_expr
+        .iter()
+        .chain(&agg.aggr_expr)
+        .flat_map(|e| e.column_refs())
+        .map(|c| c.name.clone())
+        .collect();
+    if plan.exists(|n| Ok(n.expressions().iter().any(mentions_stateful)))? {
+        return Err(stateful_refused());
+    }
+    let below = steps_to_scan(agg.input.as_ref(), &input_schema, &mut referenced, false)?;
 
     let in_schema = agg.input.schema();
     if agg
@@ -528,6 +644,7 @@ fn split_plan(
     let key_columns = key_lineage(n_groups, agg_out.fields().len(), &post);
     Ok(ViewPlan {
         retention_ms: None,
+        append: false,
         key_columns,
         group_roles,
         source,

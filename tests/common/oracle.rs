@@ -63,6 +63,15 @@ pub fn security_views() -> Vec<OracleView> {
                         WHERE type = 'LOGIN_FAILED' GROUP BY 1, 2 HAVING count(*) > 20",
             canonical: "SELECT {ws}, geo, failures FROM {} ORDER BY 1, 2",
         },
+        // Append-only: every failed login, as it came, through a projection.
+        OracleView {
+            name: "failed_logins",
+            view_sql: "SELECT event_id, user_name, source_ip, ts, threat_score * 2 AS doubled \
+                       FROM events WHERE type = 'LOGIN_FAILED'",
+            batch_sql: "SELECT event_id, user_name, source_ip, ts, threat_score * 2 AS doubled \
+                        FROM events WHERE type = 'LOGIN_FAILED'",
+            canonical: "SELECT event_id, user_name, source_ip, CAST(ts AS BIGINT), doubled FROM {} ORDER BY 1, 4",
+        },
     ]
 }
 

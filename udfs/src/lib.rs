@@ -4,10 +4,12 @@
 //! groups addresses into their CIDR block. Anomaly detection needs robust spreads and
 //! frequent values per window: the aggregates `mad`, `zscore_max` and `approx_top_k` keep
 //! mergeable states, so views keep them incrementally in their per-group state like any
-//! built-in aggregate.
+//! built-in aggregate. The stateful functions (`ewma_zscore`, `is_novel`, `anomaly_score`,
+//! `is_anomalous`) learn a baseline per entity as a view's rows flow (see [`stateful`]).
 
 mod ip_subnet;
 mod mad;
+pub mod stateful;
 mod top_k;
 mod zscore_max;
 
@@ -21,7 +23,9 @@ pub use zscore_max::{Moments, ZscoreMax};
 
 /// Every scalar function of this crate.
 pub fn all() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::new_from_impl(IpSubnet::new())]
+    let mut udfs = vec![ScalarUDF::new_from_impl(IpSubnet::new())];
+    udfs.extend(stateful::udfs());
+    udfs
 }
 
 /// Every aggregate function of this crate.

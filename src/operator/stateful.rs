@@ -1,0 +1,143 @@
+//! The per-entity state of an append-only view's stateful function calls.
+//!
+//! Each call (by its slot in the view's plan) keeps one state per entity, its first argument.
+//! A state lives in the view's `group_state` table under `view \0 slot entity` (the slot as an
+//! eight-byte window start, so the layout is the per-group one), is read from there the first
+//! time an epoch's rows need it, and is written back at the epoch's commit with the view's
+//! rows and the source offsets. Memory holds the entities the current epoch touched and, between
+//! epochs, up to [`RESIDENT_LIMIT`] others; beyond that the clean ones are dropped and read
+//! again when next needed.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, AsArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use weir_udfs::stateful::EntityState;
+
+use crate::plan::StatefulCall;
+use crate::state::{Store, Table, ViewKeys, WriteSet};
+
+/// Entities kept in memory between epochs, over all of a view's calls.
+pub const RESIDENT_LIMIT: usize = 100_000;
+
+struct Resident {
+    state: EntityState,
+    dirty: bool,
+}
+
+/// The entities' states of one view.
+pub struct EntityStates {
+    keys: ViewKeys,
+    resident: HashMap<(usize, String), Resident>,
+}
+
+impl EntityStates {
+    pub fn new(keys: ViewKeys) -> Self {
+        Self {
+            keys,
+            resident: HashMap::new(),
+        }
+    }
+
+    fn key(&self, slot: usize, entity: &str) -> Vec<u8> {
+        self.keys.group(slot as i64, entity.as_bytes())
+    }
+
+    /// The call's arguments over `batch`.
+    pub fn arguments(call: &StatefulCall, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        call.args
+            .iter()
+            .map(|a| a.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect()
+    }
+
+    /// Evaluates `call` on each row of `args`, in row order, learning as it goes.
+    pub fn evaluate(
+        &mut self,
+        call: &StatefulCall,
+        args: &[ArrayRef],
+        rows: usize,
+        store: &Store,
+    ) -> Result<ArrayRef> {
+        if rows == 0 {
+            return Ok(new_empty_array(&call.kind.return_type()));
+        }
+        let entities = args[0].as_string::<i32>();
+        self.load(call, entities, store)?;
+        let null = ScalarValue::try_from(call.kind.return_type())?;
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if entities.is_null(row) {
+                out.push(null.clone());
+                continue;
+            }
+            let entry = self
+                .resident
+                .get_mut(&(call.slot, entities.value(row).to_string()))
+                .expect("loaded above");
+            entry.dirty = true;
+            out.push(call.kind.observe(&mut entry.state, args, row));
+        }
+        ScalarValue::iter_to_array(out)
+    }
+
+    /// Makes every entity of `entities` resident: read from the store, or new.
+    fn load(
+        &mut self,
+        call: &StatefulCall,
+        entities: &datafusion::arrow::array::StringArray,
+        store: &Store,
+    ) -> Result<()> {
+        let mut missing: Vec<&str> = entities
+            .iter()
+            .flatten()
+            .filter(|e| !self.resident.contains_key(&(call.slot, e.to_string())))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = missing.iter().map(|e| self.key(call.slot, e)).collect();
+        let stored = store
+            .multi_get(Table::GroupState, &keys)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for (entity, value) in missing.into_iter().zip(stored) {
+            let state = match value {
+                Some(bytes) => call.kind.decode_state(&bytes).ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "the stored state of {} for entity {entity:?} does not decode",
+                        call.kind.name()
+                    ))
+                })?,
+                None => call.kind.new_state(),
+            };
+            self.resident.insert(
+                (call.slot, entity.to_string()),
+                Resident {
+                    state,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds the states the epoch changed to `ws`; then bounds what stays in memory.
+    pub fn write(&mut self, ws: &mut WriteSet) {
+        for ((slot, entity), resident) in &mut self.resident {
+            if resident.dirty {
+                ws.put(
+                    Table::GroupState,
+                    self.keys.group(*slot as i64, entity.as_bytes()),
+                    resident.state.encode(),
+                );
+                resident.dirty = false;
+            }
+        }
+        if self.resident.len() > RESIDENT_LIMIT {
+            self.resident.clear();
+        }
+    }
+}
