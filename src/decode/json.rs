@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray, TimestampMillisecondArray, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, max, take};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, max, take};
 use datafusion::arrow::csv::ReaderBuilder as CsvReaderBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -86,24 +86,61 @@ impl JsonDecoder {
         self
     }
 
-    fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
+    /// Decodes the lines `spans` of `data` into one batch, one row per line. A line that is
+    /// not exactly one record (a truncated value, two objects, a quoted CSV field running
+    /// into the next line, a carriage return splitting a CSV line) is an error, so rows
+    /// never shift onto the wrong line.
+    fn decode_lines(
+        &self,
+        data: &[u8],
+        spans: &[(usize, usize)],
+    ) -> Result<RecordBatch, ArrowError> {
+        let capacity = spans.len() + 1;
         let batch = match self.format {
             Format::Json => {
                 let mut decoder = ReaderBuilder::new(self.schema.clone())
-                    .with_batch_size(rows.max(1))
+                    .with_batch_size(capacity)
                     .build_decoder()?;
-                feed(bytes, |b| decoder.decode(b))?;
+                for (i, &(start, end)) in spans.iter().enumerate() {
+                    feed(&data[start..end], |b| decoder.decode(b))?;
+                    if decoder.has_partial_record() {
+                        return Err(ArrowError::JsonError(
+                            "the line ends inside a JSON value".into(),
+                        ));
+                    }
+                    let found = decoder.len() - i;
+                    if found != 1 {
+                        return Err(ArrowError::JsonError(format!(
+                            "expected one JSON object on the line, found {found}"
+                        )));
+                    }
+                }
                 decoder.flush()?
             }
             Format::Csv { delimiter, .. } => {
                 let mut decoder = CsvReaderBuilder::new(self.schema.clone())
                     .with_header(false)
                     .with_delimiter(delimiter)
-                    .with_batch_size(rows.max(1))
+                    .with_batch_size(capacity)
                     .build_decoder();
-                feed(bytes, |b| decoder.decode(b))?;
-                // A last line without its newline is still a record.
-                decoder.decode(&[])?;
+                for (i, &(start, end)) in spans.iter().enumerate() {
+                    // The record must end at the line's newline, not before it (a carriage
+                    // return inside the line), nor after it (a quote left open).
+                    let line = &data[start..end];
+                    let body = line.len() - line.iter().rev().take_while(|b| **b == b'\r').count();
+                    feed(&line[..body], |b| decoder.decode(b))?;
+                    let early = capacity - decoder.capacity() - i;
+                    feed(b"\n", |b| decoder.decode(b))?;
+                    let found = capacity - decoder.capacity() - i;
+                    let problem = match (early, found) {
+                        (0, 1) => continue,
+                        (0, _) => "the line ends inside a quoted field".to_string(),
+                        (n, _) => format!("{n} record(s) end before the line does (a carriage return outside quotes ends a record)"),
+                    };
+                    return Err(ArrowError::CsvError(format!(
+                        "expected one CSV record on the line: {problem}"
+                    )));
+                }
                 decoder.flush()?
             }
         };
@@ -140,33 +177,31 @@ impl JsonDecoder {
         let mut dead = Vec::new();
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
         // From the first line kept (a CSV header before it is not data).
-        let body = &data[spans.first().map_or(data.len(), |s| s.0)..];
-        let (batch, good_spans) = match self.decode_bytes(body, spans.len()) {
+        let (batch, good_spans) = match self.decode_lines(data, &spans) {
             Ok(batch) if batch.num_rows() == spans.len() => (batch, spans.clone()),
             _ => {
                 let mut good = Vec::with_capacity(spans.len());
-                let mut good_bytes = Vec::with_capacity(data.len());
+                let mut lines = Vec::with_capacity(spans.len());
                 for &span in &spans {
-                    let line = &data[span.0..span.1];
-                    match self.decode_bytes(line, 1) {
+                    match self.decode_lines(data, &[span]) {
                         Ok(b) if b.num_rows() == 1 => {
                             good.push(span);
-                            good_bytes.extend_from_slice(line);
-                            good_bytes.push(b'\n');
+                            lines.push(b);
                         }
                         Ok(b) => dead.push(dead_letter(
                             span,
-                            format!(
-                                "expected one JSON object on the line, found {}",
-                                b.num_rows()
-                            ),
+                            format!("expected one record on the line, found {}", b.num_rows()),
                         )),
                         Err(e) => dead.push(dead_letter(span, e.to_string())),
                     }
                 }
-                let batch = self
-                    .decode_bytes(&good_bytes, good.len())
-                    .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+                // Lines that decode alone decode together; should they not, the rows of
+                // each line are joined as they are.
+                let batch = match self.decode_lines(data, &good) {
+                    Ok(b) if b.num_rows() == good.len() => b,
+                    _ => concat_batches(&self.schema, &lines)
+                        .expect("every line's batch has the decoder's schema"),
+                };
                 (batch, good)
             }
         };
@@ -333,6 +368,87 @@ mod tests {
         );
         assert!(d.dead[2].error.contains("event-time"));
         assert_eq!(d.dead[0].position, "f.json:117");
+    }
+
+    /// The rows' event times and the dead letters' raw text of `d`.
+    fn outcome(d: &Decoded) -> (Vec<i64>, Vec<String>) {
+        let ts = d
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        (
+            ts.values().to_vec(),
+            d.dead.iter().map(|x| x.raw.clone()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_line_is_one_row_or_one_dead_letter_whatever_its_neighbours() {
+        // Found by tests/fuzz.rs: decoded as one stream, two objects on the first line and
+        // an object split over the last two made as many rows as lines, each on the wrong
+        // line.
+        let d = decoder().decode(&chunk(
+            "{\"ts\":1}{\"ts\":2}\n{\"ts\":3,\"k\":\n\"a\"}\n{\"ts\":4}\n",
+        ));
+        assert_eq!(
+            outcome(&d),
+            (
+                vec![4],
+                vec![
+                    "{\"ts\":1}{\"ts\":2}".to_string(),
+                    "{\"ts\":3,\"k\":".into(),
+                    "\"a\"}".into()
+                ]
+            )
+        );
+        assert_eq!(d.row_ends, vec![100 + 44]);
+        assert!(d.dead[0].error.contains("found 2"), "{}", d.dead[0].error);
+        assert!(
+            d.dead[1].error.contains("ends inside"),
+            "{}",
+            d.dead[1].error
+        );
+    }
+
+    fn csv_decoder() -> JsonDecoder {
+        decoder().with_format(Format::Csv {
+            header: false,
+            delimiter: b',',
+        })
+    }
+
+    #[test]
+    fn a_csv_quote_or_carriage_return_never_moves_rows_to_another_line() {
+        // Found by tests/fuzz.rs: a quoted field ran into the next line and a bare carriage
+        // return split a line, so the rows after them shifted.
+        let d = csv_decoder().decode(&chunk(
+            "a,1,1970-01-01T00:00:00.001Z\rb,2,1970-01-01T00:00:00.002Z\n\"c,3,1970-01-01T00:00:00.003Z\nd\",4,1970-01-01T00:00:00.004Z\ne,5,1970-01-01T00:00:00.005Z\n\
+             f,6,1970-01-01T00:00:00.006Z\r\"g\nh,8,1970-01-01T00:00:00.008Z\n",
+        ));
+        // A quote inside an unquoted field (`d"`) is text, as in any CSV reader. The line
+        // `f,6,...\r"g` is a record and then an open quote: a dead letter, not a row with
+        // `"g` silently dropped.
+        let (rows, dead) = outcome(&d);
+        assert_eq!(rows, vec![4, 5, 8]);
+        assert_eq!(dead.len(), 3, "{dead:?}");
+        assert!(d.dead.iter().all(|x| x.error.contains("one CSV record")));
+    }
+
+    #[test]
+    fn csv_lines_ending_in_crlf_decode() {
+        let d = csv_decoder().decode(&chunk(
+            "a,1,1970-01-01T00:00:00.001Z\r\n\"b\r\",2,1970-01-01T00:00:00.002Z\r\nc,3,1970-01-01T00:00:00.003Z",
+        ));
+        assert_eq!(outcome(&d), (vec![1, 2, 3], vec![]));
+        let k = d
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(k.value(1), "b\r");
     }
 
     #[test]
