@@ -23,6 +23,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries};
 use super::errors::engine_error_info;
+use super::guard::refusal;
 use super::handler::WeirQueries;
 use super::prepared;
 use super::rewrite::rewrite_for;
@@ -61,6 +62,9 @@ impl QueryParser for WeirParser {
             }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
             Ok(None) => {
+                if let Some(refused) = refusal(sql) {
+                    return Err(PgWireError::UserError(Box::new(refused)));
+                }
                 let sql = match rewrite_for(client, sql) {
                     Cow::Borrowed(sql) => rewrite_parameterized_subqueries(sql),
                     Cow::Owned(sql) => {

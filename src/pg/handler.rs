@@ -29,6 +29,7 @@ use super::catalog_sql::rewrite_catalog_query;
 use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
+use super::guard::refusal;
 use super::rewrite::rewrite_for;
 use super::session::SessionHook;
 use super::settings;
@@ -198,20 +199,23 @@ impl SimpleQueryHandler for WeirQueries {
                     }
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 },
-                Ok(None) => {
-                    let sql = rewrite_for(client, sql);
-                    match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await {
-                        Err(e) => match rewrite_catalog_query(&sql) {
-                            Cow::Owned(retry) => {
-                                SimpleQueryHandler::do_query(self.df.as_ref(), client, &retry)
-                                    .await
-                                    .map_err(|_| e)
-                            }
-                            Cow::Borrowed(_) => Err(e),
-                        },
-                        done => done,
+                Ok(None) => match refusal(sql) {
+                    Some(refused) => Err(PgWireError::UserError(Box::new(refused))),
+                    None => {
+                        let sql = rewrite_for(client, sql);
+                        match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await {
+                            Err(e) => match rewrite_catalog_query(&sql) {
+                                Cow::Owned(retry) => {
+                                    SimpleQueryHandler::do_query(self.df.as_ref(), client, &retry)
+                                        .await
+                                        .map_err(|_| e)
+                                }
+                                Cow::Borrowed(_) => Err(e),
+                            },
+                            done => done,
+                        }
                     }
-                }
+                },
                 Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                     &e.into(),
                 )))),

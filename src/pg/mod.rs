@@ -11,6 +11,7 @@ mod copy;
 mod errors;
 mod extended;
 mod functions;
+mod guard;
 mod handler;
 mod prepared;
 mod rewrite;
