@@ -3,6 +3,8 @@
 //! `catalog_sql` turns `generate_subscripts` into), `pg_get_indexdef(...)`, which is
 //! NULL (Weir's relations have no indexes, so there is no definition to print), and
 //! `pg_type_is_visible(oid)`, true: every type Weir has is a built-in of `pg_catalog`.
+//! Also `weir_subquery_rows(n)`, which fails (as PostgreSQL does) when a scalar subquery
+//! rewritten by `subqueries.rs` has more than one row.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::catalog_sql::SUBSCRIPTS_FUNCTION;
+use super::subqueries::{TOO_MANY_ROWS, TOO_MANY_ROWS_FUNCTION};
 
 /// Registers the functions into `ctx`.
 pub fn register(ctx: &SessionContext) {
@@ -23,6 +26,37 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(TypeIsVisible {
         signature: Signature::any(1, Volatility::Stable),
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(TooManyRows {
+        signature: Signature::any(1, Volatility::Volatile),
+    }));
+}
+
+/// `weir_subquery_rows(n)`: fails for any row it is evaluated on (a subquery's `CASE` calls
+/// it only when the subquery has more than one row).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TooManyRows {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TooManyRows {
+    fn name(&self) -> &str {
+        TOO_MANY_ROWS_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.number_rows == 0 {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Null));
+        }
+        exec_err!("{TOO_MANY_ROWS}")
+    }
 }
 
 /// `pg_type_is_visible(oid)`: true (NULL for a NULL oid).

@@ -1,6 +1,7 @@
 //! Session handlers: route each statement to the engine or to DataFusion.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,7 @@ use super::rewrite::rewrite_for;
 use super::session::SessionHook;
 use super::settings;
 use super::split::split_statements;
+use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
@@ -90,6 +92,8 @@ pub struct WeirQueries {
     pub(super) engine: Arc<Engine>,
     pub(super) df: Arc<DfSessionService>,
     pub(super) parser: Arc<WeirParser>,
+    /// The names of the aggregate functions (for `subqueries.rs`).
+    pub(super) aggregates: Arc<HashSet<String>>,
 }
 
 /// The handlers of every connection.
@@ -102,6 +106,15 @@ pub struct WeirHandlers {
 impl WeirHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         super::functions::register(&engine.context());
+        let aggregates: Arc<HashSet<String>> = Arc::new(
+            engine
+                .context()
+                .state()
+                .aggregate_functions()
+                .keys()
+                .map(|name| name.to_ascii_lowercase())
+                .collect(),
+        );
         // Weir's session hook first: it answers settings per connection and savepoints,
         // and leaves the rest to datafusion-postgres's hooks (see `session.rs`).
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -114,10 +127,16 @@ impl WeirHandlers {
         let df = Arc::new(DfSessionService::new_with_hooks(engine.context(), hooks));
         let parser = Arc::new(WeirParser {
             inner: ExtendedQueryHandler::query_parser(df.as_ref()),
+            aggregates: aggregates.clone(),
         });
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            queries: Arc::new(WeirQueries { engine, df, parser }),
+            queries: Arc::new(WeirQueries {
+                engine,
+                df,
+                parser,
+                aggregates,
+            }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
@@ -203,9 +222,11 @@ impl SimpleQueryHandler for WeirQueries {
                     Some(refused) => Err(PgWireError::UserError(Box::new(refused))),
                     None => {
                         let sql = rewrite_for(client, sql);
-                        match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await {
+                        let sent = rewrite_scalar_subqueries(&sql, &self.aggregates);
+                        match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sent).await {
                             Err(e) => match rewrite_catalog_query(&sql) {
                                 Cow::Owned(retry) => {
+                                    let retry = rewrite_scalar_subqueries(&retry, &self.aggregates);
                                     SimpleQueryHandler::do_query(self.df.as_ref(), client, &retry)
                                         .await
                                         .map_err(|_| e)

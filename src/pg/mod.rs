@@ -18,6 +18,7 @@ mod rewrite;
 mod session;
 mod settings;
 mod split;
+mod subqueries;
 mod text;
 
 pub use errors::{datafusion_sqlstate, engine_error_info};
