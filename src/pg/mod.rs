@@ -13,6 +13,7 @@ mod extended;
 mod functions;
 mod guard;
 mod handler;
+pub(crate) mod point_query;
 mod prepared;
 mod rewrite;
 mod session;

@@ -432,7 +432,7 @@ mod tests {
         let sql = "SELECT (f(k)).n AS s, (r.keys).x, r.keys FROM r";
         assert_eq!(
             rewrite_scalar_subqueries(sql, &aggregates()),
-            "SELECT get_field(f(k), 'n') AS s, get_field((r.keys), 'x'), r.keys FROM r"
+            "SELECT get_field((f(k)), 'n') AS s, get_field((r.keys), 'x'), r.keys FROM r"
         );
     }
 
