@@ -1,6 +1,7 @@
 //! Client compatibility: psql meta-commands, tokio-postgres prepared statements, what clients
 //! ask at connect (version, settings, session statements), the Python drivers' scripts in
-//! `tests/clients/` (psycopg 3, psycopg2 + SQLAlchemy 2, asyncpg), HTTP health and metrics,
+//! `tests/clients/` (psycopg 3, psycopg2 + SQLAlchemy 2, asyncpg), pgJDBC
+//! (`tests/clients/JdbcClient.java`, compiled with the JDK at test time), HTTP health and metrics,
 //! and `--help` listing every option.
 
 mod common;
@@ -452,6 +453,58 @@ async fn python_drivers_read_the_views() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The pgJDBC driver `.ci/setup` installs (Debian's libpostgresql-jdbc-java).
+const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+/// Whether `tool -version` runs (the JDK's `javac` and `java`).
+fn runs(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_discovers_and_reads_the_views() {
+    if !runs("java") || !runs("javac") {
+        eprintln!("SKIPPED jdbc_discovers_and_reads_the_views: no Java (javac and java) on PATH");
+        return;
+    }
+    assert!(
+        std::path::Path::new(PGJDBC_JAR).exists(),
+        "{PGJDBC_JAR} missing: run .ci/setup"
+    );
+    let classes = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcClient.java");
+    let compiled = Command::new("javac")
+        .args(["-cp", PGJDBC_JAR, "-d"])
+        .arg(classes.path())
+        .arg(source)
+        .output()
+        .unwrap();
+    assert!(
+        compiled.status.success(),
+        "javac failed:\n{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    worst_view(&client).await;
+    let classpath = format!("{PGJDBC_JAR}:{}", classes.path().display());
+    let out = Command::new("java")
+        .args(["-cp", &classpath, "JdbcClient"])
+        .env("WEIR_PG_PORT", weir.pg_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "JdbcClient failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -13,15 +13,18 @@ struct Pg {
     client: Client,
 }
 
-/// A query error as a suite matches it: the server's message (tokio-postgres alone prints
-/// only "db error").
+/// A query error as a suite matches it: the server's message and hint (tokio-postgres alone
+/// prints only "db error").
 #[derive(Debug)]
 struct PgError(tokio_postgres::Error);
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.as_db_error() {
-            Some(db) => write!(f, "{}", db.message()),
+            Some(db) => match db.hint() {
+                Some(hint) => write!(f, "{}\nHINT: {hint}", db.message()),
+                None => write!(f, "{}", db.message()),
+            },
             None => write!(f, "{}", self.0),
         }
     }

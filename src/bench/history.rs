@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::keys::{peak_rss_mb, query_latencies, reset_peak_rss, wait_for_events};
+use super::keys::{peak_rss_mb, query_latencies, reset_peak_rss, wait_for_events, Route};
 use super::BenchError;
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
@@ -138,8 +138,22 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         .iter()
         .map(|b| b.num_rows())
         .sum();
-    let one = query_latencies(&engine, 1, Duration::from_millis(2000), sql.clone()).await;
-    let sixteen = query_latencies(&engine, 16, Duration::from_millis(2000), sql).await;
+    let one = query_latencies(
+        &engine,
+        1,
+        Duration::from_millis(2000),
+        sql.clone(),
+        Route::AsServed,
+    )
+    .await;
+    let sixteen = query_latencies(
+        &engine,
+        16,
+        Duration::from_millis(2000),
+        sql,
+        Route::AsServed,
+    )
+    .await;
     let r = HistoryResult {
         days,
         windows: minutes,

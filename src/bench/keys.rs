@@ -3,8 +3,10 @@
 //! For each K it writes the same number of events (key `key<(i * 7919) mod K>`, a value, a
 //! time) into a followed directory, runs `SELECT k, count(*), sum(v) FROM s GROUP BY k`
 //! through the whole pipeline and reports events/s, peak RSS during the run, bytes written per
-//! epoch and group states read back from RocksDB; meanwhile one and then sixteen tasks send
-//! point queries (`WHERE k = ...`) and it reports their p50/p99 latency and rate. Once the
+//! epoch and group states read back from RocksDB, with nothing else running. Then, while twice
+//! as many events again ingest, sixteen tasks send point queries (`WHERE k = ...`) planned by
+//! DataFusion (the baseline), then sixteen and one send them as the server answers them (the
+//! point-query fast path), and it reports their p50/p99 latency and rate. Once the
 //! view holds all K keys, a trickle of 1,000 events/s into 100 other keys runs for a few
 //! seconds and the CPU the process spends per second is reported: it should not depend on K.
 //! Throughput at each K is also given as a ratio to the smallest K of the same run.
@@ -17,6 +19,7 @@ use super::BenchError;
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
 use crate::metrics::Metrics;
+use crate::pg::point_query;
 use crate::server::run_script;
 
 /// One K's result.
@@ -37,6 +40,12 @@ pub struct KeysResult {
     pub point_p50_ms_16: f64,
     pub point_p99_ms_16: f64,
     pub point_qps_16: f64,
+    /// Whether the source was still ingesting when the last query phase ended.
+    pub queries_during_ingest: bool,
+    /// The same 16 connections with every query planned by DataFusion (no fast path).
+    pub planned_p50_ms_16: f64,
+    pub planned_p99_ms_16: f64,
+    pub planned_qps_16: f64,
     /// CPU cores the whole process used during the trickle.
     pub trickle_cores: f64,
 }
@@ -128,11 +137,21 @@ pub(super) fn reset_peak_rss() {
 
 /// Latencies of the queries `sql(i)` sent back to back by `tasks` tasks for `duration`;
 /// (p50 ms, p99 ms, qps).
+/// How the benchmark's queries run.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Route {
+    /// As the Postgres front end runs them: point queries by the fast path, the rest planned.
+    AsServed,
+    /// Always planned by DataFusion (the baseline the fast path is compared with).
+    Planned,
+}
+
 pub(super) async fn query_latencies(
     engine: &Arc<Engine>,
     tasks: usize,
     duration: Duration,
     sql: impl Fn(u64) -> String + Clone + Send + 'static,
+    route: Route,
 ) -> (f64, f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -147,8 +166,14 @@ pub(super) async fn query_latencies(
             while !stop.load(Ordering::Relaxed) && latencies.len() < 100_000 {
                 let text = sql(i);
                 let t0 = Instant::now();
-                if let Ok(df) = ctx.sql(&text).await {
-                    let _ = df.collect().await;
+                let fast = match route {
+                    Route::AsServed => point_query::answer(&ctx, &text).await,
+                    Route::Planned => None,
+                };
+                if fast.is_none() {
+                    if let Ok(df) = ctx.sql(&text).await {
+                        let _ = df.collect().await;
+                    }
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 i += tasks as u64;
@@ -208,6 +233,9 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input)?;
     write_events(&input.join("a-bulk.jsonl"), events, keys)?;
+    // Ingested while the queries run, after the bulk has been measured alone.
+    let more = dir.path().join("b-more.jsonl");
+    write_events(&more, 2 * events, keys)?;
     let metrics = Arc::new(Metrics::new());
     reset_peak_rss();
     let engine = Engine::open(
@@ -234,14 +262,27 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         "CREATE MATERIALIZED VIEW q AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k",
     )
     .await?;
-    // Point queries while the view ingests: one client for a while, then sixteen.
-    let point = move |i: u64| format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
-    let one = query_latencies(&engine, 1, Duration::from_millis(1500), point).await;
-    let sixteen = query_latencies(&engine, 16, Duration::from_millis(1500), point).await;
-    // Source events are published after the epoch that applied them is committed.
+    // Ingest alone: source events are published after the epoch that applied them is
+    // committed.
     wait_for_events(&engine, "s", "q", events).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
+    // Point queries while twice as many events ingest: the DataFusion-planned baseline with
+    // sixteen clients, then as served (the fast path) with sixteen and with one.
+    std::fs::rename(&more, input.join("b-more.jsonl"))?;
+    let point = move |i: u64| format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
+    let window = Duration::from_millis(1500);
+    let planned = query_latencies(&engine, 16, window, point, Route::Planned).await;
+    let sixteen = query_latencies(&engine, 16, window, point, Route::AsServed).await;
+    let one = query_latencies(&engine, 1, window, point, Route::AsServed).await;
+    let committed = engine
+        .board()
+        .sources
+        .read()
+        .get("s")
+        .map_or(0, |s| s.events);
+    let ingesting = committed < 3 * events;
+    wait_for_events(&engine, "s", "q", 3 * events).await?;
     // Let the reader go idle and RocksDB finish the bulk load's compactions (at most 60 s)
     // before measuring the trickle: its cost is what a quiet view with K keys costs.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -279,6 +320,10 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         point_p50_ms_16: sixteen.0,
         point_p99_ms_16: sixteen.1,
         point_qps_16: sixteen.2,
+        queries_during_ingest: ingesting,
+        planned_p50_ms_16: planned.0,
+        planned_p99_ms_16: planned.1,
+        planned_qps_16: planned.2,
         trickle_cores,
     };
     engine.shutdown().await;
@@ -295,10 +340,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         let line = format!(
             "K={:<9} {:>9.0} ev/s ({:.2}x of smallest K)  peak RSS {:>6.0} MB  {:>5} epochs, {:>9.0} B/epoch  \
              store reads {}  evictions {}  point query 1 conn p50 {:.2} ms p99 {:.2} ms {:.0} q/s; \
-             16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s; trickle 1000 ev/s: {:.3} cores",
+             16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s (all planned by DataFusion: p50 {:.2} ms \
+             p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); trickle 1000 ev/s: {:.3} cores",
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
-            r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.trickle_cores
+            r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.planned_p50_ms_16,
+            r.planned_p99_ms_16, r.planned_qps_16, r.queries_during_ingest, r.trickle_cores
         );
         super::print_result(args.json, &r, line);
     }

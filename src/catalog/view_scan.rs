@@ -267,6 +267,77 @@ impl ViewTable {
     }
 }
 
+impl ViewTable {
+    /// The group column (by output index) that output column `name` shows unchanged, when
+    /// it is a key column (not a window column).
+    pub fn key_column(&self, name: &str) -> Option<usize> {
+        let column = self.plan.output_schema.index_of(name).ok()?;
+        let g = (*self.plan.key_columns.get(column)?)?;
+        (self.plan.group_roles[g] == GroupRole::Key).then_some(column)
+    }
+
+    /// Whether every group key column of the view is among `columns` (output indices).
+    pub fn keys_covered_by(&self, columns: &[usize]) -> bool {
+        let covered: Vec<usize> = columns
+            .iter()
+            .filter_map(|&c| *self.plan.key_columns.get(c)?)
+            .collect();
+        self.plan
+            .group_roles
+            .iter()
+            .enumerate()
+            .all(|(g, role)| *role != GroupRole::Key || covered.contains(&g))
+    }
+
+    /// The rows whose key columns equal `equalities` (output column index, value), with
+    /// every key column of the view fixed: a point read at a fresh snapshot, on the calling
+    /// thread (a few multi-gets). None when the filters do not make a point read.
+    pub fn read_points(&self, equalities: &[(usize, ScalarValue)]) -> Result<Option<RecordBatch>> {
+        let schema = &self.plan.output_schema;
+        let filters: Vec<Expr> = equalities
+            .iter()
+            .map(|(c, v)| {
+                Expr::Column(schema.field(*c).name().as_str().into())
+                    .eq(Expr::Literal(v.clone(), None))
+            })
+            .collect();
+        let access = self.access(&filters);
+        if !matches!(access, Access::Points { .. }) {
+            return Ok(None);
+        }
+        let batches = std::sync::Mutex::new(Vec::new());
+        let snapshot = SharedReadView::new(self.reader.store.clone());
+        let mut sink = Sink {
+            reader: &self.reader,
+            projection: None,
+            left: usize::MAX,
+            pending: Vec::new(),
+            keys_read: 0,
+            send: &|batch| {
+                batches.lock().expect("batches").push(batch);
+                true
+            },
+        };
+        self.reader.read(snapshot.view(), &access, &mut sink)?;
+        let _ = sink.flush()?;
+        let keys_read = sink.keys_read;
+        self.reader
+            .metrics
+            .view_scan_keys
+            .with_label_values(&[&self.reader.view])
+            .inc_by(keys_read);
+        self.reader
+            .metrics
+            .view_point_queries
+            .with_label_values(&[&self.reader.view])
+            .inc();
+        let batches = batches.into_inner().expect("batches");
+        Ok(Some(datafusion::arrow::compute::concat_batches(
+            schema, &batches,
+        )?))
+    }
+}
+
 /// A bound on a window column as milliseconds, widened to whole milliseconds: (floor, ceil).
 fn millis(value: &ScalarValue) -> Option<(i64, i64)> {
     let (v, per_ms) = match value {

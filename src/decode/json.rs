@@ -37,6 +37,43 @@ pub struct JsonDecoder {
 
 /// Longest raw text kept in a dead letter.
 const MAX_RAW: usize = 4096;
+/// The deepest JSON nesting a line may have (serde_json's default limit too).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether `line` nests arrays and objects deeper than [`MAX_JSON_DEPTH`]. Lines with fewer
+/// opening brackets than that cost one memchr pass; only the others are walked.
+fn json_too_deep(line: &[u8]) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', line)
+        .nth(MAX_JSON_DEPTH)
+        .is_none()
+    {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in line {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 /// `(start, end)` of each non-blank line in `data`, `end` excluding the newline.
 fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
@@ -175,14 +212,31 @@ impl JsonDecoder {
             end: end_of(span),
         };
         let mut dead = Vec::new();
+        // JSON nested deeper than MAX_JSON_DEPTH is refused before arrow-json sees it: its
+        // error message prints the value recursively, and 100,000 `[` overflow the stack.
+        let decodable: Vec<(usize, usize)> = match self.format {
+            Format::Json => spans
+                .iter()
+                .copied()
+                .filter(|&span| match json_too_deep(&data[span.0..span.1]) {
+                    false => true,
+                    true => {
+                        let reason = format!("JSON nested deeper than {MAX_JSON_DEPTH} levels");
+                        dead.push(dead_letter(span, reason));
+                        false
+                    }
+                })
+                .collect(),
+            Format::Csv { .. } => spans.clone(),
+        };
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
         // From the first line kept (a CSV header before it is not data).
-        let (batch, good_spans) = match self.decode_lines(data, &spans) {
-            Ok(batch) if batch.num_rows() == spans.len() => (batch, spans.clone()),
+        let (batch, good_spans) = match self.decode_lines(data, &decodable) {
+            Ok(batch) if batch.num_rows() == decodable.len() => (batch, decodable),
             _ => {
-                let mut good = Vec::with_capacity(spans.len());
-                let mut lines = Vec::with_capacity(spans.len());
-                for &span in &spans {
+                let mut good = Vec::with_capacity(decodable.len());
+                let mut lines = Vec::with_capacity(decodable.len());
+                for &span in &decodable {
                     match self.decode_lines(data, &[span]) {
                         Ok(b) if b.num_rows() == 1 => {
                             good.push(span);
@@ -382,6 +436,25 @@ mod tests {
             ts.values().to_vec(),
             d.dead.iter().map(|x| x.raw.clone()).collect(),
         )
+    }
+
+    #[test]
+    fn json_nested_too_deep_is_a_dead_letter_not_a_stack_overflow() {
+        // Found by tests/fuzz.rs: arrow-json's error for a value of the wrong type prints the
+        // value recursively; 100,000 nested arrays overflowed the decoder's stack.
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let fine = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let brackets_in_text = format!("\"{}\"", "[".repeat(1000));
+        let text = format!(
+            "{{\"k\":{deep},\"ts\":1}}\n{{\"ts\":2,\"other\":{fine}}}\n{{\"k\":{brackets_in_text},\"ts\":3}}\n"
+        );
+        let d = decoder().decode(&chunk(&text));
+        assert_eq!(d.batch.num_rows(), 2, "{:?}", d.dead);
+        assert_eq!(d.dead.len(), 1);
+        assert_eq!(d.dead[0].error, "JSON nested deeper than 128 levels");
+        assert!(json_too_deep(deep.as_bytes()));
+        assert!(!json_too_deep(fine.as_bytes()));
+        assert!(!json_too_deep(brackets_in_text.as_bytes()));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub state_groups_written: IntCounterVec,
     /// Stored rows (view keys) a query's scan of a view read.
     pub view_scan_keys: IntCounterVec,
+    /// Queries answered by the point-query fast path (no DataFusion planning).
+    pub view_point_queries: IntCounterVec,
     /// Rows deleted by a view's retention.
     pub view_rows_expired: IntCounterVec,
     /// Bytes of keys and values epochs wrote.
@@ -179,6 +181,12 @@ impl Metrics {
                 &registry,
                 "weir_view_scan_keys_total",
                 "Stored rows read by queries scanning the view",
+                "view",
+            ),
+            view_point_queries: counter(
+                &registry,
+                "weir_view_point_queries_total",
+                "Queries on the view answered by a point read without DataFusion planning",
                 "view",
             ),
             source_bytes: counter(

@@ -3,18 +3,31 @@
 //! `catalog_sql` turns `generate_subscripts` into), `pg_get_indexdef(...)`, which is
 //! NULL (Weir's relations have no indexes, so there is no definition to print), and
 //! `pg_type_is_visible(oid)`, true: every type Weir has is a built-in of `pg_catalog`.
+//! `information_schema._pg_expandarray(array)` (pgJDBC's `getPrimaryKeys`) is the record
+//! `(x, n)` of an array's element and its subscript. PostgreSQL's returns one row per
+//! element; Weir's is a scalar function, exact for arrays of at most one element (NULL for
+//! none, where PostgreSQL has no row: the client's query filters on `x`), and refusing longer
+//! ones with SQLSTATE 0A000. Weir's relations have no keys, so `pg_index` has no arrays.
+//! Also `weir_subquery_rows(n)`, which fails (as PostgreSQL does) when a scalar subquery
+//! rewritten by `subqueries.rs` has more than one row.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Builder, ListBuilder};
-use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int32Builder, ListBuilder,
+    StructArray, UInt32Array,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::{exec_err, not_impl_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
 use super::catalog_sql::SUBSCRIPTS_FUNCTION;
+use super::subqueries::{TOO_MANY_ROWS, TOO_MANY_ROWS_FUNCTION};
 
 /// Registers the functions into `ctx`.
 pub fn register(ctx: &SessionContext) {
@@ -23,6 +36,115 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(TypeIsVisible {
         signature: Signature::any(1, Volatility::Stable),
     }));
+    ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+    ctx.register_udf(ScalarUDF::new_from_impl(TooManyRows {
+        signature: Signature::any(1, Volatility::Volatile),
+    }));
+}
+
+/// `_pg_expandarray(array)`: see the module docs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+impl ExpandArray {
+    fn fields(element: &DataType) -> Fields {
+        Fields::from(vec![
+            Field::new("x", element.clone(), true),
+            Field::new("n", DataType::Int32, true),
+        ])
+    }
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "_pg_expandarray"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[0] {
+            DataType::List(item) => Ok(DataType::Struct(Self::fields(item.data_type()))),
+            DataType::Null => Ok(DataType::Struct(Self::fields(&DataType::Null))),
+            other => plan_err!("_pg_expandarray needs an array, not {other}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let DataType::Struct(fields) = args.return_field.data_type() else {
+            return exec_err!("_pg_expandarray returns a record");
+        };
+        let Some(lists) = arrays[0].as_list_opt::<i32>() else {
+            let nulls = NullBuffer::new_null(arrays[0].len());
+            let columns = fields
+                .iter()
+                .map(|f| new_null_array(f.data_type(), arrays[0].len()))
+                .collect();
+            return Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
+                fields.clone(),
+                columns,
+                Some(nulls),
+            )?)));
+        };
+        let mut firsts = Vec::with_capacity(lists.len());
+        for row in 0..lists.len() {
+            let len = if lists.is_null(row) {
+                0
+            } else {
+                lists.value_length(row)
+            };
+            if len > 1 {
+                return not_impl_err!(
+                    "_pg_expandarray of an array of more than one element ({len})"
+                );
+            }
+            firsts.push((len == 1).then(|| lists.value_offsets()[row] as u32));
+        }
+        let x = take(
+            lists.values().as_ref(),
+            &UInt32Array::from(firsts.clone()),
+            None,
+        )?;
+        let n: Int32Array = firsts.iter().map(|f| f.map(|_| 1)).collect();
+        let valid = NullBuffer::from(firsts.iter().map(Option::is_some).collect::<Vec<_>>());
+        let record = StructArray::try_new(fields.clone(), vec![x, Arc::new(n)], Some(valid))?;
+        Ok(ColumnarValue::Array(Arc::new(record)))
+    }
+}
+
+/// `weir_subquery_rows(n)`: fails for any row it is evaluated on (a subquery's `CASE` calls
+/// it only when the subquery has more than one row).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TooManyRows {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TooManyRows {
+    fn name(&self) -> &str {
+        TOO_MANY_ROWS_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.number_rows == 0 {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Null));
+        }
+        exec_err!("{TOO_MANY_ROWS}")
+    }
 }
 
 /// `pg_type_is_visible(oid)`: true (NULL for a NULL oid).

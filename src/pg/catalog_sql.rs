@@ -2,12 +2,12 @@
 //!
 //! SQLAlchemy's inspector (`get_columns`, `get_pk_constraint`, `get_indexes`) asks
 //! `pg_catalog` with two shapes DataFusion 55 refuses:
-//! - correlated scalar subqueries inside a select-list expression (`CASE WHEN ... (SELECT
-//!   typcollation FROM pg_type WHERE oid = pg_attribute.atttypid) ...`): DataFusion wants
-//!   them aggregated. datafusion-pg-catalog 0.19 replaces such a subquery with NULL when it
-//!   is a whole select item; Weir does the same wherever it stands in a select item. What
-//!   they look up (column defaults, collations, identity sequences) Weir's relations never
-//!   have, so NULL is the answer PostgreSQL would give.
+//! - correlated scalar subqueries inside a select-list expression that DataFusion cannot
+//!   plan even once `subqueries.rs` aggregated them (`(SELECT json_build_object(...) FROM
+//!   pg_sequence s WHERE ...)`). One that reads a catalog table Weir keeps empty
+//!   (`ALWAYS_EMPTY`: column defaults, identity sequences, indexes, constraints, ...) and
+//!   does not count is replaced by NULL, which is the answer PostgreSQL gives. Any other
+//!   subquery is left for DataFusion to plan or refuse: never a NULL in place of a value.
 //! - `LIKE pattern ESCAPE '/'` (SQLAlchemy's `get_schema_names`): DataFusion knows only the
 //!   backslash as escape; the pattern becomes `replace(replace(pattern, '\', '\\'), '/',
 //!   '\')`, which also works when the pattern is a bound parameter.
@@ -27,8 +27,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, Expr, Function, Query, SelectItem, SetExpr,
-    TableFactor, Value, VisitMut, VisitorMut,
+    visit_expressions, visit_expressions_mut, Expr, Function, JoinOperator, Query, SelectItem,
+    SetExpr, TableFactor, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -162,10 +162,55 @@ fn backslash_escape(expr: &mut Expr) -> bool {
     }
 }
 
+/// `pg_catalog` tables that are empty in Weir (its relations have no defaults, indexes,
+/// constraints, inheritance, triggers, policies, extended statistics, sequences or enums).
+const ALWAYS_EMPTY: [&str; 9] = [
+    "pg_attrdef",
+    "pg_index",
+    "pg_constraint",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_sequence",
+    "pg_enum",
+];
+
+/// Whether `query` certainly has no rows and its value is NULL: it reads (not through an
+/// outer join) a table of [`ALWAYS_EMPTY`], and counts nothing (a count of no rows is 0).
+fn certainly_null(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let empty = |relation: &TableFactor| match relation {
+        TableFactor::Table { name, .. } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|t| ALWAYS_EMPTY.contains(&t.value.to_ascii_lowercase().as_str())),
+        _ => false,
+    };
+    let reads_empty = select.from.iter().any(|from| {
+        empty(&from.relation)
+            || from.joins.iter().any(|j| {
+                matches!(
+                    j.join_operator,
+                    JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+                ) && empty(&j.relation)
+            })
+    });
+    let counts = visit_expressions(&select.projection, |e: &Expr| match e {
+        Expr::Function(f) if named(f, "count") => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    reads_empty && !counts
+}
+
 /// Rewrites one expression of a select list; `Some(kept parameters)` if it changed.
 fn rewrite_expr(expr: &mut Expr) -> Option<bool> {
     match expr {
-        Expr::Subquery(query) if correlated(query) => {
+        Expr::Subquery(query) if correlated(query) && certainly_null(query) => {
             let (null, parameters) = null_keeping_placeholders(query);
             *expr = null;
             Some(parameters)
@@ -260,15 +305,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nested_correlated_subqueries_become_null() {
-        let sql = "SELECT a.attname, CASE WHEN (SELECT t.typcollation FROM pg_catalog.pg_type t \
-                   WHERE t.oid = a.atttypid) <> 0 THEN 'c' END AS c, \
+    fn nested_correlated_subqueries_of_empty_tables_become_null() {
+        let sql = "SELECT a.attname, CASE WHEN (SELECT d.adbin FROM pg_catalog.pg_attrdef d \
+                   WHERE d.adrelid = a.attrelid) <> '' THEN 'c' END AS c, \
                    (SELECT max(oid) FROM pg_catalog.pg_type) AS m FROM pg_catalog.pg_attribute a";
         assert_eq!(
             rewrite_catalog_query(sql),
-            "SELECT a.attname, CASE WHEN NULL <> 0 THEN 'c' END AS c, \
+            "SELECT a.attname, CASE WHEN NULL <> '' THEN 'c' END AS c, \
              (SELECT max(oid) FROM pg_catalog.pg_type) AS m FROM pg_catalog.pg_attribute a"
         );
+    }
+
+    #[test]
+    fn subqueries_that_may_have_a_value_are_never_null() {
+        for sql in [
+            "SELECT (SELECT t.typcollation FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid) \
+             FROM pg_catalog.pg_attribute a",
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid) \
+             FROM pg_catalog.pg_class c",
+            "SELECT (SELECT i.x FROM pg_catalog.pg_class k LEFT JOIN pg_catalog.pg_index i \
+             ON i.indrelid = k.oid WHERE k.oid = c.oid) FROM pg_catalog.pg_class c",
+        ] {
+            assert!(
+                matches!(rewrite_catalog_query(sql), Cow::Borrowed(_)),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

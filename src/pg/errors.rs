@@ -4,6 +4,7 @@ use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
+use super::subqueries::TOO_MANY_ROWS;
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
 use crate::plan::PlanError;
@@ -27,6 +28,7 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
                 "42P17"
             }
         }
+        DataFusionError::Plan(msg) if msg.contains("Correlated scalar subquery") => "0A000",
         DataFusionError::Plan(msg) => {
             if msg.contains("table") && msg.contains("not found") {
                 "42P01"
@@ -43,6 +45,12 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
         DataFusionError::Execution(msg) if msg.contains("unrecognized configuration parameter") => {
             "42704"
         }
+        DataFusionError::Execution(msg)
+            if msg.contains(TOO_MANY_ROWS)
+                || msg.contains("subquery returned more than one row") =>
+        {
+            "21000"
+        }
         DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
         DataFusionError::ResourcesExhausted(_) => "53000",
         _ => "XX000",
@@ -56,6 +64,14 @@ fn datafusion_info(error: &DataFusionError) -> ErrorInfo {
         .find_map(|prefix| message.strip_prefix(prefix))
         .unwrap_or(&message)
         .to_string();
+    // DataFusion names the subquery it could not turn into a join only as `<subquery>`.
+    let message = if message.contains("ScalarSubquery(") {
+        "this correlated subquery is not supported (DataFusion cannot turn it into a join); \
+         rewrite it as a join, or aggregate it over equality conditions"
+            .to_string()
+    } else {
+        message
+    };
     info(datafusion_sqlstate(error), message)
 }
 

@@ -2,6 +2,7 @@
 //! Weir DDL is recognised at Parse and executed at Execute; everything else is DataFusion's.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -23,9 +24,11 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries};
 use super::errors::engine_error_info;
+use super::guard::refusal;
 use super::handler::WeirQueries;
 use super::prepared;
 use super::rewrite::rewrite_for;
+use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
@@ -37,6 +40,8 @@ pub type PgStatement = (String, Option<(Statement, LogicalPlan)>);
 /// Recognises Weir DDL; hands everything else to DataFusion's parser.
 pub struct WeirParser {
     pub(super) inner: Arc<datafusion_postgres::Parser>,
+    /// The names of the aggregate functions (for `subqueries.rs`).
+    pub(super) aggregates: Arc<HashSet<String>>,
 }
 
 #[async_trait]
@@ -61,19 +66,25 @@ impl QueryParser for WeirParser {
             }
             Ok(Some(_)) => Ok(Some((sql.to_string(), None))),
             Ok(None) => {
+                if let Some(refused) = refusal(sql) {
+                    return Err(PgWireError::UserError(Box::new(refused)));
+                }
                 let sql = match rewrite_for(client, sql) {
                     Cow::Borrowed(sql) => rewrite_parameterized_subqueries(sql),
                     Cow::Owned(sql) => {
                         Cow::Owned(rewrite_parameterized_subqueries(&sql).into_owned())
                     }
                 };
-                match self.inner.parse_sql(client, &sql, types).await {
+                let sent = rewrite_scalar_subqueries(&sql, &self.aggregates);
+                match self.inner.parse_sql(client, &sent, types).await {
                     Err(e) => match rewrite_catalog_query(&sql) {
-                        Cow::Owned(retry) => self
-                            .inner
-                            .parse_sql(client, &retry, types)
-                            .await
-                            .map_err(|_| e),
+                        Cow::Owned(retry) => {
+                            let retry = rewrite_scalar_subqueries(&retry, &self.aggregates);
+                            self.inner
+                                .parse_sql(client, &retry, types)
+                                .await
+                                .map_err(|_| e)
+                        }
                         Cow::Borrowed(_) => Err(e),
                     },
                     parsed => parsed,

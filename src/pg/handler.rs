@@ -1,6 +1,7 @@
 //! Session handlers: route each statement to the engine or to DataFusion.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
@@ -29,10 +30,13 @@ use super::catalog_sql::rewrite_catalog_query;
 use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
+use super::guard::refusal;
+use super::point_query;
 use super::rewrite::rewrite_for;
 use super::session::SessionHook;
 use super::settings;
 use super::split::split_statements;
+use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
@@ -89,6 +93,8 @@ pub struct WeirQueries {
     pub(super) engine: Arc<Engine>,
     pub(super) df: Arc<DfSessionService>,
     pub(super) parser: Arc<WeirParser>,
+    /// The names of the aggregate functions (for `subqueries.rs`).
+    pub(super) aggregates: Arc<HashSet<String>>,
 }
 
 /// The handlers of every connection.
@@ -101,6 +107,15 @@ pub struct WeirHandlers {
 impl WeirHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         super::functions::register(&engine.context());
+        let aggregates: Arc<HashSet<String>> = Arc::new(
+            engine
+                .context()
+                .state()
+                .aggregate_functions()
+                .keys()
+                .map(|name| name.to_ascii_lowercase())
+                .collect(),
+        );
         // Weir's session hook first: it answers settings per connection and savepoints,
         // and leaves the rest to datafusion-postgres's hooks (see `session.rs`).
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -113,10 +128,16 @@ impl WeirHandlers {
         let df = Arc::new(DfSessionService::new_with_hooks(engine.context(), hooks));
         let parser = Arc::new(WeirParser {
             inner: ExtendedQueryHandler::query_parser(df.as_ref()),
+            aggregates: aggregates.clone(),
         });
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            queries: Arc::new(WeirQueries { engine, df, parser }),
+            queries: Arc::new(WeirQueries {
+                engine,
+                df,
+                parser,
+                aggregates,
+            }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
@@ -198,20 +219,45 @@ impl SimpleQueryHandler for WeirQueries {
                     }
                     Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
                 },
-                Ok(None) => {
-                    let sql = rewrite_for(client, sql);
-                    match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql).await {
-                        Err(e) => match rewrite_catalog_query(&sql) {
-                            Cow::Owned(retry) => {
-                                SimpleQueryHandler::do_query(self.df.as_ref(), client, &retry)
-                                    .await
-                                    .map_err(|_| e)
+                Ok(None) => match refusal(sql) {
+                    Some(refused) => Err(PgWireError::UserError(Box::new(refused))),
+                    None => {
+                        let sql = rewrite_for(client, sql);
+                        // A point query on a view is one read; an aborted transaction
+                        // refuses everything but its end (the session hook words that).
+                        let fast = match client.transaction_status() {
+                            TransactionStatus::Error => None,
+                            _ => point_query::answer(&self.engine.context(), &sql).await,
+                        };
+                        if let Some(answer) = fast {
+                            answer
+                                .map_err(|e| PgWireError::ApiError(Box::new(e)))
+                                .and_then(|batch| point_query::response(client, batch))
+                                .map(|r| vec![r])
+                        } else {
+                            let sent = rewrite_scalar_subqueries(&sql, &self.aggregates);
+                            match SimpleQueryHandler::do_query(self.df.as_ref(), client, &sent)
+                                .await
+                            {
+                                Err(e) => match rewrite_catalog_query(&sql) {
+                                    Cow::Owned(retry) => {
+                                        let retry =
+                                            rewrite_scalar_subqueries(&retry, &self.aggregates);
+                                        SimpleQueryHandler::do_query(
+                                            self.df.as_ref(),
+                                            client,
+                                            &retry,
+                                        )
+                                        .await
+                                        .map_err(|_| e)
+                                    }
+                                    Cow::Borrowed(_) => Err(e),
+                                },
+                                done => done,
                             }
-                            Cow::Borrowed(_) => Err(e),
-                        },
-                        done => done,
+                        }
                     }
-                }
+                },
                 Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(
                     &e.into(),
                 )))),

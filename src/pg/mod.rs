@@ -11,12 +11,15 @@ mod copy;
 mod errors;
 mod extended;
 mod functions;
+mod guard;
 mod handler;
+pub(crate) mod point_query;
 mod prepared;
 mod rewrite;
 mod session;
 mod settings;
 mod split;
+mod subqueries;
 mod text;
 
 pub use errors::{datafusion_sqlstate, engine_error_info};

@@ -609,6 +609,9 @@ fn split_plan(
                 "ORDER BY inside an aggregate ({e}) is not supported in materialized views"
             )));
         }
+        // One accumulator built now: an argument only an accumulator checks (approx_top_k's
+        // k, a percentile) fails at CREATE, not when the view's first row arrives.
+        aggregate.create_accumulator()?;
         aggregates.push(aggregate);
         filters.push(filter);
     }

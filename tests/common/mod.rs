@@ -16,9 +16,12 @@ pub struct Weir {
     pub data_dir: PathBuf,
 }
 
-/// The binary this `cargo test` built.
+/// The binary this `cargo test` built, or `WEIR_BIN` when set (long fuzz runs use a copy).
 pub fn weir_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_weir")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("WEIR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weir").to_string())
+    })
 }
 
 impl Weir {
@@ -30,6 +33,16 @@ impl Weir {
 
     /// [`Weir::start`] with extra environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Weir {
+        Self::spawn(data_dir, extra, env, Stdio::inherit())
+    }
+
+    /// [`Weir::start`] with the server's stderr (logs, panic messages) written to `log`.
+    pub fn start_logging_to(data_dir: &Path, extra: &[&str], log: &Path) -> Weir {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(data_dir, extra, &[], Stdio::from(file))
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Weir {
         let epoch: &[&str] = if extra.contains(&"--epoch-ms") {
             &[]
         } else {
@@ -47,7 +60,7 @@ impl Weir {
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "weir=warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start weir");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -80,6 +93,11 @@ impl Weir {
             .expect("connect to weir");
         tokio::spawn(connection);
         client
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no chance to commit anything.
