@@ -30,7 +30,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use weir::decode::{Format, JsonDecoder};
+use weir::decode::{line_spans, Format, JsonDecoder};
 use weir::engine::{Engine, EngineConfig, Origin};
 use weir::metrics::Metrics;
 use weir::plan::{parse_statement, WeirStatement};
@@ -393,23 +393,6 @@ fn replace_digits(b: &mut Vec<u8>, at: usize, with: &[u8]) {
     b.splice(start..end, with.iter().copied());
 }
 
-/// `(start, end)` of each non-blank line, as the decoder splits them.
-fn spans_of(data: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < data.len() {
-        let end = data[start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(data.len(), |i| start + i);
-        if data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
-            out.push((start, end));
-        }
-        start = end + 1;
-    }
-    out
-}
-
 struct DecodeCase {
     format: Format,
     data: Vec<u8>,
@@ -507,7 +490,7 @@ fn check_decode(case: &DecodeCase) -> Result<(), String> {
     let schema = decoder_schema();
     let decoder = || JsonDecoder::new(schema.clone(), Some(4)).with_format(case.format);
     let whole = decoder().decode(&chunk_of(case));
-    let mut spans = spans_of(&case.data);
+    let mut spans = line_spans(&case.data);
     if matches!(case.format, Format::Csv { header: true, .. })
         && case.record_ends.is_none()
         && case.start_offset == 0
@@ -524,7 +507,7 @@ fn check_decode(case: &DecodeCase) -> Result<(), String> {
             ));
         }
     }
-    let all = spans_of(&case.data);
+    let all = line_spans(&case.data);
     let mut rows = Vec::new();
     let mut row_ends = Vec::new();
     let mut dead = Vec::new();
@@ -624,7 +607,7 @@ fn fuzz_decoders() {
     let mut lines = 0;
     while let Some(seed) = budget.next_case() {
         let case = decode_case(&mut Rng(seed));
-        lines += spans_of(&case.data).len();
+        lines += line_spans(&case.data).len();
         if let Err(e) = run_decode_case(&case) {
             panic!(
                 "case seed {seed} ({:?}, offset {}, records {:?}): {e}\nchunk: {}",

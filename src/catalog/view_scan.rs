@@ -305,7 +305,7 @@ impl ViewTable {
         if !matches!(access, Access::Points { .. }) {
             return Ok(None);
         }
-        let batches = std::sync::Mutex::new(Vec::new());
+        let batches = std::cell::RefCell::new(Vec::new());
         let snapshot = SharedReadView::new(self.reader.store.clone());
         let mut sink = Sink {
             reader: &self.reader,
@@ -314,7 +314,7 @@ impl ViewTable {
             pending: Vec::new(),
             keys_read: 0,
             send: &|batch| {
-                batches.lock().expect("batches").push(batch);
+                batches.borrow_mut().push(batch);
                 true
             },
         };
@@ -331,7 +331,7 @@ impl ViewTable {
             .view_point_queries
             .with_label_values(&[&self.reader.view])
             .inc();
-        let batches = batches.into_inner().expect("batches");
+        let batches = batches.into_inner();
         Ok(Some(datafusion::arrow::compute::concat_batches(
             schema, &batches,
         )?))

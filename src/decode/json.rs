@@ -76,7 +76,7 @@ fn json_too_deep(line: &[u8]) -> bool {
 }
 
 /// `(start, end)` of each non-blank line in `data`, `end` excluding the newline.
-fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
+pub fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::with_capacity(data.len() / 64 + 1);
     let mut start = 0;
     while start < data.len() {

@@ -8,7 +8,7 @@ mod future;
 mod json;
 
 pub use future::{FutureGuard, DEFAULT_MAX_FUTURE_BOUNDED_MS, DEFAULT_MAX_FUTURE_LIVE_MS};
-pub use json::{Format, JsonDecoder};
+pub use json::{line_spans, Format, JsonDecoder};
 
 use datafusion::arrow::record_batch::RecordBatch;
 

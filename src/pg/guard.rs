@@ -11,30 +11,15 @@
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use pgwire::error::ErrorInfo;
+
+use crate::plan::leading_words;
 
 const CATALOG: &str = "Weir's catalog changes only through CREATE/DROP SOURCE and \
                        CREATE/DROP MATERIALIZED VIEW";
 
 fn error(code: &str, message: String) -> ErrorInfo {
     ErrorInfo::new("ERROR".into(), code.into(), message)
-}
-
-/// The first `n` words of `sql`, uppercase (comments and whitespace skipped).
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return Vec::new();
-    };
-    tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .take(n)
-        .map(|t| match t {
-            Token::Word(w) => w.value.to_ascii_uppercase(),
-            other => other.to_string(),
-        })
-        .collect()
 }
 
 /// The error `sql` (one statement) is refused with, if it is.

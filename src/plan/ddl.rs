@@ -136,7 +136,7 @@ pub enum WeirStatement {
 }
 
 /// The first few words of a statement, upper-cased, skipping comments and whitespace.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
+pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
         return Vec::new();

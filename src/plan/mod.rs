@@ -13,8 +13,8 @@ mod steps;
 mod view;
 
 pub use ddl::{
-    parse_statement, ColumnDef, CreateSource, CreateView, IncludeColumn, KafkaMeta, WatermarkDef,
-    WeirStatement,
+    leading_words, parse_statement, ColumnDef, CreateSource, CreateView, IncludeColumn, KafkaMeta,
+    WatermarkDef, WeirStatement,
 };
 pub use interval::interval_text_ms;
 pub use stateful::{column_name as stateful_column, StatefulCall};
