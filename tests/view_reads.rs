@@ -196,6 +196,54 @@ async fn queries_read_only_the_keys_they_ask_for() {
         )
         .await;
     assert_eq!(r[0][0], "111");
+
+    // Prepared with a parameter (tokio-postgres: extended protocol, binary results): each
+    // execution is one point read, answered without planning, and exact.
+    let point_queries = || async {
+        let page = http_get(s.weir.http_port, "/metrics").await;
+        counter(&page, "weir_view_point_queries_total", "per_key")
+    };
+    let before = point_queries().await;
+    let statement = s
+        .client
+        .prepare("SELECT k, n, total AS t FROM per_key WHERE k = $1")
+        .await
+        .unwrap();
+    for key in ["key7", "key8", "nokey", "key7"] {
+        let keys_before = s.keys_read("per_key").await;
+        let found = s.client.query(&statement, &[&key]).await.unwrap();
+        assert_eq!(s.keys_read("per_key").await - keys_before, 1, "{key}");
+        let expected: Vec<(String, i64, i64)> = (0..EVENTS)
+            .filter(|i| key_of(*i) == key)
+            .fold(None, |acc: Option<(i64, i64)>, i| {
+                let (n, t) = acc.unwrap_or((0, 0));
+                Some((n + 1, t + i % 13))
+            })
+            .map(|(n, t)| vec![(key.to_string(), n, t)])
+            .unwrap_or_default();
+        let got: Vec<(String, i64, i64)> = found
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        assert_eq!(got, expected, "{key}");
+        assert_eq!(
+            found.first().map(|r| r.columns()[2].name()),
+            expected.first().map(|_| "t")
+        );
+    }
+    assert_eq!(
+        point_queries().await - before,
+        4,
+        "each execution took the fast path"
+    );
+    // The same statement with a key column compared to another parameter type is planned.
+    let found = s
+        .client
+        .query("SELECT n FROM per_key WHERE n = $1", &[&20i64])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), KEYS as usize);
+    assert_eq!(point_queries().await - before, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

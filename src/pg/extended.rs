@@ -1,5 +1,7 @@
 //! The extended query protocol (prepared statements: pgJDBC, psycopg, tokio-postgres):
-//! Weir DDL is recognised at Parse and executed at Execute; everything else is DataFusion's.
+//! Weir DDL is recognised at Parse and executed at Execute; a point query on a view is
+//! answered at Execute by one read with its parameters bound (`point_query.rs`); everything
+//! else is DataFusion's.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -7,8 +9,11 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
 use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
@@ -20,12 +25,14 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::{
     Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 
 use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries};
 use super::errors::engine_error_info;
 use super::guard::refusal;
 use super::handler::WeirQueries;
+use super::point_query;
 use super::prepared;
 use super::rewrite::rewrite_for;
 use super::subqueries::rewrite_scalar_subqueries;
@@ -109,6 +116,20 @@ impl QueryParser for WeirParser {
     }
 }
 
+/// The values bound to a portal's parameters, typed as DataFusion inferred them for the
+/// statement (what datafusion-postgres does before it plans); None when they do not decode.
+fn bound_parameters(portal: &Portal<PgStatement>, plan: &LogicalPlan) -> Option<Vec<ScalarValue>> {
+    let types = plan.get_parameter_types().ok()?;
+    let inferred: Vec<Option<DataType>> = (1..=portal.parameter_len())
+        .map(|i| types.get(&format!("${i}")).cloned().flatten())
+        .collect();
+    let inferred: Vec<Option<&DataType>> = inferred.iter().map(Option::as_ref).collect();
+    match deserialize_parameters(portal, &inferred).ok()? {
+        ParamValues::List(values) => Some(values.into_iter().map(|v| v.value).collect()),
+        ParamValues::Map(_) => None,
+    }
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for WeirQueries {
     type Statement = PgStatement;
@@ -186,6 +207,23 @@ impl ExtendedQueryHandler for WeirQueries {
             }
         }
         let digits = extra_float_digits(client);
+        // A prepared point query on a view is one read, its parameters bound here; an
+        // aborted transaction refuses everything but its end (the session hook words that).
+        if let (sql, Some((_, plan))) = &portal.statement.statement {
+            if !matches!(client.transaction_status(), TransactionStatus::Error) {
+                let bound = || bound_parameters(portal, plan);
+                if let Some(answer) =
+                    point_query::answer_with(&self.engine.context(), sql, bound).await
+                {
+                    return answer
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+                        .and_then(|batch| {
+                            point_query::response_in(client, batch, &portal.result_column_format)
+                        })
+                        .map(|r| postgres_text(r, digits));
+                }
+            }
+        }
         ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows)
             .await
             .map(|r| postgres_text(r, digits))

@@ -7,7 +7,7 @@
 //! - one view, no alias, no join; the select list is `*` or plain columns with optional aliases;
 //! - WHERE is a conjunction of `column = literal`, naming each group key column of the view
 //!   exactly once and nothing else; literals are strings for text keys and integers for
-//!   integer keys.
+//!   integer keys, or parameters (`$1`) of a prepared statement, bound to such values.
 //!
 //! Anything else, or anything this module is unsure of, returns None and goes the normal way.
 //! The shape is checked by rebuilding the statement from the accepted parts and comparing it
@@ -51,6 +51,8 @@ pub(crate) struct PointShape {
 enum Literal {
     Text(String),
     Integer(String),
+    /// A parameter of a prepared statement: its index from 0 (`$1` is 0).
+    Param(usize),
 }
 
 /// An identifier as DataFusion names it: unquoted ones fold to lower case.
@@ -65,7 +67,7 @@ fn normalized(ident: &Ident) -> String {
 pub(crate) fn shape(sql: &str) -> Option<PointShape> {
     // Cheap refusals first: most queries that are not point queries stop here.
     let head = sql.trim_start().get(..6)?;
-    if !head.eq_ignore_ascii_case("select") || sql.contains('(') || sql.contains('$') {
+    if !head.eq_ignore_ascii_case("select") || sql.contains('(') {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -160,6 +162,10 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Literal)>) -> Option<()> {
                     }
                     Literal::Integer(n)
                 }
+                Value::Placeholder(p) => {
+                    let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                    Literal::Param(n.checked_sub(1)?)
+                }
                 _ => return None,
             };
             out.push((normalized(column), literal));
@@ -169,9 +175,15 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Literal)>) -> Option<()> {
     }
 }
 
-/// The literal as a value of a key column of type `data_type`, when it is exactly one.
-fn key_value(literal: &Literal, data_type: &DataType) -> Option<ScalarValue> {
+/// The literal as a value of a key column of type `data_type`, when it is exactly one;
+/// `params` are the values bound to a prepared statement's parameters.
+fn key_value(
+    literal: &Literal,
+    data_type: &DataType,
+    params: &[ScalarValue],
+) -> Option<ScalarValue> {
     match (literal, data_type) {
+        (Literal::Param(i), _) => bound_value(params.get(*i)?, data_type),
         (Literal::Text(s), DataType::Utf8) => Some(ScalarValue::Utf8(Some(s.clone()))),
         (Literal::Text(s), DataType::LargeUtf8) => Some(ScalarValue::LargeUtf8(Some(s.clone()))),
         (Literal::Text(s), DataType::Utf8View) => Some(ScalarValue::Utf8View(Some(s.clone()))),
@@ -188,10 +200,55 @@ fn key_value(literal: &Literal, data_type: &DataType) -> Option<ScalarValue> {
     }
 }
 
+/// A bound parameter as a value of a key column of type `data_type`: a string for a text
+/// key, an integer in range for an integer key; NULL and anything else go to DataFusion.
+fn bound_value(value: &ScalarValue, data_type: &DataType) -> Option<ScalarValue> {
+    if value.is_null() {
+        return None;
+    }
+    let text = match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
+        _ => None,
+    };
+    let integer = match value {
+        ScalarValue::Int8(Some(v)) => Some(i64::from(*v)),
+        ScalarValue::Int16(Some(v)) => Some(i64::from(*v)),
+        ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
+        ScalarValue::Int64(Some(v)) => Some(*v),
+        _ => None,
+    };
+    match (text, integer) {
+        (Some(s), _) => key_value(&Literal::Text(s.clone()), data_type, &[]),
+        (_, Some(n)) => key_value(&Literal::Integer(n.to_string()), data_type, &[]),
+        _ => None,
+    }
+}
+
 /// The answer to `sql` by a point read, when `sql` is a point query over a view of `ctx`;
 /// None sends it the normal way (including every error: DataFusion words them).
 pub async fn answer(ctx: &SessionContext, sql: &str) -> Option<Result<RecordBatch>> {
+    answer_with(ctx, sql, || None).await
+}
+
+/// [`answer`] for a prepared statement: `params` gives the values bound to its parameters
+/// (called once, only when the statement is a point query that has parameters).
+pub async fn answer_with(
+    ctx: &SessionContext,
+    sql: &str,
+    params: impl FnOnce() -> Option<Vec<ScalarValue>>,
+) -> Option<Result<RecordBatch>> {
     let shape = shape(sql)?;
+    let bound = if shape
+        .equalities
+        .iter()
+        .any(|(_, l)| matches!(l, Literal::Param(_)))
+    {
+        params()?
+    } else {
+        Vec::new()
+    };
     let provider = ctx
         .table_provider(TableReference::bare(shape.view.as_str()))
         .await
@@ -204,7 +261,7 @@ pub async fn answer(ctx: &SessionContext, sql: &str) -> Option<Result<RecordBatc
         if equalities.iter().any(|(seen, _)| *seen == c) {
             return None;
         }
-        equalities.push((c, key_value(literal, schema.field(c).data_type())?));
+        equalities.push((c, key_value(literal, schema.field(c).data_type(), &bound)?));
     }
     let fixed: Vec<usize> = equalities.iter().map(|(c, _)| *c).collect();
     if !view.keys_covered_by(&fixed) {
@@ -232,10 +289,19 @@ pub(crate) fn response<C: ClientInfo + ?Sized>(
     client: &C,
     batch: RecordBatch,
 ) -> PgWireResult<Response> {
+    response_in(client, batch, &Format::UnifiedText)
+}
+
+/// `batch` as a query response in the result formats a portal asked for (text or binary).
+pub(crate) fn response_in<C: ClientInfo + ?Sized>(
+    client: &C,
+    batch: RecordBatch,
+    format: &Format,
+) -> PgWireResult<Response> {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
     let fields = Arc::new(arrow_schema_to_pg_fields(
         batch.schema().as_ref(),
-        &Format::UnifiedText,
+        format,
         Some(options),
     )?);
     let rows = encode_recordbatch(fields.clone(), batch);
@@ -309,6 +375,48 @@ mod tests {
             ]
         );
         assert!(shape("  SELECT n FROM q WHERE k = 'it''s'").is_some());
+        let s = shape("SELECT n FROM q WHERE k = $1 AND id = $2").unwrap();
+        assert_eq!(
+            s.equalities,
+            vec![
+                ("k".into(), Literal::Param(0)),
+                ("id".into(), Literal::Param(1))
+            ]
+        );
+        assert_eq!(shape("SELECT n FROM q WHERE k = $0"), None);
+        assert_eq!(shape("SELECT n FROM q WHERE k = $$a$$"), None);
+    }
+
+    #[test]
+    fn bound_parameters_must_be_of_the_key_type() {
+        let p = Literal::Param(0);
+        let text = [ScalarValue::Utf8(Some("a".into()))];
+        assert_eq!(
+            key_value(&p, &DataType::Utf8, &text),
+            Some(ScalarValue::Utf8(Some("a".into())))
+        );
+        assert_eq!(key_value(&p, &DataType::Int64, &text), None);
+        assert_eq!(
+            key_value(&Literal::Param(1), &DataType::Utf8, &text),
+            None,
+            "unbound"
+        );
+        assert_eq!(
+            key_value(&p, &DataType::Int16, &[ScalarValue::Int64(Some(7))]),
+            Some(ScalarValue::Int16(Some(7)))
+        );
+        assert_eq!(
+            key_value(&p, &DataType::Int16, &[ScalarValue::Int64(Some(1 << 20))]),
+            None
+        );
+        assert_eq!(
+            key_value(&p, &DataType::Utf8, &[ScalarValue::Utf8(None)]),
+            None
+        );
+        assert_eq!(
+            key_value(&p, &DataType::Int64, &[ScalarValue::Float64(Some(1.0))]),
+            None
+        );
     }
 
     #[test]
@@ -323,7 +431,6 @@ mod tests {
             "SELECT n FROM q WHERE k > 'a'",
             "SELECT n FROM q WHERE k = 1.5",
             "SELECT n FROM q WHERE k = E'a'",
-            "SELECT n FROM q WHERE k = $1",
             "SELECT count(n) FROM q WHERE k = 'a'",
             "SELECT n + 1 FROM q WHERE k = 'a'",
             "SELECT q.n FROM q WHERE k = 'a'",
@@ -344,24 +451,28 @@ mod tests {
     #[test]
     fn literals_must_be_exactly_of_the_key_type() {
         assert_eq!(
-            key_value(&text("a"), &DataType::Utf8),
+            key_value(&text("a"), &DataType::Utf8, &[]),
             Some(ScalarValue::Utf8(Some("a".into())))
         );
-        assert_eq!(key_value(&text("1"), &DataType::Int64), None);
+        assert_eq!(key_value(&text("1"), &DataType::Int64, &[]), None);
         assert_eq!(
-            key_value(&Literal::Integer("-3".into()), &DataType::Int32),
+            key_value(&Literal::Integer("-3".into()), &DataType::Int32, &[]),
             Some(ScalarValue::Int32(Some(-3)))
         );
         assert_eq!(
-            key_value(&Literal::Integer("99999999999".into()), &DataType::Int32),
+            key_value(
+                &Literal::Integer("99999999999".into()),
+                &DataType::Int32,
+                &[]
+            ),
             None
         );
         assert_eq!(
-            key_value(&Literal::Integer("1".into()), &DataType::Utf8),
+            key_value(&Literal::Integer("1".into()), &DataType::Utf8, &[]),
             None
         );
         assert_eq!(
-            key_value(&Literal::Integer("1".into()), &DataType::Float64),
+            key_value(&Literal::Integer("1".into()), &DataType::Float64, &[]),
             None
         );
     }
