@@ -176,52 +176,45 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Literal)>) -> Option<()> {
 }
 
 /// The literal as a value of a key column of type `data_type`, when it is exactly one;
-/// `params` are the values bound to a prepared statement's parameters.
+/// `params` are the values bound to a prepared statement's parameters (a string for a text
+/// key, an integer in range for an integer key; NULL and anything else go to DataFusion).
 fn key_value(
     literal: &Literal,
     data_type: &DataType,
     params: &[ScalarValue],
 ) -> Option<ScalarValue> {
-    match (literal, data_type) {
-        (Literal::Param(i), _) => bound_value(params.get(*i)?, data_type),
-        (Literal::Text(s), DataType::Utf8) => Some(ScalarValue::Utf8(Some(s.clone()))),
-        (Literal::Text(s), DataType::LargeUtf8) => Some(ScalarValue::LargeUtf8(Some(s.clone()))),
-        (Literal::Text(s), DataType::Utf8View) => Some(ScalarValue::Utf8View(Some(s.clone()))),
-        (Literal::Integer(n), DataType::Int64) => {
-            n.parse().ok().map(|v| ScalarValue::Int64(Some(v)))
-        }
-        (Literal::Integer(n), DataType::Int32) => {
-            n.parse().ok().map(|v| ScalarValue::Int32(Some(v)))
-        }
-        (Literal::Integer(n), DataType::Int16) => {
-            n.parse().ok().map(|v| ScalarValue::Int16(Some(v)))
-        }
+    match literal {
+        Literal::Text(s) => text_key(s, data_type),
+        Literal::Integer(n) => integer_key(n.parse().ok()?, data_type),
+        Literal::Param(i) => match params.get(*i)? {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => text_key(s, data_type),
+            ScalarValue::Int8(Some(v)) => integer_key(i64::from(*v), data_type),
+            ScalarValue::Int16(Some(v)) => integer_key(i64::from(*v), data_type),
+            ScalarValue::Int32(Some(v)) => integer_key(i64::from(*v), data_type),
+            ScalarValue::Int64(Some(v)) => integer_key(*v, data_type),
+            _ => None,
+        },
+    }
+}
+
+/// `s` as a value of a text key column of type `data_type`.
+fn text_key(s: &str, data_type: &DataType) -> Option<ScalarValue> {
+    match data_type {
+        DataType::Utf8 => Some(ScalarValue::Utf8(Some(s.to_string()))),
+        DataType::LargeUtf8 => Some(ScalarValue::LargeUtf8(Some(s.to_string()))),
+        DataType::Utf8View => Some(ScalarValue::Utf8View(Some(s.to_string()))),
         _ => None,
     }
 }
 
-/// A bound parameter as a value of a key column of type `data_type`: a string for a text
-/// key, an integer in range for an integer key; NULL and anything else go to DataFusion.
-fn bound_value(value: &ScalarValue, data_type: &DataType) -> Option<ScalarValue> {
-    if value.is_null() {
-        return None;
-    }
-    let text = match value {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Some(s),
-        _ => None,
-    };
-    let integer = match value {
-        ScalarValue::Int8(Some(v)) => Some(i64::from(*v)),
-        ScalarValue::Int16(Some(v)) => Some(i64::from(*v)),
-        ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
-        ScalarValue::Int64(Some(v)) => Some(*v),
-        _ => None,
-    };
-    match (text, integer) {
-        (Some(s), _) => key_value(&Literal::Text(s.clone()), data_type, &[]),
-        (_, Some(n)) => key_value(&Literal::Integer(n.to_string()), data_type, &[]),
+/// `n` as a value of an integer key column of type `data_type`, when it is in range.
+fn integer_key(n: i64, data_type: &DataType) -> Option<ScalarValue> {
+    match data_type {
+        DataType::Int64 => Some(ScalarValue::Int64(Some(n))),
+        DataType::Int32 => i32::try_from(n).ok().map(|v| ScalarValue::Int32(Some(v))),
+        DataType::Int16 => i16::try_from(n).ok().map(|v| ScalarValue::Int16(Some(v))),
         _ => None,
     }
 }
