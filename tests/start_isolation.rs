@@ -131,9 +131,9 @@ async fn a_view_whose_plan_or_state_no_longer_loads_fails_alone_at_start() {
         ws.put(
             Table::Progress,
             weir::operator::progress_key("unloadable"),
-            b"{not json".to_vec(),
+            b"{not json",
         );
-        store.write(ws).unwrap();
+        store.write(&ws).unwrap();
     }
 
     let mut weir = Weir::start(&data, &[]);
@@ -201,4 +201,81 @@ async fn a_reader_error_shows_the_source_and_its_views_failed() {
     assert_eq!(view[0][0], "failed", "{view:?}");
     assert!(view[0][1].contains("b.jsonl"), "{view:?}");
     assert_eq!(rows(&client, "SELECT n FROM v").await, vec![vec!["10"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, &numbers(10));
+    let mut weir = Weir::start(&data, &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE s (k BIGINT) WITH (connector = 'file', path = '{}'); \
+             CREATE MATERIALIZED VIEW good AS SELECT count(*) AS n FROM s; \
+             CREATE MATERIALIZED VIEW relaid AS SELECT k, count(*) AS n FROM s GROUP BY k; \
+             CREATE MATERIALIZED VIEW newer AS SELECT k, sum(k) AS total FROM s GROUP BY k",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    wait_views_finished(&client).await;
+    weir.stop();
+    let progress = |store: &Store, view: &str| -> serde_json::Value {
+        let bytes = store
+            .get(Table::Progress, &weir::operator::progress_key(view))
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    {
+        // What an upgrade can leave: a view whose query now plans other column types, and a
+        // view written by a newer Weir (a downgrade).
+        let store = Store::open(&data).unwrap();
+        let mut relaid = progress(&store, "relaid");
+        assert_eq!(
+            relaid["layout"], "key [Int64], state [Int64], row [Int64, Int64]",
+            "the layout is recorded"
+        );
+        relaid["layout"] = "key [Utf8], state [Int64], row [Utf8, Int64]".into();
+        let mut newer = progress(&store, "newer");
+        newer["state_format"] = 99.into();
+        let mut ws = WriteSet::default();
+        for (view, value) in [("relaid", relaid), ("newer", newer)] {
+            ws.put(
+                Table::Progress,
+                weir::operator::progress_key(view),
+                serde_json::to_vec(&value).unwrap(),
+            );
+        }
+        store.write(&ws).unwrap();
+    }
+
+    let mut weir = Weir::start(&data, &[]);
+    let client = weir.client().await;
+    assert_eq!(rows(&client, "SELECT n FROM good").await, vec![vec!["10"]]);
+    let views = rows(
+        &client,
+        "SELECT name, status, error FROM weir_catalog.views ORDER BY name",
+    )
+    .await;
+    assert_eq!(views[0][..2], ["good", "finished"], "{views:?}");
+    assert_eq!(views[1][..2], ["newer", "failed"], "{views:?}");
+    assert!(
+        views[1][2].contains("\"newer\"") && views[1][2].contains("newer Weir"),
+        "{views:?}"
+    );
+    assert_eq!(views[2][..2], ["relaid", "failed"], "{views:?}");
+    assert!(
+        views[2][2].contains("\"relaid\"")
+            && views[2][2].contains("another layout")
+            && views[2][2].contains("DROP"),
+        "{views:?}"
+    );
+    weir.stop();
+    // Nothing the newer Weir wrote was deleted.
+    let store = Store::open(&data).unwrap();
+    assert_eq!(progress(&store, "newer")["state_format"], 99);
 }

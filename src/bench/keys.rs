@@ -6,7 +6,9 @@
 //! epoch and group states read back from RocksDB, with nothing else running. Then, while twice
 //! as many events again ingest, sixteen tasks send point queries (`WHERE k = ...`) planned by
 //! DataFusion (the baseline), then sixteen and one send them as the server answers them (the
-//! point-query fast path), and it reports their p50/p99 latency and rate. Once the
+//! point-query fast path), and it reports their p50/p99 latency and rate; then the same
+//! questions travel over TCP from tokio-postgres clients (`bench/wire.rs`): prepared, as
+//! simple-query text, and prepared but planned by DataFusion at each execution. Once the
 //! view holds all K keys, a trickle of 1,000 events/s into 100 other keys runs for a few
 //! seconds and the CPU the process spends per second is reported: it should not depend on K.
 //! Throughput at each K is also given as a ratio to the smallest K of the same run.
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::wire::{listen, wire_latencies, Latencies, WireMode};
 use super::BenchError;
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
@@ -46,6 +49,21 @@ pub struct KeysResult {
     pub planned_p50_ms_16: f64,
     pub planned_p99_ms_16: f64,
     pub planned_qps_16: f64,
+    /// Over TCP with tokio-postgres, 16 connections: a prepared `WHERE k = $1`.
+    pub wire_prepared_p50_ms_16: f64,
+    pub wire_prepared_p99_ms_16: f64,
+    pub wire_prepared_qps_16: f64,
+    /// The same with one connection.
+    pub wire_prepared_p50_ms_1: f64,
+    pub wire_prepared_p99_ms_1: f64,
+    /// The key inlined, over the simple-query protocol, 16 connections.
+    pub wire_simple_p50_ms_16: f64,
+    pub wire_simple_p99_ms_16: f64,
+    pub wire_simple_qps_16: f64,
+    /// A prepared statement DataFusion plans at each execution (`... LIMIT 1`), 16 connections.
+    pub wire_planned_p50_ms_16: f64,
+    pub wire_planned_p99_ms_16: f64,
+    pub wire_planned_qps_16: f64,
     /// CPU cores the whole process used during the trickle.
     pub trickle_cores: f64,
 }
@@ -187,13 +205,8 @@ pub(super) async fn query_latencies(
     for h in handles {
         all.extend(h.await.unwrap_or_default());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    if all.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    all.sort_by(f64::total_cmp);
-    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
-    (at(0.5), at(0.99), all.len() as f64 / elapsed)
+    let l = Latencies::of(all, started.elapsed().as_secs_f64());
+    (l.p50_ms, l.p99_ms, l.qps)
 }
 
 /// Waits until `source` has committed `events` events; an error when `view` failed or after
@@ -275,6 +288,31 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     let planned = query_latencies(&engine, 16, window, point, Route::Planned).await;
     let sixteen = query_latencies(&engine, 16, window, point, Route::AsServed).await;
     let one = query_latencies(&engine, 1, window, point, Route::AsServed).await;
+    // The same questions as a driver asks them over TCP.
+    let (addr, server) = listen(&engine).await?;
+    let wire_key = move |i: u64| key(i * 31, keys);
+    let by_key = "SELECT n, total FROM q WHERE k = $1";
+    let wire = |connections, template: &str, mode| {
+        wire_latencies(
+            addr,
+            connections,
+            window,
+            template.to_string(),
+            wire_key,
+            mode,
+        )
+    };
+    let wire_planned = wire(16, &format!("{by_key} LIMIT 1"), WireMode::Prepared).await;
+    let wire_prepared = wire(16, by_key, WireMode::Prepared).await;
+    let wire_prepared_1 = wire(1, by_key, WireMode::Prepared).await;
+    let wire_simple = wire(16, by_key, WireMode::Simple).await;
+    server.abort();
+    let (wire_planned, wire_prepared, wire_prepared_1, wire_simple) = (
+        wire_planned?,
+        wire_prepared?,
+        wire_prepared_1?,
+        wire_simple?,
+    );
     let committed = engine
         .board()
         .sources
@@ -324,6 +362,17 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         planned_p50_ms_16: planned.0,
         planned_p99_ms_16: planned.1,
         planned_qps_16: planned.2,
+        wire_prepared_p50_ms_16: wire_prepared.p50_ms,
+        wire_prepared_p99_ms_16: wire_prepared.p99_ms,
+        wire_prepared_qps_16: wire_prepared.qps,
+        wire_prepared_p50_ms_1: wire_prepared_1.p50_ms,
+        wire_prepared_p99_ms_1: wire_prepared_1.p99_ms,
+        wire_simple_p50_ms_16: wire_simple.p50_ms,
+        wire_simple_p99_ms_16: wire_simple.p99_ms,
+        wire_simple_qps_16: wire_simple.qps,
+        wire_planned_p50_ms_16: wire_planned.p50_ms,
+        wire_planned_p99_ms_16: wire_planned.p99_ms,
+        wire_planned_qps_16: wire_planned.qps,
         trickle_cores,
     };
     engine.shutdown().await;
@@ -341,11 +390,18 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "K={:<9} {:>9.0} ev/s ({:.2}x of smallest K)  peak RSS {:>6.0} MB  {:>5} epochs, {:>9.0} B/epoch  \
              store reads {}  evictions {}  point query 1 conn p50 {:.2} ms p99 {:.2} ms {:.0} q/s; \
              16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s (all planned by DataFusion: p50 {:.2} ms \
-             p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); trickle 1000 ev/s: {:.3} cores",
+             p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); over TCP, 16 conns: prepared p50 {:.2} ms \
+             p99 {:.2} ms {:.0} q/s, simple p50 {:.2} ms p99 {:.2} ms {:.0} q/s, prepared and planned \
+             (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
+             trickle 1000 ev/s: {:.3} cores",
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
             r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.planned_p50_ms_16,
-            r.planned_p99_ms_16, r.planned_qps_16, r.queries_during_ingest, r.trickle_cores
+            r.planned_p99_ms_16, r.planned_qps_16, r.queries_during_ingest,
+            r.wire_prepared_p50_ms_16, r.wire_prepared_p99_ms_16, r.wire_prepared_qps_16,
+            r.wire_simple_p50_ms_16, r.wire_simple_p99_ms_16, r.wire_simple_qps_16,
+            r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,
+            r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores
         );
         super::print_result(args.json, &r, line);
     }

@@ -17,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 mod history;
 mod kafka;
 mod keys;
+mod wire;
 
 use crate::config::BenchArgs;
 use crate::engine::{Engine, EngineConfig};
@@ -90,6 +91,8 @@ pub enum BenchError {
     Source(#[from] crate::source::SourceError),
     #[error("kafka topic: {0}")]
     Topic(String),
+    #[error("postgres client: {0}")]
+    Client(String),
 }
 
 const SOURCE_SQL: &str =

@@ -864,7 +864,7 @@ mod tests {
             ViewKeys::new(view).group(GLOBAL_WINDOW, group.row(0).as_ref()),
             encode_view_row(row.row(0).as_ref()),
         );
-        store.write(set).unwrap();
+        store.write(&set).unwrap();
     }
 
     fn counts(batches: &[RecordBatch]) -> Vec<i64> {

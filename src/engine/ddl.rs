@@ -92,7 +92,7 @@ impl Engine {
             CatalogEntry::key(kind, name),
             serde_json::to_vec(&entry).expect("entries serialize"),
         );
-        self.store.write(ws)?;
+        self.store.write(&ws)?;
         Ok(())
     }
 
@@ -250,7 +250,7 @@ impl Engine {
         let mut ws = WriteSet::default();
         ViewOperator::delete_all(name, &mut ws);
         ws.delete(Table::Catalog, CatalogEntry::key(EntryKind::View, name));
-        self.store.write(ws)?;
+        self.store.write(&ws)?;
         Ok(())
     }
 
@@ -336,7 +336,7 @@ impl Engine {
         ws.delete(Table::Catalog, CatalogEntry::key(EntryKind::Source, name));
         ws.delete(Table::Progress, SourceProgress::key(name));
         ws.delete_prefix(Table::DeadLetters, window_key_prefix(name));
-        self.store.write(ws)?;
+        self.store.write(&ws)?;
         catalog.sources.remove(name);
         catalog.unopened.remove(name);
         if broken {

@@ -62,9 +62,9 @@ pub struct GroupCache {
 }
 
 /// What a lookup found for one group.
-pub enum Lookup {
+pub enum Lookup<'a> {
     /// The stored value (a `StoredGroup`).
-    Found(Vec<u8>),
+    Found(&'a [u8]),
     /// The group has nothing stored.
     New,
     /// Not cached and the window is incomplete: read the store.
@@ -107,13 +107,13 @@ impl GroupCache {
         }
     }
 
-    pub fn lookup(&mut self, start: i64, group: &[u8]) -> Lookup {
+    pub fn lookup(&mut self, start: i64, group: &[u8]) -> Lookup<'_> {
         let epoch = self.epoch;
         match self.windows.get_mut(&start) {
             Some(w) => match w.groups.get_mut(group) {
                 Some(c) => {
                     c.epoch = epoch;
-                    Lookup::Found(c.value.to_vec())
+                    Lookup::Found(&c.value)
                 }
                 None if w.complete => Lookup::New,
                 None => Lookup::Unknown,
@@ -122,27 +122,41 @@ impl GroupCache {
         }
     }
 
-    pub fn insert(&mut self, start: i64, group: &[u8], value: Vec<u8>) {
+    /// Caches `value` as group `group`'s stored value in window `start`.
+    pub fn insert(&mut self, start: i64, group: &[u8], value: &[u8]) {
+        self.insert_parts(start, group, &[value]);
+    }
+
+    /// Caches the concatenation of `parts` as the group's stored value. A group whose value
+    /// keeps its size (most do: fixed-width states) is overwritten in place.
+    pub fn insert_parts(&mut self, start: i64, group: &[u8], parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let epoch = self.epoch;
         let window = self.windows.entry(start).or_default();
         let (added, freed) = match window.groups.get_mut(group) {
-            // Most inserts replace a group's value: the key stays, nothing is re-hashed.
             Some(cached) => {
                 let freed = cached.value.len();
-                let added = value.len();
-                cached.value = value.into();
-                cached.epoch = self.epoch;
-                (added, freed)
+                if freed == len {
+                    let mut at = 0;
+                    for part in parts {
+                        cached.value[at..at + part.len()].copy_from_slice(part);
+                        at += part.len();
+                    }
+                } else {
+                    cached.value = parts.concat().into();
+                }
+                cached.epoch = epoch;
+                (len, freed)
             }
             None => {
-                let added = group.len() + value.len() + ENTRY_OVERHEAD;
                 window.groups.insert(
                     group.into(),
                     Cached {
-                        value: value.into(),
-                        epoch: self.epoch,
+                        value: parts.concat().into(),
+                        epoch,
                     },
                 );
-                (added, 0)
+                (group.len() + len + ENTRY_OVERHEAD, 0)
             }
         };
         self.grow(added, freed);
@@ -242,13 +256,21 @@ mod tests {
         cache.open_window(0, true);
         assert!(matches!(cache.lookup(0, b"a"), Lookup::New));
         assert!(matches!(cache.lookup(60, b"a"), Lookup::Unknown));
-        cache.insert(0, b"a", vec![1; 100]);
+        cache.insert(0, b"a", &[1; 100]);
         assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v.len() == 100));
+        // Same size: overwritten in place; another size: replaced. The bytes follow.
+        cache.insert_parts(0, b"a", &[&[2; 60], &[3; 40]]);
+        assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v[0] == 2 && v[99] == 3));
+        assert_eq!(budget.used(), 1 + 100 + ENTRY_OVERHEAD);
+        cache.insert_parts(0, b"a", &[&[4; 10], &[5; 80]]);
+        assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v.len() == 90 && v[89] == 5));
+        assert_eq!(budget.used(), 1 + 90 + ENTRY_OVERHEAD);
+        cache.insert(0, b"a", &[1; 100]);
         assert_eq!(budget.used(), 1 + 100 + ENTRY_OVERHEAD);
         assert_eq!(cache.evict(), 0, "under budget");
         for i in 0..10u8 {
             cache.next_epoch();
-            cache.insert(0, &[b'k', i], vec![0; 100]);
+            cache.insert(0, &[b'k', i], &[0; 100]);
         }
         let dropped = cache.evict();
         assert!(dropped > 0);
@@ -270,7 +292,7 @@ mod tests {
         let budget = Arc::new(CacheBudget::new(1_000));
         {
             let mut cache = GroupCache::new(budget.clone());
-            cache.insert(5, b"x", vec![0; 10]);
+            cache.insert(5, b"x", &[0; 10]);
             assert!(budget.used() > 0);
         }
         assert_eq!(budget.used(), 0);

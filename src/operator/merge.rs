@@ -8,7 +8,9 @@
 //! are written back. Nothing here costs more than the groups the epoch touched.
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::Rows;
 use datafusion::common::{DataFusionError, Result};
 
 use super::groups::{empty_output, merge_with_stored, state_types, GroupState};
@@ -30,6 +32,15 @@ pub struct Codecs {
     key_columns: Vec<usize>,
     pub state: RowCodec,
     pub row: RowCodec,
+    /// The types of the key, state and row columns, as text: stored with the view's progress
+    /// and compared at load, so stored groups are never decoded as columns of other types.
+    pub layout: String,
+}
+
+/// `types` as text, e.g. `[Utf8, Int64]`.
+fn type_list(types: &[DataType]) -> String {
+    let names: Vec<String> = types.iter().map(ToString::to_string).collect();
+    format!("[{}]", names.join(", "))
 }
 
 impl Codecs {
@@ -42,33 +53,41 @@ impl Codecs {
             .filter(|(_, role)| **role == GroupRole::Key)
             .map(|(i, _)| i)
             .collect();
+        let key_types: Vec<_> = key_columns
+            .iter()
+            .map(|i| agg.group_schema.field(*i).data_type().clone())
+            .collect();
         let key = if key_columns.is_empty() {
             None
         } else {
-            let types: Vec<_> = key_columns
-                .iter()
-                .map(|i| agg.group_schema.field(*i).data_type().clone())
-                .collect();
-            Some(RowCodec::new(&types, "group key").map_err(state_err)?)
+            Some(RowCodec::new(&key_types, "group key").map_err(state_err)?)
         };
-        let state = RowCodec::new(&state_types(agg)?, "group_state").map_err(state_err)?;
-        let types: Vec<_> = plan
+        let state_types = state_types(agg)?;
+        let state = RowCodec::new(&state_types, "group_state").map_err(state_err)?;
+        let row_types: Vec<_> = plan
             .output_schema
             .fields()
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let row = RowCodec::new(&types, "view_rows").map_err(state_err)?;
+        let row = RowCodec::new(&row_types, "view_rows").map_err(state_err)?;
+        let layout = format!(
+            "key {}, state {}, row {}",
+            type_list(&key_types),
+            type_list(&state_types),
+            type_list(&row_types)
+        );
         Ok(Self {
             key,
             key_columns,
             state,
             row,
+            layout,
         })
     }
 
     /// The key bytes of each group of a snapshot (group columns first).
-    pub fn group_keys(&self, snapshot: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    pub fn group_keys(&self, snapshot: &RecordBatch) -> Result<GroupKeys> {
         match &self.key {
             Some(codec) => {
                 let cols: Vec<ArrayRef> = self
@@ -76,48 +95,167 @@ impl Codecs {
                     .iter()
                     .map(|i| snapshot.column(*i).clone())
                     .collect();
-                let rows = codec.encode(&cols).map_err(state_err)?;
-                Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+                Ok(GroupKeys::Rows(codec.encode(&cols).map_err(state_err)?))
             }
-            None => Ok(vec![Vec::new(); snapshot.num_rows()]),
+            None => Ok(GroupKeys::Empty(snapshot.num_rows())),
         }
     }
 }
 
+/// The keys of a window's groups, all in one buffer.
+pub enum GroupKeys {
+    Rows(Rows),
+    /// Groups without key columns: each key is empty.
+    Empty(usize),
+}
+
+impl GroupKeys {
+    pub fn len(&self) -> usize {
+        match self {
+            GroupKeys::Rows(rows) => rows.num_rows(),
+            GroupKeys::Empty(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        match self {
+            GroupKeys::Rows(rows) => rows.row(i).data(),
+            GroupKeys::Empty(_) => &[],
+        }
+    }
+}
+
+/// The stored values of a window's groups (`StoredGroup` encodings), in one buffer.
+#[derive(Default)]
+pub struct StoredValues {
+    bytes: Vec<u8>,
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl StoredValues {
+    pub fn with_capacity(groups: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            spans: Vec::with_capacity(groups),
+        }
+    }
+
+    /// Adds the next group's value (None: nothing stored, or not known yet).
+    pub fn push(&mut self, value: Option<&[u8]>) {
+        let span = value.map(|v| self.append(v));
+        self.spans.push(span);
+    }
+
+    /// Sets the value of group `i` (one pushed as None).
+    pub fn set(&mut self, i: usize, value: &[u8]) {
+        self.spans[i] = Some(self.append(value));
+    }
+
+    fn append(&mut self, value: &[u8]) -> (usize, usize) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        (at, value.len())
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.spans[i].map(|(at, len)| &self.bytes[at..at + len])
+    }
+}
+
+/// The groups of one window after a merge, in key order, their bytes in a few buffers.
+pub struct Merged {
+    keys: GroupKeys,
+    /// Each group's merged accumulator state; None for a view without aggregates and for the
+    /// one group of a global aggregate before any input.
+    states: Option<Rows>,
+    /// The output rows of the groups in the view.
+    rows: Option<Rows>,
+    /// Per group: its row in `rows`, or `HIDDEN`.
+    row_of: Vec<u32>,
+    was_shown: Vec<bool>,
+    order: Vec<usize>,
+}
+
+const HIDDEN: u32 = u32::MAX;
+
 /// A touched group after the merge.
-pub struct MergedGroup {
-    pub key: Vec<u8>,
-    /// The new `StoredGroup` value.
-    pub state: Vec<u8>,
-    /// The encoded output row, when the group is in the view (HAVING may hide it).
-    pub row: Option<Vec<u8>>,
+pub struct MergedGroup<'a> {
+    /// The group's key columns as a row.
+    pub key: &'a [u8],
+    /// The accumulators' merged state as a row.
+    pub state: &'a [u8],
+    /// The output row, when the group is in the view (HAVING may hide it).
+    pub row: Option<&'a [u8]>,
     /// Whether its row was in the view before.
     pub was_shown: bool,
 }
 
+impl MergedGroup<'_> {
+    /// Whether the group's row is in the view now.
+    pub fn shown(&self) -> bool {
+        self.row.is_some()
+    }
+
+    /// The group's new stored value (a `StoredGroup`).
+    #[cfg(test)]
+    pub fn stored(&self) -> Vec<u8> {
+        StoredGroup::encode(self.shown(), self.state)
+    }
+}
+
+impl Merged {
+    fn empty() -> Self {
+        Self {
+            keys: GroupKeys::Empty(0),
+            states: None,
+            rows: None,
+            row_of: Vec::new(),
+            was_shown: Vec::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// The groups in key order.
+    pub fn groups(&self) -> impl Iterator<Item = MergedGroup<'_>> {
+        self.order.iter().map(|&i| MergedGroup {
+            key: self.keys.get(i),
+            state: self.states.as_ref().map_or(&[][..], |s| s.row(i).data()),
+            row: match (self.row_of[i], &self.rows) {
+                (HIDDEN, _) | (_, None) => None,
+                (j, Some(rows)) => Some(rows.row(j as usize).data()),
+            },
+            was_shown: self.was_shown[i],
+        })
+    }
+}
+
 /// Merges `delta` into the stored groups. `stored` receives the keys of the delta's groups and
-/// returns each one's stored value, if any. The merged groups come back in key order.
+/// returns each one's stored value, if any.
 pub fn merge_window(
     plan: &ViewPlan,
     codecs: &Codecs,
     delta: &mut GroupState,
-    stored: impl FnOnce(&[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>,
-) -> Result<Vec<MergedGroup>> {
+    stored: impl FnOnce(&GroupKeys) -> Result<StoredValues>,
+) -> Result<Merged> {
     let agg = &plan.aggregate;
     let snapshot = delta.take_snapshot(agg)?;
     let n = snapshot.num_rows();
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(Merged::empty());
     }
     let keys = codecs.group_keys(&snapshot)?;
     let previous = stored(&keys)?;
     let mut was_shown = vec![false; n];
     let mut stored_groups = Vec::new();
     let mut stored_rows: Vec<&[u8]> = Vec::new();
-    for (i, value) in previous.iter().enumerate() {
-        if let Some(value) = value {
+    for (i, shown) in was_shown.iter_mut().enumerate() {
+        if let Some(value) = previous.get(i) {
             let group = StoredGroup::decode(value).map_err(state_err)?;
-            was_shown[i] = group.shown;
+            *shown = group.shown;
             if !group.state.is_empty() {
                 stored_groups.push(i);
                 stored_rows.push(group.state);
@@ -131,56 +269,53 @@ pub fn merge_window(
     };
     let (states, output) = merge_with_stored(agg, &snapshot, &stored_states, &stored_groups)?;
     // A view without aggregates (`SELECT k ... GROUP BY k`) keeps no state but its keys.
-    let state_rows = if states.is_empty() {
+    let states = if states.is_empty() {
         None
     } else {
         Some(codecs.state.encode(&states).map_err(state_err)?)
     };
     let (shown, origin) = run_steps_tracked(&plan.post, output)?;
-    let shown_rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
-    let mut rows: Vec<Option<Vec<u8>>> = vec![None; n];
+    let rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
+    let mut row_of = vec![HIDDEN; n];
     for (j, i) in origin.iter().enumerate() {
-        rows[*i as usize] = Some(shown_rows.row(j).as_ref().to_vec());
+        row_of[*i as usize] = j as u32;
     }
     // In key order: the store writes them in the order given, and RocksDB inserts keys that
     // arrive in order several times faster.
     let order = key_order(&keys);
-    let mut keys = keys;
-    Ok(order
-        .into_iter()
-        .map(|i| {
-            let row = rows[i].take();
-            MergedGroup {
-                state: StoredGroup::encode(
-                    row.is_some(),
-                    state_rows.as_ref().map_or(&[][..], |r| r.row(i).data()),
-                ),
-                key: std::mem::take(&mut keys[i]),
-                row,
-                was_shown: was_shown[i],
-            }
-        })
-        .collect())
+    Ok(Merged {
+        keys,
+        states,
+        rows: Some(rows),
+        row_of,
+        was_shown,
+        order,
+    })
 }
 
 /// The indices of `keys` in ascending key order. Comparing whole keys is mostly `memcmp` of a
-/// shared prefix over scattered allocations: sort by the 8 bytes after the common prefix as an
-/// integer, then compare whole keys only among those that tie there.
-pub fn key_order(keys: &[Vec<u8>]) -> Vec<usize> {
-    let Some(first) = keys.first() else {
+/// shared prefix: sort by the 8 bytes after the common prefix as an integer, then compare
+/// whole keys only among those that tie there.
+pub fn key_order(keys: &GroupKeys) -> Vec<usize> {
+    let n = keys.len();
+    if n == 0 {
         return Vec::new();
-    };
-    let common = keys.iter().skip(1).fold(first.len(), |n, k| {
-        first[..n].iter().zip(k).take_while(|(a, b)| a == b).count()
+    }
+    let first = keys.get(0);
+    let common = (1..n).fold(first.len(), |c, i| {
+        first[..c]
+            .iter()
+            .zip(keys.get(i))
+            .take_while(|(a, b)| a == b)
+            .count()
     });
-    let mut sorted: Vec<(u64, usize)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
+    let mut sorted: Vec<(u64, usize)> = (0..n)
+        .map(|i| {
+            let k = keys.get(i);
             let tail = &k[common.min(k.len())..];
-            let n = tail.len().min(8);
+            let len = tail.len().min(8);
             let mut b = [0u8; 8];
-            b[..n].copy_from_slice(&tail[..n]);
+            b[..len].copy_from_slice(&tail[..len]);
             (u64::from_be_bytes(b), i)
         })
         .collect();
@@ -191,7 +326,8 @@ pub fn key_order(keys: &[Vec<u8>]) -> Vec<usize> {
         let tie = sorted[start].0;
         let end = start + sorted[start..].iter().take_while(|s| s.0 == tie).count();
         if end - start > 1 {
-            order[start..end].sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]).then(a.cmp(b)));
+            order[start..end]
+                .sort_unstable_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
         }
         start = end;
     }
@@ -200,19 +336,16 @@ pub fn key_order(keys: &[Vec<u8>]) -> Vec<usize> {
 
 /// The one group of a global aggregate before any input: its row (count 0, other aggregates
 /// NULL) if HAVING keeps it, and an empty state.
-pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<MergedGroup> {
+pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<Merged> {
     let (shown, _) = run_steps_tracked(&plan.post, empty_output(&plan.aggregate)?)?;
-    let row = if shown.num_rows() == 1 {
-        let rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
-        Some(rows.row(0).as_ref().to_vec())
-    } else {
-        None
-    };
-    Ok(MergedGroup {
-        key: Vec::new(),
-        state: StoredGroup::encode(row.is_some(), &[]),
-        row,
-        was_shown: false,
+    let rows = codecs.row.encode(shown.columns()).map_err(state_err)?;
+    Ok(Merged {
+        keys: GroupKeys::Empty(1),
+        states: None,
+        row_of: vec![if rows.num_rows() == 1 { 0 } else { HIDDEN }],
+        rows: Some(rows),
+        was_shown: vec![false],
+        order: vec![0],
     })
 }
 
@@ -270,18 +403,20 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        let keys: Vec<Vec<u8>> = (0..3000)
+        let codec = RowCodec::new(&[DataType::Utf8], "test").unwrap();
+        let texts: StringArray = (0..3000)
             .map(|_| {
-                let mut k = b"\x02key".to_vec();
                 let len = next() % 14;
-                k.extend((0..len).map(|_| b"ab\0"[next() % 3]));
-                k
+                let tail: String = (0..len).map(|_| ['a', 'b', '\0'][next() % 3]).collect();
+                Some(format!("key{tail}"))
             })
             .collect();
+        let keys = GroupKeys::Rows(codec.encode(&[Arc::new(texts)]).unwrap());
         let mut expected: Vec<usize> = (0..keys.len()).collect();
-        expected.sort_by(|a, b| keys[*a].cmp(&keys[*b]).then(a.cmp(b)));
+        expected.sort_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
         assert_eq!(key_order(&keys), expected);
-        assert!(key_order(&[]).is_empty());
+        assert!(key_order(&GroupKeys::Empty(0)).is_empty());
+        assert_eq!(key_order(&GroupKeys::Empty(3)), vec![0, 1, 2]);
     }
 
     fn source() -> SourceSchema {
@@ -367,19 +502,26 @@ mod tests {
             let input = run_steps(&plan.pre, batch.clone()).unwrap();
             delta.update(&plan.aggregate, &input).unwrap();
             let merged = merge_window(plan, &codecs, &mut delta, |keys| {
-                Ok(keys.iter().map(|k| states.get(k).cloned()).collect())
+                let mut values = StoredValues::default();
+                for i in 0..keys.len() {
+                    values.push(states.get(keys.get(i)).map(|v| v.as_slice()));
+                }
+                Ok(values)
             })
             .unwrap();
-            for group in merged {
+            let mut last: Option<Vec<u8>> = None;
+            for group in merged.groups() {
+                assert!(last.as_deref() < Some(group.key), "in key order");
+                last = Some(group.key.to_vec());
                 let before = states
-                    .get(&group.key)
+                    .get(group.key)
                     .map(|v| StoredGroup::decode(v).unwrap().shown);
                 assert_eq!(before.unwrap_or(false), group.was_shown);
                 match group.row {
-                    Some(row) => shown.insert(group.key.clone(), row),
-                    None => shown.remove(&group.key),
+                    Some(row) => shown.insert(group.key.to_vec(), row.to_vec()),
+                    None => shown.remove(group.key),
                 };
-                states.insert(group.key, group.state);
+                states.insert(group.key.to_vec(), group.stored());
             }
         }
         let cols = codecs
@@ -448,24 +590,26 @@ mod tests {
     async fn a_global_aggregate_has_its_row_before_any_input() {
         let plan = plan("SELECT count(*) AS c, sum(v) AS s FROM s").await;
         let codecs = Codecs::new(&plan).unwrap();
-        let group = empty_global_group(&plan, &codecs).unwrap();
+        let empty = empty_global_group(&plan, &codecs).unwrap();
+        let group = empty.groups().next().unwrap();
         let row = group.row.expect("shown");
-        let cols = codecs.row.decode([row.as_slice()]).unwrap();
+        let cols = codecs.row.decode([row]).unwrap();
         let batch = RecordBatch::try_new(plan.output_schema.clone(), cols).unwrap();
         assert_eq!(lines(&batch), vec!["0|NULL"]);
         // Its state is empty: the first epoch merges with nothing.
-        assert!(StoredGroup::decode(&group.state).unwrap().state.is_empty());
+        assert!(group.state.is_empty());
+        let stored = group.stored();
         let mut delta = GroupState::new(&plan.aggregate).unwrap();
         delta.update(&plan.aggregate, &epochs()[0]).unwrap();
         let merged = merge_window(&plan, &codecs, &mut delta, |_| {
-            Ok(vec![Some(group.state.clone())])
+            let mut values = StoredValues::default();
+            values.push(Some(&stored));
+            Ok(values)
         })
         .unwrap();
-        assert!(merged[0].was_shown);
-        let cols = codecs
-            .row
-            .decode([merged[0].row.as_ref().unwrap().as_slice()])
-            .unwrap();
+        let merged = merged.groups().next().unwrap();
+        assert!(merged.was_shown);
+        let cols = codecs.row.decode([merged.row.unwrap()]).unwrap();
         let batch = RecordBatch::try_new(plan.output_schema.clone(), cols).unwrap();
         assert_eq!(lines(&batch), vec!["3|-0.500000"]);
     }

@@ -15,15 +15,15 @@ use serde::{Deserialize, Serialize};
 
 use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
-use super::merge::{empty_global_group, merge_window, Codecs, MergedGroup};
+use super::merge::{empty_global_group, merge_window, Codecs, Merged, StoredValues};
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    encode_view_row, log_key, prefix_end, window_key_prefix, Log, LogLimits, Store, Table,
-    ViewKeys, WriteSet, STATE_FORMAT,
+    encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits,
+    Store, StoredGroup, Table, ViewKeys, WriteSet, STATE_FORMAT, VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -36,6 +36,10 @@ pub struct ViewProgress {
     /// layout is rebuilt from its source.
     #[serde(default)]
     pub state_format: u8,
+    /// The types of the view's stored keys, states and rows (`Codecs::layout`); None in
+    /// progress stored before it was recorded.
+    #[serde(default)]
+    pub layout: Option<String>,
     /// Offsets after the last input rows folded into the stored state, per split.
     pub frontier: Frontier,
     pub watermark: Option<WatermarkTracker>,
@@ -180,7 +184,7 @@ fn preload(store: &Store, keys: &ViewKeys, cache: &mut GroupCache) -> Result<boo
                 complete = false;
                 return ControlFlow::Break(());
             }
-            cache.insert(start, group, value.to_vec());
+            cache.insert(start, group, value);
             ControlFlow::Continue(())
         })
         .map_err(state_err)?;
@@ -203,8 +207,10 @@ impl ViewOperator {
         budget: Arc<CacheBudget>,
         log_limits: LogLimits,
     ) -> Result<Self> {
+        let codecs = Codecs::new(&plan)?;
         let fresh = ViewProgress {
             state_format: STATE_FORMAT,
+            layout: Some(codecs.layout.clone()),
             watermark: plan
                 .watermark
                 .map(|(_, delay)| WatermarkTracker::new(delay)),
@@ -221,7 +227,29 @@ impl ViewOperator {
             None => None,
         };
         let progress = match stored {
-            Some(p) if p.state_format == STATE_FORMAT => p,
+            Some(p) if p.state_format > STATE_FORMAT => {
+                return Err(DataFusionError::Plan(format!(
+                    "view \"{name}\" was stored by a newer Weir (state format {}; this Weir \
+                     reads format {STATE_FORMAT}): run that Weir, or DROP the view and CREATE it \
+                     again to rebuild it from its source",
+                    p.state_format
+                )))
+            }
+            Some(p) if p.state_format == STATE_FORMAT => match &p.layout {
+                Some(stored) if *stored != codecs.layout => {
+                    return Err(DataFusionError::Plan(format!(
+                        "view \"{name}\" holds state of another layout ({stored}) than its \
+                         query plans now ({}): DROP the view and CREATE it again to rebuild it \
+                         from its source",
+                        codecs.layout
+                    )))
+                }
+                Some(_) => p,
+                None => ViewProgress {
+                    layout: Some(codecs.layout.clone()),
+                    ..p
+                },
+            },
             Some(p) => {
                 tracing::warn!(
                     view = name,
@@ -230,7 +258,7 @@ impl ViewOperator {
                 );
                 let mut ws = WriteSet::default();
                 Self::delete_all(name, &mut ws);
-                store.write(ws).map_err(state_err)?;
+                store.write(&ws).map_err(state_err)?;
                 fresh.clone()
             }
             None => fresh.clone(),
@@ -255,7 +283,7 @@ impl ViewOperator {
         }
         Ok(Self {
             name: name.to_string(),
-            codecs: Codecs::new(&plan)?,
+            codecs,
             empty_global_pending: is_new && global && plan.aggregate.group_exprs.is_empty(),
             plan,
             store: store.clone(),
@@ -539,66 +567,67 @@ impl ViewOperator {
     }
 
     /// Merges a window's partial aggregate into its stored groups.
-    fn merge(&mut self, start: i64, delta: &mut GroupState) -> Result<Vec<MergedGroup>> {
+    fn merge(&mut self, start: i64, delta: &mut GroupState) -> Result<Merged> {
         let (cache, keys, store) = (&mut self.cache, &self.keys, &self.store);
         let counters = &mut self.counters;
         merge_window(&self.plan, &self.codecs, delta, |groups| {
-            let mut values = Vec::with_capacity(groups.len());
+            let mut values = StoredValues::with_capacity(groups.len());
             let mut missing = Vec::new();
-            for (i, group) in groups.iter().enumerate() {
-                values.push(match cache.lookup(start, group) {
-                    Lookup::Found(v) => Some(v),
-                    Lookup::New => None,
+            for i in 0..groups.len() {
+                match cache.lookup(start, groups.get(i)) {
+                    Lookup::Found(v) => values.push(Some(v)),
+                    Lookup::New => values.push(None),
                     Lookup::Unknown => {
                         missing.push(i);
-                        None
+                        values.push(None);
                     }
-                });
+                }
             }
             if !missing.is_empty() {
                 let wanted: Vec<Vec<u8>> = missing
                     .iter()
-                    .map(|i| keys.group(start, &groups[*i]))
+                    .map(|i| keys.group(start, groups.get(*i)))
                     .collect();
                 let found = store
                     .multi_get(Table::GroupState, &wanted)
                     .map_err(state_err)?;
                 counters.store_reads += wanted.len() as u64;
                 for (i, value) in missing.into_iter().zip(found) {
-                    values[i] = value;
+                    if let Some(value) = value {
+                        values.set(i, &value);
+                    }
                 }
             }
             Ok(values)
         })
     }
 
-    /// Writes the rows of merged groups (and, for an open window, their state).
-    fn write_groups(
-        &mut self,
-        ws: &mut WriteSet,
-        start: i64,
-        groups: Vec<MergedGroup>,
-        open: bool,
-    ) {
-        for group in groups {
-            let key = self.keys.group(start, &group.key);
-            match &group.row {
+    /// Writes the rows of merged groups (and, for an open window, their state), each key and
+    /// value straight into the write set.
+    fn write_groups(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, open: bool) {
+        let prefix = self.keys.prefix();
+        let window = window_start_bytes(start);
+        for group in merged.groups() {
+            let key: [&[u8]; 3] = [prefix, &window, group.key];
+            match group.row {
                 Some(row) => {
-                    ws.put(Table::ViewRows, key.clone(), encode_view_row(row));
+                    ws.put_parts(Table::ViewRows, &key, &[&VIEW_ROW_HEADER, row]);
                     self.progress.rows_written += 1;
                     if !group.was_shown {
                         self.progress.rows += 1;
                     }
                 }
                 None if group.was_shown => {
-                    ws.delete(Table::ViewRows, key.clone());
+                    ws.delete_parts(Table::ViewRows, &key);
                     self.progress.rows = self.progress.rows.saturating_sub(1);
                 }
                 None => {}
             }
             if open {
-                ws.put(Table::GroupState, key, group.state.clone());
-                self.cache.insert(start, &group.key, group.state);
+                let head = StoredGroup::header(group.shown());
+                ws.put_parts(Table::GroupState, &key, &[&head, group.state]);
+                self.cache
+                    .insert_parts(start, group.key, &[&head, group.state]);
                 self.counters.groups_written += 1;
             }
         }
@@ -617,13 +646,13 @@ impl ViewOperator {
             if let Some(mut delta) = delta {
                 let merged = self.merge(start, &mut delta)?;
                 if start >= expired_before {
-                    self.write_groups(ws, start, merged, false);
+                    self.write_groups(ws, start, &merged, false);
                 } else {
                     // Closed already past the retention: its new rows are never written
                     // (rows it had were deleted, and counted, by `expire`).
                     self.counters.rows_expired += merged
-                        .iter()
-                        .filter(|g| g.row.is_some() && !g.was_shown)
+                        .groups()
+                        .filter(|g| g.shown() && !g.was_shown)
                         .count() as u64;
                 }
             }
@@ -639,7 +668,7 @@ impl ViewOperator {
             .collect();
         if self.empty_global_pending && !touched.contains(&GLOBAL_WINDOW) {
             let group = empty_global_group(&self.plan, &self.codecs)?;
-            self.write_groups(ws, GLOBAL_WINDOW, vec![group], true);
+            self.write_groups(ws, GLOBAL_WINDOW, &group, true);
         }
         self.empty_global_pending = false;
         for start in touched {
@@ -649,7 +678,7 @@ impl ViewOperator {
             // The drained delta is not reused: DataFusion's vectorized group values are not
             // meant to intern again after `emit(EmitTo::All)` (they index past their end).
             let merged = self.merge(start, &mut delta)?;
-            self.write_groups(ws, start, merged, true);
+            self.write_groups(ws, start, &merged, true);
         }
         self.write_appended(ws);
         let wall = chrono::Utc::now().timestamp_millis();

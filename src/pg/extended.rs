@@ -209,11 +209,11 @@ impl ExtendedQueryHandler for WeirQueries {
         let digits = extra_float_digits(client);
         // A prepared point query on a view is one read, its parameters bound here; an
         // aborted transaction refuses everything but its end (the session hook words that).
-        if let (sql, Some((_, plan))) = &portal.statement.statement {
+        if let (sql, Some((parsed, plan))) = &portal.statement.statement {
             if !matches!(client.transaction_status(), TransactionStatus::Error) {
                 let bound = || bound_parameters(portal, plan);
                 if let Some(answer) =
-                    point_query::answer_with(&self.engine.context(), sql, bound).await
+                    point_query::answer_with(&self.engine.context(), sql, Some(parsed), bound).await
                 {
                     return answer
                         .map_err(|e| PgWireError::ApiError(Box::new(e)))

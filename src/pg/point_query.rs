@@ -63,19 +63,29 @@ fn normalized(ident: &Ident) -> String {
     }
 }
 
+/// Whether `sql` may be a point query: most queries that are not stop at this cheap test.
+fn may_be_point_query(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..6)
+        .is_some_and(|head| head.eq_ignore_ascii_case("select"))
+        && !sql.contains('(')
+}
+
 /// The point-query shape of `sql`, if it has exactly that shape.
 pub(crate) fn shape(sql: &str) -> Option<PointShape> {
-    // Cheap refusals first: most queries that are not point queries stop here.
-    let head = sql.trim_start().get(..6)?;
-    if !head.eq_ignore_ascii_case("select") || sql.contains('(') {
+    if !may_be_point_query(sql) {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     if statements.len() != 1 {
         return None;
     }
-    let statement = statements.pop()?;
-    let Statement::Query(query) = &statement else {
+    shape_of(&statements.pop()?)
+}
+
+/// The point-query shape of a parsed statement, if it has exactly that shape.
+fn shape_of(statement: &Statement) -> Option<PointShape> {
+    let Statement::Query(query) = statement else {
         return None;
     };
     let SetExpr::Select(select) = query.body.as_ref() else {
@@ -222,17 +232,23 @@ fn integer_key(n: i64, data_type: &DataType) -> Option<ScalarValue> {
 /// The answer to `sql` by a point read, when `sql` is a point query over a view of `ctx`;
 /// None sends it the normal way (including every error: DataFusion words them).
 pub async fn answer(ctx: &SessionContext, sql: &str) -> Option<Result<RecordBatch>> {
-    answer_with(ctx, sql, || None).await
+    answer_with(ctx, sql, None, || None).await
 }
 
-/// [`answer`] for a prepared statement: `params` gives the values bound to its parameters
-/// (called once, only when the statement is a point query that has parameters).
+/// [`answer`] for a prepared statement, parsed at Parse (`parsed`, the statement `sql` was
+/// parsed into, spares parsing it again at each execution): `params` gives the values bound to
+/// its parameters (called once, only when the statement is a point query that has parameters).
 pub async fn answer_with(
     ctx: &SessionContext,
     sql: &str,
+    parsed: Option<&Statement>,
     params: impl FnOnce() -> Option<Vec<ScalarValue>>,
 ) -> Option<Result<RecordBatch>> {
-    let shape = shape(sql)?;
+    let shape = match parsed {
+        Some(statement) if may_be_point_query(sql) => shape_of(statement)?,
+        Some(_) => return None,
+        None => shape(sql)?,
+    };
     let bound = if shape
         .equalities
         .iter()

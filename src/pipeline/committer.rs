@@ -8,6 +8,10 @@
 //! (publishing counts, telling the reader which offsets are durable) is carried with it as
 //! `T` and happens only once it is written.
 //!
+//! The writer hands each write set back emptied, and [`Committer::take_set`] gives it out
+//! again: an epoch's keys and values go into buffers the previous epochs already grew (and
+//! the kernel already paged in), not into fresh memory.
+//!
 //! Why a merge may still read the store with a write in flight: a group the cache does not
 //! hold was evicted at the end of an earlier epoch's flush, and eviction never drops groups of
 //! the epoch being flushed; so every group read during epoch N+1's flush was last written in
@@ -22,8 +26,10 @@ use crate::state::{StateError, Store, WriteSet};
 /// Writes epochs on their own thread, one at a time, in the order submitted.
 pub struct Committer<T> {
     jobs: Option<SyncSender<(WriteSet, T)>>,
-    done: Receiver<(Result<(), StateError>, T)>,
+    done: Receiver<(Result<(), StateError>, T, WriteSet)>,
     in_flight: bool,
+    /// A written set, emptied, for the next epoch.
+    spare: Option<WriteSet>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -35,10 +41,10 @@ impl<T: Send + 'static> Committer<T> {
         let thread = std::thread::Builder::new()
             .name(format!("commit-{name}"))
             .spawn(move || {
-                for (set, after) in inbox {
-                    // Dropping the set's buffers here also keeps that work off the operator.
-                    let result = store.write(set);
-                    if outbox.send((result, after)).is_err() {
+                for (mut set, after) in inbox {
+                    let result = store.write(&set);
+                    set.clear();
+                    if outbox.send((result, after, set)).is_err() {
                         return;
                     }
                 }
@@ -48,6 +54,7 @@ impl<T: Send + 'static> Committer<T> {
             jobs: Some(jobs),
             done,
             in_flight: false,
+            spare: None,
             thread: Some(thread),
         }
     }
@@ -63,6 +70,11 @@ impl<T: Send + 'static> Committer<T> {
         jobs.send((set, after)).map_err(|_| writer_gone())?;
         self.in_flight = true;
         Ok(())
+    }
+
+    /// An empty write set for the next epoch: the last one written, if it came back.
+    pub fn take_set(&mut self) -> WriteSet {
+        self.spare.take().unwrap_or_default()
     }
 
     /// Whether an epoch was submitted and not settled yet.
@@ -91,9 +103,13 @@ impl<T: Send + 'static> Committer<T> {
         }
     }
 
-    fn settled(&mut self, done: (Result<(), StateError>, T)) -> (Result<(), StateError>, T) {
+    fn settled(
+        &mut self,
+        (result, after, set): (Result<(), StateError>, T, WriteSet),
+    ) -> (Result<(), StateError>, T) {
         self.in_flight = false;
-        done
+        self.spare = Some(set);
+        (result, after)
     }
 }
 
@@ -127,9 +143,10 @@ mod tests {
         let mut committer = Committer::start(store.clone(), "test");
         assert!(committer.settle().is_none(), "nothing in flight yet");
         for epoch in 0..50u32 {
-            let mut set = WriteSet::default();
-            set.put(Table::Progress, b"k".to_vec(), epoch.to_be_bytes().to_vec());
-            set.put(Table::Progress, format!("e{epoch}"), b"x".to_vec());
+            let mut set = committer.take_set();
+            assert!(set.is_empty(), "sets come back emptied");
+            set.put(Table::Progress, b"k", epoch.to_be_bytes());
+            set.put(Table::Progress, format!("e{epoch}"), b"x");
             committer.submit(set, epoch).unwrap();
             let (result, after) = committer.settle().expect("one in flight");
             result.unwrap();
@@ -142,7 +159,7 @@ mod tests {
             );
         }
         let mut set = WriteSet::default();
-        set.put(Table::Progress, b"last".to_vec(), b"y".to_vec());
+        set.put(Table::Progress, b"last", b"y");
         committer.submit(set, 99).unwrap();
         // Dropping with an epoch in flight still writes it.
         drop(committer);

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::operator::WatermarkTracker;
-use crate::source::Frontier;
+use crate::source::{FileRegistry, Frontier};
 
 /// Stored under `source/<name>` in the progress table, with every epoch of the source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct SourceProgress {
     pub dead_letters_from: u64,
     /// Event time per split; its delay is the declared watermark delay (0 without one).
     pub event_time: WatermarkTracker,
+    /// Which split each file is (file sources): stored so a restart resumes by file.
+    #[serde(default)]
+    pub files: FileRegistry,
 }
 
 impl SourceProgress {
@@ -33,6 +36,7 @@ impl SourceProgress {
             skipped: 0,
             dead_letters_from: 0,
             event_time: WatermarkTracker::new(delay_ms),
+            files: FileRegistry::default(),
         }
     }
 

@@ -20,8 +20,8 @@ use crate::catalog::{PartitionStatus, SourceDef, StatusBoard, ViewDef};
 use crate::decode::{DeadLetter, FutureGuard, JsonDecoder};
 use crate::metrics::Metrics;
 use crate::operator::{written_at, CacheBudget, ChunkPlace, StateCounters, ViewOperator};
-use crate::source::{open_reader, Frontier, Resume, SplitStatus};
-use crate::state::{log_key, Log, LogLimits, Store, Table, WriteSet};
+use crate::source::{open_reader, Frontier, Resume, SharedFiles, SplitStatus};
+use crate::state::{log_key, Log, LogLimits, Store, Table};
 
 /// Settings of every pipeline.
 #[derive(Debug, Clone)]
@@ -89,6 +89,8 @@ struct Operators {
     /// The main reader read its bounded input to the end (views still behind go on).
     main_ended: bool,
     progress: SourceProgress,
+    /// The file registry the readers share; stored in `progress` at each epoch.
+    files: SharedFiles,
     dead: Vec<DeadLetter>,
     /// Counters already published to Prometheus: (late rows, rows written) per view.
     published: Vec<(u64, u64)>,
@@ -186,11 +188,13 @@ impl Runner {
                 .map(|(o, _)| o.frontier().clone())
                 .collect()
         };
+        let files: SharedFiles = Arc::new(parking_lot::Mutex::new(progress.files.clone()));
         let resume = |consumers: Vec<Frontier>| {
             (!consumers.is_empty()).then(|| Resume {
                 consumers,
                 origin: progress.origin.clone(),
                 history: progress.high.clone(),
+                files: files.clone(),
             })
         };
         let (from, catch_up_from) = (resume(frontiers(false)), resume(frontiers(true)));
@@ -215,6 +219,7 @@ impl Runner {
             catch_up_stop: catch_up_stop.clone(),
             main_ended: false,
             progress,
+            files,
             dead: Vec::new(),
             published,
             per_split_watermarks: source.spec.per_split_watermarks(),
@@ -724,7 +729,7 @@ impl Operators {
             // rows reads their times there: the last epoch must be written first.
             self.settle()?;
         }
-        let mut ws = WriteSet::default();
+        let mut ws = self.committer.take_set();
         for view in &mut self.views {
             if let Err(e) = view.flush(&mut ws, age_check) {
                 view.fail(e.to_string());
@@ -761,6 +766,8 @@ impl Operators {
             .dead_letters_dropped
             .with_label_values(&[name])
             .inc_by(dropped);
+        // Every split a committed frontier names is in the registry by now.
+        self.progress.files.clone_from(&self.files.lock());
         ws.put(
             Table::Progress,
             SourceProgress::key(name),

@@ -1,21 +1,31 @@
 //! The file source: one JSON-lines file or a directory of them, read once or followed.
+//!
+//! Each file is a split; which one is the source's [`FileRegistry`]'s business, so a restart
+//! resumes by file (see `file_registry.rs`). Files are read one after another in split order.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::file_registry::{file_name, ListedFile, SharedFiles};
 use super::{Chunk, FileMode, LineChunk, Position, Reader, SourceError};
 
 /// Bytes read per chunk; a longer line grows the read until it is whole.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Reads complete lines from a file or a directory of files in name order.
+/// Reads complete lines from a file or a directory of files, one file after another.
 pub struct FileReader {
     root: PathBuf,
     mode: FileMode,
-    files: Vec<PathBuf>,
+    /// The files listed, by split.
+    files: Vec<(u32, PathBuf)>,
+    /// The first file in `files` at or after `pos`.
+    at: usize,
+    /// Where reading goes on: a split and the offset in it. Past a finished file it is the
+    /// next split number, which need not exist yet.
     pos: Position,
     open: Option<(u32, File)>,
+    registry: SharedFiles,
 }
 
 fn io_err(path: &Path, error: std::io::Error) -> SourceError {
@@ -25,10 +35,10 @@ fn io_err(path: &Path, error: std::io::Error) -> SourceError {
     }
 }
 
-fn list_files(root: &Path) -> Result<Vec<PathBuf>, SourceError> {
+fn list_files(root: &Path) -> Result<Vec<ListedFile>, SourceError> {
     let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
     if !meta.is_dir() {
-        return Ok(vec![root.to_path_buf()]);
+        return Ok(vec![ListedFile::at(root.to_path_buf(), &meta)]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root).map_err(|e| io_err(root, e))? {
@@ -37,66 +47,137 @@ fn list_files(root: &Path) -> Result<Vec<PathBuf>, SourceError> {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with('.'));
-        if path.is_file() && !hidden {
-            files.push(path);
+        if hidden {
+            continue;
+        }
+        // A file deleted since the listing is simply not listed.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push(ListedFile::at(path, &meta)),
+            _ => {}
         }
     }
-    files.sort();
     Ok(files)
 }
 
 impl FileReader {
-    /// Opens `root` and positions the reader at `from`.
-    pub fn open(root: PathBuf, mode: FileMode, from: Position) -> Result<Self, SourceError> {
-        let files = match list_files(&root) {
-            Ok(files) => files,
-            // A followed path may appear later.
-            Err(_) if mode == FileMode::Follow => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(Self {
+    /// Opens `root` and positions the reader at `from`; `registry` says which split each file
+    /// is (and learns the files listed now).
+    pub fn open(
+        root: PathBuf,
+        mode: FileMode,
+        from: Position,
+        registry: SharedFiles,
+    ) -> Result<Self, SourceError> {
+        let mut reader = Self {
             root,
             mode,
-            files,
+            files: Vec::new(),
+            at: 0,
             pos: from,
             open: None,
-        })
+            registry,
+        };
+        match list_files(&reader.root) {
+            Ok(listed) => reader.files = reader.registry.lock().assign(listed, true),
+            // A followed path may appear later.
+            Err(_) if mode == FileMode::Follow => {}
+            Err(e) => return Err(e),
+        }
+        reader.locate();
+        Ok(reader)
     }
 
-    fn file(&mut self, index: u32) -> Result<&mut File, SourceError> {
-        if self.open.as_ref().map(|(i, _)| *i) != Some(index) {
-            let path = &self.files[index as usize];
-            let file = File::open(path).map_err(|e| io_err(path, e))?;
-            self.open = Some((index, file));
+    /// Points `at` at the first file at or after `pos` (and `pos` at its start when `pos`'s
+    /// own split is gone).
+    fn locate(&mut self) {
+        self.at = self.files.partition_point(|(s, _)| *s < self.pos.split);
+        if let Some((split, _)) = self.files.get(self.at) {
+            if *split > self.pos.split {
+                self.pos = Position {
+                    split: *split,
+                    offset: 0,
+                };
+            }
         }
-        Ok(&mut self.open.as_mut().expect("just opened").1)
     }
 
-    /// Reads from the current position; returns the bytes and whether the file ended.
-    fn read_from_position(&mut self) -> Result<(Vec<u8>, bool), SourceError> {
-        let index = self.pos.split;
-        let offset = self.pos.offset;
-        let path = self.files[index as usize].clone();
-        let file = self.file(index)?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| io_err(&path, e))?;
-        let mut data = Vec::with_capacity(CHUNK_BYTES);
-        let mut limit = CHUNK_BYTES;
-        loop {
-            let read = file
-                .by_ref()
-                .take((limit - data.len()) as u64)
-                .read_to_end(&mut data)
-                .map_err(|e| io_err(&path, e))?;
-            let at_eof = data.len() < limit || read == 0;
-            if at_eof {
-                return Ok((data, true));
-            }
-            if memrchr_newline(&data).is_some() {
-                return Ok((data, false));
-            }
-            limit *= 2; // one line longer than the buffer: keep reading until it ends
+    /// The current file is finished: go on with the next one.
+    fn next_file(&mut self) {
+        self.pos = Position {
+            split: self.pos.split + 1,
+            offset: 0,
+        };
+        self.locate();
+    }
+
+    /// Lists the files again (a followed directory grows, a file is renamed or deleted).
+    fn relist(&mut self) {
+        if let Ok(listed) = list_files(&self.root) {
+            self.files = self.registry.lock().assign(listed, false);
+            self.locate();
         }
+    }
+
+    /// Opens the current file, unless it is open already (it stays open while it is read, so
+    /// a file renamed meanwhile is read to its end). False when it is gone (deleted since it
+    /// was listed) or was truncated below what was read of it (it then gets a new split, read
+    /// from its start after the files known now): the reader moved on.
+    fn open_current(&mut self) -> Result<bool, SourceError> {
+        let (split, path) = &self.files[self.at];
+        let split = *split;
+        if self.open.as_ref().map(|(s, _)| *s) != Some(split) {
+            match File::open(path) {
+                Ok(file) => self.open = Some((split, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), "a listed file is gone; going on with the next");
+                    self.next_file();
+                    return Ok(false);
+                }
+                Err(e) => return Err(io_err(path, e)),
+            }
+        }
+        let file = &self.open.as_ref().expect("opened above").1;
+        let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+        if len < self.pos.offset {
+            tracing::warn!(
+                path = %path.display(),
+                read = self.pos.offset,
+                len,
+                "a file is shorter than what was read of it (truncated): reading it again from its start"
+            );
+            self.open = None;
+            if let Some(new) = self.registry.lock().renumber(split, path) {
+                self.files[self.at].0 = new;
+                self.files.sort_by_key(|(s, _)| *s);
+            }
+            self.locate();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// Reads `file` from `offset`: whole lines of about [`CHUNK_BYTES`] (more when one line is
+/// longer); returns the bytes and whether the file ended.
+fn read_at(file: &mut File, offset: u64, path: &Path) -> Result<(Vec<u8>, bool), SourceError> {
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err(path, e))?;
+    let mut data = Vec::with_capacity(CHUNK_BYTES);
+    let mut limit = CHUNK_BYTES;
+    loop {
+        let read = file
+            .by_ref()
+            .take((limit - data.len()) as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| io_err(path, e))?;
+        let at_eof = data.len() < limit || read == 0;
+        if at_eof {
+            return Ok((data, true));
+        }
+        if memrchr_newline(&data).is_some() {
+            return Ok((data, false));
+        }
+        limit *= 2; // one line longer than the buffer: keep reading until it ends
     }
 }
 
@@ -107,21 +188,24 @@ fn memrchr_newline(data: &[u8]) -> Option<usize> {
 impl Reader for FileReader {
     fn next_chunk(&mut self) -> Result<Chunk, SourceError> {
         loop {
-            if self.pos.split as usize >= self.files.len() {
+            if self.at >= self.files.len() {
                 if self.mode == FileMode::Follow {
                     // Pick up files added to a followed directory (or a path that appeared).
-                    if let Ok(files) = list_files(&self.root) {
-                        if files.len() > self.files.len() && files.starts_with(&self.files) {
-                            self.files = files;
-                            continue;
-                        }
+                    self.relist();
+                    if self.at < self.files.len() {
+                        continue;
                     }
                     return Ok(Chunk::Idle);
                 }
                 return Ok(Chunk::End);
             }
-            let (mut data, at_eof) = self.read_from_position()?;
-            let is_last_file = self.pos.split as usize + 1 == self.files.len();
+            if !self.open_current()? {
+                continue;
+            }
+            let path = &self.files[self.at].1;
+            let file = &mut self.open.as_mut().expect("opened").1;
+            let (mut data, at_eof) = read_at(file, self.pos.offset, path)?;
+            let is_last_file = self.at + 1 == self.files.len();
             let complete = match memrchr_newline(&data) {
                 Some(i) => i + 1,
                 None => 0,
@@ -132,36 +216,22 @@ impl Reader for FileReader {
                 complete
             };
             if take == 0 {
-                if at_eof && !is_last_file {
-                    self.pos = Position {
-                        split: self.pos.split + 1,
-                        offset: 0,
-                    };
-                    continue;
-                }
-                if at_eof && self.mode == FileMode::Once {
-                    self.pos = Position {
-                        split: self.pos.split + 1,
-                        offset: 0,
-                    };
+                if at_eof && (!is_last_file || self.mode == FileMode::Once) {
+                    self.next_file();
                     continue;
                 }
                 if self.mode == FileMode::Follow && at_eof {
-                    if let Ok(files) = list_files(&self.root) {
-                        if files.len() > self.files.len() && files.starts_with(&self.files) {
-                            self.files = files;
-                            continue;
-                        }
+                    let was = self.pos;
+                    self.relist();
+                    if self.at + 1 < self.files.len() || self.pos != was {
+                        continue;
                     }
                 }
                 return Ok(Chunk::Idle);
             }
             data.truncate(take);
             let chunk = LineChunk {
-                file_name: self.files[self.pos.split as usize]
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                file_name: file_name(&self.files[self.at].1),
                 split: self.pos.split,
                 start_offset: self.pos.offset,
                 data,
@@ -197,12 +267,20 @@ mod tests {
         all
     }
 
+    fn open(path: &Path, mode: FileMode, from: Position, registry: &SharedFiles) -> FileReader {
+        FileReader::open(path.to_path_buf(), mode, from, registry.clone()).unwrap()
+    }
+
+    fn at(split: u32, offset: u64) -> Position {
+        Position { split, offset }
+    }
+
     #[test]
     fn once_mode_reads_last_line_without_newline_and_ends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");
         std::fs::write(&path, b"{\"a\":1}\n{\"a\":2}").unwrap();
-        let mut r = FileReader::open(path, FileMode::Once, Position::default()).unwrap();
+        let mut r = open(&path, FileMode::Once, at(0, 0), &SharedFiles::default());
         assert_eq!(collect(&mut r), b"{\"a\":1}\n{\"a\":2}");
         assert!(matches!(r.next_chunk().unwrap(), Chunk::End));
     }
@@ -212,7 +290,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");
         std::fs::write(&path, b"{\"a\":1}\n{\"a\"").unwrap();
-        let mut r = FileReader::open(path.clone(), FileMode::Follow, Position::default()).unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(&path, FileMode::Follow, at(0, 0), &registry);
         assert_eq!(collect(&mut r), b"{\"a\":1}\n");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -221,15 +300,7 @@ mod tests {
         f.write_all(b":2}\n").unwrap();
         assert_eq!(collect(&mut r), b"{\"a\":2}\n");
         assert_eq!(r.position().offset, 16);
-        let mut again = FileReader::open(
-            path,
-            FileMode::Follow,
-            Position {
-                split: 0,
-                offset: 8,
-            },
-        )
-        .unwrap();
+        let mut again = open(&path, FileMode::Follow, at(0, 8), &registry);
         assert_eq!(collect(&mut again), b"{\"a\":2}\n");
     }
 
@@ -238,19 +309,102 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("2.json"), b"b\n").unwrap();
         std::fs::write(dir.path().join("1.json"), b"a\n").unwrap();
-        let mut r = FileReader::open(
-            dir.path().to_path_buf(),
+        let mut r = open(
+            dir.path(),
             FileMode::Once,
-            Position::default(),
-        )
-        .unwrap();
-        assert_eq!(collect(&mut r), b"a\nb\n");
-        assert_eq!(
-            r.position(),
-            Position {
-                split: 2,
-                offset: 0
-            }
+            at(0, 0),
+            &SharedFiles::default(),
         );
+        assert_eq!(collect(&mut r), b"a\nb\n");
+        assert_eq!(r.position(), at(2, 0));
+    }
+
+    /// Reads `dir` once to its end with `registry`, as a restart would from `from`.
+    fn read_from(dir: &Path, from: Position, registry: &SharedFiles) -> Vec<u8> {
+        collect(&mut open(dir, FileMode::Once, from, registry))
+    }
+
+    #[test]
+    fn deleting_a_file_already_read_skips_nothing_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in [("a", "a1\na2\n"), ("b", "b1\nb2\n"), ("c", "c1\n")] {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let registry = SharedFiles::default();
+        // Everything of a was read and committed: position (split 0, 6).
+        let mut r = open(dir.path(), FileMode::Once, at(0, 0), &registry);
+        let Chunk::Lines(first) = r.next_chunk().unwrap() else {
+            panic!("a line chunk")
+        };
+        assert_eq!(
+            (first.split, first.end, first.data.as_slice()),
+            (0, 6, &b"a1\na2\n"[..])
+        );
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        assert_eq!(read_from(dir.path(), at(0, 6), &registry), b"b1\nb2\nc1\n");
+        // Part of b was read: the rest of b, then c.
+        assert_eq!(read_from(dir.path(), at(1, 3), &registry), b"b2\nc1\n");
+    }
+
+    #[test]
+    fn a_file_added_with_an_earlier_name_is_read_after_the_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b"), "b1\n").unwrap();
+        std::fs::write(dir.path().join("c"), "c1\n").unwrap();
+        let registry = SharedFiles::default();
+        assert_eq!(read_from(dir.path(), at(0, 0), &registry), b"b1\nc1\n");
+        std::fs::write(dir.path().join("a"), "a1\n").unwrap();
+        // Restart where the last run ended (end of c, split 1): only the new file is read.
+        let mut r = open(dir.path(), FileMode::Once, at(1, 3), &registry);
+        let Chunk::Lines(chunk) = r.next_chunk().unwrap() else {
+            panic!("a line chunk")
+        };
+        assert_eq!(
+            (chunk.split, chunk.file_name.as_str(), chunk.data.as_slice()),
+            (2, "a", &b"a1\n"[..])
+        );
+        assert!(matches!(r.next_chunk().unwrap(), Chunk::End));
+    }
+
+    #[test]
+    fn a_renamed_file_keeps_its_split_and_a_new_one_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "1\n").unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
+        assert_eq!(collect(&mut r), b"1\n");
+        // Rotation: a last line lands, the file is renamed, a new one starts.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"2\n")
+            .unwrap();
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+        std::fs::write(&log, "3\n").unwrap();
+        assert_eq!(collect(&mut r), b"2\n3\n");
+        // A restart after it reads nothing again.
+        let mut again = open(dir.path(), FileMode::Follow, r.position(), &registry);
+        assert_eq!(collect(&mut again), b"");
+        // Nor does a restart from the end of the renamed file, before the new one was read.
+        let mut again = open(dir.path(), FileMode::Follow, at(0, 4), &registry);
+        assert_eq!(collect(&mut again), b"3\n");
+    }
+
+    #[test]
+    fn a_truncated_file_is_read_again_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "old line one\nold line two\n").unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
+        assert_eq!(collect(&mut r), b"old line one\nold line two\n");
+        std::fs::write(&log, "new\n").unwrap();
+        let mut chunks = Vec::new();
+        while let Chunk::Lines(c) = r.next_chunk().unwrap() {
+            chunks.push((c.split, c.start_offset, c.data));
+        }
+        assert_eq!(chunks, vec![(1, 0, b"new\n".to_vec())]);
     }
 }

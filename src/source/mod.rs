@@ -7,6 +7,7 @@
 
 mod embedded_kafka;
 mod file;
+mod file_registry;
 mod generator;
 mod kafka;
 mod options;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded_kafka::{EmbeddedKafka, JsonProducer, MOCK_PARTITION_BYTES};
 pub use file::FileReader;
+pub use file_registry::{FileRegistry, SharedFiles};
 pub use generator::{generate, GeneratorKind, GeneratorReader, GeneratorSpec};
 pub use kafka::{KafkaReader, KafkaSpec, StartOffset, DEFAULT_MAX_MESSAGE_BYTES};
 pub use options::{parse_format, parse_max_future, parse_source_spec, FileMode, SourceSpec};
@@ -36,7 +38,7 @@ pub enum SourceError {
 }
 
 /// Where a record sits in its source: the split it is in and the offset after it in that
-/// split. A split is a file's index in the sorted listing (offsets are bytes), the generator's
+/// split. A split is a file as the source's [`FileRegistry`] numbers it (offsets are bytes), the generator's
 /// one stream (split 0, offsets are event numbers) or a Kafka partition (offsets are message
 /// offsets plus one).
 #[derive(
@@ -103,6 +105,8 @@ pub struct Resume {
     /// Everything the source ever read (its `high`): history a rate-limited source (the
     /// generator) replays at full speed; only what comes after it is paced.
     pub history: Frontier,
+    /// Which split each file is (file sources), shared by the source's readers.
+    pub files: SharedFiles,
 }
 
 impl Resume {
@@ -246,9 +250,12 @@ pub fn open_reader(
     from: &Resume,
 ) -> Result<Box<dyn Reader>, SourceError> {
     Ok(match spec {
-        SourceSpec::File { path, mode } => {
-            Box::new(FileReader::open(path.clone(), *mode, from.sequential())?)
-        }
+        SourceSpec::File { path, mode } => Box::new(FileReader::open(
+            path.clone(),
+            *mode,
+            from.sequential(),
+            from.files.clone(),
+        )?),
         SourceSpec::Generator(g) => Box::new(GeneratorReader::new(
             g.clone(),
             schema,

@@ -139,12 +139,13 @@ fn corrupt(table: &'static str, reason: &str) -> StateError {
 }
 
 impl<'a> StoredGroup<'a> {
+    /// The bytes before the state: a value is the header, then the state row.
+    pub fn header(shown: bool) -> [u8; 2] {
+        [STATE_FORMAT, u8::from(shown)]
+    }
+
     pub fn encode(shown: bool, state: &[u8]) -> Vec<u8> {
-        let mut value = Vec::with_capacity(state.len() + 2);
-        value.push(STATE_FORMAT);
-        value.push(u8::from(shown));
-        value.extend_from_slice(state);
-        value
+        [&Self::header(shown)[..], state].concat()
     }
 
     pub fn decode(value: &'a [u8]) -> Result<Self, StateError> {
@@ -162,12 +163,12 @@ impl<'a> StoredGroup<'a> {
     }
 }
 
+/// The bytes before a stored output row.
+pub const VIEW_ROW_HEADER: [u8; 1] = [STATE_FORMAT];
+
 /// A stored output row: the format byte, then the row.
 pub fn encode_view_row(row: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(row.len() + 1);
-    value.push(STATE_FORMAT);
-    value.extend_from_slice(row);
-    value
+    [&VIEW_ROW_HEADER[..], row].concat()
 }
 
 /// The row of a value made by [`encode_view_row`].

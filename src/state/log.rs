@@ -96,13 +96,9 @@ mod tests {
     fn write(store: &Store, owner: &str, seqs: std::ops::Range<u64>, at: i64) {
         let mut ws = WriteSet::default();
         for seq in seqs {
-            ws.put(
-                Table::DeadLetters,
-                log_key(owner, seq),
-                at.to_be_bytes().to_vec(),
-            );
+            ws.put(Table::DeadLetters, log_key(owner, seq), at.to_be_bytes());
         }
-        store.write(ws).unwrap();
+        store.write(&ws).unwrap();
     }
 
     fn count(store: &Store, owner: &str) -> usize {
@@ -133,7 +129,7 @@ mod tests {
                 next,
             };
             let dropped = log.trim(&store, &mut ws, limits, now, at).unwrap();
-            store.write(ws).unwrap();
+            store.write(&ws).unwrap();
             dropped
         };
         // Within a tenth over the limit: nothing yet.

@@ -13,9 +13,12 @@ mod log;
 mod store;
 
 pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
-pub use keyed::{decode_view_row, encode_view_row, RowCodec, StoredGroup, ViewKeys, STATE_FORMAT};
+pub use keyed::{
+    decode_view_row, encode_view_row, RowCodec, StoredGroup, ViewKeys, STATE_FORMAT,
+    VIEW_ROW_HEADER,
+};
 pub use log::{log_key, Log, LogLimits};
-pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet};
+pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet, STORE_FORMAT};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -26,4 +29,13 @@ pub enum StateError {
     Corrupt { table: &'static str, reason: String },
     #[error("arrow encoding error: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(
+        "the state store in {dir} was written by a newer Weir (store format {found}; this Weir \
+         reads format {known}): run that Weir, or start this one with another --data-dir"
+    )]
+    NewerStore {
+        dir: std::path::PathBuf,
+        found: u32,
+        known: u32,
+    },
 }

@@ -67,6 +67,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The version of the store as a whole (its tables and their key layouts), stored under
+/// [`STORE_FORMAT_KEY`] in the progress table. A store of a newer format is refused at open;
+/// each view's own layout is checked when it loads (`operator::view`).
+pub const STORE_FORMAT: u32 = 1;
+
+const STORE_FORMAT_KEY: &[u8] = b"store/format";
+
 /// The on-disk store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     db: DB,
@@ -93,7 +100,38 @@ impl Store {
                 e.into_string()
             ))
         })?;
-        Ok(Self { db })
+        let store = Self { db };
+        store.check_format(dir)?;
+        Ok(store)
+    }
+
+    /// Refuses a store written by a newer Weir (its layout may mean something else here), and
+    /// stamps a store that has no format yet.
+    fn check_format(&self, dir: &Path) -> Result<(), StateError> {
+        match self.get(Table::Progress, STORE_FORMAT_KEY)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > STORE_FORMAT {
+                    return Err(StateError::NewerStore {
+                        dir: dir.to_path_buf(),
+                        found,
+                        known: STORE_FORMAT,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut ws = WriteSet::default();
+                ws.put(
+                    Table::Progress,
+                    STORE_FORMAT_KEY,
+                    STORE_FORMAT.to_be_bytes(),
+                );
+                self.write(&ws)
+            }
+        }
     }
 
     fn cf(&self, table: Table) -> &rocksdb::ColumnFamily {
@@ -137,23 +175,21 @@ impl Store {
     /// disk, or none. Writers add each table's keys in ascending order where they can: RocksDB's
     /// memtable inserts keys that arrive in order several times faster (each insert starts
     /// where the previous one ended; 1M-key epochs measured 0.2 s sorted against 1–2 s not).
-    pub fn write(&self, set: WriteSet) -> Result<(), StateError> {
+    /// The set is left as it was: the caller may [`WriteSet::clear`] and reuse it.
+    pub fn write(&self, set: &WriteSet) -> Result<(), StateError> {
         if set.ops.is_empty() {
             return Ok(());
         }
-        let ops = set.ops;
-        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&ops));
+        let mut batch = WriteBatch::with_capacity_bytes(set.bytes.len() + 16 * set.ops.len());
         // Looking a column family up takes a lock and a map search: once per table.
         let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|t| self.cf(*t)).collect();
-        let cf = |t: &Table| cfs[*t as usize];
-        for op in &ops {
-            match op {
-                Op::Put(t, k, v) => batch.put_cf(cf(t), k, v),
-                Op::Delete(t, k) => batch.delete_cf(cf(t), k),
-                Op::DeletePrefix(t, p) => {
-                    batch.delete_range_cf(cf(t), p.as_slice(), prefix_end(p).as_slice())
-                }
-                Op::DeleteRange(t, from, to) => batch.delete_range_cf(cf(t), from, to),
+        for op in &set.ops {
+            let cf = cfs[op.table as usize];
+            let key = set.slice(op.key);
+            match op.kind {
+                OpKind::Put => batch.put_cf(cf, key, set.slice(op.value)),
+                OpKind::Delete => batch.delete_cf(cf, key),
+                OpKind::DeleteRange => batch.delete_range_cf(cf, key, set.slice(op.value)),
             }
         }
         self.db.write(batch).map_err(storage)
@@ -182,20 +218,6 @@ impl Store {
             })
             .sum()
     }
-}
-
-/// The bytes a write batch of `ops` needs, so it is allocated once.
-fn batch_bytes(ops: &[Op]) -> usize {
-    ops.iter()
-        .map(|op| {
-            16 + match op {
-                Op::Put(_, k, v) => k.len() + v.len(),
-                Op::Delete(_, k) => k.len(),
-                Op::DeletePrefix(_, k) => 2 * k.len() + 1,
-                Op::DeleteRange(_, a, b) => a.len() + b.len(),
-            }
-        })
-        .sum()
 }
 
 /// The smallest key greater than every key starting with `prefix`.
@@ -338,36 +360,97 @@ impl ReadView<'_> {
     }
 }
 
-enum Op {
-    Put(Table, Vec<u8>, Vec<u8>),
-    Delete(Table, Vec<u8>),
-    DeletePrefix(Table, Vec<u8>),
-    DeleteRange(Table, Vec<u8>, Vec<u8>),
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    Put,
+    Delete,
+    /// Deletes `key <= k < value`.
+    DeleteRange,
+}
+
+/// Where a key or value lies in a write set's bytes.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    at: usize,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    kind: OpKind,
+    table: Table,
+    key: Span,
+    value: Span,
 }
 
 /// Changes collected during an epoch and applied by [`Store::write`] in one atomic batch.
+///
+/// Keys and values are copied into one buffer, so adding a change allocates nothing once the
+/// buffer has grown to an epoch's size; a set that is cleared and reused keeps it (an epoch of
+/// a million groups adds two million keys and values, and allocating each was most of what
+/// the epoch cost).
 #[derive(Default)]
 pub struct WriteSet {
+    bytes: Vec<u8>,
     ops: Vec<Op>,
 }
 
 impl WriteSet {
-    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put(table, key.into(), value.into()));
+    fn slice(&self, span: Span) -> &[u8] {
+        &self.bytes[span.at..span.at + span.len]
     }
 
-    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete(table, key.into()));
+    /// Appends the concatenation of `parts` to the buffer.
+    fn append(&mut self, parts: &[&[u8]]) -> Span {
+        let at = self.bytes.len();
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        Span {
+            at,
+            len: self.bytes.len() - at,
+        }
+    }
+
+    fn push(&mut self, kind: OpKind, table: Table, key: &[&[u8]], value: &[&[u8]]) {
+        let key = self.append(key);
+        let value = self.append(value);
+        self.ops.push(Op {
+            kind,
+            table,
+            key,
+            value,
+        });
+    }
+
+    pub fn put(&mut self, table: Table, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.push(OpKind::Put, table, &[key.as_ref()], &[value.as_ref()]);
+    }
+
+    /// Puts the value made of `value`'s parts under the key made of `key`'s parts, without
+    /// building either first.
+    pub fn put_parts(&mut self, table: Table, key: &[&[u8]], value: &[&[u8]]) {
+        self.push(OpKind::Put, table, key, value);
+    }
+
+    pub fn delete(&mut self, table: Table, key: impl AsRef<[u8]>) {
+        self.push(OpKind::Delete, table, &[key.as_ref()], &[]);
+    }
+
+    /// Deletes the key made of `key`'s parts.
+    pub fn delete_parts(&mut self, table: Table, key: &[&[u8]]) {
+        self.push(OpKind::Delete, table, key, &[]);
     }
 
     /// Deletes every key that starts with `prefix`.
-    pub fn delete_prefix(&mut self, table: Table, prefix: impl Into<Vec<u8>>) {
-        self.ops.push(Op::DeletePrefix(table, prefix.into()));
+    pub fn delete_prefix(&mut self, table: Table, prefix: impl AsRef<[u8]>) {
+        let prefix = prefix.as_ref();
+        self.delete_range(table, prefix, prefix_end(prefix));
     }
 
     /// Deletes every key with `from <= key < to`.
-    pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
-        self.ops.push(Op::DeleteRange(table, from, to));
+    pub fn delete_range(&mut self, table: Table, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
+        self.push(OpKind::DeleteRange, table, &[from.as_ref()], &[to.as_ref()]);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -376,14 +459,19 @@ impl WriteSet {
 
     /// Bytes of keys and values the set writes (for logs and metrics).
     pub fn bytes(&self) -> usize {
-        self.ops
-            .iter()
-            .map(|op| match op {
-                Op::Put(_, k, v) => k.len() + v.len(),
-                Op::Delete(_, k) | Op::DeletePrefix(_, k) => k.len(),
-                Op::DeleteRange(_, a, b) => a.len() + b.len(),
-            })
-            .sum()
+        self.bytes.len()
+    }
+
+    /// Empties the set for reuse. It keeps its buffers unless they are much larger than what
+    /// it held (one huge epoch, say a catch-up, should not pin its memory for good).
+    pub fn clear(&mut self) {
+        const KEEP_AT_MOST: usize = 64 << 20;
+        if self.bytes.capacity() > KEEP_AT_MOST && self.bytes.len() < self.bytes.capacity() / 4 {
+            self.bytes = Vec::new();
+            self.ops = Vec::new();
+        }
+        self.bytes.clear();
+        self.ops.clear();
     }
 }
 
@@ -399,20 +487,45 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_a_newer_format_is_refused_and_a_new_one_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                store.get(Table::Progress, STORE_FORMAT_KEY).unwrap(),
+                Some(STORE_FORMAT.to_be_bytes().to_vec())
+            );
+            let mut set = WriteSet::default();
+            set.put(
+                Table::Progress,
+                STORE_FORMAT_KEY,
+                (STORE_FORMAT + 1).to_be_bytes(),
+            );
+            store.write(&set).unwrap();
+        }
+        let refused = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(refused, StateError::NewerStore { found, known, .. } if found == STORE_FORMAT + 1 && known == STORE_FORMAT),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("newer Weir"), "{refused}");
+    }
+
+    #[test]
     fn write_set_is_atomic_and_prefix_scans_are_ordered() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut set = WriteSet::default();
-        set.put(Table::ViewRows, b"a\0\x02".to_vec(), b"two".to_vec());
-        set.put(Table::ViewRows, b"a\0\x01".to_vec(), b"one".to_vec());
-        set.put(Table::ViewRows, b"ab\0\x01".to_vec(), b"other".to_vec());
-        store.write(set).unwrap();
+        set.put(Table::ViewRows, b"a\0\x02", b"two");
+        set.put(Table::ViewRows, b"a\0\x01", b"one");
+        set.put(Table::ViewRows, b"ab\0\x01", b"other");
+        store.write(&set).unwrap();
         let rows = store.scan_prefix(Table::ViewRows, b"a\0").unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1, b"one");
         let mut set = WriteSet::default();
-        set.delete_prefix(Table::ViewRows, b"a\0".to_vec());
-        store.write(set).unwrap();
+        set.delete_prefix(Table::ViewRows, b"a\0");
+        store.write(&set).unwrap();
         assert!(store
             .scan_prefix(Table::ViewRows, b"a\0")
             .unwrap()
@@ -428,20 +541,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut set = WriteSet::default();
-        set.put(Table::ViewRows, b"k\0b".to_vec(), b"1".to_vec());
-        set.put(Table::ViewRows, b"k\0a".to_vec(), b"1".to_vec());
-        set.put(Table::ViewRows, b"k\0b".to_vec(), b"2".to_vec());
-        set.delete_prefix(Table::ViewRows, b"k\0".to_vec());
-        set.put(Table::ViewRows, b"k\0c".to_vec(), b"3".to_vec());
-        set.put(Table::ViewRows, b"k\0a".to_vec(), b"4".to_vec());
-        store.write(set).unwrap();
+        set.put(Table::ViewRows, b"k\0b", b"1");
+        set.put(Table::ViewRows, b"k\0a", b"1");
+        set.put(Table::ViewRows, b"k\0b", b"2");
+        set.delete_prefix(Table::ViewRows, b"k\0");
+        set.put(Table::ViewRows, b"k\0c", b"3");
+        set.put(Table::ViewRows, b"k\0a", b"4");
+        store.write(&set).unwrap();
         let rows = store.scan_prefix(Table::ViewRows, b"k\0").unwrap();
         let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
         assert_eq!(values, vec![&b"4"[..], &b"3"[..]]);
         let mut set = WriteSet::default();
-        set.put(Table::ViewRows, b"k\0b".to_vec(), b"5".to_vec());
-        set.put(Table::ViewRows, b"k\0b".to_vec(), b"6".to_vec());
-        store.write(set).unwrap();
+        set.put(Table::ViewRows, b"k\0b", b"5");
+        set.put(Table::ViewRows, b"k\0b", b"6");
+        store.write(&set).unwrap();
         assert_eq!(store.get(Table::ViewRows, b"k\0b").unwrap().unwrap(), b"6");
     }
 
