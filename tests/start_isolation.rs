@@ -13,6 +13,27 @@ fn numbers(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{{\"k\":{i}}}")).collect()
 }
 
+/// Runs source `s` (numbers 0..10 from a file) with `views` (`name AS query` each) until they
+/// finish, then stops weir; returns the data directory.
+async fn finished_views(dir: &std::path::Path, views: &[&str]) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let input = dir.join("in.jsonl");
+    write_lines(&input, &numbers(10));
+    let mut weir = Weir::start(&data, &[]);
+    let client = weir.client().await;
+    let mut sql = format!(
+        "CREATE SOURCE s (k BIGINT) WITH (connector = 'file', path = '{}')",
+        input.display()
+    );
+    for view in views {
+        sql += &format!("; CREATE MATERIALIZED VIEW {view}");
+    }
+    client.simple_query(&sql).await.unwrap();
+    wait_views_finished(&client).await;
+    weir.stop();
+    data
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_whose_directory_was_deleted_fails_alone_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,23 +121,15 @@ async fn a_source_whose_directory_was_deleted_fails_alone_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_whose_plan_or_state_no_longer_loads_fails_alone_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let input = dir.path().join("in.jsonl");
-    write_lines(&input, &numbers(10));
-    let mut weir = Weir::start(&data, &[]);
-    let client = weir.client().await;
-    client
-        .simple_query(&format!(
-            "CREATE SOURCE s (k BIGINT) WITH (connector = 'file', path = '{}'); \
-             CREATE MATERIALIZED VIEW good AS SELECT count(*) AS n FROM s; \
-             CREATE MATERIALIZED VIEW unloadable AS SELECT k, count(*) AS n FROM s GROUP BY k; \
-             CREATE MATERIALIZED VIEW unplannable AS SELECT sum(k) AS total FROM s",
-            input.display()
-        ))
-        .await
-        .unwrap();
-    wait_views_finished(&client).await;
-    weir.stop();
+    let data = finished_views(
+        dir.path(),
+        &[
+            "good AS SELECT count(*) AS n FROM s",
+            "unloadable AS SELECT k, count(*) AS n FROM s GROUP BY k",
+            "unplannable AS SELECT sum(k) AS total FROM s",
+        ],
+    )
+    .await;
     {
         // What an upgrade or a damaged disk can leave: progress that does not parse, and a
         // stored definition that no longer plans.
@@ -206,23 +219,15 @@ async fn a_reader_error_shows_the_source_and_its_views_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let input = dir.path().join("in.jsonl");
-    write_lines(&input, &numbers(10));
-    let mut weir = Weir::start(&data, &[]);
-    let client = weir.client().await;
-    client
-        .simple_query(&format!(
-            "CREATE SOURCE s (k BIGINT) WITH (connector = 'file', path = '{}'); \
-             CREATE MATERIALIZED VIEW good AS SELECT count(*) AS n FROM s; \
-             CREATE MATERIALIZED VIEW relaid AS SELECT k, count(*) AS n FROM s GROUP BY k; \
-             CREATE MATERIALIZED VIEW newer AS SELECT k, sum(k) AS total FROM s GROUP BY k",
-            input.display()
-        ))
-        .await
-        .unwrap();
-    wait_views_finished(&client).await;
-    weir.stop();
+    let data = finished_views(
+        dir.path(),
+        &[
+            "good AS SELECT count(*) AS n FROM s",
+            "relaid AS SELECT k, count(*) AS n FROM s GROUP BY k",
+            "newer AS SELECT k, sum(k) AS total FROM s GROUP BY k",
+        ],
+    )
+    .await;
     let progress = |store: &Store, view: &str| -> serde_json::Value {
         let bytes = store
             .get(Table::Progress, &weir::operator::progress_key(view))
