@@ -31,7 +31,7 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct ServerArgs {
     /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, state_cache_mb,
-    /// error_rows_max, error_rows_max_age_hours.
+    /// error_rows_max, error_rows_max_age_hours, password, allow_no_password.
     #[arg(long, env = "WEIR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -60,6 +60,40 @@ pub struct ServerArgs {
     /// Hours dead letters and late rows are kept [default: 168].
     #[arg(long, env = "WEIR_ERROR_ROWS_MAX_AGE_HOURS")]
     pub error_rows_max_age_hours: Option<u64>,
+    /// Password every Postgres client must give (SCRAM-SHA-256, any user name); prefer the
+    /// environment variable, which other users of the machine cannot read from the process
+    /// list [default: none, every client is let in].
+    #[arg(long, env = "WEIR_PASSWORD", hide_env_values = true)]
+    pub password: Option<Secret>,
+    /// Listen on an address other than loopback without a password (anyone who can reach
+    /// the port may then read every view and run DDL).
+    #[arg(long, env = "WEIR_ALLOW_NO_PASSWORD")]
+    #[serde(default)]
+    pub allow_no_password: bool,
+}
+
+/// A value that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -117,6 +151,7 @@ pub struct ServerConfig {
     pub epoch: Duration,
     pub state_cache_bytes: usize,
     pub logs: crate::state::LogLimits,
+    pub password: Option<Secret>,
 }
 
 /// The default memory for cached group states.
@@ -132,6 +167,12 @@ pub enum ConfigError {
     },
     #[error("bad config file {path}: {error}")]
     Parse { path: PathBuf, error: String },
+    #[error(
+        "the Postgres address {addr} is reachable from other machines and no password is set: \
+         anyone who reaches it could read every view and run DDL. Set WEIR_PASSWORD (or \
+         --password), listen on 127.0.0.1, or pass --allow-no-password"
+    )]
+    OpenWithoutPassword { addr: SocketAddr },
 }
 
 fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
@@ -152,11 +193,22 @@ impl ServerArgs {
             Some(path) => load_file(path)?,
             None => ServerArgs::default(),
         };
+        let pg_addr = self
+            .pg_addr
+            .or(file.pg_addr)
+            .unwrap_or_else(|| "127.0.0.1:6875".parse().unwrap());
+        let password = self
+            .password
+            .clone()
+            .or(file.password)
+            .filter(|p| !p.expose().is_empty());
+        let allow_no_password = self.allow_no_password || file.allow_no_password;
+        if password.is_none() && !pg_addr.ip().is_loopback() && !allow_no_password {
+            return Err(ConfigError::OpenWithoutPassword { addr: pg_addr });
+        }
         Ok(ServerConfig {
-            pg_addr: self
-                .pg_addr
-                .or(file.pg_addr)
-                .unwrap_or_else(|| "127.0.0.1:6875".parse().unwrap()),
+            pg_addr,
+            password,
             http_addr: self
                 .http_addr
                 .or(file.http_addr)
@@ -217,5 +269,36 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         std::fs::write(&path, "unknown = 1\n").unwrap();
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_password_or_an_explicit_waiver() {
+        let open = ServerArgs {
+            pg_addr: Some("0.0.0.0:6875".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = open.resolve().unwrap_err().to_string();
+        assert!(err.contains("WEIR_PASSWORD"), "{err}");
+        let with_password = ServerArgs {
+            password: Some("pencil".parse().unwrap()),
+            ..open.clone()
+        };
+        let c = with_password.resolve().unwrap();
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("pencil"));
+        assert!(!format!("{c:?}").contains("pencil"));
+        let waived = ServerArgs {
+            allow_no_password: true,
+            ..open.clone()
+        };
+        assert!(waived.resolve().unwrap().password.is_none());
+        let empty = ServerArgs {
+            password: Some("".parse().unwrap()),
+            ..open
+        };
+        assert!(empty.resolve().is_err(), "an empty password is no password");
+        assert!(
+            ServerArgs::default().resolve().is_ok(),
+            "loopback needs none"
+        );
     }
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineConfig, EngineError, Origin, Outcome};
 use crate::metrics::{serve_http, Metrics};
-use crate::pg::{engine_error_info, serve_pg, split_statements, WeirHandlers};
+use crate::pg::{engine_error_info, serve_pg, split_statements, SharedPassword, WeirHandlers};
 use crate::plan::parse_statement;
 
 /// Errors that stop the server from starting.
@@ -114,7 +114,11 @@ pub async fn run(
             addr: config.http_addr,
             error,
         })?;
-    let handlers = Arc::new(WeirHandlers::new(engine.clone()));
+    let password = config
+        .password
+        .as_ref()
+        .map(|p| SharedPassword::new(p.expose()));
+    let handlers = Arc::new(WeirHandlers::with_password(engine.clone(), password));
     let pg_task = tokio::spawn(serve_pg(pg_listener, handlers));
     let http_task = tokio::spawn(serve_http(http_listener, metrics, engine.board()));
     tracing::info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "weir is ready");

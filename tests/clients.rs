@@ -192,6 +192,14 @@ async fn connect_time_behaviour_clients_rely_on() {
     assert_eq!(rows(&other, setting).await[0], ["", "ISO, YMD"]);
     let prepared = client.query_one(setting, &[]).await.unwrap();
     assert_eq!(prepared.get::<_, String>(0), "grafana");
+    // A statement prepared before a SET answers with the setting in force when it runs.
+    let named = client.prepare(setting).await.unwrap();
+    rows(&client, "SET application_name = 'pool-7'").await;
+    let now = client.query_one(&named, &[]).await.unwrap();
+    assert_eq!(now.get::<_, String>(0), "pool-7");
+    rows(&client, "SET application_name = 'grafana'").await;
+    let again = client.query_one(&named, &[]).await.unwrap();
+    assert_eq!(again.get::<_, String>(0), "grafana");
     assert_eq!(one(rows(&client, "SHOW datestyle").await), "ISO, MDY");
     assert_eq!(one(rows(&other, "SHOW datestyle").await), "ISO, YMD");
     rows(&client, "RESET datestyle").await;
@@ -507,6 +515,89 @@ async fn jdbc_discovers_and_reads_the_views() {
     );
 }
 
+/// With a password set, every client logs in with SCRAM-SHA-256 (tokio-postgres and psql),
+/// a wrong or missing password is refused with 28P01, and the server goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_is_required_once_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[("WEIR_PASSWORD", "pencil")],
+    );
+    let connect = |password: Option<&str>| {
+        let mut conn = format!(
+            "host=127.0.0.1 port={} user=grafana dbname=weir",
+            weir.pg_port
+        );
+        if let Some(p) = password {
+            conn.push_str(&format!(" password={p}"));
+        }
+        async move { tokio_postgres::connect(&conn, tokio_postgres::NoTls).await }
+    };
+    for wrong in [Some("crayon"), None] {
+        let err = connect(wrong)
+            .await
+            .err()
+            .expect("a login without the password");
+        let code = err.as_db_error().map(|e| e.code().code().to_string());
+        // Without a password the client gives up before the server can answer.
+        if wrong.is_some() {
+            assert_eq!(code.as_deref(), Some("28P01"), "{err:?}");
+        }
+    }
+    let (client, connection) = connect(Some("pencil")).await.unwrap();
+    tokio::spawn(connection);
+    assert_eq!(rows(&client, "SELECT 1 + 1").await, [["2"]]);
+    // Startup parameters still become the connection's settings.
+    assert_eq!(
+        rows(&client, "SHOW application_name").await,
+        [[""]],
+        "a fresh session"
+    );
+    // psql, with PGPASSWORD and without any (`-w`: never prompt).
+    let psql_login = |password: Option<&str>, sql: &str| {
+        let mut command = Command::new("psql");
+        command
+            .args(["-h", "127.0.0.1", "-p", &weir.pg_port.to_string()])
+            .args(["-U", "analyst", "-d", "weir", "-X", "-w", "-At", "-c", sql])
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            command.env("PGPASSWORD", p);
+        }
+        command.output().unwrap()
+    };
+    let out = psql_login(Some("pencil"), "SELECT 40 + 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    let out = psql_login(None, "SELECT 1");
+    assert!(!out.status.success(), "psql without the password got in");
+}
+
+#[test]
+fn listening_on_every_address_without_a_password_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::weir_bin())
+        .args([
+            "--pg-addr",
+            "0.0.0.0:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("WEIR_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WEIR_PASSWORD") && err.contains("--allow-no-password"),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_lists_every_option() {
     let out = Command::new(common::weir_bin())
@@ -521,6 +612,10 @@ fn help_lists_every_option() {
         "--pipeline",
         "--epoch-ms",
         "--config",
+        "--state-cache-mb",
+        "--error-rows-max",
+        "--password",
+        "--allow-no-password",
         "demo",
         "bench",
     ] {

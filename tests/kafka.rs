@@ -165,9 +165,12 @@ async fn partitions_bad_messages_and_watermarks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_consuming_counts_every_message_once() {
-    // The mock cluster keeps about 5 MB per partition: 8 partitions hold 100,000 events.
-    let kafka = mock_kafka(1, "security-events", 8);
-    let total = 100_000u64;
+    // The mock cluster keeps about 5 MB per partition (users hash unevenly to partitions, so
+    // stay well below it): 32 partitions hold 200,000 events, enough that the reader is still
+    // at work when a kill lands (with 100,000 a whole run sometimes committed in one epoch,
+    // between two polls).
+    let kafka = mock_kafka(1, "security-events", 32);
+    let total = 200_000u64;
     let all = events(4, 0, total);
     kafka.send_rows(&all, "user_name").unwrap();
     kafka.flush().unwrap();
@@ -183,7 +186,7 @@ async fn kill9_while_consuming_counts_every_message_once() {
     let data = dir.path().join("data");
 
     let mut interrupted = 0;
-    for after in [10_000u64, 40_000, 70_000] {
+    for after in [20_000u64, 60_000, 100_000, 140_000] {
         let mut weir = Weir::start(&data, &args);
         let client = weir.client().await;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -422,4 +425,61 @@ async fn idle_partitions_that_wake_up_lose_no_row_silently() {
     let accounted =
         "SELECT (SELECT sum(n) FROM per_window) + (SELECT late_rows FROM weir_catalog.views)";
     wait_cell(&client, accounted, "20000", Duration::from_secs(10)).await;
+}
+
+/// Real clusters compress: messages produced with each codec librdkafka offers (zstd, lz4,
+/// snappy, gzip) are all read and counted, one codec per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_topics_are_read_with_every_codec() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let codecs = ["zstd", "lz4", "snappy", "gzip"];
+    let kafka = mock_kafka(1, "compressed", codecs.len() as i32);
+    let per_codec = 500;
+    for (partition, codec) in codecs.iter().enumerate() {
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap())
+            .set("compression.type", *codec)
+            .set("linger.ms", "20")
+            .create()
+            .unwrap_or_else(|e| panic!("a {codec} producer: {e}"));
+        for i in 0..per_codec {
+            let value = format!(
+                r#"{{"event_id":"{codec}-{i}","user_name":"u{i}","ts":"2026-01-01T00:00:{:02}","type":"{codec}","source_ip":"10.0.0.1","geo":"US","threat_score":0.5}}"#,
+                i % 60
+            );
+            producer
+                .send(
+                    BaseRecord::<(), str>::to(&kafka.topic)
+                        .partition(partition as i32)
+                        .payload(&value),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+    let (_dir, _weir, client) = start_with_source(&kafka).await;
+    client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW per_codec AS SELECT type AS codec, count(*) AS n \
+             FROM events GROUP BY type",
+        )
+        .await
+        .unwrap();
+    let total = codecs.len() * per_codec;
+    wait_cell(
+        &client,
+        "SELECT sum(n) FROM per_codec",
+        &total.to_string(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let got = rows(&client, "SELECT codec, n FROM per_codec ORDER BY codec").await;
+    let mut want: Vec<Vec<String>> = codecs
+        .iter()
+        .map(|c| vec![c.to_string(), per_codec.to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    let dead = rows(&client, "SELECT count(*) FROM weir_catalog.dead_letters").await;
+    assert_eq!(dead[0][0], "0");
 }

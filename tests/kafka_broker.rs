@@ -56,7 +56,9 @@ fn free_port() -> u16 {
 
 impl Broker {
     fn start(port: u16, dir: &Path) -> Self {
-        let child = Command::new(noida_bin())
+        let mut command = Command::new(noida_bin());
+        common::die_with_parent(&mut command);
+        let child = command
             .args([
                 "start",
                 "--only",

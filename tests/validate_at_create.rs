@@ -122,3 +122,54 @@ async fn refused_definitions_are_not_stored() {
     let client = weir.client().await;
     assert_eq!(catalog(&client).await, only_logins);
 }
+
+/// The security settings real clusters use build a client at CREATE SOURCE: TLS, and SASL
+/// PLAIN and SCRAM over TLS. Kerberos (GSSAPI) is not built in, and says so at CREATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_tls_and_sasl_settings_are_accepted_at_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    let source = |name: &str, properties: &str| {
+        format!(
+            "CREATE SOURCE {name} (user TEXT) WITH (connector = 'kafka', \
+             brokers = '127.0.0.1:1', topic = 't', {properties})"
+        )
+    };
+    let secure = [
+        ("tls", "\"properties.security.protocol\" = 'SSL'"),
+        (
+            "sasl_plain",
+            "\"properties.security.protocol\" = 'SASL_SSL', \"properties.sasl.mechanism\" = 'PLAIN', \
+             \"properties.sasl.username\" = 'weir', \"properties.sasl.password\" = 'secret'",
+        ),
+        (
+            "scram256",
+            "\"properties.security.protocol\" = 'SASL_SSL', \"properties.sasl.mechanism\" = 'SCRAM-SHA-256', \
+             \"properties.sasl.username\" = 'weir', \"properties.sasl.password\" = 'secret'",
+        ),
+        (
+            "scram512",
+            "\"properties.security.protocol\" = 'SASL_SSL', \"properties.sasl.mechanism\" = 'SCRAM-SHA-512', \
+             \"properties.sasl.username\" = 'weir', \"properties.sasl.password\" = 'secret'",
+        ),
+    ];
+    for (name, properties) in secure {
+        client
+            .simple_query(&source(name, properties))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let (code, message) = refused(
+        &client,
+        &source(
+            "kerberos",
+            "\"properties.security.protocol\" = 'SASL_SSL', \"properties.sasl.mechanism\" = 'GSSAPI'",
+        ),
+    )
+    .await;
+    assert_eq!(code, "22023", "{message}");
+    let (sources, _) = catalog(&client).await;
+    let names: Vec<&str> = sources.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["sasl_plain", "scram256", "scram512", "tls"]);
+}

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cpu;
 use super::wire::{listen, wire_latencies, Latencies, WireMode};
 use super::BenchError;
 use crate::config::BenchArgs;
@@ -66,26 +67,10 @@ pub struct KeysResult {
     pub wire_planned_qps_16: f64,
     /// CPU cores the whole process used during the trickle.
     pub trickle_cores: f64,
-}
-
-/// CPU seconds this process has used (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) end with ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')' and state.
-    (ticks(11) + ticks(12)) / 100.0
+    /// Microseconds of CPU per event during the ingest alone, by thread role (`views`: the
+    /// operators, `commit`: the epoch writer, `read`: reading and decoding, `rocksdb`: its
+    /// flushes and compactions) and for the whole process (`total`).
+    pub cpu_us_per_event: std::collections::BTreeMap<String, f64>,
 }
 
 /// Appends 100 events every 100 ms to `path` for `seconds`; returns the CPU cores used.
@@ -95,7 +80,7 @@ async fn trickle(path: &std::path::Path, seconds: u64) -> Result<f64, BenchError
         .create(true)
         .append(true)
         .open(path)?;
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu::process_seconds();
     let started = Instant::now();
     for tick in 0..seconds * 10 {
         let mut lines = String::new();
@@ -111,7 +96,7 @@ async fn trickle(path: &std::path::Path, seconds: u64) -> Result<f64, BenchError
         let next = Duration::from_millis(100 * (tick + 1));
         tokio::time::sleep(next.saturating_sub(started.elapsed())).await;
     }
-    Ok((cpu_seconds() - cpu0) / started.elapsed().as_secs_f64())
+    Ok((cpu::process_seconds() - cpu0) / started.elapsed().as_secs_f64())
 }
 
 fn key(i: u64, keys: u64) -> String {
@@ -270,6 +255,7 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     )
     .await?;
     let started = Instant::now();
+    let (roles_before, cpu_before) = (cpu::by_role(), cpu::process_seconds());
     run_script(
         &engine,
         "CREATE MATERIALIZED VIEW q AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k",
@@ -279,6 +265,12 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     // committed.
     wait_for_events(&engine, "s", "q", events).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_us_per_event = cpu::per_event_us(
+        &roles_before,
+        &cpu::by_role(),
+        cpu::process_seconds() - cpu_before,
+        events,
+    );
     let peak = peak_rss_mb();
     // Point queries while twice as many events ingest: the DataFusion-planned baseline with
     // sixteen clients, then as served (the fast path) with sixteen and with one.
@@ -374,6 +366,7 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         wire_planned_p99_ms_16: wire_planned.p99_ms,
         wire_planned_qps_16: wire_planned.qps,
         trickle_cores,
+        cpu_us_per_event,
     };
     engine.shutdown().await;
     Ok(result)
@@ -393,7 +386,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
              p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); over TCP, 16 conns: prepared p50 {:.2} ms \
              p99 {:.2} ms {:.0} q/s, simple p50 {:.2} ms p99 {:.2} ms {:.0} q/s, prepared and planned \
              (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
-             trickle 1000 ev/s: {:.3} cores",
+             trickle 1000 ev/s: {:.3} cores; CPU per event during ingest: {}",
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
             r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.planned_p50_ms_16,
@@ -401,7 +394,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             r.wire_prepared_p50_ms_16, r.wire_prepared_p99_ms_16, r.wire_prepared_qps_16,
             r.wire_simple_p50_ms_16, r.wire_simple_p99_ms_16, r.wire_simple_qps_16,
             r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,
-            r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores
+            r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores,
+            r.cpu_us_per_event
+                .iter()
+                .map(|(role, us)| format!("{role} {us:.2} us"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         super::print_result(args.json, &r, line);
     }

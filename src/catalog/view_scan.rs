@@ -104,6 +104,26 @@ impl ViewTable {
         Some((g, self.plan.group_roles[g]))
     }
 
+    /// Whether `expr` is an append-only view's event-time column (its rows' keys start with it).
+    fn is_event_time(&self, expr: &Expr) -> bool {
+        self.plan.event_time_column.is_some() && self.column(expr) == self.plan.event_time_column
+    }
+
+    /// The range of event times (as `Constraint::Windows`, whose starts are the keys' leading
+    /// times) that `op value` on an append-only view's event-time column allows.
+    fn event_time_range(op: Operator, value: &ScalarValue) -> Option<Constraint> {
+        let t = millis(value)?;
+        let (from, to) = match op {
+            Operator::Eq => (t.1, t.0 + 1),
+            Operator::Gt => (t.0 + 1, i64::MAX),
+            Operator::GtEq => (t.1, i64::MAX),
+            Operator::Lt => (i64::MIN, t.1),
+            Operator::LtEq => (i64::MIN, t.0 + 1),
+            _ => return None,
+        };
+        Some(Constraint::Windows(from, to))
+    }
+
     /// What `filter` says about the keys, if anything.
     fn constraint(&self, filter: &Expr) -> Option<Constraint> {
         match filter {
@@ -128,10 +148,13 @@ impl ViewTable {
                     (Expr::Literal(v, _), c) => (c, op.swap()?, v),
                     _ => return None,
                 };
-                let (g, role) = self.group_of(col)?;
                 if value.is_null() {
                     return None;
                 }
+                if self.is_event_time(col) {
+                    return Self::event_time_range(op, value);
+                }
+                let (g, role) = self.group_of(col)?;
                 match (role, op) {
                     (_, Operator::Eq) => Some(Constraint::Values(g, vec![value.clone()])),
                     (GroupRole::Key, _) => None,
@@ -156,11 +179,14 @@ impl ViewTable {
                 low,
                 high,
             }) => {
-                let (_, role) = self.group_of(expr)?;
                 let (Expr::Literal(low, _), Expr::Literal(high, _)) = (low.as_ref(), high.as_ref())
                 else {
                     return None;
                 };
+                if self.is_event_time(expr) {
+                    return Some(Constraint::Windows(millis(low)?.1, millis(high)?.0 + 1));
+                }
+                let (_, role) = self.group_of(expr)?;
                 if role == GroupRole::Key {
                     return None;
                 }
@@ -641,8 +667,11 @@ impl Sink<'_> {
         if self.left == 0 {
             return Ok(ControlFlow::Break(()));
         }
-        self.pending
-            .push(decode_view_row(value).map_err(external)?.to_vec());
+        // A group HAVING hides keeps its state under its key, and no row.
+        let Some(row) = decode_view_row(value).map_err(external)? else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        self.pending.push(row.to_vec());
         self.left -= 1;
         if self.pending.len() >= BATCH_ROWS || self.left == 0 {
             return self.flush();

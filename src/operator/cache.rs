@@ -7,7 +7,7 @@
 //! holds completely — every window created since start, and every one loaded whole at start —
 //! answers a miss with "new group" and never reads the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes the caches of all views may hold together.
@@ -39,23 +39,54 @@ impl CacheBudget {
     }
 }
 
-/// Bytes an entry costs beyond its key and value (map slot, boxes, epoch).
-const ENTRY_OVERHEAD: usize = 64;
+/// Bytes an entry costs beyond its key and value (table slot, allocation header).
+const ENTRY_OVERHEAD: usize = 48;
 
-struct Cached {
-    value: Box<[u8]>,
+/// One cached group: its key and stored value in one allocation, so a lookup that finds the
+/// key has the value in the same cache lines.
+struct Entry {
+    /// The key, then the value; the value is empty while the entry is only claimed (the
+    /// group's value is being read or merged this epoch).
+    data: Box<[u8]>,
+    key_len: u32,
     epoch: u64,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+
+    /// Bytes it counts against the budget (a claimed entry counts once it has a value).
+    fn cost(&self) -> usize {
+        if self.value().is_empty() {
+            0
+        } else {
+            self.data.len() + ENTRY_OVERHEAD
+        }
+    }
 }
 
 #[derive(Default)]
 struct WindowCache {
-    groups: HashMap<Box<[u8]>, Cached, ahash::RandomState>,
+    groups: hashbrown::HashTable<Entry>,
     complete: bool,
 }
+
+/// Where a looked-up group sits in its window's table, so that writing its new value does
+/// not search again. Valid until the window gains entries beyond those `prepare` made room
+/// for, or loses any (eviction, the window's removal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(usize);
 
 /// One view's cache.
 pub struct GroupCache {
     windows: BTreeMap<i64, WindowCache>,
+    hasher: ahash::RandomState,
     bytes: usize,
     epoch: u64,
     budget: std::sync::Arc<CacheBudget>,
@@ -75,6 +106,7 @@ impl GroupCache {
     pub fn new(budget: std::sync::Arc<CacheBudget>) -> Self {
         Self {
             windows: BTreeMap::new(),
+            hasher: ahash::RandomState::new(),
             bytes: 0,
             epoch: 0,
             budget,
@@ -95,7 +127,7 @@ impl GroupCache {
     /// inserted (a new window, or one being loaded whole).
     pub fn open_window(&mut self, start: i64, complete: bool) {
         self.windows.entry(start).or_insert_with(|| WindowCache {
-            groups: HashMap::default(),
+            groups: hashbrown::HashTable::new(),
             complete,
         });
     }
@@ -107,59 +139,106 @@ impl GroupCache {
         }
     }
 
-    pub fn lookup(&mut self, start: i64, group: &[u8]) -> Lookup<'_> {
+    /// Makes room in window `start` for `groups` lookups of groups it may not hold, so that
+    /// the slots they return stay valid until their values are written.
+    pub fn prepare(&mut self, start: i64, groups: usize) {
+        let hasher = &self.hasher;
+        self.windows
+            .entry(start)
+            .or_default()
+            .groups
+            .reserve(groups, |e| hasher.hash_one(e.key()));
+    }
+
+    /// Finds group `group` of window `start`, claiming a slot for it when it is not cached;
+    /// [`GroupCache::put`] writes its new value there. Call [`GroupCache::prepare`] first.
+    pub fn lookup(&mut self, start: i64, group: &[u8]) -> (Lookup<'_>, Slot) {
         let epoch = self.epoch;
-        match self.windows.get_mut(&start) {
-            Some(w) => match w.groups.get_mut(group) {
-                Some(c) => {
-                    c.epoch = epoch;
-                    Lookup::Found(&c.value)
-                }
-                None if w.complete => Lookup::New,
-                None => Lookup::Unknown,
-            },
-            None => Lookup::Unknown,
-        }
+        let hash = self.hasher.hash_one(group);
+        let hasher = &self.hasher;
+        let window = self.windows.entry(start).or_default();
+        let complete = window.complete;
+        let entry = window
+            .groups
+            .entry(hash, |e| e.key() == group, |e| hasher.hash_one(e.key()));
+        let occupied = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => o,
+            hashbrown::hash_table::Entry::Vacant(v) => v.insert(Entry {
+                data: group.into(),
+                key_len: group.len() as u32,
+                epoch,
+            }),
+        };
+        let slot = Slot(occupied.bucket_index());
+        let entry = occupied.into_mut();
+        entry.epoch = epoch;
+        let found = match entry.value() {
+            [] if complete => Lookup::New,
+            [] => Lookup::Unknown,
+            value => Lookup::Found(value),
+        };
+        (found, slot)
+    }
+
+    /// Writes the concatenation of `parts` as the value of the group `lookup` gave `slot`.
+    /// A value that keeps its size (most do: fixed-width states) is overwritten in place.
+    pub fn put(&mut self, start: i64, slot: Slot, group: &[u8], parts: &[&[u8]]) {
+        let epoch = self.epoch;
+        let hasher = &self.hasher;
+        let window = self.windows.entry(start).or_default();
+        let entry = match window.groups.get_bucket_mut(slot.0) {
+            Some(e) if e.key() == group => e,
+            // The slot moved (it should not): find the group, or add it.
+            _ => {
+                let hash = hasher.hash_one(group);
+                window
+                    .groups
+                    .entry(hash, |e| e.key() == group, |e| hasher.hash_one(e.key()))
+                    .or_insert_with(|| Entry {
+                        data: group.into(),
+                        key_len: group.len() as u32,
+                        epoch,
+                    })
+                    .into_mut()
+            }
+        };
+        let (added, freed) = Self::write(entry, parts, epoch);
+        self.grow(added, freed);
+    }
+
+    /// Caches the concatenation of `parts` as group `group`'s stored value in window `start`.
+    pub fn insert_parts(&mut self, start: i64, group: &[u8], parts: &[&[u8]]) {
+        self.prepare(start, 1);
+        let (_, slot) = self.lookup(start, group);
+        self.put(start, slot, group, parts);
     }
 
     /// Caches `value` as group `group`'s stored value in window `start`.
+    #[cfg(test)]
     pub fn insert(&mut self, start: i64, group: &[u8], value: &[u8]) {
         self.insert_parts(start, group, &[value]);
     }
 
-    /// Caches the concatenation of `parts` as the group's stored value. A group whose value
-    /// keeps its size (most do: fixed-width states) is overwritten in place.
-    pub fn insert_parts(&mut self, start: i64, group: &[u8], parts: &[&[u8]]) {
+    /// Sets `entry`'s value; returns the bytes it added to and freed from the budget.
+    fn write(entry: &mut Entry, parts: &[&[u8]], epoch: u64) -> (usize, usize) {
+        let freed = entry.cost();
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let epoch = self.epoch;
-        let window = self.windows.entry(start).or_default();
-        let (added, freed) = match window.groups.get_mut(group) {
-            Some(cached) => {
-                let freed = cached.value.len();
-                if freed == len {
-                    let mut at = 0;
-                    for part in parts {
-                        cached.value[at..at + part.len()].copy_from_slice(part);
-                        at += part.len();
-                    }
-                } else {
-                    cached.value = parts.concat().into();
-                }
-                cached.epoch = epoch;
-                (len, freed)
+        if entry.value().len() == len {
+            let mut at = entry.key_len as usize;
+            for part in parts {
+                entry.data[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
             }
-            None => {
-                window.groups.insert(
-                    group.into(),
-                    Cached {
-                        value: parts.concat().into(),
-                        epoch,
-                    },
-                );
-                (group.len() + len + ENTRY_OVERHEAD, 0)
+        } else {
+            let mut data = Vec::with_capacity(entry.key_len as usize + len);
+            data.extend_from_slice(entry.key());
+            for part in parts {
+                data.extend_from_slice(part);
             }
-        };
-        self.grow(added, freed);
+            entry.data = data.into_boxed_slice();
+        }
+        entry.epoch = epoch;
+        (entry.cost(), freed)
     }
 
     fn grow(&mut self, added: usize, freed: usize) {
@@ -174,11 +253,7 @@ impl GroupCache {
     /// Forgets window `start` (it closed).
     pub fn remove_window(&mut self, start: i64) {
         if let Some(w) = self.windows.remove(&start) {
-            let bytes: usize = w
-                .groups
-                .iter()
-                .map(|(k, c)| k.len() + c.value.len() + ENTRY_OVERHEAD)
-                .sum();
+            let bytes: usize = w.groups.iter().map(Entry::cost).sum();
             self.grow(0, bytes);
         }
     }
@@ -202,8 +277,8 @@ impl GroupCache {
             .saturating_sub(self.budget.limit() / 10 * 9);
         let mut by_epoch: BTreeMap<u64, usize> = BTreeMap::new();
         for w in self.windows.values() {
-            for (k, c) in &w.groups {
-                *by_epoch.entry(c.epoch).or_default() += k.len() + c.value.len() + ENTRY_OVERHEAD;
+            for e in &w.groups {
+                *by_epoch.entry(e.epoch).or_default() += e.cost();
             }
         }
         let mut cutoff = None;
@@ -219,17 +294,19 @@ impl GroupCache {
         let mut dropped = 0u64;
         let mut freed = 0;
         for w in self.windows.values_mut() {
-            let before = w.groups.len();
-            w.groups.retain(|k, c| {
-                let keep = c.epoch > cutoff;
-                if !keep {
-                    freed += k.len() + c.value.len() + ENTRY_OVERHEAD;
+            let mut lost = 0u64;
+            w.groups.retain(|e| {
+                // A claimed entry without a value (a merge that failed) holds nothing.
+                let keep = e.epoch > cutoff && !e.value().is_empty();
+                if !keep && !e.value().is_empty() {
+                    freed += e.cost();
+                    lost += 1;
                 }
                 keep
             });
-            if w.groups.len() < before {
+            if lost > 0 {
                 w.complete = false;
-                dropped += (before - w.groups.len()) as u64;
+                dropped += lost;
             }
         }
         self.grow(0, freed);
@@ -254,16 +331,16 @@ mod tests {
         let budget = Arc::new(CacheBudget::new(1_000));
         let mut cache = GroupCache::new(budget.clone());
         cache.open_window(0, true);
-        assert!(matches!(cache.lookup(0, b"a"), Lookup::New));
-        assert!(matches!(cache.lookup(60, b"a"), Lookup::Unknown));
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::New));
+        assert!(matches!(cache.lookup(60, b"a").0, Lookup::Unknown));
         cache.insert(0, b"a", &[1; 100]);
-        assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v.len() == 100));
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v.len() == 100));
         // Same size: overwritten in place; another size: replaced. The bytes follow.
         cache.insert_parts(0, b"a", &[&[2; 60], &[3; 40]]);
-        assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v[0] == 2 && v[99] == 3));
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v[0] == 2 && v[99] == 3));
         assert_eq!(budget.used(), 1 + 100 + ENTRY_OVERHEAD);
         cache.insert_parts(0, b"a", &[&[4; 10], &[5; 80]]);
-        assert!(matches!(cache.lookup(0, b"a"), Lookup::Found(v) if v.len() == 90 && v[89] == 5));
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v.len() == 90 && v[89] == 5));
         assert_eq!(budget.used(), 1 + 90 + ENTRY_OVERHEAD);
         cache.insert(0, b"a", &[1; 100]);
         assert_eq!(budget.used(), 1 + 100 + ENTRY_OVERHEAD);
@@ -280,10 +357,43 @@ mod tests {
             budget.used()
         );
         // The newest group stays; an evicted one is now unknown, not new.
-        assert!(matches!(cache.lookup(0, &[b'k', 9]), Lookup::Found(_)));
-        assert!(matches!(cache.lookup(0, b"a"), Lookup::Unknown));
+        assert!(matches!(cache.lookup(0, &[b'k', 9]).0, Lookup::Found(_)));
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Unknown));
         cache.remove_window(0);
         assert_eq!(cache.bytes(), 0);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_lookup_claims_a_slot_and_the_value_is_written_there() {
+        let budget = Arc::new(CacheBudget::new(10_000));
+        let mut cache = GroupCache::new(budget.clone());
+        cache.open_window(0, true);
+        cache.prepare(0, 3);
+        let (found, a) = cache.lookup(0, b"a");
+        assert!(matches!(found, Lookup::New));
+        let (_, b) = cache.lookup(0, b"b");
+        assert_eq!(budget.used(), 0, "a claimed slot costs nothing yet");
+        cache.put(0, a, b"a", &[b"1", b"23"]);
+        cache.put(0, b, b"b", &[b"4"]);
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v == b"123"));
+        assert!(matches!(cache.lookup(0, b"b").0, Lookup::Found(v) if v == b"4"));
+        assert_eq!(cache.bytes(), (1 + 3) + (1 + 1) + 2 * ENTRY_OVERHEAD);
+        // A slot that no longer holds the group (the table grew past what was prepared) is
+        // not trusted: the group is found again.
+        for i in 0..100u8 {
+            cache.insert(0, &[b'x', i], &[i]);
+        }
+        cache.put(0, a, b"a", &[b"999"]);
+        assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v == b"999"));
+        // In an incomplete window a claimed group is unknown until written.
+        cache.open_window(60, false);
+        cache.prepare(60, 1);
+        assert!(matches!(cache.lookup(60, b"a").0, Lookup::Unknown));
+        assert!(matches!(cache.lookup(60, b"a").0, Lookup::Unknown));
+        cache.next_epoch();
+        cache.remove_window(0);
+        cache.remove_window(60);
         assert_eq!(budget.used(), 0);
     }
 

@@ -13,6 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Rows;
 use datafusion::common::{DataFusionError, Result};
 
+use super::cache::Slot;
 use super::groups::{empty_output, merge_with_stored, state_types, GroupState};
 use crate::plan::{run_steps_tracked, GroupRole, ViewPlan};
 use crate::state::{RowCodec, StateError, StoredGroup};
@@ -129,11 +130,13 @@ impl GroupKeys {
     }
 }
 
-/// The stored values of a window's groups (`StoredGroup` encodings), in one buffer.
+/// The stored values of a window's groups (`StoredGroup` encodings), in one buffer, and
+/// where each group sits in the view's cache.
 #[derive(Default)]
 pub struct StoredValues {
     bytes: Vec<u8>,
     spans: Vec<Option<(usize, usize)>>,
+    slots: Vec<Option<Slot>>,
 }
 
 impl StoredValues {
@@ -141,18 +144,25 @@ impl StoredValues {
         Self {
             bytes: Vec::new(),
             spans: Vec::with_capacity(groups),
+            slots: Vec::with_capacity(groups),
         }
     }
 
-    /// Adds the next group's value (None: nothing stored, or not known yet).
-    pub fn push(&mut self, value: Option<&[u8]>) {
+    /// Adds the next group's value (None: nothing stored, or not known yet) and its slot in
+    /// the cache, if it has one.
+    pub fn push(&mut self, value: Option<&[u8]>, slot: Option<Slot>) {
         let span = value.map(|v| self.append(v));
         self.spans.push(span);
+        self.slots.push(slot);
     }
 
-    /// Sets the value of group `i` (one pushed as None).
-    pub fn set(&mut self, i: usize, value: &[u8]) {
-        self.spans[i] = Some(self.append(value));
+    /// Sets the value of group `i` (one pushed as None) to the concatenation of `parts`.
+    pub fn set_parts(&mut self, i: usize, parts: &[&[u8]]) {
+        let at = self.bytes.len();
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        self.spans[i] = Some((at, self.bytes.len() - at));
     }
 
     fn append(&mut self, value: &[u8]) -> (usize, usize) {
@@ -177,6 +187,8 @@ pub struct Merged {
     /// Per group: its row in `rows`, or `HIDDEN`.
     row_of: Vec<u32>,
     was_shown: Vec<bool>,
+    /// Per group: its slot in the view's cache.
+    slots: Vec<Option<Slot>>,
     order: Vec<usize>,
 }
 
@@ -192,6 +204,8 @@ pub struct MergedGroup<'a> {
     pub row: Option<&'a [u8]>,
     /// Whether its row was in the view before.
     pub was_shown: bool,
+    /// Where the group sits in the view's cache; None for a group made without a lookup.
+    pub slot: Option<Slot>,
 }
 
 impl MergedGroup<'_> {
@@ -215,6 +229,7 @@ impl Merged {
             rows: None,
             row_of: Vec::new(),
             was_shown: Vec::new(),
+            slots: Vec::new(),
             order: Vec::new(),
         }
     }
@@ -229,6 +244,7 @@ impl Merged {
                 (j, Some(rows)) => Some(rows.row(j as usize).data()),
             },
             was_shown: self.was_shown[i],
+            slot: self.slots.get(i).copied().flatten(),
         })
     }
 }
@@ -248,7 +264,8 @@ pub fn merge_window(
         return Ok(Merged::empty());
     }
     let keys = codecs.group_keys(&snapshot)?;
-    let previous = stored(&keys)?;
+    let mut previous = stored(&keys)?;
+    let slots = std::mem::take(&mut previous.slots);
     let mut was_shown = vec![false; n];
     let mut stored_groups = Vec::new();
     let mut stored_rows: Vec<&[u8]> = Vec::new();
@@ -289,6 +306,7 @@ pub fn merge_window(
         rows: Some(rows),
         row_of,
         was_shown,
+        slots,
         order,
     })
 }
@@ -345,6 +363,7 @@ pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<Merged> {
         row_of: vec![if rows.num_rows() == 1 { 0 } else { HIDDEN }],
         rows: Some(rows),
         was_shown: vec![false],
+        slots: vec![None],
         order: vec![0],
     })
 }
@@ -504,7 +523,7 @@ mod tests {
             let merged = merge_window(plan, &codecs, &mut delta, |keys| {
                 let mut values = StoredValues::default();
                 for i in 0..keys.len() {
-                    values.push(states.get(keys.get(i)).map(|v| v.as_slice()));
+                    values.push(states.get(keys.get(i)).map(|v| v.as_slice()), None);
                 }
                 Ok(values)
             })
@@ -603,7 +622,7 @@ mod tests {
         delta.update(&plan.aggregate, &epochs()[0]).unwrap();
         let merged = merge_window(&plan, &codecs, &mut delta, |_| {
             let mut values = StoredValues::default();
-            values.push(Some(&stored));
+            values.push(Some(&stored), None);
             Ok(values)
         })
         .unwrap();

@@ -22,8 +22,9 @@ use super::{assign_windows, GroupState, WatermarkTracker};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits,
-    Store, StoredGroup, Table, ViewKeys, WriteSet, STATE_FORMAT, VIEW_ROW_HEADER,
+    decode_view_row, encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes,
+    Log, LogLimits, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, STATE_FORMAT,
+    VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -167,30 +168,43 @@ fn row_json(batch: &RecordBatch, row: usize) -> String {
         .to_string()
 }
 
-/// Loads the stored group states of a view into its cache while they fit; returns whether
-/// every one did.
-fn preload(store: &Store, keys: &ViewKeys, cache: &mut GroupCache) -> Result<bool> {
-    let (from, to) = keys.all();
+/// Loads the stored groups of a view's open windows into its cache while they fit; returns
+/// whether every one did.
+fn preload(
+    store: &Store,
+    keys: &ViewKeys,
+    open_windows: &BTreeSet<i64>,
+    cache: &mut GroupCache,
+) -> Result<bool> {
     let mut complete = true;
-    let mut bad = false;
-    store
-        .read_view()
-        .for_each_in(Table::GroupState, &from, &to, |key, value| {
-            let Some((start, group)) = keys.parse(key) else {
-                bad = true;
+    let mut bad = None;
+    let read = store.read_view();
+    for start in open_windows {
+        let from = keys.window(*start);
+        let to = prefix_end(&from);
+        read.for_each_in(Table::ViewRows, &from, &to, |key, value| {
+            let group = keys.parse(key).map(|(_, group)| group);
+            let stored = StoredValue::decode(value).map(|v| v.group());
+            let (Some(group), Ok(Some(stored))) = (group, stored) else {
+                bad = Some(String::from_utf8_lossy(key).into_owned());
                 return ControlFlow::Break(());
             };
-            if !cache.has_room(key.len() + value.len()) {
+            let head = StoredGroup::header(stored.shown);
+            if !cache.has_room(key.len() + head.len() + stored.state.len()) {
                 complete = false;
                 return ControlFlow::Break(());
             }
-            cache.insert(start, group, value);
+            cache.insert_parts(*start, group, &[&head, stored.state]);
             ControlFlow::Continue(())
         })
         .map_err(state_err)?;
-    if bad {
+        if !complete || bad.is_some() {
+            break;
+        }
+    }
+    if let Some(key) = bad {
         return Err(DataFusionError::Internal(format!(
-            "a group state key of view \"{}\" does not parse",
+            "the stored group {key:?} of an open window of view \"{}\" does not decode",
             String::from_utf8_lossy(keys.prefix())
         )));
     }
@@ -276,7 +290,9 @@ impl ViewOperator {
             windows.insert(GLOBAL_WINDOW, None);
             cache.open_window(GLOBAL_WINDOW, true);
         }
-        if !progress.open_windows.is_empty() && preload(store, &keys, &mut cache)? {
+        if !progress.open_windows.is_empty()
+            && preload(store, &keys, &progress.open_windows, &mut cache)?
+        {
             for start in &progress.open_windows {
                 cache.set_complete(*start, true);
             }
@@ -573,13 +589,14 @@ impl ViewOperator {
         merge_window(&self.plan, &self.codecs, delta, |groups| {
             let mut values = StoredValues::with_capacity(groups.len());
             let mut missing = Vec::new();
+            cache.prepare(start, groups.len());
             for i in 0..groups.len() {
                 match cache.lookup(start, groups.get(i)) {
-                    Lookup::Found(v) => values.push(Some(v)),
-                    Lookup::New => values.push(None),
-                    Lookup::Unknown => {
+                    (Lookup::Found(v), slot) => values.push(Some(v), Some(slot)),
+                    (Lookup::New, slot) => values.push(None, Some(slot)),
+                    (Lookup::Unknown, slot) => {
                         missing.push(i);
-                        values.push(None);
+                        values.push(None, Some(slot));
                     }
                 }
             }
@@ -589,12 +606,18 @@ impl ViewOperator {
                     .map(|i| keys.group(start, groups.get(*i)))
                     .collect();
                 let found = store
-                    .multi_get(Table::GroupState, &wanted)
+                    .multi_get(Table::ViewRows, &wanted)
                     .map_err(state_err)?;
                 counters.store_reads += wanted.len() as u64;
                 for (i, value) in missing.into_iter().zip(found) {
-                    if let Some(value) = value {
-                        values.set(i, &value);
+                    let Some(value) = value else { continue };
+                    match StoredValue::decode(&value).map_err(state_err)?.group() {
+                        Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
+                        None => {
+                            return Err(DataFusionError::Internal(format!(
+                                "group {i} of open window {start} has a row but no state"
+                            )))
+                        }
                     }
                 }
             }
@@ -602,33 +625,39 @@ impl ViewOperator {
         })
     }
 
-    /// Writes the rows of merged groups (and, for an open window, their state), each key and
-    /// value straight into the write set.
+    /// Writes the merged groups, each key and value straight into the write set: in an open
+    /// window one value per group holding its row (when shown) and its state; in a closed
+    /// window the row alone, and a delete for a group that has none.
     fn write_groups(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, open: bool) {
         let prefix = self.keys.prefix();
         let window = window_start_bytes(start);
         for group in merged.groups() {
             let key: [&[u8]; 3] = [prefix, &window, group.key];
-            match group.row {
-                Some(row) => {
+            if let Some(row) = group.row {
+                self.progress.rows_written += 1;
+                if !group.was_shown {
+                    self.progress.rows += 1;
+                }
+                if !open {
                     ws.put_parts(Table::ViewRows, &key, &[&VIEW_ROW_HEADER, row]);
-                    self.progress.rows_written += 1;
-                    if !group.was_shown {
-                        self.progress.rows += 1;
-                    }
                 }
-                None if group.was_shown => {
-                    ws.delete_parts(Table::ViewRows, &key);
-                    self.progress.rows = self.progress.rows.saturating_sub(1);
-                }
-                None => {}
+            } else if group.was_shown {
+                self.progress.rows = self.progress.rows.saturating_sub(1);
             }
             if open {
-                let head = StoredGroup::header(group.shown());
-                ws.put_parts(Table::GroupState, &key, &[&head, group.state]);
-                self.cache
-                    .insert_parts(start, group.key, &[&head, group.state]);
+                let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
+                let row = group.row.unwrap_or_default();
+                ws.put_parts(Table::ViewRows, &key, &[&head[..len], row, group.state]);
+                let cached = StoredGroup::header(group.shown());
+                let parts: [&[u8]; 2] = [&cached, group.state];
+                match group.slot {
+                    Some(slot) => self.cache.put(start, slot, group.key, &parts),
+                    None => self.cache.insert_parts(start, group.key, &parts),
+                }
                 self.counters.groups_written += 1;
+            } else if group.row.is_none() {
+                // Its state (and row, if it had one) stay no longer than its window.
+                ws.delete_parts(Table::ViewRows, &key);
             }
         }
         if open {
@@ -656,9 +685,8 @@ impl ViewOperator {
                         .count() as u64;
                 }
             }
-            let from = self.keys.window(start);
-            let to = prefix_end(&from);
-            ws.delete_range(Table::GroupState, from, to);
+            // The window's untouched groups keep their last value, row and state: readers
+            // take the row and skip the state, and retention deletes both.
             self.cache.remove_window(start);
             self.progress.open_windows.remove(&start);
         }
@@ -771,8 +799,10 @@ impl ViewOperator {
         let mut rows = 0u64;
         self.store
             .read_view()
-            .for_each_in(Table::ViewRows, &a, &b, |_, _| {
-                rows += 1;
+            .for_each_in(Table::ViewRows, &a, &b, |_, value| {
+                if matches!(decode_view_row(value), Ok(Some(_))) {
+                    rows += 1;
+                }
                 ControlFlow::Continue(())
             })
             .map_err(state_err)?;

@@ -152,7 +152,7 @@ impl ExtendedQueryHandler for WeirQueries {
             Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
             None => client.portal_store().put_empty_statement(&name),
         }
-        prepared::remember(client.metadata_mut(), &name);
+        prepared::remember(client.metadata_mut(), &name, &message.query);
         client
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
@@ -194,6 +194,33 @@ impl ExtendedQueryHandler for WeirQueries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Planned with the settings in force now, not those of its Parse.
+        let replanned;
+        let portal = match prepared::reads_settings(client.metadata(), &portal.statement.id) {
+            Some(sql) => {
+                let sql = sql.to_string();
+                let types = &portal.statement.parameter_types;
+                match self.parser.parse_sql(client, &sql, types).await? {
+                    Some(statement) => {
+                        let mut fresh = Portal::default();
+                        fresh.name = portal.name.clone();
+                        fresh.statement = Arc::new(StoredStatement::new(
+                            portal.statement.id.clone(),
+                            statement,
+                            types.clone(),
+                        ));
+                        fresh.parameter_format = portal.parameter_format.clone();
+                        fresh.parameters = portal.parameters.clone();
+                        fresh.result_column_format = portal.result_column_format.clone();
+                        fresh.state = portal.state.clone();
+                        replanned = fresh;
+                        &replanned
+                    }
+                    None => portal,
+                }
+            }
+            None => portal,
+        };
         let (sql, parsed) = &portal.statement.statement;
         if parsed.is_none() {
             if let Ok(Some(stmt)) = parse_statement(sql) {

@@ -26,6 +26,7 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
+use super::auth::{Login, SharedPassword};
 use super::catalog_sql::rewrite_catalog_query;
 use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
@@ -41,7 +42,7 @@ use super::text::{extra_float_digits, postgres_text};
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
-/// Startup without authentication (loopback only, for now).
+/// Startup without authentication (when no password is set).
 pub struct Startup {
     connections: Arc<ConnectionManager>,
 }
@@ -101,11 +102,20 @@ pub struct WeirQueries {
 pub struct WeirHandlers {
     queries: Arc<WeirQueries>,
     startup: Arc<Startup>,
+    password: Option<Arc<SharedPassword>>,
+    connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl WeirHandlers {
+    /// Handlers that let every connection in.
     pub fn new(engine: Arc<Engine>) -> Self {
+        Self::with_password(engine, None)
+    }
+
+    /// Handlers that let in connections that know `password` (SCRAM-SHA-256), or every
+    /// connection when it is None.
+    pub fn with_password(engine: Arc<Engine>, password: Option<SharedPassword>) -> Self {
         super::functions::register(&engine.context());
         let aggregates: Arc<HashSet<String>> = Arc::new(
             engine
@@ -141,7 +151,9 @@ impl WeirHandlers {
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            password: password.map(Arc::new),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            connections,
         }
     }
 }
@@ -155,8 +167,13 @@ impl PgWireServerHandlers for WeirHandlers {
         self.queries.clone()
     }
 
+    /// Called once per connection: a SCRAM login keeps its progress in its handler.
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.startup.clone()
+        Arc::new(Login::new(
+            &self.startup,
+            self.password.as_ref(),
+            &self.connections,
+        ))
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {

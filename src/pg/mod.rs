@@ -4,7 +4,9 @@
 //! pg_catalog) goes to DataFusion through `datafusion-postgres`; session statements (SET,
 //! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
+//! `auth` decides who may connect (SCRAM-SHA-256 when a password is set).
 
+mod auth;
 mod catalog_functions;
 mod catalog_sql;
 mod copy;
@@ -22,6 +24,7 @@ mod split;
 mod subqueries;
 mod text;
 
+pub use auth::SharedPassword;
 pub use errors::{datafusion_sqlstate, engine_error_info};
 pub use handler::{serve_pg, WeirHandlers};
 pub use split::split_statements;

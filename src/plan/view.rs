@@ -114,6 +114,9 @@ pub struct ViewPlan {
     /// An append-only view: no aggregate (`aggregate` is empty), `pre` computes its rows,
     /// each kept under its event time and source position.
     pub append: bool,
+    /// In an append-only view with a watermark, the output column that shows the source's
+    /// event time unchanged: rows are keyed by it, so a query's range on it is a key range.
+    pub event_time_column: Option<usize>,
 }
 
 /// The part a group column plays in a view's keys.
@@ -124,6 +127,31 @@ pub enum GroupRole {
     Key,
 }
 
+/// The lineage of a projection's outputs: for each, the origin of the input column it shows
+/// unchanged (`lineage` gives the origins of the projection's inputs), if any.
+fn projected(lineage: &[Option<usize>], exprs: &[Arc<dyn PhysicalExpr>]) -> Vec<Option<usize>> {
+    exprs
+        .iter()
+        .map(|e| {
+            e.downcast_ref::<PhysicalColumn>()
+                .and_then(|c| lineage.get(c.index()).copied().flatten())
+        })
+        .collect()
+}
+
+/// The output column of `steps` that shows input column `column` unchanged, if any.
+fn column_after(steps: &[Step], n_inputs: usize, column: usize) -> Option<usize> {
+    let mut lineage: Vec<Option<usize>> = (0..n_inputs).map(Some).collect();
+    for step in steps {
+        match step {
+            Step::Project { exprs, .. } => lineage = projected(&lineage, exprs),
+            Step::Stateful(_) => lineage.push(None),
+            Step::Filter(_) => {}
+        }
+    }
+    lineage.iter().position(|c| *c == Some(column))
+}
+
 /// Follows the columns of the aggregate's output through the projections above it.
 fn key_lineage(n_groups: usize, n_outputs: usize, post: &[Step]) -> Vec<Option<usize>> {
     let mut lineage: Vec<Option<usize>> = (0..n_outputs)
@@ -131,13 +159,7 @@ fn key_lineage(n_groups: usize, n_outputs: usize, post: &[Step]) -> Vec<Option<u
         .collect();
     for step in post {
         if let Step::Project { exprs, .. } = step {
-            lineage = exprs
-                .iter()
-                .map(|e| {
-                    e.downcast_ref::<PhysicalColumn>()
-                        .and_then(|c| lineage.get(c.index()).copied().flatten())
-                })
-                .collect();
+            lineage = projected(&lineage, exprs);
         }
     }
     lineage
@@ -491,9 +513,13 @@ fn append_plan(
         .map(|f| referenced.contains(f.name()))
         .collect();
     let output_schema = nullable(plan.schema().as_arrow());
+    let event_time_column = watermark
+        .and_then(|(column, _)| column_after(&pre, input_schema.fields().len(), column))
+        .filter(|j| output_schema.field(*j).data_type() == &ts_type());
     Ok(ViewPlan {
         retention_ms: None,
         append: true,
+        event_time_column,
         key_columns: vec![None; output_schema.fields().len()],
         group_roles: Vec::new(),
         source,
@@ -648,6 +674,7 @@ fn split_plan(
     Ok(ViewPlan {
         retention_ms: None,
         append: false,
+        event_time_column: None,
         key_columns,
         group_roles,
         source,

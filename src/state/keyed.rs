@@ -6,11 +6,13 @@
 //! format, which compares bytewise in the columns' order. So a view's keys sort
 //! by window, then by key: a time range is a key range and a group is a point read.
 //!
-//! Under that key `view_rows` holds the group's output row and `group_state` (while its window
-//! is open) the accumulators' state, both in the row format after a format byte. The row
-//! format is not promised stable across Arrow releases, so [`STATE_FORMAT`] names the layout
-//! and a golden test pins its bytes: when an upgrade changes them the test fails and the
-//! format number goes up; a view stored in another format is rebuilt from its source.
+//! Under that key `view_rows` holds one value per group (see [`StoredValue`]): while the
+//! group's window is open, its output row and its accumulators' state together (or the state
+//! alone while HAVING hides the row), so an epoch writes one value per touched group; once
+//! the window has closed, the row alone. Readers of the view skip the state. The row format is
+//! not promised stable across Arrow releases, so [`STATE_FORMAT`] names the layout and a
+//! golden test pins its bytes: when an upgrade changes them the test fails and the format
+//! number goes up; a view stored in an older format is rebuilt from its source.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -21,7 +23,9 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use super::{window_key_prefix, window_start_bytes, StateError};
 
 /// The version of the per-group layout, stored in every value and in each view's progress.
-pub const STATE_FORMAT: u8 = 3;
+/// Format 4 keeps a group's row and state in one `view_rows` value; format 3 kept the state
+/// under the same key in `group_state`.
+pub const STATE_FORMAT: u8 = 4;
 
 /// Encodes and decodes columns of fixed types as rows.
 #[derive(Debug)]
@@ -122,18 +126,18 @@ impl ViewKeys {
     }
 }
 
-/// A group's stored state: whether its row is in the view (HAVING may hide it), and its
-/// accumulators' state as a row (empty for the one group of a global aggregate that has not
-/// seen a row yet).
+/// A group's state as the operators cache it: whether its row is in the view (HAVING may
+/// hide it), and its accumulators' state as a row (empty for the one group of a global
+/// aggregate that has not seen a row yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredGroup<'a> {
     pub shown: bool,
     pub state: &'a [u8],
 }
 
-fn corrupt(table: &'static str, reason: &str) -> StateError {
+fn corrupt(reason: &str) -> StateError {
     StateError::Corrupt {
-        table,
+        table: "view_rows",
         reason: reason.into(),
     }
 }
@@ -154,33 +158,98 @@ impl<'a> StoredGroup<'a> {
                 shown: *shown == 1,
                 state,
             }),
-            [STATE_FORMAT, ..] | [] => Err(corrupt("group_state", "truncated group state")),
-            [other, ..] => Err(corrupt(
-                "group_state",
-                &format!("group state in format {other}, expected {STATE_FORMAT}"),
-            )),
+            [STATE_FORMAT, ..] | [] => Err(corrupt("truncated group state")),
+            [other, ..] => Err(corrupt(&format!(
+                "group state in format {other}, expected {STATE_FORMAT}"
+            ))),
         }
     }
 }
 
-/// The bytes before a stored output row.
-pub const VIEW_ROW_HEADER: [u8; 1] = [STATE_FORMAT];
+/// What one `view_rows` value holds. Its bytes: [`STATE_FORMAT`], a kind byte, then
+/// - kind 0, a row alone (a closed window's group, an append-only view's row): the row;
+/// - kind 1, an open window's shown group: the row's length (u32, little-endian), the row,
+///   the state;
+/// - kind 2, an open window's group HAVING hides: the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredValue<'a> {
+    Row(&'a [u8]),
+    Open {
+        row: Option<&'a [u8]>,
+        state: &'a [u8],
+    },
+}
 
-/// A stored output row: the format byte, then the row.
+const ROW_ALONE: u8 = 0;
+const ROW_AND_STATE: u8 = 1;
+const STATE_ALONE: u8 = 2;
+
+/// The bytes before a row stored alone.
+pub const VIEW_ROW_HEADER: [u8; 2] = [STATE_FORMAT, ROW_ALONE];
+
+impl<'a> StoredValue<'a> {
+    /// The bytes before an open group's row and state (`row_len` is None when hidden); the
+    /// value is the header, then the row if any, then the state.
+    pub fn open_header(row_len: Option<usize>) -> ([u8; 6], usize) {
+        match row_len {
+            Some(len) => {
+                let len = u32::try_from(len).expect("a group row is under 4 GiB");
+                let l = len.to_le_bytes();
+                ([STATE_FORMAT, ROW_AND_STATE, l[0], l[1], l[2], l[3]], 6)
+            }
+            None => ([STATE_FORMAT, STATE_ALONE, 0, 0, 0, 0], 2),
+        }
+    }
+
+    pub fn decode(value: &'a [u8]) -> Result<Self, StateError> {
+        match value {
+            [STATE_FORMAT, ROW_ALONE, row @ ..] => Ok(Self::Row(row)),
+            [STATE_FORMAT, ROW_AND_STATE, l0, l1, l2, l3, rest @ ..] => {
+                let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+                let (row, state) = rest
+                    .split_at_checked(len)
+                    .ok_or_else(|| corrupt("a row longer than its value"))?;
+                Ok(Self::Open {
+                    row: Some(row),
+                    state,
+                })
+            }
+            [STATE_FORMAT, STATE_ALONE, state @ ..] => Ok(Self::Open { row: None, state }),
+            [STATE_FORMAT, ..] | [] => Err(corrupt("truncated value")),
+            [other, ..] => Err(corrupt(&format!(
+                "value in format {other}, expected {STATE_FORMAT}"
+            ))),
+        }
+    }
+
+    /// The output row, if the group is in the view.
+    pub fn row(&self) -> Option<&'a [u8]> {
+        match self {
+            Self::Row(row) => Some(row),
+            Self::Open { row, .. } => *row,
+        }
+    }
+
+    /// The group as the operators cache it; None for a row stored alone (its window closed).
+    pub fn group(&self) -> Option<StoredGroup<'a>> {
+        match self {
+            Self::Row(_) => None,
+            Self::Open { row, state } => Some(StoredGroup {
+                shown: row.is_some(),
+                state,
+            }),
+        }
+    }
+}
+
+/// A row stored alone: the header, then the row.
 pub fn encode_view_row(row: &[u8]) -> Vec<u8> {
     [&VIEW_ROW_HEADER[..], row].concat()
 }
 
-/// The row of a value made by [`encode_view_row`].
-pub fn decode_view_row(value: &[u8]) -> Result<&[u8], StateError> {
-    match value {
-        [STATE_FORMAT, row @ ..] => Ok(row),
-        [other, ..] => Err(corrupt(
-            "view_rows",
-            &format!("row in format {other}, expected {STATE_FORMAT}"),
-        )),
-        [] => Err(corrupt("view_rows", "empty row")),
-    }
+/// The output row of a `view_rows` value; None for a group HAVING hides.
+pub fn decode_view_row(value: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    Ok(StoredValue::decode(value)?.row())
 }
 
 #[cfg(test)]
@@ -221,10 +290,10 @@ mod tests {
     }
 
     /// Arrow's row format is not promised stable across releases; these bytes are what format
-    /// 3 stores. If an Arrow upgrade changes them, raise STATE_FORMAT (stored views are then
+    /// 4 stores. If an Arrow upgrade changes them, raise STATE_FORMAT (stored views are then
     /// rebuilt from their sources) and update the bytes here.
     #[test]
-    fn the_row_format_is_the_one_state_format_3_stores() {
+    fn the_row_format_is_the_one_state_format_4_stores() {
         let codec = RowCodec::new(
             &[DataType::Utf8, DataType::Int64, DataType::Float64],
             "test",
@@ -260,12 +329,47 @@ mod tests {
         );
         assert!(StoredGroup::decode(&[1, 0]).is_err());
         assert!(
-            StoredGroup::decode(&[2, 0]).is_err(),
-            "format 2 keys held window columns"
+            StoredGroup::decode(&[3, 0]).is_err(),
+            "format 3 kept states apart"
         );
         assert!(StoredGroup::decode(&[]).is_err());
-        assert_eq!(decode_view_row(&encode_view_row(b"r")).unwrap(), b"r");
+        assert_eq!(
+            decode_view_row(&encode_view_row(b"r")).unwrap(),
+            Some(&b"r"[..])
+        );
         assert!(decode_view_row(&[9, 1]).is_err());
+        assert!(decode_view_row(&[3, b'r']).is_err(), "a format 3 row");
+    }
+
+    #[test]
+    fn open_groups_keep_row_and_state_in_one_value() {
+        let (head, n) = StoredValue::open_header(Some(3));
+        let shown = [&head[..n], b"row", b"st"].concat();
+        let value = StoredValue::decode(&shown).unwrap();
+        assert_eq!(value.row(), Some(&b"row"[..]));
+        assert_eq!(
+            value.group(),
+            Some(StoredGroup {
+                shown: true,
+                state: b"st"
+            })
+        );
+        let (head, n) = StoredValue::open_header(None);
+        let hidden = [&head[..n], b"st"].concat();
+        let value = StoredValue::decode(&hidden).unwrap();
+        assert_eq!(value.row(), None);
+        assert_eq!(
+            value.group().map(|g| (g.shown, g.state)),
+            Some((false, &b"st"[..]))
+        );
+        let row_alone = encode_view_row(b"row");
+        let closed = StoredValue::decode(&row_alone).unwrap();
+        assert_eq!((closed.row(), closed.group()), (Some(&b"row"[..]), None));
+        // A row length past the value's end is corruption.
+        let (head, n) = StoredValue::open_header(Some(9));
+        assert!(StoredValue::decode(&[&head[..n], b"ab"].concat()).is_err());
+        assert!(StoredValue::decode(&[STATE_FORMAT, 1, 0]).is_err());
+        assert!(StoredValue::decode(&[STATE_FORMAT, 7]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod store;
 
 pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
 pub use keyed::{
-    decode_view_row, encode_view_row, RowCodec, StoredGroup, ViewKeys, STATE_FORMAT,
+    decode_view_row, encode_view_row, RowCodec, StoredGroup, StoredValue, ViewKeys, STATE_FORMAT,
     VIEW_ROW_HEADER,
 };
 pub use log::{log_key, Log, LogLimits};

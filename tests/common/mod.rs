@@ -48,7 +48,8 @@ impl Weir {
         } else {
             &["--epoch-ms", "50"]
         };
-        let mut child = Command::new(weir_bin())
+        let mut command = Command::new(weir_bin());
+        command
             .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(epoch)
             .arg("--data-dir")
@@ -60,9 +61,9 @@ impl Weir {
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "weir=warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start weir");
+            .stderr(stderr);
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("start weir");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let line = lines
@@ -125,6 +126,26 @@ impl Weir {
             }
             let _ = child.kill();
             panic!("weir did not stop within 30 s of SIGTERM");
+        }
+    }
+}
+
+/// Makes the child get SIGKILL when the thread that starts it exits (a test's thread, at the
+/// latest when its test binary aborts), so a test that dies mid-way leaks no server holding
+/// ports, files or the build lock. Start children only from a test's own thread.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+        // which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
     }
 }

@@ -1,0 +1,100 @@
+//! CPU time the benchmark process spends, whole and by thread role (Linux `/proc`; zero
+//! elsewhere).
+//!
+//! Wall-clock throughput on a shared two-core machine moves by ±30% between identical runs;
+//! the CPU a thread spends on the same work moves far less, so A/B comparisons of the
+//! pipeline's stages read the per-event CPU of each role next to the events per second.
+
+use std::collections::BTreeMap;
+
+/// utime + stime of a `/proc/.../stat` line, in seconds, and the command name.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    // The command name is in parentheses and may hold spaces; fields follow the last ')'.
+    let open = stat.find('(')?;
+    let (name_part, rest) = stat.rsplit_once(')')?;
+    let name = name_part.get(open + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after ')' and the state.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((name, (ticks(11)? + ticks(12)?) / 100.0))
+}
+
+/// CPU seconds this process has used.
+pub fn process_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu(&s).map(|(_, cpu)| cpu))
+        .unwrap_or(0.0)
+}
+
+/// The role of a thread by its name: the part before the first `-` or `:` (`views-s` is
+/// `views`, `rocksdb:high` is `rocksdb`, `tokio-rt-worker` is `tokio`).
+fn role(thread: &str) -> &str {
+    thread.split(['-', ':']).next().unwrap_or(thread)
+}
+
+/// CPU seconds used so far by the live threads of this process, summed by role.
+pub fn by_role() -> BTreeMap<String, f64> {
+    let mut roles = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return roles;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, cpu)) = stat_cpu(&stat) {
+            *roles.entry(role(name).to_string()).or_default() += cpu;
+        }
+    }
+    roles
+}
+
+/// Microseconds of CPU per event each role spent between two `by_role` readings (a role
+/// whose threads started after `before` counts from zero), and `total` for the whole process.
+pub fn per_event_us(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    process: f64,
+    events: u64,
+) -> BTreeMap<String, f64> {
+    let per = |seconds: f64| seconds * 1e6 / events.max(1) as f64;
+    let mut out: BTreeMap<String, f64> = after
+        .iter()
+        .map(|(role, cpu)| {
+            let spent = cpu - before.get(role).copied().unwrap_or(0.0);
+            (role.clone(), per(spent.max(0.0)))
+        })
+        .filter(|(_, us)| *us > 0.0)
+        .collect();
+    out.insert("total".into(), per(process));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_give_name_and_seconds() {
+        let line = "42 (views-s) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1 0 0";
+        assert_eq!(stat_cpu(line), Some(("views-s", 3.0)));
+        let spaced = "7 (a b) c) R 1 1 1 0 -1 0 0 0 0 0 1 2 0 0";
+        assert_eq!(stat_cpu(spaced), Some(("a b) c", 0.03)));
+        assert_eq!(stat_cpu("garbage"), None);
+        assert_eq!(role("rocksdb:high"), "rocksdb");
+        assert_eq!(role("tokio-rt-worker"), "tokio");
+        assert_eq!(role("weir"), "weir");
+    }
+
+    #[test]
+    fn per_event_is_the_difference_over_the_events() {
+        let before = BTreeMap::from([("views".to_string(), 1.0)]);
+        let after = BTreeMap::from([("views".to_string(), 3.0), ("commit".to_string(), 1.0)]);
+        let us = per_event_us(&before, &after, 4.0, 1_000_000);
+        assert_eq!(us["views"], 2.0);
+        assert_eq!(us["commit"], 1.0);
+        assert_eq!(us["total"], 4.0);
+        assert!(by_role().values().sum::<f64>() >= 0.0);
+    }
+}
