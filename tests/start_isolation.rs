@@ -34,6 +34,22 @@ async fn finished_views(dir: &std::path::Path, views: &[&str]) -> std::path::Pat
     data
 }
 
+/// Starts weir on `data`, checks that view `good` still answers, and returns the views'
+/// names, statuses and errors.
+async fn restart_with_good_view(
+    data: &std::path::Path,
+) -> (Weir, tokio_postgres::Client, Vec<Vec<String>>) {
+    let weir = Weir::start(data, &[]);
+    let client = weir.client().await;
+    assert_eq!(rows(&client, "SELECT n FROM good").await, vec![vec!["10"]]);
+    let views = rows(
+        &client,
+        "SELECT name, status, error FROM weir_catalog.views ORDER BY name",
+    )
+    .await;
+    (weir, client, views)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_whose_directory_was_deleted_fails_alone_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,14 +165,7 @@ async fn a_view_whose_plan_or_state_no_longer_loads_fails_alone_at_start() {
         store.write(&ws).unwrap();
     }
 
-    let mut weir = Weir::start(&data, &[]);
-    let client = weir.client().await;
-    assert_eq!(rows(&client, "SELECT n FROM good").await, vec![vec!["10"]]);
-    let views = rows(
-        &client,
-        "SELECT name, status, error FROM weir_catalog.views ORDER BY name",
-    )
-    .await;
+    let (mut weir, client, views) = restart_with_good_view(&data).await;
     assert_eq!(views.len(), 3, "{views:?}");
     assert_eq!(views[0][..2], ["good", "finished"], "{views:?}");
     assert_eq!(views[1][..2], ["unloadable", "failed"], "{views:?}");
@@ -258,14 +267,7 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
         store.write(&ws).unwrap();
     }
 
-    let mut weir = Weir::start(&data, &[]);
-    let client = weir.client().await;
-    assert_eq!(rows(&client, "SELECT n FROM good").await, vec![vec!["10"]]);
-    let views = rows(
-        &client,
-        "SELECT name, status, error FROM weir_catalog.views ORDER BY name",
-    )
-    .await;
+    let (mut weir, _client, views) = restart_with_good_view(&data).await;
     assert_eq!(views[0][..2], ["good", "finished"], "{views:?}");
     assert_eq!(views[1][..2], ["newer", "failed"], "{views:?}");
     assert!(

@@ -104,21 +104,29 @@ impl ViewTable {
         Some((g, self.plan.group_roles[g]))
     }
 
-    /// Whether `expr` is an append-only view's event-time column (its rows' keys start with it).
-    fn is_event_time(&self, expr: &Expr) -> bool {
-        self.plan.event_time_column.is_some() && self.column(expr) == self.plan.event_time_column
+    /// When `expr` is a time column the keys lead with (a window column, or an append-only
+    /// view's event time), what to subtract from a bound on it to bound the keys' leading times.
+    fn time_shift(&self, expr: &Expr) -> Option<i64> {
+        if self.plan.event_time_column.is_some() && self.column(expr) == self.plan.event_time_column
+        {
+            return Some(0);
+        }
+        match self.group_of(expr)? {
+            (_, GroupRole::Key) => None,
+            (_, role) => Some(self.window_shift(role)),
+        }
     }
 
-    /// The range of event times (as `Constraint::Windows`, whose starts are the keys' leading
-    /// times) that `op value` on an append-only view's event-time column allows.
-    fn event_time_range(op: Operator, value: &ScalarValue) -> Option<Constraint> {
+    /// The range of the keys' leading times that `op value` allows on a time column whose
+    /// bounds are shifted by `shift`. Those times are whole milliseconds; `t` is (floor, ceil).
+    fn time_range(op: Operator, value: &ScalarValue, shift: i64) -> Option<Constraint> {
         let t = millis(value)?;
         let (from, to) = match op {
-            Operator::Eq => (t.1, t.0 + 1),
-            Operator::Gt => (t.0 + 1, i64::MAX),
-            Operator::GtEq => (t.1, i64::MAX),
-            Operator::Lt => (i64::MIN, t.1),
-            Operator::LtEq => (i64::MIN, t.0 + 1),
+            Operator::Eq => (t.1 - shift, t.0 + 1 - shift),
+            Operator::Gt => (t.0 + 1 - shift, i64::MAX),
+            Operator::GtEq => (t.1 - shift, i64::MAX),
+            Operator::Lt => (i64::MIN, t.1 - shift),
+            Operator::LtEq => (i64::MIN, t.0 + 1 - shift),
             _ => return None,
         };
         Some(Constraint::Windows(from, to))
@@ -151,27 +159,12 @@ impl ViewTable {
                 if value.is_null() {
                     return None;
                 }
-                if self.is_event_time(col) {
-                    return Self::event_time_range(op, value);
+                // An equality on a group column is a point; on an append-only view's event
+                // time, a one-millisecond range.
+                if let (Operator::Eq, Some((g, _))) = (op, self.group_of(col)) {
+                    return Some(Constraint::Values(g, vec![value.clone()]));
                 }
-                let (g, role) = self.group_of(col)?;
-                match (role, op) {
-                    (_, Operator::Eq) => Some(Constraint::Values(g, vec![value.clone()])),
-                    (GroupRole::Key, _) => None,
-                    (role, op) => {
-                        let t = millis(value)?;
-                        let shift = self.window_shift(role);
-                        // Window starts are whole milliseconds; `t` is (floor, ceil).
-                        let (from, to) = match op {
-                            Operator::Gt => (t.0 + 1 - shift, i64::MAX),
-                            Operator::GtEq => (t.1 - shift, i64::MAX),
-                            Operator::Lt => (i64::MIN, t.1 - shift),
-                            Operator::LtEq => (i64::MIN, t.0 + 1 - shift),
-                            _ => return None,
-                        };
-                        Some(Constraint::Windows(from, to))
-                    }
-                }
+                Self::time_range(op, value, self.time_shift(col)?)
             }
             Expr::Between(Between {
                 expr,
@@ -183,14 +176,7 @@ impl ViewTable {
                 else {
                     return None;
                 };
-                if self.is_event_time(expr) {
-                    return Some(Constraint::Windows(millis(low)?.1, millis(high)?.0 + 1));
-                }
-                let (_, role) = self.group_of(expr)?;
-                if role == GroupRole::Key {
-                    return None;
-                }
-                let shift = self.window_shift(role);
+                let shift = self.time_shift(expr)?;
                 Some(Constraint::Windows(
                     millis(low)?.1 - shift,
                     millis(high)?.0 + 1 - shift,
