@@ -35,3 +35,12 @@ SELECT user_name,
        ip_subnet(min(source_ip), 16) AS home_network
 FROM auth_events
 GROUP BY user_name;
+
+-- Per-user baselines: logins unlike the user's own history (hour of day, IPs, places, event
+-- types, failures), scored before each event is learnt; a user's first 100 events only teach.
+-- Append-only: every row that passes WHERE is kept, for a day of event time.
+CREATE MATERIALIZED VIEW IF NOT EXISTS alerts WITH (retention = '1 day') AS
+SELECT ts, user_name, source_ip, geo, type,
+       round(anomaly_score(user_name, ts, source_ip, geo, type, type = 'LOGIN_FAILED'), 2) AS score
+FROM auth_events
+WHERE anomaly_score(user_name, ts, source_ip, geo, type, type = 'LOGIN_FAILED') >= 0.5;

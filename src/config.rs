@@ -19,6 +19,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start; boxing the server settings would only add noise to every use.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a generator-fed security pipeline (examples/security_pipeline.sql) and print how to connect.
     Demo(DemoArgs),
@@ -31,7 +33,8 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct ServerArgs {
     /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, state_cache_mb,
-    /// error_rows_max, error_rows_max_age_hours, password, allow_no_password.
+    /// error_rows_max, error_rows_max_age_hours, password, allow_no_password, tls_cert,
+    /// tls_key, and [[users]] entries (name, password, role = "admin" or "reader").
     #[arg(long, env = "WEIR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -70,6 +73,45 @@ pub struct ServerArgs {
     #[arg(long, env = "WEIR_ALLOW_NO_PASSWORD")]
     #[serde(default)]
     pub allow_no_password: bool,
+    /// PEM certificate chain for TLS on the Postgres port (with --tls-key); clients then may
+    /// connect with sslmode=require or verify-full [default: no TLS].
+    #[arg(long, env = "WEIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or SEC1) of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Named logins, each with its own password and role; only in the config file.
+    #[arg(skip)]
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// A named login of the config file's `[[users]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a login may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: queries, and CREATE/DROP of sources and views.
+    #[default]
+    Admin,
+    /// Queries and session settings only; CREATE and DROP are refused with SQLSTATE 42501.
+    Reader,
+}
+
+/// The certificate and key of TLS on the Postgres port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A value that never shows in logs or `Debug` output.
@@ -152,6 +194,8 @@ pub struct ServerConfig {
     pub state_cache_bytes: usize,
     pub logs: crate::state::LogLimits,
     pub password: Option<Secret>,
+    pub users: Vec<User>,
+    pub tls: Option<TlsFiles>,
 }
 
 /// The default memory for cached group states.
@@ -173,6 +217,10 @@ pub enum ConfigError {
          --password), listen on 127.0.0.1, or pass --allow-no-password"
     )]
     OpenWithoutPassword { addr: SocketAddr },
+    #[error("TLS needs both a certificate and its key: set tls_cert and tls_key (or --tls-cert and --tls-key)")]
+    TlsPair,
+    #[error("user {name:?} is listed twice in [[users]] or has an empty password")]
+    BadUser { name: String },
 }
 
 fn load_file(path: &Path) -> Result<ServerArgs, ConfigError> {
@@ -203,12 +251,38 @@ impl ServerArgs {
             .or(file.password)
             .filter(|p| !p.expose().is_empty());
         let allow_no_password = self.allow_no_password || file.allow_no_password;
-        if password.is_none() && !pg_addr.ip().is_loopback() && !allow_no_password {
+        let users = if self.users.is_empty() {
+            file.users
+        } else {
+            self.users.clone()
+        };
+        for (i, user) in users.iter().enumerate() {
+            if user.password.expose().is_empty() || users[..i].iter().any(|u| u.name == user.name) {
+                return Err(ConfigError::BadUser {
+                    name: user.name.clone(),
+                });
+            }
+        }
+        if password.is_none()
+            && users.is_empty()
+            && !pg_addr.ip().is_loopback()
+            && !allow_no_password
+        {
             return Err(ConfigError::OpenWithoutPassword { addr: pg_addr });
         }
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ConfigError::TlsPair),
+        };
         Ok(ServerConfig {
             pg_addr,
             password,
+            users,
+            tls,
             http_addr: self
                 .http_addr
                 .or(file.http_addr)
@@ -300,5 +374,43 @@ mod tests {
             ServerArgs::default().resolve().is_ok(),
             "loopback needs none"
         );
+    }
+
+    #[test]
+    fn users_and_tls_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "pg_addr = \"0.0.0.0:7000\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             [[users]]\nname = \"grafana\"\npassword = \"g\"\nrole = \"reader\"\n\
+             [[users]]\nname = \"ops\"\npassword = \"o\"\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = args
+            .resolve()
+            .expect("named users are enough beyond loopback");
+        let roles: Vec<_> = c.users.iter().map(|u| (u.name.as_str(), u.role)).collect();
+        assert_eq!(roles, [("grafana", Role::Reader), ("ops", Role::Admin)]);
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("k.pem"));
+        assert!(!format!("{:?}", c.users).contains("\"g\""));
+        std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::TlsPair)));
+        std::fs::write(
+            &path,
+            "[[users]]\nname = \"a\"\npassword = \"x\"\n[[users]]\nname = \"a\"\npassword = \"y\"\n",
+        )
+        .unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::BadUser { .. })));
+        std::fs::write(
+            &path,
+            "[[users]]\nname = \"a\"\npassword = \"x\"\nrole = \"root\"\n",
+        )
+        .unwrap();
+        assert!(args.resolve().is_err(), "an unknown role");
     }
 }

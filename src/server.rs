@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineConfig, EngineError, Origin, Outcome};
 use crate::metrics::{serve_http, Metrics};
-use crate::pg::{engine_error_info, serve_pg, split_statements, SharedPassword, WeirHandlers};
+use crate::pg::{
+    engine_error_info, serve_pg, split_statements, tls_acceptor, Accounts, WeirHandlers,
+};
 use crate::plan::parse_statement;
 
 /// Errors that stop the server from starting.
@@ -32,6 +34,8 @@ pub enum ServerError {
         sql: String,
         message: String,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::pg::TlsError),
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
@@ -80,6 +84,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
+    let tls = match &config.tls {
+        Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
     let pg_listener = bind(config.pg_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let engine = Engine::open(
@@ -114,12 +122,9 @@ pub async fn run(
             addr: config.http_addr,
             error,
         })?;
-    let password = config
-        .password
-        .as_ref()
-        .map(|p| SharedPassword::new(p.expose()));
-    let handlers = Arc::new(WeirHandlers::with_password(engine.clone(), password));
-    let pg_task = tokio::spawn(serve_pg(pg_listener, handlers));
+    let accounts = Accounts::new(config.password.as_ref().map(|p| p.expose()), &config.users);
+    let handlers = Arc::new(WeirHandlers::with_accounts(engine.clone(), accounts));
+    let pg_task = tokio::spawn(serve_pg(pg_listener, handlers, tls));
     let http_task = tokio::spawn(serve_http(http_listener, metrics, engine.board()));
     tracing::info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "weir is ready");
     println!(

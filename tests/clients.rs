@@ -575,6 +575,190 @@ async fn a_password_is_required_once_set() {
     assert!(!out.status.success(), "psql without the password got in");
 }
 
+/// Grafana's PostgreSQL data source, emulated with Go's pgx v4 (Debian `golang-go` and
+/// `golang-github-jackc-pgx-v4-dev`) over the simple query protocol: its health check
+/// (`-- ping`), version check and discovery queries, and every panel query of the shipped
+/// dashboard (`docker/grafana/dashboards/security.json`) with Grafana's macros expanded, over
+/// the demo pipeline's views. Each panel must return rows.
+#[test]
+fn grafana_over_pgx_runs_the_shipped_dashboard() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("grafana_pgx");
+    let build = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(format!("{root}/tests/clients/grafana/grafana_pgx.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .output()
+        .expect("go (Debian golang-go; .ci/setup installs it)");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    // The demo pipeline, five minutes of its events at full speed.
+    let demo = include_str!("../examples/security_pipeline.sql");
+    let pipeline = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &pipeline,
+        demo.replace("rate = '100'", "rate = '0', count = '30000'"),
+    )
+    .unwrap();
+    let weir = Weir::start(
+        &dir.path().join("data"),
+        &["--pipeline", pipeline.to_str().unwrap()],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = weir.client().await;
+        wait_views_finished(&client).await;
+    });
+    let out = Command::new(&program)
+        .arg(format!(
+            "postgres://grafana@127.0.0.1:{}/weir?sslmode=disable",
+            weir.pg_port
+        ))
+        .arg(format!("{root}/docker/grafana/dashboards/security.json"))
+        .args(["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"])
+        .arg(format!("{root}/tests/clients/grafana"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Five one-minute windows; the alerts panel's LIMIT; 20 of the 40 users.
+    for line in [
+        "ping: ok",
+        "version: 1500",
+        "panel Failed logins per minute: 5 rows",
+        "panel Alerts: logins unlike the user's own history: 100 rows",
+        "panel Users by worst threat: 20 rows",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
+    }
+}
+
+/// A self-signed certificate for `localhost` and its key, made with the openssl command.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_configured_certificate_and_reader_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "server");
+    let (other, _) = self_signed(dir.path(), "other");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls_cert = {cert:?}\ntls_key = {key:?}\n\
+             [[users]]\nname = \"grafana\"\npassword = \"dashboards\"\nrole = \"reader\"\n\
+             [[users]]\nname = \"ops\"\npassword = \"pipelines\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let weir = Weir::start(&dir.path().join("data"), &["--config", config]);
+    let psql = |user: &str, password: &str, ssl: &str, sql: &str| {
+        let out = Command::new("psql")
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={} user={user} dbname=weir {ssl}",
+                weir.pg_port
+            ))
+            .args(["-X", "-w", "-At", "-c", sql])
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The server's certificate is the configured one: it verifies against it, not another.
+    let verified = format!("sslmode=verify-full sslrootcert={}", cert.display());
+    let (ok, out, err) = psql("grafana", "dashboards", &verified, "SELECT 40 + 2");
+    assert!(ok && out == "42", "{out} {err}");
+    let wrong_root = format!("sslmode=verify-full sslrootcert={}", other.display());
+    let (ok, _, err) = psql("grafana", "dashboards", &wrong_root, "SELECT 1");
+    assert!(!ok && err.contains("certificate"), "{err}");
+    // A client that does not ask for TLS is still served; passwords are per user.
+    let (ok, out, err) = psql("grafana", "dashboards", "sslmode=disable", "SELECT 1");
+    assert!(ok && out == "1", "{err}");
+    let (ok, _, _) = psql("grafana", "pipelines", "sslmode=require", "SELECT 1");
+    assert!(!ok, "another user's password let grafana in");
+    let (ok, _, _) = psql("nobody", "dashboards", "sslmode=require", "SELECT 1");
+    assert!(!ok, "a user that is not listed got in");
+    // A reader may query but not change the catalog, over both protocols.
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/logins.jsonl");
+    let create = format!(
+        "CREATE SOURCE logins (user_name TEXT, ts TIMESTAMP, type TEXT) \
+         WITH (connector = 'file', path = '{data}')"
+    );
+    let connect = |user: &'static str, password: &'static str| {
+        let conn = format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=weir",
+            weir.pg_port
+        );
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+        }
+    };
+    let reader = connect("grafana", "dashboards").await;
+    for result in [
+        reader.batch_execute(&create).await,
+        reader.execute(create.as_str(), &[]).await.map(|_| ()),
+        reader.batch_execute("DROP SOURCE logins").await,
+    ] {
+        let err = result.expect_err("a reader ran DDL");
+        let code = err.as_db_error().map(|e| e.code().code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{err:?}");
+    }
+    assert_eq!(
+        rows(&reader, "SELECT count(*) FROM weir_catalog.sources").await,
+        [["0"]]
+    );
+    let admin = connect("ops", "pipelines").await;
+    admin.batch_execute(&create).await.unwrap();
+    assert_eq!(
+        rows(&reader, "SELECT name FROM weir_catalog.sources").await,
+        [["logins"]]
+    );
+    let (ok, out, err) = psql("ops", "pipelines", &verified, "SHOW SOURCES");
+    assert!(ok && out.contains("logins"), "{out} {err}");
+}
+
 #[test]
 fn listening_on_every_address_without_a_password_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -616,6 +800,8 @@ fn help_lists_every_option() {
         "--error-rows-max",
         "--password",
         "--allow-no-password",
+        "--tls-cert",
+        "--tls-key",
         "demo",
         "bench",
     ] {

@@ -62,3 +62,42 @@ async fn generator_source_views_equal_batch_oracle() {
         vec![vec!["finished".to_string(), "80000".into(), "0".into()]]
     );
 }
+
+/// The demo pipeline (`examples/security_pipeline.sql`) runs as `--pipeline`, each of its
+/// views fills, and its `alerts` view names the users the generator compromises and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_pipeline_runs_and_its_alerts_name_the_compromised_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = include_str!("../examples/security_pipeline.sql");
+    // Five minutes of the demo's events, at full speed and then finished.
+    let bounded = demo.replace("rate = '100'", "rate = '0', count = '30000'");
+    assert_ne!(bounded, demo, "the demo's generator options changed");
+    let pipeline = dir.path().join("pipeline.sql");
+    std::fs::write(&pipeline, bounded).unwrap();
+    let weir = Weir::start(
+        &dir.path().join("data"),
+        &["--pipeline", pipeline.to_str().unwrap()],
+    );
+    let client = weir.client().await;
+    wait_views_finished(&client).await;
+    for view in [
+        "failed_logins_1m",
+        "threat_by_geo_5m",
+        "user_activity",
+        "alerts",
+    ] {
+        let n = common::rows(&client, &format!("SELECT count(*) FROM {view}")).await;
+        assert_ne!(n[0][0], "0", "{view} is empty");
+    }
+    // The generator compromises every user whose number is 3 modulo 7.
+    let users = common::rows(
+        &client,
+        "SELECT user_name FROM alerts GROUP BY user_name ORDER BY user_name",
+    )
+    .await;
+    let users: Vec<&str> = users.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        users,
+        ["user_03", "user_10", "user_17", "user_24", "user_31", "user_38"]
+    );
+}

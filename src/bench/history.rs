@@ -39,6 +39,9 @@ pub struct HistoryResult {
     pub p50_ms_16: f64,
     pub p99_ms_16: f64,
     pub qps_16: f64,
+    pub p50_ms_64: f64,
+    pub p99_ms_64: f64,
+    pub qps_64: f64,
 }
 
 fn timestamp(ms: i64) -> String {
@@ -150,6 +153,14 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         &engine,
         16,
         Duration::from_millis(2000),
+        sql.clone(),
+        Route::AsServed,
+    )
+    .await;
+    let sixty_four = query_latencies(
+        &engine,
+        64,
+        Duration::from_millis(2000),
         sql,
         Route::AsServed,
     )
@@ -167,15 +178,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         p50_ms_16: sixteen.0,
         p99_ms_16: sixteen.1,
         qps_16: sixteen.2,
+        p50_ms_64: sixty_four.0,
+        p99_ms_64: sixty_four.1,
+        qps_64: sixty_four.2,
     };
     engine.shutdown().await;
     let line =
         format!(
         "history {} days: {} windows, {} rows, loaded in {:.1} s, peak RSS {:.0} MB; last hour \
          ({} rows) while ingesting: 1 conn p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 16 conns p50 \
-         {:.2} ms p99 {:.2} ms {:.0} q/s",
+         {:.2} ms p99 {:.2} ms {:.0} q/s; 64 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s",
         r.days, r.windows, r.rows, r.load_seconds, r.peak_rss_mb, r.rows_per_query, r.p50_ms_1,
-        r.p99_ms_1, r.qps_1, r.p50_ms_16, r.p99_ms_16, r.qps_16
+        r.p99_ms_1, r.qps_1, r.p50_ms_16, r.p99_ms_16, r.qps_16, r.p50_ms_64, r.p99_ms_64,
+        r.qps_64
     );
     super::print_result(args.json, &r, line);
     Ok(())

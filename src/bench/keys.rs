@@ -54,6 +54,10 @@ pub struct KeysResult {
     pub wire_prepared_p50_ms_16: f64,
     pub wire_prepared_p99_ms_16: f64,
     pub wire_prepared_qps_16: f64,
+    /// The same with 64 connections.
+    pub wire_prepared_p50_ms_64: f64,
+    pub wire_prepared_p99_ms_64: f64,
+    pub wire_prepared_qps_64: f64,
     /// The same with one connection.
     pub wire_prepared_p50_ms_1: f64,
     pub wire_prepared_p99_ms_1: f64,
@@ -297,12 +301,14 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
     let wire_planned = wire(16, &format!("{by_key} LIMIT 1"), WireMode::Prepared).await;
     let wire_prepared = wire(16, by_key, WireMode::Prepared).await;
     let wire_prepared_1 = wire(1, by_key, WireMode::Prepared).await;
+    let wire_prepared_64 = wire(64, by_key, WireMode::Prepared).await;
     let wire_simple = wire(16, by_key, WireMode::Simple).await;
     server.abort();
-    let (wire_planned, wire_prepared, wire_prepared_1, wire_simple) = (
+    let (wire_planned, wire_prepared, wire_prepared_1, wire_prepared_64, wire_simple) = (
         wire_planned?,
         wire_prepared?,
         wire_prepared_1?,
+        wire_prepared_64?,
         wire_simple?,
     );
     let committed = engine
@@ -357,6 +363,9 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         wire_prepared_p50_ms_16: wire_prepared.p50_ms,
         wire_prepared_p99_ms_16: wire_prepared.p99_ms,
         wire_prepared_qps_16: wire_prepared.qps,
+        wire_prepared_p50_ms_64: wire_prepared_64.p50_ms,
+        wire_prepared_p99_ms_64: wire_prepared_64.p99_ms,
+        wire_prepared_qps_64: wire_prepared_64.qps,
         wire_prepared_p50_ms_1: wire_prepared_1.p50_ms,
         wire_prepared_p99_ms_1: wire_prepared_1.p99_ms,
         wire_simple_p50_ms_16: wire_simple.p50_ms,
@@ -385,7 +394,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
              16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s (all planned by DataFusion: p50 {:.2} ms \
              p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); over TCP, 16 conns: prepared p50 {:.2} ms \
              p99 {:.2} ms {:.0} q/s, simple p50 {:.2} ms p99 {:.2} ms {:.0} q/s, prepared and planned \
-             (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
+             (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 64 conns prepared p50 {:.2} ms p99 {:.2} ms \
+             {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
              trickle 1000 ev/s: {:.3} cores; CPU per event during ingest: {}",
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
@@ -394,6 +404,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             r.wire_prepared_p50_ms_16, r.wire_prepared_p99_ms_16, r.wire_prepared_qps_16,
             r.wire_simple_p50_ms_16, r.wire_simple_p99_ms_16, r.wire_simple_qps_16,
             r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,
+            r.wire_prepared_p50_ms_64, r.wire_prepared_p99_ms_64, r.wire_prepared_qps_64,
             r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores,
             r.cpu_us_per_event
                 .iter()

@@ -60,7 +60,7 @@ pub(super) async fn listen(
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let handlers = Arc::new(WeirHandlers::new(engine.clone()));
-    Ok((addr, tokio::spawn(serve_pg(listener, handlers))))
+    Ok((addr, tokio::spawn(serve_pg(listener, handlers, None))))
 }
 
 async fn connect(addr: SocketAddr) -> Result<Client, BenchError> {

@@ -28,6 +28,7 @@ use pgwire::messages::extendedquery::{
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
 
+use super::auth::may_run;
 use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries};
 use super::errors::engine_error_info;
 use super::guard::refusal;
@@ -224,6 +225,9 @@ impl ExtendedQueryHandler for WeirQueries {
         let (sql, parsed) = &portal.statement.statement;
         if parsed.is_none() {
             if let Ok(Some(stmt)) = parse_statement(sql) {
+                if let Err(refused) = may_run(client, &stmt) {
+                    return Err(PgWireError::UserError(refused));
+                }
                 return match self.engine.execute(stmt, sql, Origin::Client).await {
                     Ok(Outcome::Done(tag)) | Ok(Outcome::Skipped(tag, _)) => {
                         Ok(Response::Execution(Tag::new(tag)))

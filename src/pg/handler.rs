@@ -26,7 +26,7 @@ use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 
-use super::auth::{Login, SharedPassword};
+use super::auth::{may_run, Accounts, Login};
 use super::catalog_sql::rewrite_catalog_query;
 use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
@@ -102,7 +102,7 @@ pub struct WeirQueries {
 pub struct WeirHandlers {
     queries: Arc<WeirQueries>,
     startup: Arc<Startup>,
-    password: Option<Arc<SharedPassword>>,
+    accounts: Option<Arc<Accounts>>,
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -110,12 +110,12 @@ pub struct WeirHandlers {
 impl WeirHandlers {
     /// Handlers that let every connection in.
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self::with_password(engine, None)
+        Self::with_accounts(engine, None)
     }
 
-    /// Handlers that let in connections that know `password` (SCRAM-SHA-256), or every
-    /// connection when it is None.
-    pub fn with_password(engine: Arc<Engine>, password: Option<SharedPassword>) -> Self {
+    /// Handlers that let in connections that know their password (SCRAM-SHA-256), or every
+    /// connection when `accounts` is None.
+    pub fn with_accounts(engine: Arc<Engine>, accounts: Option<Accounts>) -> Self {
         super::functions::register(&engine.context());
         let aggregates: Arc<HashSet<String>> = Arc::new(
             engine
@@ -151,7 +151,7 @@ impl WeirHandlers {
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
-            password: password.map(Arc::new),
+            accounts: accounts.map(Arc::new),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
         }
@@ -171,7 +171,7 @@ impl PgWireServerHandlers for WeirHandlers {
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         Arc::new(Login::new(
             &self.startup,
-            self.password.as_ref(),
+            self.accounts.as_ref(),
             &self.connections,
         ))
     }
@@ -220,21 +220,24 @@ impl SimpleQueryHandler for WeirQueries {
         }
         for sql in statements {
             let result = match parse_statement(sql) {
-                Ok(Some(stmt)) => match self.engine.execute(stmt, sql, Origin::Client).await {
-                    Ok(Outcome::Done(tag)) => Ok(vec![Response::Execution(Tag::new(tag))]),
-                    Ok(Outcome::Skipped(tag, notice)) => {
-                        let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
-                        client
-                            .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
-                                info,
-                            )))
-                            .await?;
-                        Ok(vec![Response::Execution(Tag::new(tag))])
-                    }
-                    Ok(Outcome::Query(q)) => {
-                        SimpleQueryHandler::do_query(self.df.as_ref(), client, &q).await
-                    }
-                    Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
+                Ok(Some(stmt)) => match may_run(client, &stmt) {
+                    Err(refused) => Err(PgWireError::UserError(refused)),
+                    Ok(()) => match self.engine.execute(stmt, sql, Origin::Client).await {
+                        Ok(Outcome::Done(tag)) => Ok(vec![Response::Execution(Tag::new(tag))]),
+                        Ok(Outcome::Skipped(tag, notice)) => {
+                            let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
+                            client
+                                .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                                    info,
+                                )))
+                                .await?;
+                            Ok(vec![Response::Execution(Tag::new(tag))])
+                        }
+                        Ok(Outcome::Query(q)) => {
+                            SimpleQueryHandler::do_query(self.df.as_ref(), client, &q).await
+                        }
+                        Err(e) => Err(PgWireError::UserError(Box::new(engine_error_info(&e)))),
+                    },
                 },
                 Ok(None) => match refusal(sql) {
                     Some(refused) => Err(PgWireError::UserError(Box::new(refused))),
@@ -305,14 +308,20 @@ impl SimpleQueryHandler for WeirQueries {
     }
 }
 
-/// Accepts Postgres connections on `listener` forever.
-pub async fn serve_pg(listener: TcpListener, handlers: Arc<WeirHandlers>) {
+/// Accepts Postgres connections on `listener` forever, with TLS for clients that ask for it
+/// when `tls` is set.
+pub async fn serve_pg(
+    listener: TcpListener,
+    handlers: Arc<WeirHandlers>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
                 let handlers = handlers.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

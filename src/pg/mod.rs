@@ -4,7 +4,8 @@
 //! pg_catalog) goes to DataFusion through `datafusion-postgres`; session statements (SET,
 //! SHOW, RESET, DISCARD, savepoints) are answered per connection by `session`.
 //! Every error leaves here as a Postgres error with a SQLSTATE, and the session goes on.
-//! `auth` decides who may connect (SCRAM-SHA-256 when a password is set).
+//! `auth` decides who may connect (SCRAM-SHA-256 when a password or users are set) and
+//! what a reader may not run; `tls` sets up TLS on the port from PEM files.
 
 mod auth;
 mod catalog_functions;
@@ -23,8 +24,10 @@ mod settings;
 mod split;
 mod subqueries;
 mod text;
+mod tls;
 
-pub use auth::SharedPassword;
+pub use auth::Accounts;
 pub use errors::{datafusion_sqlstate, engine_error_info};
 pub use handler::{serve_pg, WeirHandlers};
 pub use split::split_statements;
+pub use tls::{acceptor as tls_acceptor, TlsError};

@@ -23,6 +23,8 @@ const BATCH_ROWS: u64 = 8192;
 pub enum GeneratorKind {
     SecurityEvents,
     NexmarkBids,
+    /// Users with habits and labelled attacks (`labelled_logins.rs`).
+    LabelledLogins,
 }
 
 /// Options of a generator source.
@@ -50,6 +52,7 @@ impl GeneratorKind {
                 Field::new("geo", DataType::Utf8, true),
                 Field::new("threat_score", DataType::Float64, true),
             ],
+            GeneratorKind::LabelledLogins => super::labelled_logins::fields(),
             GeneratorKind::NexmarkBids => vec![
                 Field::new("auction", DataType::Int64, true),
                 Field::new("bidder", DataType::Int64, true),
@@ -197,6 +200,9 @@ pub fn generate(kind: GeneratorKind, seed: u64, from: u64, to: u64) -> RecordBat
     let cols = match kind {
         GeneratorKind::SecurityEvents => security_events(seed, from, to),
         GeneratorKind::NexmarkBids => nexmark_bids(seed, from, to),
+        GeneratorKind::LabelledLogins => {
+            super::labelled_logins::columns(|n, k| rand(seed, n, k), EPOCH_MS, from, to)
+        }
     };
     RecordBatch::try_new(kind.schema(), cols).expect("generator columns match their schema")
 }

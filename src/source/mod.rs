@@ -10,6 +10,7 @@ mod file;
 mod file_registry;
 mod generator;
 mod kafka;
+mod labelled_logins;
 mod options;
 
 use std::collections::BTreeMap;

@@ -245,14 +245,17 @@ pub fn parse_source_spec(
             let kind = match get("kind") {
                 Some("security_events") => GeneratorKind::SecurityEvents,
                 Some("nexmark_bids") => GeneratorKind::NexmarkBids,
+                Some("labelled_logins") => GeneratorKind::LabelledLogins,
                 Some(k) => {
                     return Err(opt_err(format!(
-                        "unknown generator kind '{k}': use 'security_events' or 'nexmark_bids'"
+                        "unknown generator kind '{k}': use 'security_events', 'nexmark_bids' \
+                         or 'labelled_logins'"
                     )))
                 }
                 None => {
                     return Err(opt_err(
-                        "a generator source needs kind = 'security_events' or 'nexmark_bids'",
+                        "a generator source needs kind = 'security_events', 'nexmark_bids' \
+                         or 'labelled_logins'",
                     ))
                 }
             };

@@ -312,7 +312,7 @@ fn random_aggregate(rng: &mut Rng) -> Aggregate {
         _ => bool_expr(rng),
     };
     let distinct = |rng: &mut Rng| if rng.chance(0.3) { "DISTINCT " } else { "" };
-    let (mut sql, compare) = match rng.range(0, 16) {
+    let (mut sql, compare) = match rng.range(0, 18) {
         0 => ("count(*)".to_string(), Compare::Exact),
         1 => (
             format!("count({}{})", distinct(rng), any(rng)),
@@ -349,6 +349,9 @@ fn random_aggregate(rng: &mut Rng) -> Aggregate {
         13 => ("covar_samp(v, x)".to_string(), Compare::Float),
         14 => (format!("var_pop({})", int_expr(rng)), Compare::Float),
         15 => (format!("count(DISTINCT {})", any(rng)), Compare::Exact),
+        // Weir's own aggregates (udfs/), whose states merge across epochs and restarts.
+        16 => (format!("mad({})", float_expr(rng)), Compare::Float),
+        17 => (format!("zscore_max({})", float_expr(rng)), Compare::Float),
         _ => (
             format!("min({}) FILTER (WHERE b)", int_expr(rng)),
             Compare::Exact,

@@ -136,6 +136,7 @@ pub async fn expected_rows(
 ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
     let err = |e: datafusion::error::DataFusionError| e.to_string();
     let ctx = SessionContext::new();
+    weir_udfs::register(&ctx);
     let input = input_table(case, view.window);
     let table = MemTable::try_new(input.schema(), vec![vec![input]]).map_err(err)?;
     ctx.register_table(EVENTS, Arc::new(table)).map_err(err)?;
