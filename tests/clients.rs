@@ -219,6 +219,20 @@ async fn connect_time_behaviour_clients_rely_on() {
     assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "5000ms");
     rows(&client, "DISCARD ALL").await;
     assert_eq!(one(rows(&client, "SHOW statement_timeout").await), "0");
+    // statement_timeout stops a query while its rows are computed, in both protocols, and
+    // the session goes on. Unlimited, the query runs for seconds.
+    let slow = "SELECT count(*) FROM generate_series(1, 3000000000) t(x) WHERE x % 7 = 3";
+    rows(&client, "SET statement_timeout = '200ms'").await;
+    let started = std::time::Instant::now();
+    assert_eq!(sqlstate(&client, slow).await, "57014");
+    let extended = client.query(slow, &[]).await.unwrap_err();
+    assert_eq!(extended.code().map(|c| c.code()), Some("57014"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        one(rows(&client, "SELECT 'still here'").await),
+        "still here"
+    );
+    rows(&client, "RESET statement_timeout").await;
     assert_eq!(sqlstate(&client, "SET server_version = '9'").await, "55P02");
     assert_eq!(sqlstate(&client, "RESET no_such_setting").await, "42704");
 
@@ -352,6 +366,42 @@ async fn discovery_through_information_schema_and_copy() {
     assert!(
         described.contains("Materialized view") && described.contains("bigint"),
         "{described}"
+    );
+    // With sizes and descriptions (none are kept), schemas, connection, expanded output.
+    let sized = psql(weir.pg_port, "\\dm+");
+    assert!(
+        sized.contains("failures") && sized.contains("Size"),
+        "{sized}"
+    );
+    // No tables ("Did not find any relations", on stderr); psql() asserts it succeeded.
+    assert!(!psql(weir.pg_port, "\\dt+").contains("failures"));
+    let schemas = psql(weir.pg_port, "\\dn");
+    assert!(
+        schemas.contains("public") && schemas.contains("weir_catalog"),
+        "{schemas}"
+    );
+    let info = psql(weir.pg_port, "\\conninfo");
+    assert!(
+        info.contains("database \"weir\" as user \"analyst\""),
+        "{info}"
+    );
+    let expanded = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &weir.pg_port.to_string(),
+            "-d",
+            "weir",
+            "-X",
+        ])
+        .args(["-c", "\\x on", "-c", "SELECT 1 AS a, 2 AS b"])
+        .output()
+        .unwrap();
+    let expanded = String::from_utf8_lossy(&expanded.stdout);
+    assert!(
+        expanded.contains("-[ RECORD 1 ]") && expanded.contains("b | 2"),
+        "{expanded}"
     );
     let copied = psql(
         weir.pg_port,

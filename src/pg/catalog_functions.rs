@@ -1,7 +1,9 @@
 //! Functions SQLAlchemy's inspector calls in its `pg_catalog` queries that neither DataFusion
 //! nor datafusion-pg-catalog 0.19 provide: `weir_subscripts(array, dim)` (what
 //! `catalog_sql` turns `generate_subscripts` into), `pg_get_indexdef(...)`, which is
-//! NULL (Weir's relations have no indexes, so there is no definition to print), and
+//! NULL (Weir's relations have no indexes, so there is no definition to print),
+//! `obj_description(...)` and `col_description(...)`, NULL (they have no comments; psql's
+//! `\dt+`, `\dv+`, `\dm+` ask), and
 //! `pg_type_is_visible(oid)`, true: every type Weir has is a built-in of `pg_catalog`.
 //! `information_schema._pg_expandarray(array)` (pgJDBC's `getPrimaryKeys`) is the record
 //! `(x, n)` of an array's element and its subscript. PostgreSQL's returns one row per
@@ -33,6 +35,8 @@ use super::subqueries::{TOO_MANY_ROWS, TOO_MANY_ROWS_FUNCTION};
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(Subscripts::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(NullText::new("pg_get_indexdef")));
+    ctx.register_udf(ScalarUDF::new_from_impl(NullText::new("obj_description")));
+    ctx.register_udf(ScalarUDF::new_from_impl(NullText::new("col_description")));
     ctx.register_udf(ScalarUDF::new_from_impl(TypeIsVisible {
         signature: Signature::any(1, Volatility::Stable),
     }));

@@ -38,6 +38,7 @@ use super::prepared;
 use super::rewrite::rewrite_for;
 use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
+use super::timeout;
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
 
@@ -255,8 +256,9 @@ impl ExtendedQueryHandler for WeirQueries {
                 }
             }
         }
+        let deadline = timeout::deadline(client.metadata());
         ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows)
             .await
-            .map(|r| postgres_text(r, digits))
+            .map(|r| timeout::within(postgres_text(r, digits), deadline))
     }
 }

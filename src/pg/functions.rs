@@ -1,8 +1,9 @@
 //! Postgres system functions clients call at connect that neither DataFusion nor
 //! datafusion-pg-catalog 0.19 provide (or provide with DataFusion's identity):
-//! `version()`, `current_setting(name [, missing_ok])`, `pg_advisory_unlock_all()` and
+//! `version()`, `current_setting(name [, missing_ok])`, `pg_advisory_unlock_all()`,
 //! `to_regtype(name)` (psycopg's `TypeInfo.fetch`, which SQLAlchemy's psycopg dialect runs
-//! at connect).
+//! at connect), and `pg_table_size(oid)` with `pg_size_pretty(bytes)` (psql's `\dt+`, `\dv+`,
+//! `\dm+`; a view's size is not measured, so it is NULL).
 //!
 //! `current_setting` answers the server-wide values of [`super::settings`]: a scalar
 //! function sees the shared context, not the connection. A call with a literal name never
@@ -37,6 +38,54 @@ pub fn register(ctx: &SessionContext) {
         Volatility::Stable,
         Arc::new(to_regtype),
     ));
+    ctx.register_udf(create_udf(
+        "pg_table_size",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+    ));
+    ctx.register_udf(create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(pg_size_pretty),
+    ));
+}
+
+/// A byte count as PostgreSQL's `pg_size_pretty` writes it: bytes below 10 kB, then the
+/// largest unit that keeps the number below 10,240, rounded half away from zero.
+fn size_pretty(bytes: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    if bytes.abs() < LIMIT {
+        return format!("{bytes} bytes");
+    }
+    // One extra bit of precision, for rounding.
+    let mut size = bytes >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < 2 * LIMIT - 1 {
+            return format!("{} {unit}", (size + size.signum()) / 2);
+        }
+        size >>= 10;
+    }
+    format!("{} PB", (size + size.signum()) / 2)
+}
+
+fn pg_size_pretty(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let bytes = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let mut out = StringBuilder::with_capacity(bytes.len(), bytes.len() * 8);
+    for b in bytes.iter() {
+        out.append_option(b.map(size_pretty));
+    }
+    let array: ArrayRef = Arc::new(out.finish());
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?));
+    }
+    Ok(ColumnarValue::Array(array))
 }
 
 /// Names of built-in types as SQL writes them, beside their `pg_type.typname`.
@@ -195,5 +244,15 @@ mod tests {
         assert_eq!(type_oid("double precision"), Some(701));
         assert_eq!(type_oid("integer[]"), Some(1007));
         assert_eq!(type_oid("hstore"), None);
+    }
+
+    #[test]
+    fn sizes_print_as_postgres_prints_them() {
+        assert_eq!(size_pretty(0), "0 bytes");
+        assert_eq!(size_pretty(10_239), "10239 bytes");
+        assert_eq!(size_pretty(10_240), "10 kB");
+        assert_eq!(size_pretty(1_000_000), "977 kB");
+        assert_eq!(size_pretty(123_456_789), "118 MB");
+        assert_eq!(size_pretty(-10_240), "-10 kB");
     }
 }

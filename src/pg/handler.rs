@@ -39,6 +39,7 @@ use super::settings;
 use super::split::split_statements;
 use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
+use super::timeout;
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
@@ -219,6 +220,7 @@ impl SimpleQueryHandler for WeirQueries {
             return Ok(vec![Response::EmptyQuery]);
         }
         for sql in statements {
+            let deadline = timeout::deadline(client.metadata());
             let result = match parse_statement(sql) {
                 Ok(Some(stmt)) => match may_run(client, &stmt) {
                     Err(refused) => Err(PgWireError::UserError(refused)),
@@ -285,8 +287,10 @@ impl SimpleQueryHandler for WeirQueries {
             match result {
                 Ok(r) => {
                     let digits = extra_float_digits(client);
-                    let mut r: Vec<Response> =
-                        r.into_iter().map(|r| postgres_text(r, digits)).collect();
+                    let mut r: Vec<Response> = r
+                        .into_iter()
+                        .map(|r| timeout::within(postgres_text(r, digits), deadline))
+                        .collect();
                     // The next statement of this query sees the transaction this one began
                     // or ended (pgwire only records it after the whole query).
                     track_transaction(client, &r);

@@ -24,6 +24,7 @@ mod settings;
 mod split;
 mod subqueries;
 mod text;
+mod timeout;
 mod tls;
 
 pub use auth::Accounts;

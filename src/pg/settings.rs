@@ -17,7 +17,7 @@ pub const PG_VERSION_NUM: &str = "150000";
 /// Where a connection's startup value of a setting is kept (`RESET` goes back to it).
 pub const STARTUP_PREFIX: &str = "weir.startup.";
 /// The metadata key datafusion-postgres keeps `statement_timeout` under, in milliseconds.
-const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+pub(super) const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
 
 /// `server_version`: PostgreSQL's version, then Weir's, as distributions do
 /// (`15.3 (Debian 15.3-1)`), so version parsers read 15.
