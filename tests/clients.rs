@@ -233,6 +233,23 @@ async fn connect_time_behaviour_clients_rely_on() {
         "still here"
     );
     rows(&client, "RESET statement_timeout").await;
+    // A CancelRequest stops a query while its rows are computed; the session goes on.
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let err = client.simple_query(slow).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err:?}");
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert_eq!(
+        message.as_deref(),
+        Some("canceling statement due to user request")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    canceller.await.unwrap().unwrap();
+    assert_eq!(one(rows(&client, "SELECT 1").await), "1");
     assert_eq!(sqlstate(&client, "SET server_version = '9'").await, "55P02");
     assert_eq!(sqlstate(&client, "RESET no_such_setting").await, "42704");
 
@@ -918,4 +935,62 @@ fn subcommand_help_lists_kafka_options() {
             );
         }
     }
+}
+
+/// 200 connections at once, each querying a view several times while its source ingests at
+/// full speed: every one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_connections_are_served_while_ingesting() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let admin = weir.client().await;
+    admin
+        .batch_execute(
+            "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP, \
+             WATERMARK FOR date_time AS date_time - INTERVAL '1 second') \
+             WITH (connector = 'generator', kind = 'nexmark_bids', count = '100000000'); \
+             CREATE MATERIALIZED VIEW per_auction AS \
+             SELECT auction, count(*) AS n, max(price) AS top FROM bids GROUP BY auction",
+        )
+        .await
+        .unwrap();
+    let events = |rows: Vec<Vec<String>>| rows[0][0].parse::<u64>().unwrap();
+    let sql = "SELECT events FROM weir_catalog.sources";
+    let mut before = 0;
+    for _ in 0..100 {
+        before = events(rows(&admin, sql).await);
+        if before > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(before > 0, "the source did not start");
+    let port = weir.pg_port;
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            tokio::spawn(async move {
+                let conn = format!("host=127.0.0.1 port={port} user=dashboard{i} dbname=weir");
+                let (client, connection) =
+                    tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                let mut groups = 0;
+                for _ in 0..5 {
+                    let row = client
+                        .query_one("SELECT count(*) FROM per_auction WHERE n > $1", &[&0i64])
+                        .await?;
+                    groups = row.get::<_, i64>(0);
+                }
+                Ok::<i64, tokio_postgres::Error>(groups)
+            })
+        })
+        .collect();
+    for client in clients {
+        let groups = client.await.unwrap().expect("every connection is served");
+        assert!(groups <= 10_100, "{groups} auctions");
+    }
+    let after = events(rows(&admin, sql).await);
+    assert!(
+        after >= before && after < 100_000_000,
+        "the source was ingesting throughout ({before} -> {after} events)"
+    );
 }

@@ -25,10 +25,8 @@ use pgwire::api::auth::{
     StartupHandler,
 };
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-
-use pgwire::error::ErrorInfo;
 
 use super::handler::Startup;
 use super::settings;
@@ -90,7 +88,7 @@ impl Accounts {
         if shared.is_none() && users.is_empty() {
             return None;
         }
-        let nobody = format!("{:?}{}", std::time::Instant::now(), std::process::id());
+        let nobody = unguessable();
         Some(Self {
             users: users
                 .iter()
@@ -122,6 +120,20 @@ impl AuthSource for Accounts {
             (None, None) => self.nobody.password(),
         })
     }
+}
+
+/// A password no one can know: std's hash keys are 128 bits drawn from the OS's random source
+/// (once per thread; each later `RandomState` varies them), and SipHash under them is
+/// unpredictable without them.
+fn unguessable() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..4)
+        .map(|i| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(i);
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
 }
 
 /// Whether this connection may run `statement`: a `reader` may not change the catalog.

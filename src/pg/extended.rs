@@ -33,12 +33,12 @@ use super::catalog_sql::{rewrite_catalog_query, rewrite_parameterized_subqueries
 use super::errors::engine_error_info;
 use super::guard::refusal;
 use super::handler::WeirQueries;
+use super::interrupt::{interruptible, Stops};
 use super::point_query;
 use super::prepared;
 use super::rewrite::rewrite_for;
 use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
-use super::timeout;
 use crate::engine::{Origin, Outcome, SHOW_SOURCES_SQL, SHOW_VIEWS_SQL};
 use crate::plan::{parse_statement, WeirStatement};
 
@@ -256,9 +256,9 @@ impl ExtendedQueryHandler for WeirQueries {
                 }
             }
         }
-        let deadline = timeout::deadline(client.metadata());
+        let stops = Stops::of(client);
         ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows)
             .await
-            .map(|r| timeout::within(postgres_text(r, digits), deadline))
+            .map(|r| interruptible(postgres_text(r, digits), &stops))
     }
 }

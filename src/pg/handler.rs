@@ -32,6 +32,7 @@ use super::copy::CopyHook;
 use super::errors::{engine_error_info, refine};
 use super::extended::WeirParser;
 use super::guard::refusal;
+use super::interrupt::{interruptible, Stops};
 use super::point_query;
 use super::rewrite::rewrite_for;
 use super::session::SessionHook;
@@ -39,7 +40,6 @@ use super::settings;
 use super::split::split_statements;
 use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
-use super::timeout;
 use crate::engine::{Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
@@ -220,7 +220,7 @@ impl SimpleQueryHandler for WeirQueries {
             return Ok(vec![Response::EmptyQuery]);
         }
         for sql in statements {
-            let deadline = timeout::deadline(client.metadata());
+            let stops = Stops::of(client);
             let result = match parse_statement(sql) {
                 Ok(Some(stmt)) => match may_run(client, &stmt) {
                     Err(refused) => Err(PgWireError::UserError(refused)),
@@ -289,7 +289,7 @@ impl SimpleQueryHandler for WeirQueries {
                     let digits = extra_float_digits(client);
                     let mut r: Vec<Response> = r
                         .into_iter()
-                        .map(|r| timeout::within(postgres_text(r, digits), deadline))
+                        .map(|r| interruptible(postgres_text(r, digits), &stops))
                         .collect();
                     // The next statement of this query sees the transaction this one began
                     // or ended (pgwire only records it after the whole query).

@@ -16,6 +16,7 @@ mod extended;
 mod functions;
 mod guard;
 mod handler;
+mod interrupt;
 pub(crate) mod point_query;
 mod prepared;
 mod rewrite;
@@ -24,7 +25,6 @@ mod settings;
 mod split;
 mod subqueries;
 mod text;
-mod timeout;
 mod tls;
 
 pub use auth::Accounts;
