@@ -26,24 +26,28 @@ pub const DEFAULT_WEIGHTS: [f64; 5] = [0.25, 0.30, 0.20, 0.15, 0.10];
 /// Default score from which `is_anomalous` is true.
 pub const DEFAULT_THRESHOLD: f64 = 0.7;
 
-/// How often each value was seen, for at most [`VALUES`] values.
+/// How often each value was seen, for at most [`VALUES`] values, and the largest count
+/// (kept, not searched for at each event: that search was ~35% of a scored view's CPU).
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Counts(HashMap<u64, u32>);
+struct Counts(HashMap<u64, u32>, u32);
 
 impl Counts {
     /// 1 for a value never seen, 0 for the most frequent one.
     fn rarity(&self, value: &str) -> f64 {
-        let max = self.0.values().copied().max().unwrap_or(0);
+        let max = self.1;
         match self.0.get(&fnv1a(value.as_bytes())) {
             Some(count) if max > 0 => 1.0 - f64::from(*count) / f64::from(max),
             _ => 1.0,
         }
     }
 
+    /// Counts `value` once more. The largest count never falls: only a rarest value is
+    /// evicted, and while others remain none of them is below it.
     fn learn(&mut self, value: &str) {
         let hash = fnv1a(value.as_bytes());
         if let Some(count) = self.0.get_mut(&hash) {
             *count = count.saturating_add(1);
+            self.1 = self.1.max(*count);
             return;
         }
         if self.0.len() >= VALUES {
@@ -57,6 +61,7 @@ impl Counts {
             }
         }
         self.0.insert(hash, 1);
+        self.1 = self.1.max(1);
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -78,7 +83,8 @@ impl Counts {
                 u32::from_le_bytes(take(bytes)?),
             );
         }
-        Some(Self(map))
+        let max = map.values().copied().max().unwrap_or(0);
+        Some(Self(map, max))
     }
 }
 
@@ -233,6 +239,24 @@ mod tests {
             );
         }
         assert_eq!(b.ips.0.len(), VALUES);
+    }
+
+    #[test]
+    fn the_kept_largest_count_is_the_largest_count() {
+        let mut counts = Counts::default();
+        for i in 0..(VALUES * 3) {
+            // Skewed: a few values often, many once, so evictions happen.
+            let value = if i % 3 == 0 {
+                format!("hot{}", i % 4)
+            } else {
+                format!("v{i}")
+            };
+            counts.learn(&value);
+            assert_eq!(counts.1, counts.0.values().copied().max().unwrap_or(0));
+        }
+        let mut bytes = Vec::new();
+        counts.encode(&mut bytes);
+        assert_eq!(Counts::decode(&mut bytes.as_slice()), Some(counts));
     }
 
     #[test]
