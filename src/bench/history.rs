@@ -141,30 +141,18 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         .iter()
         .map(|b| b.num_rows())
         .sum();
-    let one = query_latencies(
-        &engine,
-        1,
-        Duration::from_millis(2000),
-        sql.clone(),
-        Route::AsServed,
-    )
-    .await;
-    let sixteen = query_latencies(
-        &engine,
-        16,
-        Duration::from_millis(2000),
-        sql.clone(),
-        Route::AsServed,
-    )
-    .await;
-    let sixty_four = query_latencies(
-        &engine,
-        64,
-        Duration::from_millis(2000),
-        sql,
-        Route::AsServed,
-    )
-    .await;
+    let latencies = |connections| {
+        query_latencies(
+            &engine,
+            connections,
+            Duration::from_millis(2000),
+            sql.clone(),
+            Route::AsServed,
+        )
+    };
+    let one = latencies(1).await;
+    let sixteen = latencies(16).await;
+    let sixty_four = latencies(64).await;
     let r = HistoryResult {
         days,
         windows: minutes,

@@ -79,13 +79,7 @@ fn pg_size_pretty(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     for b in bytes.iter() {
         out.append_option(b.map(size_pretty));
     }
-    let array: ArrayRef = Arc::new(out.finish());
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &array, 0,
-        )?));
-    }
-    Ok(ColumnarValue::Array(array))
+    same_shape(args, Arc::new(out.finish()))
 }
 
 /// Names of built-in types as SQL writes them, beside their `pg_type.typname`.
@@ -143,8 +137,12 @@ fn to_regtype(args: &[ColumnarValue]) -> Result<ColumnarValue> {
                 .map(|oid| oid as i32)
         })
         .collect();
-    let array: ArrayRef = Arc::new(oids);
-    if matches!(args[0], ColumnarValue::Scalar(_)) {
+    same_shape(args, Arc::new(oids))
+}
+
+/// `array` as the result of a call on `args`: a scalar when the argument was one.
+fn same_shape(args: &[ColumnarValue], array: ArrayRef) -> Result<ColumnarValue> {
+    if matches!(args.first(), Some(ColumnarValue::Scalar(_))) {
         return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
             &array, 0,
         )?));

@@ -9,14 +9,13 @@
 //! session goes on. Dropping the stream stops DataFusion's work.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::pin::Pin;
-
 use futures::channel::oneshot;
 use futures::StreamExt;
-use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::results::{QueryResponse, Response, SendableRowStream};
 use pgwire::api::{ClientInfo, ConnectionHandle};
 use pgwire::error::{ErrorInfo, PgWireError};
 use tokio::time::{Instant, Sleep};
@@ -24,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 use super::settings::STATEMENT_TIMEOUT_MS;
 
 /// When a statement that begins now must have finished, by the session's `statement_timeout`.
-pub fn deadline(metadata: &HashMap<String, String>) -> Option<Instant> {
+fn deadline(metadata: &HashMap<String, String>) -> Option<Instant> {
     let ms: u64 = metadata.get(STATEMENT_TIMEOUT_MS)?.parse().ok()?;
     (ms > 0).then(|| Instant::now() + Duration::from_millis(ms))
 }
@@ -57,7 +56,7 @@ fn canceled(why: &str) -> PgWireError {
 
 /// A query's rows and what may stop them.
 struct Guarded {
-    rows: pgwire::api::results::SendableRowStream,
+    rows: SendableRowStream,
     timer: Option<Pin<Box<Sleep>>>,
     /// The connection's cancel signal, installed when the rows are first asked for.
     cancel: Option<oneshot::Receiver<()>>,
