@@ -29,30 +29,8 @@ fn disable_transparent_huge_pages() {
     }
 }
 
-/// How long mimalloc keeps freed memory before it returns it to the OS, unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise. Each epoch frees its delta, write set and encoded rows
-/// and the next one allocates them again: with mimalloc's 10 ms default those pages went back to
-/// the OS between epochs and came back zeroed, so page faults took ~20% of the operator thread
-/// with 1M groups (perf). Kept 10 s, its CPU fell ~15% and page faults ~3x (BENCHMARKS.md);
-/// memory an idle server no longer needs still goes back after the delay.
-const ALLOCATOR_PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
-
-/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (v2 and v3 alike); the Rust bindings
-/// do not name it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-fn keep_freed_memory_between_epochs() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's runtime options, which it reads at each purge.
-        unsafe {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS);
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
-    keep_freed_memory_between_epochs();
     let cli = Cli::parse();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -94,6 +94,7 @@ pub async fn run(
         EngineConfig {
             data_dir: config.data_dir.clone(),
             epoch: config.epoch,
+            max_epoch: config.max_epoch,
             state_cache_bytes: config.state_cache_bytes,
             logs: config.logs,
         },
@@ -123,7 +124,10 @@ pub async fn run(
             error,
         })?;
     let accounts = Accounts::new(config.password.as_ref().map(|p| p.expose()), &config.users);
-    let handlers = Arc::new(WeirHandlers::with_accounts(engine.clone(), accounts));
+    let handlers = Arc::new(
+        WeirHandlers::with_accounts(engine.clone(), accounts)
+            .with_query_memory(config.query_memory_bytes),
+    );
     let pg_task = tokio::spawn(serve_pg(pg_listener, handlers, tls));
     let http_task = tokio::spawn(serve_http(http_listener, metrics, engine.board()));
     tracing::info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "weir is ready");

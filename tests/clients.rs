@@ -120,6 +120,47 @@ async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
     err.code().map(|c| c.code().to_string()).unwrap_or_default()
 }
 
+/// `--query-memory-mb` bounds each connection's query: one past it fails with 53200 and its
+/// session goes on, while the same query's smaller sibling runs on two connections at once
+/// (each has a pool of its own, not a share of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_memory_limit_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &["--query-memory-mb", "24"]);
+    let (a, b) = (weir.client().await, weir.client().await);
+    // A hash join keeps its whole build side in memory (DataFusion cannot spill it).
+    let join = |n: u64| {
+        format!(
+            "SELECT count(*) FROM generate_series(1, {n}) x(v) JOIN generate_series(1, {n}) y(v) \
+             ON x.v = y.v"
+        )
+    };
+    let err = a.simple_query(&join(4_000_000)).await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "53200", "{db:?}");
+    assert!(db.message().contains("memory"), "{}", db.message());
+    assert_eq!(rows(&a, "SELECT 'still here'").await[0][0], "still here");
+    // DataFusion's own options are per connection too.
+    rows(&a, "SET datafusion.explain.physical_plan_only = true").await;
+    let plans = |rows: Vec<Vec<String>>| rows.concat().join(" ");
+    let on_a = plans(rows(&a, "EXPLAIN SELECT 1").await);
+    let on_b = plans(rows(&b, "EXPLAIN SELECT 1").await);
+    assert!(
+        !on_a.contains("logical_plan") && on_b.contains("logical_plan"),
+        "{on_a} / {on_b}"
+    );
+    let small = join(300_000);
+    let (x, y) = tokio::join!(a.simple_query(&small), b.simple_query(&small));
+    for result in [x, y] {
+        let messages = result.unwrap();
+        let row = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        assert_eq!(row.and_then(|r| r.get(0)), Some("300000"), "{messages:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_time_behaviour_clients_rely_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,6 +431,12 @@ async fn discovery_through_information_schema_and_copy() {
         sized.contains("failures") && sized.contains("Size"),
         "{sized}"
     );
+    // `\d+` adds storage details and the view's query.
+    let verbose = psql(weir.pg_port, "\\d+ failures");
+    assert!(
+        verbose.contains("View definition:") && verbose.contains("count(*)"),
+        "{verbose}"
+    );
     // No tables ("Did not find any relations", on stderr); psql() asserts it succeeded.
     assert!(!psql(weir.pg_port, "\\dt+").contains("failures"));
     let schemas = psql(weir.pg_port, "\\dn");
@@ -489,6 +536,52 @@ async fn values_print_as_postgres_prints_them() {
         stmt.columns()[0].type_(),
         &tokio_postgres::types::Type::NUMERIC
     );
+}
+
+/// psql completes names with TAB from the queries it sends (relations, schema-qualified
+/// names, columns, materialized views to drop, settings to SET): typed on a pseudo-terminal,
+/// each partial line comes back completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_tab_completion_finds_views_columns_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(dir.path(), &[]);
+    let client = weir.client().await;
+    worst_view(&client).await;
+    let typed = [
+        ("SELECT * FROM wor", "SELECT * FROM worst "),
+        (
+            "SELECT * FROM weir_catalog.vie",
+            "SELECT * FROM weir_catalog.views ",
+        ),
+        (
+            "SELECT * FROM worst WHERE geo",
+            "SELECT * FROM worst WHERE geos ",
+        ),
+        ("DROP MATERIALIZED VIEW wo", "DROP MATERIALIZED VIEW worst "),
+        ("\\d wor", "\\d worst "),
+        ("SET statement_t", "SET statement_timeout "),
+    ];
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psql_tab_completion.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(weir.pg_port.to_string())
+        .args(typed.iter().map(|(line, _)| *line))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echoed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(echoed.len(), typed.len(), "{stdout}");
+    for ((line, completed), echo) in typed.iter().zip(echoed) {
+        assert!(echo.contains(completed), "{line:?} completed as {echo:?}");
+    }
 }
 
 /// The Python with the client libraries `.ci/setup` installs (psycopg 3, psycopg2,

@@ -868,6 +868,7 @@ async fn open_engine(dir: &Path) -> Arc<Engine> {
         EngineConfig {
             data_dir: dir.to_path_buf(),
             epoch: Duration::from_millis(20),
+            max_epoch: Duration::from_millis(weir::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: 16 << 20,
             logs: LogLimits::default(),
         },

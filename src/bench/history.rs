@@ -93,6 +93,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         EngineConfig {
             data_dir: dir.path().join("state"),
             epoch: Duration::from_millis(500),
+            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (args.state_cache_mb << 20) as usize,
             logs: Default::default(),
         },

@@ -154,6 +154,7 @@ async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, 
             data_dir: dir.path().into(),
             // Progress is visible per epoch: a short one keeps the end time precise.
             epoch: Duration::from_millis(100),
+            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
             logs: Default::default(),
         },

@@ -230,7 +230,8 @@ pub(super) async fn wait_for_events(
     }
 }
 
-async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, BenchError> {
+async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> {
+    let (events, cache_mb) = (args.events, args.state_cache_mb);
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input)?;
@@ -244,6 +245,7 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
         EngineConfig {
             data_dir: dir.path().join("state"),
             epoch: Duration::from_millis(100),
+            max_epoch: Duration::from_millis(args.max_epoch_ms),
             state_cache_bytes: (cache_mb << 20) as usize,
             logs: Default::default(),
         },
@@ -385,7 +387,7 @@ async fn run_one(keys: u64, events: u64, cache_mb: u64) -> Result<KeysResult, Be
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let mut smallest = None;
     for keys in &args.keys {
-        let mut r = run_one(*keys, args.events, args.state_cache_mb).await?;
+        let mut r = run_one(*keys, args).await?;
         let base = *smallest.get_or_insert(r.eps);
         r.eps_ratio_to_smallest = r.eps / base;
         let line = format!(

@@ -134,6 +134,7 @@ async fn run_stream(
         EngineConfig {
             data_dir: dir.path().into(),
             epoch: Duration::from_secs(1),
+            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
             logs: Default::default(),
         },

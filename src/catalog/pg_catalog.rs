@@ -14,6 +14,11 @@
 //!   does not have; SQLAlchemy's `unnest(indkey)` could not be planned on text. Weir's
 //!   relations have no indexes or constraints.
 //! - `pg_class` has `reloptions` (always NULL), which SQLAlchemy's index query reads.
+//! - `pg_get_viewdef(oid [, pretty])` gives a materialized view's query (psql's `\d+`),
+//!   from the definitions the last `pg_class` scan saw.
+//! - Tables registered into it replace the library's of the same name: the Postgres edge
+//!   registers `pg_settings` from the settings Weir answers for (the library's has one row
+//!   without a `context`, so psql completed no `SET` name).
 //!
 //! `pg_class` is computed by the library, then corrected here when it is scanned; the
 //! scan also records which relation OIDs are visible, for `pg_table_is_visible` in the same
@@ -29,9 +34,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, TableType, Volatility};
+use datafusion::logical_expr::{
+    create_udf, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TableType, TypeSignature, Volatility,
+};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use parking_lot::RwLock;
@@ -46,6 +55,10 @@ const SEARCH_PATH: [&str; 2] = ["pg_catalog", "public"];
 #[derive(Debug, Default)]
 struct Visible(RwLock<Option<HashSet<i32>>>);
 
+/// The queries of materialized views by OID, as of the last `pg_class` scan.
+#[derive(Debug, Default)]
+struct Definitions(RwLock<HashMap<i32, String>>);
+
 /// Replaces `catalog`'s `pg_catalog` schema (from `setup_pg_catalog`) with the corrected one
 /// and registers `pg_table_is_visible` over it.
 pub fn correct_pg_catalog(ctx: &SessionContext, catalog: &str) -> Result<()> {
@@ -53,10 +66,13 @@ pub fn correct_pg_catalog(ctx: &SessionContext, catalog: &str) -> Result<()> {
     let catalog = ctx.catalog(catalog).ok_or_else(missing)?;
     let inner = catalog.schema("pg_catalog").ok_or_else(missing)?;
     let visible = Arc::new(Visible::default());
+    let definitions = Arc::new(Definitions::default());
     let corrected = PgCatalog {
         inner,
         catalogs: ctx.state().catalog_list().clone(),
         visible: visible.clone(),
+        definitions: definitions.clone(),
+        replaced: RwLock::default(),
     };
     catalog.register_schema("pg_catalog", Arc::new(corrected))?;
     ctx.register_udf(create_udf(
@@ -77,7 +93,75 @@ pub fn correct_pg_catalog(ctx: &SessionContext, catalog: &str) -> Result<()> {
             Ok(ColumnarValue::Array(Arc::new(answer)))
         }),
     ));
+    ctx.register_udf(ScalarUDF::new_from_impl(ViewDef {
+        definitions,
+        signature: Signature::one_of(
+            vec![
+                TypeSignature::Exact(vec![DataType::Int32]),
+                TypeSignature::Exact(vec![DataType::Int32, DataType::Boolean]),
+            ],
+            Volatility::Stable,
+        ),
+    }));
     Ok(())
+}
+
+/// `pg_get_viewdef(oid [, pretty])`: a materialized view's query; NULL for other relations.
+#[derive(Debug)]
+struct ViewDef {
+    definitions: Arc<Definitions>,
+    signature: Signature,
+}
+
+impl PartialEq for ViewDef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.definitions, &other.definitions)
+    }
+}
+
+impl Eq for ViewDef {}
+
+impl std::hash::Hash for ViewDef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_get_viewdef".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ViewDef {
+    fn name(&self) -> &str {
+        "pg_get_viewdef"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let oids = ColumnarValue::values_to_arrays(&args.args[..1])?;
+        let oids = oids[0].as_primitive::<Int32Type>();
+        let known = self.definitions.0.read();
+        let answer: StringArray = (0..oids.len())
+            .map(|i| {
+                (!oids.is_null(i))
+                    .then(|| known.get(&oids.value(i)).map(|q| format!(" {q};")))
+                    .flatten()
+            })
+            .collect();
+        if scalar {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &answer, 0,
+            )?));
+        }
+        Ok(ColumnarValue::Array(Arc::new(answer)))
+    }
 }
 
 /// The library's `pg_catalog` with `pg_class` corrected.
@@ -86,17 +170,40 @@ struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
     catalogs: Arc<dyn CatalogProviderList>,
     visible: Arc<Visible>,
+    definitions: Arc<Definitions>,
+    /// Tables registered over the library's, by lowercase name.
+    replaced: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 #[async_trait]
 impl SchemaProvider for PgCatalog {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        for name in self.replaced.read().keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .replaced
+            .write()
+            .insert(name.to_ascii_lowercase(), table))
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let table = self.inner.table(name).await?;
         let name = name.to_ascii_lowercase();
+        if let Some(table) = self.replaced.read().get(&name) {
+            return Ok(Some(table.clone()));
+        }
+        let table = self.inner.table(&name).await?;
         if let Some(arrays) = array_columns(&name) {
             return match table {
                 Some(table) => Ok(Some(empty_with_arrays(table.schema(), arrays)?)),
@@ -115,11 +222,15 @@ impl SchemaProvider for PgCatalog {
             namespaces,
             catalogs: self.catalogs.clone(),
             visible: self.visible.clone(),
+            definitions: self.definitions.clone(),
         })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        self.replaced
+            .read()
+            .contains_key(&name.to_ascii_lowercase())
+            || self.inner.table_exist(name)
     }
 }
 
@@ -179,6 +290,7 @@ struct PgClass {
     namespaces: Arc<dyn TableProvider>,
     catalogs: Arc<dyn CatalogProviderList>,
     visible: Arc<Visible>,
+    definitions: Arc<Definitions>,
 }
 
 /// Every row of `table`.
@@ -194,9 +306,9 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 }
 
 impl PgClass {
-    /// `(schema, name)` of every materialized view.
-    async fn materialized_views(&self) -> Result<HashSet<(String, String)>> {
-        let mut found = HashSet::new();
+    /// The query of every materialized view, by `(schema, name)`.
+    async fn materialized_views(&self) -> Result<HashMap<(String, String), String>> {
+        let mut found = HashMap::new();
         for catalog_name in self.catalogs.catalog_names() {
             let Some(catalog) = self.catalogs.catalog(&catalog_name) else {
                 continue;
@@ -210,8 +322,8 @@ impl PgClass {
                 };
                 for name in schema.table_names() {
                     if let Some(table) = schema.table(&name).await? {
-                        if table.is::<ViewTable>() {
-                            found.insert((schema_name.clone(), name));
+                        if let Some(view) = table.downcast_ref::<ViewTable>() {
+                            found.insert((schema_name.clone(), name), view.definition().into());
                         }
                     }
                 }
@@ -232,6 +344,7 @@ impl PgClass {
         }
         let views = self.materialized_views().await?;
         let mut visible = HashSet::new();
+        let mut definitions = HashMap::new();
         let mut out = Vec::new();
         for batch in all_rows(self.classes.as_ref(), state).await? {
             let oids = column(&batch, "oid")?.as_primitive::<Int32Type>();
@@ -245,8 +358,13 @@ impl PgClass {
                     visible.insert(oids.value(i));
                 }
                 let kind = kinds.value(i);
-                let materialized = kind == "v" && views.contains(&(schema, names.value(i).into()));
-                relkind.push(if materialized { "m" } else { kind });
+                let view = (kind == "v")
+                    .then(|| views.get(&(schema, names.value(i).into())))
+                    .flatten();
+                if let Some(query) = view {
+                    definitions.insert(oids.value(i), query.clone());
+                }
+                relkind.push(if view.is_some() { "m" } else { kind });
             }
             let at = batch.schema().index_of("relkind")?;
             let mut columns = batch.columns().to_vec();
@@ -255,6 +373,7 @@ impl PgClass {
             out.push(RecordBatch::try_new(self.schema(), columns)?);
         }
         *self.visible.0.write() = Some(visible);
+        *self.definitions.0.write() = definitions;
         Ok(out)
     }
 }

@@ -59,6 +59,8 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 pub struct ViewTable {
     reader: Arc<Reader>,
     plan: Arc<ViewPlan>,
+    /// The view's query as written (`pg_get_viewdef`).
+    definition: String,
 }
 
 impl ViewTable {
@@ -87,7 +89,18 @@ impl ViewTable {
                 group_codecs,
             }),
             plan,
+            definition: String::new(),
         })
+    }
+
+    /// The table with the view's query text, which `pg_get_viewdef` answers.
+    pub fn with_definition(mut self, query: String) -> Self {
+        self.definition = query;
+        self
+    }
+
+    pub fn definition(&self) -> &str {
+        &self.definition
     }
 
     /// The output column `expr` names, if it is a plain column of the view.

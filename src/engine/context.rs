@@ -1,8 +1,11 @@
 //! The DataFusion session that client queries run in.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::auth::AuthManager;
@@ -46,6 +49,29 @@ pub fn new_session_context(
         )?;
     register_system_tables(&ctx, board, store)?;
     Ok(ctx)
+}
+
+/// A context of one Postgres connection: the engine's catalogs, functions and settings, with a
+/// memory pool of `memory_limit` bytes of its own. A connection runs one query at a time, so
+/// this is a per-query limit: a query that needs more (a large sort, join or aggregate over
+/// many rows) fails with `ResourcesExhausted` naming its largest consumers, and the other
+/// connections' queries and the pipelines are not starved. SET on one connection no longer
+/// changes the DataFusion options of the others.
+pub fn connection_context(
+    base: &SessionContext,
+    memory_limit: usize,
+) -> Result<SessionContext, DataFusionError> {
+    let pool = TrackConsumersPool::new(
+        GreedyMemoryPool::new(memory_limit),
+        NonZeroUsize::new(3).expect("3 is not 0"),
+    );
+    let runtime = RuntimeEnvBuilder::from_runtime_env(&base.runtime_env())
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()?;
+    let state = SessionStateBuilder::new_from_existing(base.state())
+        .with_runtime_env(runtime)
+        .build();
+    Ok(SessionContext::new_with_state(state))
 }
 
 /// A bare context with Weir's functions, for planning views.

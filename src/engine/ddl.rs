@@ -151,7 +151,8 @@ impl Engine {
             plan.clone(),
             self.store.clone(),
             self.metrics.clone(),
-        )?;
+        )?
+        .with_definition(decl.query.to_string());
         self.ctx
             .register_table(decl.name.as_str(), Arc::new(table))?;
         let source = plan.source.clone();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 
-pub use context::new_session_context;
+pub use context::{connection_context, new_session_context, DATABASE};
 
 use crate::catalog::{CatalogError, SourceDef, StatusBoard, ViewDef};
 use crate::metrics::Metrics;
@@ -51,6 +51,8 @@ pub const SHOW_VIEWS_SQL: &str =
 pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub epoch: Duration,
+    /// How long an epoch may grow while the input is backlogged.
+    pub max_epoch: Duration,
     /// Memory for the cached group states of all views.
     pub state_cache_bytes: usize,
     /// How many dead letters and late rows to keep, and for how long.
@@ -118,6 +120,7 @@ impl Engine {
             catalog: tokio::sync::Mutex::new(Catalog::default()),
             runner_config: RunnerConfig {
                 epoch: config.epoch,
+                max_epoch: config.max_epoch,
                 cache: Arc::new(CacheBudget::new(config.state_cache_bytes)),
                 logs: config.logs,
             },

@@ -341,6 +341,14 @@ impl ViewOperator {
         self.progress.error = Some(error);
     }
 
+    /// What the view holds in memory until the next flush: the groups touched since the last
+    /// one (not yet merged into the stored state), or an append-only view's new rows.
+    pub fn pending(&self) -> usize {
+        let open = self.windows.values().flatten();
+        let closed = self.closed.iter().filter_map(|(_, delta)| delta.as_ref());
+        open.chain(closed).map(GroupState::len).sum::<usize>() + self.appended.len()
+    }
+
     pub fn open_windows(&self) -> usize {
         self.windows.len()
     }

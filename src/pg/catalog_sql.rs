@@ -11,6 +11,8 @@
 //! - `LIKE pattern ESCAPE '/'` (SQLAlchemy's `get_schema_names`): DataFusion knows only the
 //!   backslash as escape; the pattern becomes `replace(replace(pattern, '\', '\\'), '/',
 //!   '\')`, which also works when the pattern is a bound parameter.
+//! - `x || ARRAY(SELECT ... FROM unnest(t.reloptions) ...)` (psql's `\d+`): Weir's relations
+//!   have no storage options, so the array is empty and the expression is `x`.
 //! - `generate_subscripts(array, 1)` as a set-returning function in the select list:
 //!   rewritten to `unnest(weir_subscripts(array, 1))` (`functions.rs`), which DataFusion
 //!   unnests alongside the query's other `unnest` calls, row by row, as PostgreSQL does.
@@ -27,8 +29,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, Expr, Function, JoinOperator, Query, SelectItem,
-    SetExpr, TableFactor, Value, VisitMut, VisitorMut,
+    visit_expressions, visit_expressions_mut, BinaryOperator, Expr, Function, FunctionArguments,
+    JoinOperator, Query, SelectItem, SetExpr, TableFactor, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -215,6 +217,14 @@ fn rewrite_expr(expr: &mut Expr) -> Option<bool> {
             *expr = null;
             Some(parameters)
         }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } if options_of_unnested_reloptions(right) => {
+            *expr = (**left).clone();
+            Some(false)
+        }
         Expr::Function(f) if named(f, "generate_subscripts") => {
             let mut inner = f.clone();
             inner.name = Parser::new(&PostgreSqlDialect {})
@@ -260,6 +270,20 @@ fn null_keeping_placeholders(query: &Query) -> (Expr, bool) {
 }
 
 /// Whether `f` is the function `name`, qualified or not.
+/// Whether `expr` is `ARRAY(SELECT ... FROM unnest(<...>.reloptions) ...)`, which psql's
+/// `\d+` appends to `c.reloptions` (the TOAST table's options). Weir's relations have no
+/// storage options (`reloptions` is NULL), so it is the empty array and `x || it` is `x`.
+fn options_of_unnested_reloptions(expr: &Expr) -> bool {
+    let Expr::Function(f) = expr else {
+        return false;
+    };
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return false;
+    };
+    let text = query.to_string().to_ascii_lowercase();
+    named(f, "array") && text.contains("unnest(") && text.contains("reloptions)")
+}
+
 fn named(f: &Function, name: &str) -> bool {
     f.name
         .0

@@ -52,7 +52,7 @@ pub fn datafusion_sqlstate(error: &DataFusionError) -> &'static str {
             "21000"
         }
         DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => "22000",
-        DataFusionError::ResourcesExhausted(_) => "53000",
+        DataFusionError::ResourcesExhausted(_) => "53200",
         _ => "XX000",
     }
 }

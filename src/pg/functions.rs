@@ -26,6 +26,7 @@ use super::settings;
 
 /// Registers the functions into `ctx`, replacing DataFusion's `version()`.
 pub fn register(ctx: &SessionContext) {
+    register_pg_settings(ctx);
     ctx.register_udf(constant_udf("version", Some(settings::version_string())));
     // Weir takes no advisory locks; releasing them all is a no-op returning void (NULL).
     ctx.register_udf(constant_udf("pg_advisory_unlock_all", None));
@@ -148,6 +149,25 @@ fn same_shape(args: &[ColumnarValue], array: ArrayRef) -> Result<ColumnarValue> 
         )?));
     }
     Ok(ColumnarValue::Array(array))
+}
+
+/// Puts Weir's `pg_settings` (see `settings::pg_settings`) into `pg_catalog`.
+fn register_pg_settings(ctx: &SessionContext) {
+    let schema = ctx
+        .catalog(crate::engine::DATABASE)
+        .and_then(|c| c.schema("pg_catalog"));
+    let registered = match (schema, settings::pg_settings()) {
+        (Some(schema), Ok(table)) => schema
+            .register_table("pg_settings".into(), Arc::new(table))
+            .map(|_| ()),
+        (None, _) => Err(datafusion::error::DataFusionError::Internal(
+            "pg_catalog is not set up".into(),
+        )),
+        (_, Err(e)) => Err(e),
+    };
+    if let Err(e) = registered {
+        tracing::warn!(error = %e, "pg_settings keeps the library's rows");
+    }
 }
 
 /// A function of no arguments with a fixed text result.

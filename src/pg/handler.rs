@@ -40,7 +40,7 @@ use super::settings;
 use super::split::split_statements;
 use super::subqueries::rewrite_scalar_subqueries;
 use super::text::{extra_float_digits, postgres_text};
-use crate::engine::{Engine, Origin, Outcome};
+use crate::engine::{connection_context, Engine, Origin, Outcome};
 use crate::plan::parse_statement;
 
 /// Startup without authentication (when no password is set).
@@ -101,7 +101,11 @@ pub struct WeirQueries {
 
 /// The handlers of every connection.
 pub struct WeirHandlers {
-    queries: Arc<WeirQueries>,
+    engine: Arc<Engine>,
+    hooks: Vec<Arc<dyn QueryHook>>,
+    aggregates: Arc<HashSet<String>>,
+    /// The memory each connection's queries may use (see `connection_context`).
+    query_memory: usize,
     startup: Arc<Startup>,
     accounts: Option<Arc<Accounts>>,
     connections: Arc<ConnectionManager>,
@@ -136,19 +140,12 @@ impl WeirHandlers {
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
         ];
-        let df = Arc::new(DfSessionService::new_with_hooks(engine.context(), hooks));
-        let parser = Arc::new(WeirParser {
-            inner: ExtendedQueryHandler::query_parser(df.as_ref()),
-            aggregates: aggregates.clone(),
-        });
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            queries: Arc::new(WeirQueries {
-                engine,
-                df,
-                parser,
-                aggregates,
-            }),
+            engine,
+            hooks,
+            aggregates,
+            query_memory: (crate::config::DEFAULT_QUERY_MEMORY_MB << 20) as usize,
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
@@ -159,13 +156,56 @@ impl WeirHandlers {
     }
 }
 
+impl WeirHandlers {
+    /// Sets the memory each connection's queries may use.
+    pub fn with_query_memory(mut self, bytes: usize) -> Self {
+        self.query_memory = bytes;
+        self
+    }
+
+    /// The query handlers of a new connection, over a DataFusion context of its own.
+    fn connection_queries(&self) -> Arc<WeirQueries> {
+        let base = self.engine.context();
+        let ctx = match connection_context(&base, self.query_memory) {
+            Ok(ctx) => Arc::new(ctx),
+            Err(e) => {
+                tracing::error!(error = %e, "connection context failed; using the shared one");
+                base
+            }
+        };
+        let df = Arc::new(DfSessionService::new_with_hooks(ctx, self.hooks.clone()));
+        let parser = Arc::new(WeirParser {
+            inner: ExtendedQueryHandler::query_parser(df.as_ref()),
+            aggregates: self.aggregates.clone(),
+        });
+        Arc::new(WeirQueries {
+            engine: self.engine.clone(),
+            df,
+            parser,
+            aggregates: self.aggregates.clone(),
+        })
+    }
+}
+
+thread_local! {
+    /// The query handlers `simple_query_handler` made for the connection being set up, for
+    /// `extended_query_handler`: pgwire asks for both, one after the other on one thread,
+    /// when a connection starts, and both protocols of a connection share one context.
+    static NEW_CONNECTION: std::cell::RefCell<Option<Arc<WeirQueries>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl PgWireServerHandlers for WeirHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.queries.clone()
+        let queries = self.connection_queries();
+        NEW_CONNECTION.with(|slot| *slot.borrow_mut() = Some(queries.clone()));
+        queries
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.queries.clone()
+        NEW_CONNECTION
+            .with(|slot| slot.borrow_mut().take())
+            .unwrap_or_else(|| self.connection_queries())
     }
 
     /// Called once per connection: a SCRAM login keeps its progress in its handler.

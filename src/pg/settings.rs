@@ -97,6 +97,72 @@ const SETTINGS: &[Setting] = &[
     setting("ssl", "off", false, true),
 ];
 
+/// The type `pg_settings.vartype` gives a setting, from its default value.
+fn vartype(setting: &Setting) -> &'static str {
+    let value = setting.default;
+    if value == "on" || value == "off" {
+        "bool"
+    } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        "integer"
+    } else {
+        "string"
+    }
+}
+
+/// `pg_catalog.pg_settings`: one row per setting Weir answers for, with the server's values
+/// (`SHOW` and `current_setting()` give a connection's own). Settable ones have context
+/// `user` (psql completes `SET` from those), fixed ones `internal`.
+pub fn pg_settings() -> datafusion::error::Result<datafusion::datasource::MemTable> {
+    use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let text = |values: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let each = |f: &dyn Fn(&Setting) -> Option<String>| text(SETTINGS.iter().map(f).collect());
+    let names = [
+        "name",
+        "setting",
+        "unit",
+        "category",
+        "short_desc",
+        "extra_desc",
+        "context",
+        "vartype",
+        "source",
+        "min_val",
+        "max_val",
+        "boot_val",
+        "reset_val",
+        "sourcefile",
+    ];
+    let mut columns = vec![
+        each(&|s| Some(s.name.to_string())),
+        each(&|s| Some(default_value(s))),
+        each(&|s| (s.name == "statement_timeout").then(|| "ms".to_string())),
+        each(&|_| Some("Weir".to_string())),
+        each(&|_| None),
+        each(&|_| None),
+        each(&|s| Some(if s.read_only { "internal" } else { "user" }.to_string())),
+        each(&|s| Some(vartype(s).to_string())),
+        each(&|_| Some("default".to_string())),
+        each(&|_| None),
+        each(&|_| None),
+        each(&|s| Some(default_value(s))),
+        each(&|s| Some(default_value(s))),
+        each(&|_| None),
+    ];
+    let mut fields: Vec<Field> = names
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .collect();
+    fields.push(Field::new("pending_restart", DataType::Boolean, false));
+    columns.push(Arc::new(BooleanArray::from(vec![false; SETTINGS.len()])));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+}
+
 /// The setting called `name` (case-insensitive; `time zone` is `TimeZone`).
 pub fn lookup(name: &str) -> Option<&'static Setting> {
     let name = name.trim().to_ascii_lowercase().replace(' ', "");

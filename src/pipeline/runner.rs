@@ -28,6 +28,8 @@ use crate::state::{log_key, Log, LogLimits, Store, Table};
 pub struct RunnerConfig {
     /// How often an epoch is committed while data flows.
     pub epoch: Duration,
+    /// How long an epoch may grow while the input is backlogged.
+    pub max_epoch: Duration,
     /// The memory budget all views' group caches share.
     pub cache: Arc<CacheBudget>,
     /// How many dead letters and late rows to keep, and for how long.
@@ -112,6 +114,11 @@ struct Operators {
 
 /// How many epoch intervals an epoch may last while the previous one is still being written.
 const MAX_EPOCH_STRETCH: u32 = 8;
+
+/// A backlogged epoch stops growing once its views hold this many pending groups (or rows of
+/// append-only views) per MiB of the state cache budget: 1M at the default 256 MiB, about
+/// 250 MiB of transient memory in DataFusion's group tables and the merge.
+const PENDING_GROUPS_PER_MIB: usize = 4 * 1024;
 
 /// Whether a commit waits for its write: the last one of a pipeline does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +327,9 @@ impl Operators {
     fn run(mut self, rx: Receiver<(Feed, Message)>, stop: Arc<AtomicBool>) {
         let mut last_commit = Instant::now();
         let mut dirty = false;
+        // Whether the input ran dry since the last commit (the reader said it is idle, or
+        // nothing came for a tick); until it does, the input is backlogged.
+        let mut caught_up = false;
         let tick = self.ctx.config.epoch.min(Duration::from_millis(100));
         loop {
             if self.failed {
@@ -385,6 +395,7 @@ impl Operators {
                     }
                 }
                 Ok((Feed::Main, Message::Idle)) | Err(RecvTimeoutError::Timeout) => {
+                    caught_up = true;
                     // Nothing to compute: finish the epoch in flight so that its rows and
                     // counts show, and its offsets become durable, without waiting for more input.
                     let settled = self.settle();
@@ -418,22 +429,35 @@ impl Operators {
             if !self.poll_written() {
                 return;
             }
-            // An epoch ends when its interval is over and the previous one is written: while
-            // writes take longer than the interval, epochs grow instead of the operator thread
-            // waiting, so a group touched several times is merged and written once. Past
-            // `MAX_EPOCH_STRETCH` intervals it waits for the write after all.
             let due = last_commit.elapsed();
-            if dirty
-                && due >= self.ctx.config.epoch
-                && (!self.committer.in_flight() || due >= self.ctx.config.epoch * MAX_EPOCH_STRETCH)
-            {
+            if dirty && due >= self.ctx.config.epoch && !self.stretch(due, !caught_up) {
                 if !self.commit_or_fail(true, "running", Wait::No) {
                     return;
                 }
                 dirty = false;
                 last_commit = Instant::now();
+                caught_up = false;
             }
         }
+    }
+
+    /// Whether an epoch whose interval is over (it lasted `due`) grows on instead of ending
+    /// now. It grows while the previous epoch is still being written, or while the input is
+    /// `backlogged` (it never ran dry during the epoch): then a group touched several times is
+    /// merged and written once, so the views catch up faster (mini-batching, as Flink's
+    /// `allow-latency` does). A written-behind epoch grows up to `MAX_EPOCH_STRETCH` intervals;
+    /// a backlogged one up to `max_epoch`, and only while the views' pending groups (or
+    /// appended rows) fit in what the state cache budget allows.
+    fn stretch(&self, due: Duration, backlogged: bool) -> bool {
+        let epoch = self.ctx.config.epoch;
+        if self.committer.in_flight() && due < epoch * MAX_EPOCH_STRETCH {
+            return true;
+        }
+        if due >= self.ctx.config.max_epoch.max(epoch) {
+            return false;
+        }
+        let room = (self.ctx.config.cache.limit() >> 20).max(1) * PENDING_GROUPS_PER_MIB;
+        backlogged && self.views.iter().map(ViewOperator::pending).sum::<usize>() < room
     }
 
     fn process(
