@@ -48,10 +48,18 @@ impl Weir {
         } else {
             &["--epoch-ms", "50"]
         };
+        // Backlogged epochs grow to 200 ms at most, not the default 5 s, so that progress
+        // shows often enough for tests that kill Weir at chosen points of a stream.
+        let max_epoch: &[&str] = if extra.contains(&"--max-epoch-ms") {
+            &[]
+        } else {
+            &["--max-epoch-ms", "200"]
+        };
         let mut command = Command::new(weir_bin());
         command
             .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(epoch)
+            .args(max_epoch)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
