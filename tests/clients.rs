@@ -27,12 +27,19 @@ fn psql(port: u16, command: &str) -> String {
         ])
         .output()
         .expect("psql must be installed (the README's test command installs postgresql-client)");
+    stdout_of(out, &format!("psql {command}"))
+}
+
+/// The standard output of a client or tool that ran, after asserting that it succeeded
+/// (its standard output and error, under `what`, are the failure message).
+fn stdout_of(out: std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "psql {command} failed: {}",
+        "{what} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout
 }
 
 /// Creates source `logins` (tests/data/logins.jsonl) and view `failures` (failed logins per
@@ -571,12 +578,7 @@ async fn psql_tab_completion_finds_views_columns_and_settings() {
         .args(typed.iter().map(|(line, _)| *line))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(out, "psql_tab_completion.py");
     let echoed: Vec<&str> = stdout.lines().collect();
     assert_eq!(echoed.len(), typed.len(), "{stdout}");
     for ((line, completed), echo) in typed.iter().zip(echoed) {
@@ -614,12 +616,7 @@ async fn python_drivers_read_the_views() {
             .env("WEIR_PG_PORT", weir.pg_port.to_string())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{script} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_of(out, script);
     }
 }
 
@@ -667,12 +664,7 @@ async fn jdbc_discovers_and_reads_the_views() {
         .env("WEIR_PG_PORT", weir.pg_port.to_string())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "JdbcClient failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(out, "JdbcClient");
 }
 
 /// With a password set, every client logs in with SCRAM-SHA-256 (tokio-postgres and psql),
@@ -785,12 +777,7 @@ fn grafana_over_pgx_runs_the_shipped_dashboard() {
         .arg(format!("{root}/tests/clients/grafana"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(out, "the Grafana client");
     // Five one-minute windows; the alerts panel's LIMIT; 20 of the 40 users.
     for line in [
         "ping: ok",
@@ -821,11 +808,7 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::p
         .arg(&cert)
         .output()
         .expect("the openssl command (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(out, "openssl req");
     (cert, key)
 }
 
@@ -978,12 +961,7 @@ fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
         .env("WEIR_LOG", "warn")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    stdout_of(out, "weir bench")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
