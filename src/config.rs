@@ -35,7 +35,9 @@ pub struct ServerArgs {
     /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, max_epoch_ms,
     /// state_cache_mb, query_memory_mb,
     /// error_rows_max, error_rows_max_age_hours, password, allow_no_password, tls_cert,
-    /// tls_key, and [[users]] entries (name, password, role = "admin" or "reader").
+    /// tls_key, [[users]] entries (name, password, role = "admin" or "reader"), and an [llm]
+    /// table that turns llm_analyze on (url, model, api_key_env, timeout_ms, max_concurrent,
+    /// calls_per_minute, max_attempts, breaker_failures, breaker_cooldown_ms; see README).
     #[arg(long, env = "WEIR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -95,6 +97,65 @@ pub struct ServerArgs {
     #[arg(skip)]
     #[serde(default)]
     pub users: Vec<User>,
+    /// The endpoint `llm_analyze` calls; only in the config file. Off when absent.
+    #[arg(skip)]
+    #[serde(default)]
+    pub llm: Option<LlmConfig>,
+}
+
+/// The config file's `[llm]` table: the OpenAI-compatible chat-completions endpoint that
+/// `llm_analyze(prompt)` calls, and how hard it may be called.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The full chat-completions URL, http or https, e.g.
+    /// `http://127.0.0.1:11434/v1/chat/completions`.
+    pub url: String,
+    /// The `model` every request names.
+    pub model: String,
+    /// The environment variable holding the API key, sent as `Authorization: Bearer <key>`
+    /// (none: no header). The key itself never goes in the file.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// How long one call may take before it counts as failed.
+    #[serde(default = "LlmConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight at once.
+    #[serde(default = "LlmConfig::default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Calls started per minute, at most (spread evenly).
+    #[serde(default = "LlmConfig::default_calls_per_minute")]
+    pub calls_per_minute: u32,
+    /// Calls per prompt before its record says `error`.
+    #[serde(default = "LlmConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Failed calls in a row that open the circuit breaker: no calls until the cooldown ends.
+    #[serde(default = "LlmConfig::default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one trial call.
+    #[serde(default = "LlmConfig::default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+}
+
+impl LlmConfig {
+    fn default_timeout_ms() -> u64 {
+        30_000
+    }
+    fn default_max_concurrent() -> usize {
+        4
+    }
+    fn default_calls_per_minute() -> u32 {
+        60
+    }
+    fn default_max_attempts() -> u32 {
+        3
+    }
+    fn default_breaker_failures() -> u32 {
+        5
+    }
+    fn default_breaker_cooldown_ms() -> u64 {
+        30_000
+    }
 }
 
 /// A named login of the config file's `[[users]]`.
@@ -212,6 +273,8 @@ pub struct ServerConfig {
     pub password: Option<Secret>,
     pub users: Vec<User>,
     pub tls: Option<TlsFiles>,
+    /// Where `llm_analyze` sends prompts; `None`: it is off.
+    pub llm: Option<LlmConfig>,
 }
 
 /// The default memory for cached group states.
@@ -242,6 +305,8 @@ pub enum ConfigError {
     OpenWithoutPassword { addr: SocketAddr },
     #[error("TLS needs both a certificate and its key: set tls_cert and tls_key (or --tls-cert and --tls-key)")]
     TlsPair,
+    #[error("[llm] url {url:?} must start with http:// or https:// (the full chat-completions URL, e.g. http://127.0.0.1:11434/v1/chat/completions)")]
+    LlmUrl { url: String },
     #[error("user {name:?} is listed twice in [[users]] or has an empty password")]
     BadUser { name: String },
 }
@@ -301,7 +366,16 @@ impl ServerArgs {
             (None, None) => None,
             _ => return Err(ConfigError::TlsPair),
         };
+        let llm = self.llm.clone().or(file.llm);
+        if let Some(llm) = &llm {
+            if !(llm.url.starts_with("http://") || llm.url.starts_with("https://")) {
+                return Err(ConfigError::LlmUrl {
+                    url: llm.url.clone(),
+                });
+            }
+        }
         Ok(ServerConfig {
+            llm,
             pg_addr,
             password,
             users,

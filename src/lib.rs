@@ -13,6 +13,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod engine;
+pub mod llm;
 pub mod metrics;
 pub mod operator;
 pub mod pg;

@@ -871,6 +871,7 @@ async fn open_engine(dir: &Path) -> Arc<Engine> {
             max_epoch: Duration::from_millis(weir::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: 16 << 20,
             logs: LogLimits::default(),
+            llm: None,
         },
         Arc::new(Metrics::new()),
     )

@@ -96,6 +96,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (args.state_cache_mb << 20) as usize,
             logs: Default::default(),
+            llm: None,
         },
         Arc::new(Metrics::new()),
     )

@@ -157,6 +157,7 @@ async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, 
             max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
             logs: Default::default(),
+            llm: None,
         },
         Arc::new(Metrics::new()),
     )

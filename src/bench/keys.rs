@@ -248,6 +248,7 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
             max_epoch: Duration::from_millis(args.max_epoch_ms),
             state_cache_bytes: (cache_mb << 20) as usize,
             logs: Default::default(),
+            llm: None,
         },
         metrics.clone(),
     )

@@ -137,6 +137,7 @@ async fn run_stream(
             max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
             logs: Default::default(),
+            llm: None,
         },
         metrics,
     )

@@ -1,5 +1,5 @@
-//! The `weir_catalog` system tables: sources, views, partitions, dead letters, late rows and
-//! functions.
+//! The `weir_catalog` system tables: sources, views, partitions, dead letters, late rows,
+//! `llm_analyze` records and functions.
 
 use std::sync::Arc;
 
@@ -18,8 +18,9 @@ use datafusion::prelude::SessionContext;
 
 use super::{PartitionStatus, StatusBoard};
 use crate::decode::DeadLetter;
+use crate::llm::LlmRecord;
 use crate::operator::LateRow;
-use crate::state::{Store, Table};
+use crate::state::{window_start_of_key, Store, Table};
 
 /// The schema holding the system tables.
 pub const SYSTEM_SCHEMA: &str = "weir_catalog";
@@ -48,6 +49,7 @@ enum SystemKind {
     DeadLetters,
     LateRows,
     SourcePartitions,
+    LlmAnalyses,
 }
 
 /// A `weir_catalog` table, computed when it is scanned.
@@ -129,6 +131,20 @@ impl SystemKind {
                 text("raw"),
                 int("missed_windows"),
             ],
+            SystemKind::LlmAnalyses => vec![
+                text("view"),
+                ts_field("event_time"),
+                text("position"),
+                text("column_name"),
+                text("status"),
+                text("prompt"),
+                text("answer"),
+                text("error"),
+                int("attempts"),
+                int("latency_ms"),
+                ts_field("requested_at"),
+                ts_field("answered_at"),
+            ],
         }))
     }
 
@@ -139,6 +155,7 @@ impl SystemKind {
             SystemKind::DeadLetters => "dead_letters",
             SystemKind::LateRows => "late_rows",
             SystemKind::SourcePartitions => "source_partitions",
+            SystemKind::LlmAnalyses => "llm_analyses",
         }
     }
 }
@@ -250,8 +267,59 @@ impl SystemTable {
                     ),
                 ]
             }
+            SystemKind::LlmAnalyses => self.llm_analyses()?,
         };
         Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+
+    /// Every `llm_analyze` record: its view, the asking row's event time and source position
+    /// (from the record's key: view, event time, split, offset, column), and the record.
+    fn llm_analyses(&self) -> Result<Vec<ArrayRef>> {
+        let entries = self
+            .store
+            .scan_prefix(Table::LlmAnalyses, b"")
+            .map_err(external)?;
+        let mut owners = Vec::with_capacity(entries.len());
+        let mut places = Vec::with_capacity(entries.len());
+        let mut records = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            let Some(record) = LlmRecord::decode(value) else {
+                continue;
+            };
+            let owner = owner_of(key);
+            // name \0, event time (8), split (4), offset (8), column (1)
+            let place = key
+                .get(owner.len() + 1..)
+                .filter(|t| t.len() == 21)
+                .map(|t| {
+                    let time = window_start_of_key(&t[..8]).unwrap_or_default();
+                    let split = u32::from_be_bytes(t[8..12].try_into().expect("4 bytes"));
+                    let end = u64::from_be_bytes(t[12..20].try_into().expect("8 bytes"));
+                    (time, format!("{split}:{end}"))
+                });
+            owners.push(owner);
+            places.push(place);
+            records.push(record);
+        }
+        Ok(vec![
+            strings(owners.iter().map(|o| Some(o.as_str()))),
+            times(places.iter().map(|p| p.as_ref().map(|(t, _)| *t))),
+            strings(places.iter().map(|p| p.as_ref().map(|(_, s)| s.as_str()))),
+            strings(records.iter().map(|r| Some(r.column.as_str()))),
+            strings(records.iter().map(|r| Some(r.status.as_str()))),
+            strings(records.iter().map(|r| Some(r.prompt.as_str()))),
+            strings(records.iter().map(|r| r.answer.as_deref())),
+            strings(records.iter().map(|r| r.error.as_deref())),
+            ints(records.iter().map(|r| u64::from(r.attempts))),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.latency_ms.map(|l| l as i64))
+                    .collect::<Int64Array>(),
+            ),
+            times(records.iter().map(|r| Some(r.requested_at_ms))),
+            times(records.iter().map(|r| r.answered_at_ms)),
+        ])
     }
 }
 
@@ -307,6 +375,7 @@ pub fn register_system_tables(
         SystemKind::DeadLetters,
         SystemKind::LateRows,
         SystemKind::SourcePartitions,
+        SystemKind::LlmAnalyses,
     ] {
         let table = SystemTable {
             kind,

@@ -21,6 +21,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
@@ -40,6 +41,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 
+use crate::llm::{record_key, LlmRecord};
 use crate::metrics::Metrics;
 use crate::operator::Codecs;
 use crate::plan::{GroupRole, ViewPlan};
@@ -332,17 +334,11 @@ impl ViewTable {
         }
         let batches = std::cell::RefCell::new(Vec::new());
         let snapshot = SharedReadView::new(self.reader.store.clone());
-        let mut sink = Sink {
-            reader: &self.reader,
-            projection: None,
-            left: usize::MAX,
-            pending: Vec::new(),
-            keys_read: 0,
-            send: &|batch| {
-                batches.borrow_mut().push(batch);
-                true
-            },
+        let send = |batch| {
+            batches.borrow_mut().push(batch);
+            true
         };
+        let mut sink = Sink::new(&self.reader, snapshot.view(), None, usize::MAX, &send);
         self.reader.read(snapshot.view(), &access, &mut sink)?;
         let _ = sink.flush()?;
         let keys_read = sink.keys_read;
@@ -629,14 +625,8 @@ impl ExecutionPlan for ViewScan {
         let snapshot = self.snapshot.clone();
         builder.spawn_blocking(move || {
             let read = snapshot.get_or_init(|| SharedReadView::new(reader.store.clone()));
-            let mut sink = Sink {
-                reader: &reader,
-                projection: projection.as_deref(),
-                left: limit,
-                pending: Vec::new(),
-                keys_read: 0,
-                send: &|batch| tx.blocking_send(Ok(batch)).is_ok(),
-            };
+            let send = |batch| tx.blocking_send(Ok(batch)).is_ok();
+            let mut sink = Sink::new(&reader, read.view(), projection.as_deref(), limit, &send);
             let result = reader.read(read.view(), &access, &mut sink);
             let result = result.and_then(|()| sink.flush().map(|_| ()));
             reader
@@ -653,16 +643,39 @@ impl ExecutionPlan for ViewScan {
 /// Collects stored rows into batches and sends them until the limit or the reader is gone.
 struct Sink<'a> {
     reader: &'a Reader,
+    /// Where `llm_analyze` answers are read, at the scan's snapshot.
+    snapshot: &'a ReadView<'a>,
     projection: Option<&'a [usize]>,
     left: usize,
     pending: Vec<Vec<u8>>,
+    /// The keys of `pending` rows, kept only for a view with `llm_analyze` columns.
+    pending_keys: Vec<Vec<u8>>,
     keys_read: u64,
     send: &'a dyn Fn(RecordBatch) -> bool,
 }
 
-impl Sink<'_> {
-    /// Takes one stored row; says whether to go on.
-    fn push(&mut self, value: &[u8]) -> Result<ControlFlow<()>> {
+impl<'a> Sink<'a> {
+    fn new(
+        reader: &'a Reader,
+        snapshot: &'a ReadView<'a>,
+        projection: Option<&'a [usize]>,
+        limit: usize,
+        send: &'a dyn Fn(RecordBatch) -> bool,
+    ) -> Self {
+        Self {
+            reader,
+            snapshot,
+            projection,
+            left: limit,
+            pending: Vec::new(),
+            pending_keys: Vec::new(),
+            keys_read: 0,
+            send,
+        }
+    }
+
+    /// Takes one stored row and its key; says whether to go on.
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<ControlFlow<()>> {
         if self.left == 0 {
             return Ok(ControlFlow::Break(()));
         }
@@ -671,6 +684,9 @@ impl Sink<'_> {
             return Ok(ControlFlow::Continue(()));
         };
         self.pending.push(row.to_vec());
+        if !self.reader.plan.llm_columns.is_empty() {
+            self.pending_keys.push(key.to_vec());
+        }
         self.left -= 1;
         if self.pending.len() >= BATCH_ROWS || self.left == 0 {
             return self.flush();
@@ -688,6 +704,8 @@ impl Sink<'_> {
             .row_codec
             .decode(rows.iter().map(|r| r.as_slice()))
             .map_err(external)?;
+        let keys = std::mem::take(&mut self.pending_keys);
+        let cols = self.with_answers(cols, &keys)?;
         let batch = RecordBatch::try_new(self.reader.plan.output_schema.clone(), cols)?;
         let batch = match self.projection {
             Some(p) => batch.project(p)?,
@@ -700,6 +718,27 @@ impl Sink<'_> {
     }
 }
 
+impl Sink<'_> {
+    /// `cols` with each `llm_analyze` column showing the answers stored for the rows of
+    /// `keys` (NULL where none arrived yet); the stored rows hold the prompts there.
+    fn with_answers(&self, mut cols: Vec<ArrayRef>, keys: &[Vec<u8>]) -> Result<Vec<ArrayRef>> {
+        for column in &self.reader.plan.llm_columns {
+            let wanted: Vec<Vec<u8>> = keys.iter().map(|k| record_key(k, *column)).collect();
+            let found = self
+                .snapshot
+                .multi_get(Table::LlmAnalyses, &wanted)
+                .map_err(external)?;
+            let answers: StringArray = found
+                .iter()
+                .map(|v| v.as_deref().and_then(LlmRecord::decode))
+                .map(|r| r.and_then(|r| r.shown().map(str::to_string)))
+                .collect();
+            cols[*column] = Arc::new(answers);
+        }
+        Ok(cols)
+    }
+}
+
 impl Reader {
     fn read(&self, read: &ReadView<'_>, access: &Access, sink: &mut Sink<'_>) -> Result<()> {
         match access {
@@ -709,9 +748,9 @@ impl Reader {
                     _ => self.keys.all(),
                 };
                 let mut error = None;
-                read.for_each_in(Table::ViewRows, &from, &to, |_, value| {
+                read.for_each_in(Table::ViewRows, &from, &to, |key, value| {
                     sink.keys_read += 1;
-                    match sink.push(value) {
+                    match sink.push(key, value) {
                         Ok(flow) => flow,
                         Err(e) => {
                             error = Some(e);
@@ -744,8 +783,9 @@ impl Reader {
                 for chunk in keys.chunks(BATCH_ROWS) {
                     let values = read.multi_get(Table::ViewRows, chunk).map_err(external)?;
                     sink.keys_read += chunk.len() as u64;
-                    for value in values.iter().flatten() {
-                        if sink.push(value)?.is_break() {
+                    for (key, value) in chunk.iter().zip(&values) {
+                        let Some(value) = value else { continue };
+                        if sink.push(key, value)?.is_break() {
                             return Ok(());
                         }
                     }

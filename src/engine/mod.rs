@@ -57,6 +57,8 @@ pub struct EngineConfig {
     pub state_cache_bytes: usize,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
+    /// Where `llm_analyze` sends prompts (`None`: off).
+    pub llm: Option<crate::config::LlmConfig>,
 }
 
 /// Who sent a statement: a client, or the `--pipeline` file (where re-creating an identical
@@ -112,6 +114,7 @@ impl Engine {
         let store = Arc::new(Store::open(&config.data_dir)?);
         let board = Arc::new(StatusBoard::default());
         let ctx = Arc::new(new_session_context(board.clone(), store.clone())?);
+        let llm = crate::llm::Llm::start(config.llm, store.clone(), metrics.clone());
         let engine = Arc::new(Self {
             store,
             board,
@@ -123,9 +126,17 @@ impl Engine {
                 max_epoch: config.max_epoch,
                 cache: Arc::new(CacheBudget::new(config.state_cache_bytes)),
                 logs: config.logs,
+                llm: llm.clone(),
             },
         });
         engine.restore().await?;
+        let resumed = llm.resume()?;
+        if resumed > 0 {
+            tracing::info!(
+                requests = resumed,
+                "llm_analyze: asking again for pending records"
+            );
+        }
         Ok(engine)
     }
 

@@ -51,6 +51,14 @@ pub struct Metrics {
     pub late_rows_dropped: IntCounterVec,
     /// Pipelines stopped by a panic in one of their threads.
     pub pipelines_failed: IntCounterVec,
+    /// `llm_analyze` calls by outcome (`ok`, `failed`).
+    pub llm_calls: IntCounterVec,
+    /// Time of one `llm_analyze` call.
+    pub llm_call_seconds: Histogram,
+    /// `llm_analyze` requests waiting for a call.
+    pub llm_queued: IntGauge,
+    /// 1 while the `llm_analyze` circuit breaker is open (no calls).
+    pub llm_breaker_open: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -125,7 +133,38 @@ impl Metrics {
         registry
             .register(Box::new(state_cache_bytes.clone()))
             .expect("metric registered once");
+        let llm_call_seconds = Histogram::with_opts(HistogramOpts::new(
+            "weir_llm_call_seconds",
+            "Time of one llm_analyze call to the configured endpoint",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(llm_call_seconds.clone()))
+            .expect("metric registered once");
+        let llm_queued =
+            IntGauge::new("weir_llm_queued", "llm_analyze requests waiting for a call")
+                .expect("valid metric");
+        registry
+            .register(Box::new(llm_queued.clone()))
+            .expect("metric registered once");
+        let llm_breaker_open = IntGauge::new(
+            "weir_llm_breaker_open",
+            "1 while the llm_analyze circuit breaker is open and no calls are made",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(llm_breaker_open.clone()))
+            .expect("metric registered once");
         Self {
+            llm_call_seconds,
+            llm_queued,
+            llm_breaker_open,
+            llm_calls: counter(
+                &registry,
+                "weir_llm_calls_total",
+                "llm_analyze calls to the configured endpoint, by outcome",
+                "outcome",
+            ),
             source_watermark_lag,
             state_bytes,
             state_cache_bytes,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{Array, StringArray, TimestampMillisecondArray, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -28,6 +28,8 @@ pub struct AppendedRow {
     /// Offset after the row in its split.
     pub end: u64,
     pub row: Vec<u8>,
+    /// The `llm_analyze` columns of the row that have a prompt, with it.
+    pub prompts: Vec<(usize, String)>,
 }
 
 impl AppendedRow {
@@ -108,6 +110,26 @@ pub fn evaluate(
     Ok((rows, origin))
 }
 
+/// The `llm_analyze` prompts of each row of the view's `rows` (its columns that show a call,
+/// where not NULL).
+pub fn prompts<'a>(
+    plan: &ViewPlan,
+    rows: &'a RecordBatch,
+) -> impl Fn(usize) -> Vec<(usize, String)> + 'a {
+    let columns: Vec<(usize, &'a StringArray)> = plan
+        .llm_columns
+        .iter()
+        .filter_map(|c| Some((*c, rows.column(*c).as_any().downcast_ref::<StringArray>()?)))
+        .collect();
+    move |row| {
+        columns
+            .iter()
+            .filter(|(_, prompts)| prompts.is_valid(row))
+            .map(|(c, prompts)| (*c, prompts.value(row).to_string()))
+            .collect()
+    }
+}
+
 /// The event time of each row of `batch` (0 for every row when the view has none).
 pub fn event_times<'a>(plan: &ViewPlan, batch: &'a RecordBatch) -> impl Fn(usize) -> i64 + 'a {
     let times = plan.watermark.and_then(|(col, _)| {
@@ -134,6 +156,7 @@ mod tests {
             split,
             end,
             row: Vec::new(),
+            prompts: Vec::new(),
         };
         let mut rows = [
             row(5, 0, 9),

@@ -19,6 +19,7 @@ use super::merge::{empty_global_group, merge_window, Codecs, Merged, StoredValue
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
+use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
@@ -113,6 +114,8 @@ pub struct ViewOperator {
     refused: Vec<RefusedRow>,
     /// Rows an append-only view kept since the last flush.
     appended: Vec<AppendedRow>,
+    /// `llm_analyze` requests whose pending records the last flush wrote.
+    llm_requests: Vec<LlmRequest>,
     /// The entities' state of an append-only view's stateful calls.
     entities: EntityStates,
     /// A global aggregate's row over no input is still to be written.
@@ -313,6 +316,7 @@ impl ViewOperator {
             refused: Vec::new(),
             touched: BTreeSet::new(),
             appended: Vec::new(),
+            llm_requests: Vec::new(),
             entities: EntityStates::new(ViewKeys::new(name)),
             counters: StateCounters::default(),
             log_limits,
@@ -510,6 +514,7 @@ impl ViewOperator {
             return Ok(());
         }
         let encoded = self.codecs.row.encode(rows.columns()).map_err(state_err)?;
+        let prompts = append::prompts(&self.plan, &rows);
         let time = append::event_times(&self.plan, batch);
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         for (j, i) in origin.iter().enumerate() {
@@ -523,6 +528,7 @@ impl ViewOperator {
                 split: chunk.split,
                 end: chunk.row_ends[first + *i as usize],
                 row: encode_view_row(encoded.row(j).as_ref()),
+                prompts: prompts(j),
             });
         }
         Ok(())
@@ -716,7 +722,7 @@ impl ViewOperator {
             let merged = self.merge(start, &mut delta)?;
             self.write_groups(ws, start, &merged, true);
         }
-        self.write_appended(ws);
+        self.write_appended(ws)?;
         let wall = chrono::Utc::now().timestamp_millis();
         for mut late in std::mem::take(&mut self.late) {
             late.at_ms = wall;
@@ -744,18 +750,57 @@ impl ViewOperator {
 
     /// Writes the rows an append-only view kept since the last flush (but those the
     /// retention passed meanwhile).
-    fn write_appended(&mut self, ws: &mut WriteSet) {
+    fn write_appended(&mut self, ws: &mut WriteSet) -> Result<()> {
         self.entities.write(ws);
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
+        let mut asked = Vec::new();
         for row in std::mem::take(&mut self.appended) {
             if row.event_time < expired_before {
                 self.counters.rows_expired += 1;
                 continue;
             }
-            ws.put(Table::ViewRows, row.key(&self.keys), row.row);
+            let key = row.key(&self.keys);
+            for (column, prompt) in row.prompts {
+                asked.push((record_key(&key, column), column, prompt));
+            }
+            ws.put(Table::ViewRows, key, row.row);
             self.progress.rows += 1;
             self.progress.rows_written += 1;
         }
+        self.ask_llm(ws, asked)
+    }
+
+    /// Writes a pending `llm_analyze` record for each asked column, and keeps its request for
+    /// once the epoch is written. A row replayed after a crash finds its record and asks
+    /// nothing again.
+    fn ask_llm(&mut self, ws: &mut WriteSet, asked: Vec<(Vec<u8>, usize, String)>) -> Result<()> {
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = asked.iter().map(|(key, _, _)| key.clone()).collect();
+        let found = self
+            .store
+            .multi_get(Table::LlmAnalyses, &keys)
+            .map_err(state_err)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for ((key, column, prompt), found) in asked.into_iter().zip(found) {
+            if found.is_some() {
+                continue;
+            }
+            let name = self.plan.output_schema.field(column).name();
+            ws.put(
+                Table::LlmAnalyses,
+                &key,
+                LlmRecord::pending(name, prompt.clone(), now).encode(),
+            );
+            self.llm_requests.push(LlmRequest { key, prompt });
+        }
+        Ok(())
+    }
+
+    /// The `llm_analyze` requests of the last flush, for once its epoch is written.
+    pub fn take_llm_requests(&mut self) -> Vec<LlmRequest> {
+        std::mem::take(&mut self.llm_requests)
     }
 
     /// Adds the view's progress (frontier, counts, error) to `ws`. A flush does it; after a
@@ -814,6 +859,7 @@ impl ViewOperator {
                 ControlFlow::Continue(())
             })
             .map_err(state_err)?;
+        ws.delete_range(Table::LlmAnalyses, &a, &b);
         ws.delete_range(Table::ViewRows, a, b);
         self.progress.rows = self.progress.rows.saturating_sub(rows);
         self.progress.expired_before = Some(cutoff);
@@ -828,6 +874,7 @@ impl ViewOperator {
             Table::GroupState,
             Table::LegacyWindowState,
             Table::LateRows,
+            Table::LlmAnalyses,
         ] {
             ws.delete_prefix(table, window_key_prefix(name));
         }

@@ -34,6 +34,8 @@ pub struct RunnerConfig {
     pub cache: Arc<CacheBudget>,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
+    /// Answers the `llm_analyze` requests of written epochs.
+    pub llm: Arc<crate::llm::Llm>,
 }
 
 /// How often the age limit of dead letters and late rows is applied.
@@ -138,6 +140,8 @@ struct Epoch {
     /// Time spent building the write set.
     flushed: Duration,
     report: Option<Report>,
+    /// `llm_analyze` requests whose pending records the epoch writes.
+    llm: Vec<crate::llm::LlmRequest>,
 }
 
 impl Runner {
@@ -722,6 +726,7 @@ impl Operators {
         if let Some(durable) = &self.durable {
             let _ = durable.send(epoch.durable);
         }
+        self.ctx.config.llm.submit(epoch.llm);
         m.epoch_commit_seconds
             .with_label_values(&[name])
             .observe(epoch.started.elapsed().as_secs_f64());
@@ -809,6 +814,11 @@ impl Operators {
             started,
             flushed: started.elapsed(),
             report: status.map(|(status, error)| self.report(status, error)),
+            llm: self
+                .views
+                .iter_mut()
+                .flat_map(|v| v.take_llm_requests())
+                .collect(),
         };
         self.committer.submit(ws, epoch)?;
         if wait == Wait::Yes {

@@ -8,6 +8,7 @@
 
 mod ddl;
 mod interval;
+mod llm;
 mod stateful;
 mod steps;
 mod view;

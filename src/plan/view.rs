@@ -117,6 +117,9 @@ pub struct ViewPlan {
     /// In an append-only view with a watermark, the output column that shows the source's
     /// event time unchanged: rows are keyed by it, so a query's range on it is a key range.
     pub event_time_column: Option<usize>,
+    /// In an append-only view, the output columns that show `llm_analyze(prompt)`: stored
+    /// rows hold the prompt there, and scans show the answer (see `crate::llm`).
+    pub llm_columns: Vec<usize>,
 }
 
 /// The part a group column plays in a view's keys.
@@ -520,6 +523,7 @@ fn append_plan(
         retention_ms: None,
         append: true,
         event_time_column,
+        llm_columns: Vec::new(),
         key_columns: vec![None; output_schema.fields().len()],
         group_roles: Vec::new(),
         source,
@@ -549,6 +553,8 @@ fn split_plan(
     watermark: Option<(usize, i64)>,
     input_schema: SchemaRef,
 ) -> Result<ViewPlan, PlanError> {
+    let (lifted, llm_columns) = super::llm::lift_columns(plan)?;
+    let plan = &lifted;
     let mut above = Vec::new();
     let mut node = plan;
     let agg = loop {
@@ -566,7 +572,9 @@ fn split_plan(
                 ))
             }
             LogicalPlan::TableScan(_) => {
-                return append_plan(plan, source, watermark, input_schema);
+                let mut view = append_plan(plan, source, watermark, input_schema)?;
+                view.llm_columns = llm_columns;
+                return Ok(view);
             }
             other => return Err(unsupported(format!("{} is not supported in a materialized view", other.display()))),
         }
@@ -582,6 +590,9 @@ fn split_plan(
         .collect();
     if plan.exists(|n| Ok(n.expressions().iter().any(mentions_stateful)))? {
         return Err(stateful_refused());
+    }
+    if !llm_columns.is_empty() {
+        return Err(super::llm::misplaced());
     }
     let below = steps_to_scan(agg.input.as_ref(), &input_schema, &mut referenced, false)?;
 
@@ -675,6 +686,7 @@ fn split_plan(
         retention_ms: None,
         append: false,
         event_time_column: None,
+        llm_columns: Vec::new(),
         key_columns,
         group_roles,
         source,

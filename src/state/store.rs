@@ -30,11 +30,14 @@ pub enum Table {
     DeadLetters,
     /// Rows that arrived after their window closed, keyed by view and sequence number.
     LateRows,
+    /// `llm_analyze` requests and answers (JSON), keyed by the key of the view row that asked
+    /// and the column's index (one byte).
+    LlmAnalyses,
 }
 
 impl Table {
     /// Every table, in declaration order (`ALL[t as usize] == t`).
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 8] = [
         Table::Catalog,
         Table::Progress,
         Table::ViewRows,
@@ -42,6 +45,7 @@ impl Table {
         Table::LegacyWindowState,
         Table::DeadLetters,
         Table::LateRows,
+        Table::LlmAnalyses,
     ];
 
     fn cf_name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Table {
             Table::LegacyWindowState => "window_state",
             Table::DeadLetters => "dead_letters",
             Table::LateRows => "late_rows",
+            Table::LlmAnalyses => "llm_analyses",
         }
     }
 }

@@ -6,8 +6,10 @@
 //! mergeable states, so views keep them incrementally in their per-group state like any
 //! built-in aggregate. The stateful functions (`ewma_zscore`, `is_novel`, `anomaly_score`,
 //! `is_anomalous`) learn a baseline per entity as a view's rows flow (see [`stateful`]).
+//! `llm_analyze` asks an LLM about the rows an append-only view keeps (see [`llm`]).
 
 mod ip_subnet;
+pub mod llm;
 mod mad;
 pub mod stateful;
 mod top_k;
@@ -23,7 +25,10 @@ pub use zscore_max::{Moments, ZscoreMax};
 
 /// Every scalar function of this crate.
 pub fn all() -> Vec<ScalarUDF> {
-    let mut udfs = vec![ScalarUDF::new_from_impl(IpSubnet::new())];
+    let mut udfs = vec![
+        ScalarUDF::new_from_impl(IpSubnet::new()),
+        ScalarUDF::new_from_impl(llm::LlmAnalyze::default()),
+    ];
     udfs.extend(stateful::udfs());
     udfs
 }
