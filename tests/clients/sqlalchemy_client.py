@@ -36,7 +36,7 @@ def inspect(engine, driver):
     )
     check(
         sorted(insp.get_view_names(schema="weir_catalog")),
-        ["dead_letters", "late_rows", "source_partitions", "sources", "views"],
+        ["dead_letters", "late_rows", "llm_analyses", "source_partitions", "sources", "views"],
         f"{driver}: weir_catalog's system views",
     )
     check(
