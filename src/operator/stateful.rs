@@ -126,15 +126,20 @@ impl EntityStates {
 
     /// Adds the states the epoch changed to `ws`; then bounds what stays in memory.
     pub fn write(&mut self, ws: &mut WriteSet) {
+        let mut changed = Vec::new();
         for ((slot, entity), resident) in &mut self.resident {
             if resident.dirty {
-                ws.put(
-                    Table::GroupState,
+                changed.push((
                     self.keys.group(*slot as i64, entity.as_bytes()),
                     resident.state.encode(),
-                );
+                ));
                 resident.dirty = false;
             }
+        }
+        // In key order: RocksDB inserts sorted keys several times faster than the map's order.
+        changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in changed {
+            ws.put(Table::GroupState, key, value);
         }
         if self.resident.len() > RESIDENT_LIMIT {
             self.resident.clear();

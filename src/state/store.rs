@@ -96,6 +96,12 @@ impl Store {
         let cfs = Table::ALL.iter().map(|t| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if matches!(t, Table::GroupState | Table::ViewRows) {
+                // Epochs look up groups and entities that may not exist yet: a bloom filter
+                // over the memtable's keys answers most of those without a skiplist search.
+                cf_opts.set_memtable_whole_key_filtering(true);
+                cf_opts.set_memtable_prefix_bloom_ratio(0.05);
+            }
             ColumnFamilyDescriptor::new(t.cf_name(), cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs).map_err(|e| {
