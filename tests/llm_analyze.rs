@@ -118,6 +118,12 @@ async fn create(weir: &Weir, input: &Path) {
     }
 }
 
+/// Waits (bounded) until `n` records are answered.
+async fn wait_answered(client: &tokio_postgres::Client, n: usize) {
+    let sql = "SELECT count(*) FROM weir_catalog.llm_analyses WHERE status = 'ok'";
+    wait_for(client, sql, &n.to_string()).await;
+}
+
 /// Waits (bounded) until `calls` reaches `n`.
 async fn wait_calls(mock: &Mock, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -144,12 +150,7 @@ async fn answers_fill_the_view_once_and_survive_a_restart() {
     let mut weir = start(&data, &config);
     create(&weir, &input).await;
     let client = weir.client().await;
-    wait_for(
-        &client,
-        "SELECT count(*) FROM weir_catalog.llm_analyses WHERE status = 'ok'",
-        "4",
-    )
-    .await;
+    wait_answered(&client, 4).await;
     let expected = vec![
         vec![
             "u0".to_string(),
@@ -259,12 +260,7 @@ async fn failures_open_the_breaker_and_pending_records_are_asked_after_a_restart
     weir.kill9();
     let weir = start(&data, &config);
     let client = weir.client().await;
-    wait_for(
-        &client,
-        "SELECT count(*) FROM weir_catalog.llm_analyses WHERE status = 'ok'",
-        "4",
-    )
-    .await;
+    wait_answered(&client, 4).await;
     assert_eq!(
         rows(
             &client,

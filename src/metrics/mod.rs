@@ -81,6 +81,22 @@ fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGa
     g
 }
 
+fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help)).expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -98,14 +114,11 @@ impl Metrics {
         registry
             .register(Box::new(epoch_commit_seconds.clone()))
             .expect("metric registered once");
-        let query_seconds = Histogram::with_opts(HistogramOpts::new(
+        let query_seconds = histogram(
+            &registry,
             "weir_query_seconds",
             "Time to answer one Postgres-wire statement",
-        ))
-        .expect("valid metric");
-        registry
-            .register(Box::new(query_seconds.clone()))
-            .expect("metric registered once");
+        );
         let source_watermark_lag = GaugeVec::new(
             Opts::new(
                 "weir_source_watermark_lag_seconds",
@@ -117,44 +130,31 @@ impl Metrics {
         registry
             .register(Box::new(source_watermark_lag.clone()))
             .expect("metric registered once");
-        let state_bytes = IntGauge::new(
+        let state_bytes = int_gauge(
+            &registry,
             "weir_state_size_bytes",
             "Bytes of RocksDB SST files (views, window state, positions)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(state_bytes.clone()))
-            .expect("metric registered once");
-        let state_cache_bytes = IntGauge::new(
+        );
+        let state_cache_bytes = int_gauge(
+            &registry,
             "weir_state_cache_bytes",
             "Bytes of group state held in memory by all views",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(state_cache_bytes.clone()))
-            .expect("metric registered once");
-        let llm_call_seconds = Histogram::with_opts(HistogramOpts::new(
+        );
+        let llm_call_seconds = histogram(
+            &registry,
             "weir_llm_call_seconds",
             "Time of one llm_analyze call to the configured endpoint",
-        ))
-        .expect("valid metric");
-        registry
-            .register(Box::new(llm_call_seconds.clone()))
-            .expect("metric registered once");
-        let llm_queued =
-            IntGauge::new("weir_llm_queued", "llm_analyze requests waiting for a call")
-                .expect("valid metric");
-        registry
-            .register(Box::new(llm_queued.clone()))
-            .expect("metric registered once");
-        let llm_breaker_open = IntGauge::new(
+        );
+        let llm_queued = int_gauge(
+            &registry,
+            "weir_llm_queued",
+            "llm_analyze requests waiting for a call",
+        );
+        let llm_breaker_open = int_gauge(
+            &registry,
             "weir_llm_breaker_open",
             "1 while the llm_analyze circuit breaker is open and no calls are made",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(llm_breaker_open.clone()))
-            .expect("metric registered once");
+        );
         Self {
             llm_call_seconds,
             llm_queued,
