@@ -87,6 +87,11 @@ impl Engine {
         };
         catalog.next_seq += 1;
         let mut ws = WriteSet::default();
+        if kind == EntryKind::View {
+            // An answer the LLM worker stored for a dropped view of the same name while the
+            // drop was written must not fill (or skip asking for) this view's rows.
+            ws.delete_prefix(Table::LlmAnalyses, window_key_prefix(name));
+        }
         ws.put(
             Table::Catalog,
             CatalogEntry::key(kind, name),
