@@ -224,7 +224,8 @@ pub struct DemoArgs {
 pub struct BenchArgs {
     /// Query to run: tumble, hop, groupby or all; or keys (a GROUP BY over each --keys count,
     /// with point queries while it ingests); or history (last-hour reads of a 1-minute TUMBLE
-    /// view holding --days of windows, while another source ingests).
+    /// view holding --days of windows, while another source ingests); or freshness (the delay
+    /// from a live generator's event to its count being visible, at 100,000 ev/s).
     #[arg(long, default_value = "all")]
     pub query: String,
     /// With --query keys: the distinct key counts to run, comma-separated.

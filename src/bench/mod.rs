@@ -15,6 +15,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 mod cpu;
+mod freshness;
 mod history;
 mod kafka;
 mod keys;
@@ -72,7 +73,7 @@ pub struct BenchResult {
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown query '{0}': use tumble, hop, groupby, all, keys or history")]
+    #[error("unknown query '{0}': use tumble, hop, groupby, all, keys, history or freshness")]
     UnknownQuery(String),
     #[error("benchmark I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -217,6 +218,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.query == "history" {
         return history::run(&args).await;
+    }
+    if args.query == "freshness" {
+        return freshness::run().await;
     }
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()
