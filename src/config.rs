@@ -225,7 +225,8 @@ pub struct BenchArgs {
     /// Query to run: tumble, hop, groupby or all; or keys (a GROUP BY over each --keys count,
     /// with point queries while it ingests); or history (last-hour reads of a 1-minute TUMBLE
     /// view holding --days of windows, while another source ingests); or freshness (the delay
-    /// from a live generator's event to its count being visible, at 100,000 ev/s).
+    /// from a live generator's event to its count being visible, at 100,000 ev/s); or scaling
+    /// (the same GROUP BY as 1, 2 and 4 views on one source).
     #[arg(long, default_value = "all")]
     pub query: String,
     /// With --query keys: the distinct key counts to run, comma-separated.

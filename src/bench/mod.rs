@@ -19,6 +19,7 @@ mod freshness;
 mod history;
 mod kafka;
 mod keys;
+mod scaling;
 mod wire;
 
 use crate::config::BenchArgs;
@@ -73,7 +74,9 @@ pub struct BenchResult {
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("unknown query '{0}': use tumble, hop, groupby, all, keys, history or freshness")]
+    #[error(
+        "unknown query '{0}': use tumble, hop, groupby, all, keys, history, freshness or scaling"
+    )]
     UnknownQuery(String),
     #[error("benchmark I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -221,6 +224,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.query == "freshness" {
         return freshness::run().await;
+    }
+    if args.query == "scaling" {
+        return scaling::run(&args).await;
     }
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()
