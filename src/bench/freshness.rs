@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Int64Array};
 
-use super::BenchError;
-use crate::engine::{Engine, EngineConfig};
+use super::{engine_config, BenchError};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::server::run_script;
 
@@ -49,14 +49,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub async fn run() -> Result<(), BenchError> {
     let dir = tempfile::tempdir()?;
     let engine = Engine::open(
-        EngineConfig {
-            data_dir: dir.path().join("state"),
-            epoch: EPOCH,
-            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
-            state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
-            logs: Default::default(),
-            llm: None,
-        },
+        engine_config(dir.path().join("state"), EPOCH),
         Arc::new(Metrics::new()),
     )
     .await?;

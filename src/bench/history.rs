@@ -91,12 +91,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     reset_peak_rss();
     let engine = Engine::open(
         EngineConfig {
-            data_dir: dir.path().join("state"),
-            epoch: Duration::from_millis(500),
-            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: (args.state_cache_mb << 20) as usize,
-            logs: Default::default(),
-            llm: None,
+            ..super::engine_config(dir.path().join("state"), Duration::from_millis(500))
         },
         Arc::new(Metrics::new()),
     )

@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use super::{print_result, BenchError, BenchQuery, QUERIES, SOURCE_SQL};
 use crate::config::BenchArgs;
 use crate::decode::JsonDecoder;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::server::run_script;
 use crate::source::{
@@ -150,15 +150,8 @@ fn decode_only(topic: &BenchTopic, events: u64) -> Result<f64, BenchError> {
 async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, BenchError> {
     let dir = tempfile::tempdir()?;
     let engine = Engine::open(
-        EngineConfig {
-            data_dir: dir.path().into(),
-            // Progress is visible per epoch: a short one keeps the end time precise.
-            epoch: Duration::from_millis(100),
-            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
-            state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
-            logs: Default::default(),
-            llm: None,
-        },
+        // Progress is visible per epoch: a short one keeps the end time precise.
+        super::engine_config(dir.path().into(), Duration::from_millis(100)),
         Arc::new(Metrics::new()),
     )
     .await?;

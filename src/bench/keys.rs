@@ -243,12 +243,9 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
     reset_peak_rss();
     let engine = Engine::open(
         EngineConfig {
-            data_dir: dir.path().join("state"),
-            epoch: Duration::from_millis(100),
             max_epoch: Duration::from_millis(args.max_epoch_ms),
             state_cache_bytes: (cache_mb << 20) as usize,
-            logs: Default::default(),
-            llm: None,
+            ..super::engine_config(dir.path().join("state"), Duration::from_millis(100))
         },
         metrics.clone(),
     )

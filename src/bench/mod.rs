@@ -105,6 +105,19 @@ const SOURCE_SQL: &str =
     date_time TIMESTAMP, WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds') \
     WITH (connector = 'file', path = '{path}', format = 'json')";
 
+/// An engine's settings for a benchmark: Weir's defaults, state under `data_dir`, epochs of
+/// `epoch`, no LLM.
+pub(super) fn engine_config(data_dir: std::path::PathBuf, epoch: Duration) -> EngineConfig {
+    EngineConfig {
+        data_dir,
+        epoch,
+        max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
+        state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
+        logs: Default::default(),
+        llm: None,
+    }
+}
+
 /// Writes `events` bids as JSON lines.
 fn write_events(path: &std::path::Path, events: u64) -> Result<u64, BenchError> {
     let file = std::fs::File::create(path)?;
@@ -135,14 +148,7 @@ async fn run_stream(
     let dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::new());
     let engine = Engine::open(
-        EngineConfig {
-            data_dir: dir.path().into(),
-            epoch: Duration::from_secs(1),
-            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
-            state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
-            logs: Default::default(),
-            llm: None,
-        },
+        engine_config(dir.path().into(), Duration::from_secs(1)),
         metrics,
     )
     .await?;

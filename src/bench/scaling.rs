@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::keys::wait_for_events;
-use super::{write_events, BenchError};
+use super::{engine_config, write_events, BenchError};
 use crate::config::BenchArgs;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::server::run_script;
 
@@ -23,14 +23,7 @@ async fn run_views(data: &std::path::Path, events: u64, views: usize) -> Result<
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input)?;
     let engine = Engine::open(
-        EngineConfig {
-            data_dir: dir.path().join("state"),
-            epoch: Duration::from_secs(1),
-            max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
-            state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
-            logs: Default::default(),
-            llm: None,
-        },
+        engine_config(dir.path().join("state"), Duration::from_secs(1)),
         Arc::new(Metrics::new()),
     )
     .await?;

@@ -63,16 +63,6 @@ impl Llm {
         })
     }
 
-    /// A service that never calls (tests of the pipeline).
-    pub fn off(store: Arc<Store>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
-            queue: None,
-            store,
-            metrics,
-            off: Some(OFF_REASON.to_string()),
-        })
-    }
-
     /// Asks the endpoint for requests whose pending records are on disk; when off, marks
     /// their records `off` with the reason.
     pub fn submit(&self, requests: Vec<LlmRequest>) {
@@ -107,10 +97,7 @@ impl Llm {
             .into_iter()
             .filter_map(|(key, value)| {
                 let record = LlmRecord::decode(&value)?;
-                (record.status == LlmStatus::Pending).then_some(LlmRequest {
-                    key,
-                    prompt: record.prompt,
-                })
+                (record.status == LlmStatus::Pending).then_some(LlmRequest::new(key, record.prompt))
             })
             .collect();
         let n = pending.len();

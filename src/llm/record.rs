@@ -92,9 +92,21 @@ pub fn record_key(row_key: &[u8], column: usize) -> Vec<u8> {
     key
 }
 
-/// A call to make: its record's key and its prompt.
+/// A call to make: its record's key, its prompt, and the calls made for it so far in this
+/// run (a failed call goes back to the queue with one more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmRequest {
     pub key: Vec<u8>,
     pub prompt: String,
+    pub made: u32,
+}
+
+impl LlmRequest {
+    pub fn new(key: Vec<u8>, prompt: String) -> Self {
+        Self {
+            key,
+            prompt,
+            made: 0,
+        }
+    }
 }

@@ -64,12 +64,6 @@ pub(super) struct Worker {
     breaker: Arc<Mutex<Breaker>>,
 }
 
-/// A request and the calls made for it so far.
-struct Attempt {
-    request: LlmRequest,
-    made: u32,
-}
-
 impl Worker {
     pub(super) fn new(
         config: LlmConfig,
@@ -97,8 +91,6 @@ impl Worker {
         let spacing =
             Duration::from_secs_f64(60.0 / f64::from(this.config.calls_per_minute.max(1)));
         let mut next_start = tokio::time::Instant::now();
-        // Attempts made per request key, for requests that went back to the queue.
-        let attempts: Arc<Mutex<std::collections::HashMap<Vec<u8>, u32>>> = Arc::default();
         while let Some(request) = queue.recv().await {
             this.metrics.llm_queued.dec();
             // The slot first: the breaker is asked right before the call, after every call
@@ -117,15 +109,11 @@ impl Worker {
             this.metrics.llm_breaker_open.set(0);
             tokio::time::sleep_until(next_start).await;
             next_start = next_start.max(tokio::time::Instant::now()) + spacing;
-            let made = attempts.lock().remove(&request.key).unwrap_or(0);
-            let attempt = Attempt { request, made };
-            let (this, requeue, attempts) = (this.clone(), requeue.clone(), attempts.clone());
+            let (this, requeue) = (this.clone(), requeue.clone());
             tokio::spawn(async move {
-                let key = attempt.request.key.clone();
-                if let Some(retry) = this.call(attempt).await {
-                    attempts.lock().insert(key, retry.made);
+                if let Some(retry) = this.call(request).await {
                     this.metrics.llm_queued.inc();
-                    let _ = requeue.send(retry.request);
+                    let _ = requeue.send(retry);
                 }
                 drop(slot);
             });
@@ -133,11 +121,11 @@ impl Worker {
     }
 
     /// Makes one call and stores its outcome; returns the attempt to make again, if any.
-    async fn call(&self, mut attempt: Attempt) -> Option<Attempt> {
+    async fn call(&self, mut request: LlmRequest) -> Option<LlmRequest> {
         let started = Instant::now();
-        let result = self.client.ask(&attempt.request.prompt).await;
+        let result = self.client.ask(&request.prompt).await;
         let took = started.elapsed();
-        attempt.made += 1;
+        request.made += 1;
         self.metrics.llm_call_seconds.observe(took.as_secs_f64());
         let ok = result.is_ok();
         self.metrics
@@ -152,9 +140,9 @@ impl Worker {
                 "llm_analyze circuit breaker open: no calls until the cooldown ends"
             );
         }
-        let again = !ok && attempt.made < self.config.max_attempts.max(1);
+        let again = !ok && request.made < self.config.max_attempts.max(1);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let made = attempt.made;
+        let made = request.made;
         let change = move |record: &mut LlmRecord| {
             record.attempts = made;
             match &result {
@@ -175,7 +163,7 @@ impl Worker {
             }
         };
         let store = self.store.clone();
-        let requests = vec![attempt.request.clone()];
+        let requests = vec![request.clone()];
         let written =
             tokio::task::spawn_blocking(move || update_records(&store, &requests, change)).await;
         if let Ok(Err(e)) | Err(e) =
@@ -183,7 +171,7 @@ impl Worker {
         {
             tracing::error!(error = %e, "cannot store an llm_analyze answer");
         }
-        again.then_some(attempt)
+        again.then_some(request)
     }
 }
 

@@ -793,7 +793,7 @@ impl ViewOperator {
                 &key,
                 LlmRecord::pending(name, prompt.clone(), now).encode(),
             );
-            self.llm_requests.push(LlmRequest { key, prompt });
+            self.llm_requests.push(LlmRequest::new(key, prompt));
         }
         Ok(())
     }
