@@ -1737,3 +1737,62 @@ fn a_password_message_shorter_than_its_header_is_refused_without_a_panic() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("panicked"), "{text}");
 }
+
+/// Reads backend messages until ReadyForQuery; returns their type bytes.
+fn read_until_ready(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut kinds = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).expect("a message header");
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        s.read_exact(&mut body).expect("a message body");
+        kinds.push(head[0]);
+        if head[0] == b'Z' {
+            return kinds;
+        }
+    }
+}
+
+/// Found by `fuzz_wire` (case seed 523): an Execute whose row limit is negative made pgwire
+/// reserve `usize::MAX` rows and panic. Postgres reads a limit of zero or below as "all
+/// rows"; so does Weir, and for a limit past a million (which pgwire would reserve whole).
+/// A small limit still suspends the portal after its count.
+#[test]
+fn an_execute_with_a_negative_or_huge_row_limit_returns_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("weir.log");
+    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
+    let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
+    s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
+        .unwrap();
+    read_until_ready(&mut s);
+    let sql = b"SELECT * FROM (VALUES (1), (2), (3)) AS t(x)\0";
+    for (limit, rows, end) in [(-1i32, 3, b'C'), (i32::MAX, 3, b'C'), (2, 2, b's')] {
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql);
+        parse.extend_from_slice(&0i16.to_be_bytes());
+        let mut exchange = message(b'P', &parse);
+        // Bind: unnamed portal and statement, no parameters, default result formats.
+        exchange.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        let mut execute = vec![0u8];
+        execute.extend_from_slice(&limit.to_be_bytes());
+        exchange.extend(message(b'E', &execute));
+        exchange.extend(message(b'S', b""));
+        s.write_all(&exchange).unwrap();
+        let kinds = read_until_ready(&mut s);
+        let data_rows = kinds.iter().filter(|k| **k == b'D').count();
+        assert_eq!(data_rows, rows, "limit {limit}: {kinds:?}");
+        assert!(
+            kinds.contains(&end),
+            "limit {limit} ends with {end}: {kinds:?}"
+        );
+        assert!(
+            !kinds.contains(&b'E'),
+            "limit {limit} is no error: {kinds:?}"
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "{text}");
+}

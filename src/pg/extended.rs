@@ -23,7 +23,8 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type, DEFAULT_NAME};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Close, CloseComplete, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::PgWireBackendMessage;
@@ -132,6 +133,9 @@ fn bound_parameters(portal: &Portal<PgStatement>, plan: &LogicalPlan) -> Option<
     }
 }
 
+/// The largest row limit of an Execute message taken as a limit (see `on_execute`).
+const MAX_ROWS_LIMIT: i32 = 1_000_000;
+
 #[async_trait]
 impl ExtendedQueryHandler for WeirQueries {
     type Statement = PgStatement;
@@ -159,6 +163,25 @@ impl ExtendedQueryHandler for WeirQueries {
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
+    }
+
+    /// pgwire's Execute, with a row limit below zero read as "all rows", as Postgres reads it,
+    /// and so is a limit above [`MAX_ROWS_LIMIT`]. pgwire 0.41.1 casts the limit to `usize`
+    /// and reserves room for that many rows before fetching: `-1` panicked the connection's
+    /// task ("capacity overflow"; found by `fuzz_wire`, case seed 523), and `i32::MAX` would
+    /// ask for tens of gigabytes. A client asking for more than a million rows at a time
+    /// gets them all in one go instead of a suspension after its count.
+    async fn on_execute<C>(&self, client: &mut C, mut message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !(0..=MAX_ROWS_LIMIT).contains(&message.max_rows) {
+            message.max_rows = 0;
+        }
+        self._on_execute(client, message).await
     }
 
     /// pgwire's Close, forgetting a closed statement's name.
