@@ -470,6 +470,14 @@ impl WriteSet {
         self.ops.is_empty()
     }
 
+    /// Makes room for `ops` more changes of `bytes` more key and value bytes, so that a large
+    /// epoch fills one buffer instead of copying it at each doubling (on this machine the
+    /// copies and the pages they touch were a third of a 1M-group epoch's flush).
+    pub fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.ops.reserve(ops);
+        self.bytes.reserve(bytes);
+    }
+
     /// Bytes of keys and values the set writes (for logs and metrics).
     pub fn bytes(&self) -> usize {
         self.bytes.len()
