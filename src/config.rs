@@ -33,7 +33,7 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct ServerArgs {
     /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, max_epoch_ms,
-    /// state_cache_mb, query_memory_mb,
+    /// state_cache_mb, query_memory_mb, decode_threads,
     /// error_rows_max, error_rows_max_age_hours, password, allow_no_password, tls_cert,
     /// tls_key, [[users]] entries (name, password, role = "admin" or "reader"), and an [llm]
     /// table that turns llm_analyze on (url, model, api_key_env, timeout_ms, max_concurrent,
@@ -66,6 +66,10 @@ pub struct ServerArgs {
     /// are read back when an event touches them [default: 256].
     #[arg(long, env = "WEIR_STATE_CACHE_MB")]
     pub state_cache_mb: Option<u64>,
+    /// Threads that decode each source's JSON or CSV while its reader reads on; 1 decodes on
+    /// the reader's own thread [default: the machine's cores, at most 4].
+    #[arg(long, env = "WEIR_DECODE_THREADS")]
+    pub decode_threads: Option<usize>,
     /// Memory one client query may use, in MiB (sorts, joins, aggregates); a query that needs
     /// more fails with SQLSTATE 53200 and the connection goes on [default: 1024].
     #[arg(long, env = "WEIR_QUERY_MEMORY_MB")]
@@ -244,6 +248,9 @@ pub struct BenchArgs {
     /// Number of generated bids.
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
+    /// Decode threads per source [default: the machine's cores, at most 4].
+    #[arg(long)]
+    pub decode_threads: Option<usize>,
     /// Print one JSON object per query instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -270,6 +277,7 @@ pub struct ServerConfig {
     pub epoch: Duration,
     pub max_epoch: Duration,
     pub state_cache_bytes: usize,
+    pub decode_threads: usize,
     pub query_memory_bytes: usize,
     pub logs: crate::state::LogLimits,
     pub password: Option<Secret>,
@@ -281,6 +289,12 @@ pub struct ServerConfig {
 
 /// The default memory for cached group states.
 pub const DEFAULT_STATE_CACHE_MB: u64 = 256;
+
+/// Decode threads per source by default: one per core, at most 4 (past that the operator
+/// thread, not decoding, bounds a pipeline).
+pub fn default_decode_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
 
 /// The memory one query may use, unless set.
 pub const DEFAULT_QUERY_MEMORY_MB: u64 = 1024;
@@ -403,6 +417,11 @@ impl ServerArgs {
                 .or(file.state_cache_mb)
                 .unwrap_or(DEFAULT_STATE_CACHE_MB)
                 << 20) as usize,
+            decode_threads: self
+                .decode_threads
+                .or(file.decode_threads)
+                .unwrap_or_else(default_decode_threads)
+                .max(1),
             query_memory_bytes: (self
                 .query_memory_mb
                 .or(file.query_memory_mb)

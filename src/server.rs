@@ -96,6 +96,7 @@ pub async fn run(
             epoch: config.epoch,
             max_epoch: config.max_epoch,
             state_cache_bytes: config.state_cache_bytes,
+            decode_threads: config.decode_threads,
             logs: config.logs,
             llm: config.llm.clone(),
         },

@@ -70,7 +70,7 @@ fn write_part(dir: &Path, part: u64, from: u64) -> (RecordBatch, u64) {
     let mut bad = 0;
     for (i, line) in String::from_utf8(json).unwrap().lines().enumerate() {
         let n = from + i as u64;
-        if n % (BAD_EVERY - 1) == 0 {
+        if n.is_multiple_of(BAD_EVERY - 1) {
             out.extend(malformed(n, line));
             out.push(b'\n');
             bad += 1;

@@ -105,6 +105,9 @@ const SOURCE_SQL: &str =
     date_time TIMESTAMP, WATERMARK FOR date_time AS date_time - INTERVAL '5 seconds') \
     WITH (connector = 'file', path = '{path}', format = 'json')";
 
+/// Decode threads of every engine a benchmark starts (`--decode-threads`).
+static DECODE_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// An engine's settings for a benchmark: Weir's defaults, state under `data_dir`, epochs of
 /// `epoch`, no LLM.
 pub(super) fn engine_config(data_dir: std::path::PathBuf, epoch: Duration) -> EngineConfig {
@@ -113,6 +116,7 @@ pub(super) fn engine_config(data_dir: std::path::PathBuf, epoch: Duration) -> En
         epoch,
         max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
         state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
+        decode_threads: *DECODE_THREADS.get_or_init(crate::config::default_decode_threads),
         logs: Default::default(),
         llm: None,
     }
@@ -219,6 +223,9 @@ fn print_result(json: bool, result: &impl serde::Serialize, line: String) {
 
 /// Runs the selected queries and prints the results.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(threads) = args.decode_threads {
+        let _ = DECODE_THREADS.set(threads.max(1));
+    }
     if args.kafka {
         return kafka::run(&args).await;
     }

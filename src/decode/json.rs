@@ -26,6 +26,7 @@ pub enum Format {
 }
 
 /// Decodes lines (JSON or CSV) into batches of one schema.
+#[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
     /// The event-time column, which must not be NULL.
@@ -99,6 +100,15 @@ impl JsonDecoder {
             required,
             format: Format::Json,
             guard: None,
+        }
+    }
+
+    /// The same decoder without its future guard, for [`JsonDecoder::decode_unguarded`] on
+    /// other threads.
+    pub fn without_guard(&self) -> Self {
+        Self {
+            guard: None,
+            ..self.clone()
         }
     }
 
@@ -186,6 +196,14 @@ impl JsonDecoder {
 
     /// Decodes every line of `chunk`; bad lines become dead letters.
     pub fn decode(&mut self, chunk: &LineChunk) -> Decoded {
+        let unguarded = self.decode_unguarded(chunk);
+        self.admit(chunk, unguarded)
+    }
+
+    /// Decodes every line of `chunk` but for the future guard, which depends on the chunks
+    /// before: this part may run on several chunks at once, on other threads, as long as
+    /// [`JsonDecoder::admit`] then takes the results in the chunks' order.
+    pub fn decode_unguarded(&self, chunk: &LineChunk) -> Unguarded {
         let data = &chunk.data;
         let mut spans = line_spans(data);
         let file_header = chunk.record_ends.is_none() && chunk.start_offset == 0;
@@ -195,39 +213,25 @@ impl JsonDecoder {
         {
             spans.remove(0);
         }
-        // The index of a span among all spans (record sources map it to a record offset).
-        let index = |span: (usize, usize)| spans.partition_point(|s| s.0 < span.0);
-        let end_of = |span: (usize, usize)| match &chunk.record_ends {
-            Some(ends) => ends[index(span)],
-            None => chunk.start_offset + span.1 as u64 + 1,
-        };
-        let dead_letter = |span: (usize, usize), error: String| DeadLetter {
-            position: match &chunk.record_ends {
-                Some(ends) => format!("{}/{}", chunk.file_name, ends[index(span)] - 1),
-                None => format!("{}:{}", chunk.file_name, chunk.start_offset + span.0 as u64),
-            },
-            raw: String::from_utf8_lossy(&data[span.0..span.1.min(span.0 + MAX_RAW)]).into_owned(),
-            error,
-            at_ms: 0,
-            end: end_of(span),
-        };
+        let lines = Lines { chunk, spans };
         let mut dead = Vec::new();
         // JSON nested deeper than MAX_JSON_DEPTH is refused before arrow-json sees it: its
         // error message prints the value recursively, and 100,000 `[` overflow the stack.
         let decodable: Vec<(usize, usize)> = match self.format {
-            Format::Json => spans
+            Format::Json => lines
+                .spans
                 .iter()
                 .copied()
                 .filter(|&span| match json_too_deep(&data[span.0..span.1]) {
                     false => true,
                     true => {
                         let reason = format!("JSON nested deeper than {MAX_JSON_DEPTH} levels");
-                        dead.push(dead_letter(span, reason));
+                        dead.push(lines.dead_letter(span, reason));
                         false
                     }
                 })
                 .collect(),
-            Format::Csv { .. } => spans.clone(),
+            Format::Csv { .. } => lines.spans.clone(),
         };
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
         // From the first line kept (a CSV header before it is not data).
@@ -235,37 +239,36 @@ impl JsonDecoder {
             Ok(batch) if batch.num_rows() == decodable.len() => (batch, decodable),
             _ => {
                 let mut good = Vec::with_capacity(decodable.len());
-                let mut lines = Vec::with_capacity(decodable.len());
+                let mut rows = Vec::with_capacity(decodable.len());
                 for &span in &decodable {
                     match self.decode_lines(data, &[span]) {
                         Ok(b) if b.num_rows() == 1 => {
                             good.push(span);
-                            lines.push(b);
+                            rows.push(b);
                         }
-                        Ok(b) => dead.push(dead_letter(
+                        Ok(b) => dead.push(lines.dead_letter(
                             span,
                             format!("expected one record on the line, found {}", b.num_rows()),
                         )),
-                        Err(e) => dead.push(dead_letter(span, e.to_string())),
+                        Err(e) => dead.push(lines.dead_letter(span, e.to_string())),
                     }
                 }
                 // Lines that decode alone decode together; should they not, the rows of
                 // each line are joined as they are.
                 let batch = match self.decode_lines(data, &good) {
                     Ok(b) if b.num_rows() == good.len() => b,
-                    _ => concat_batches(&self.schema, &lines)
+                    _ => concat_batches(&self.schema, &rows)
                         .expect("every line's batch has the decoder's schema"),
                 };
                 (batch, good)
             }
         };
-        let (batch, good_spans) =
-            self.drop_bad_event_times(batch, good_spans, chunk.split, &mut dead, &dead_letter);
-        let row_ends = good_spans.iter().map(|s| end_of(*s)).collect();
+        let (batch, good_spans) = self.drop_null_event_times(batch, good_spans, &lines, &mut dead);
         let batch = match &chunk.extra {
             Some(extra) => {
-                let rows =
-                    UInt32Array::from_iter_values(good_spans.iter().map(|s| index(*s) as u32));
+                let rows = UInt32Array::from_iter_values(
+                    good_spans.iter().map(|s| lines.index(*s) as u32),
+                );
                 append_columns(batch, extra, &rows, &self.schema)
             }
             None => batch,
@@ -277,6 +280,60 @@ impl JsonDecoder {
             at_ms: 0,
             end: r.offset + 1,
         }));
+        Unguarded {
+            batch,
+            rows: good_spans,
+            spans: lines.spans,
+            dead,
+        }
+    }
+
+    /// Applies the future guard to a chunk decoded by [`JsonDecoder::decode_unguarded`]:
+    /// rows whose event time is too far ahead become dead letters. Takes chunks in order.
+    pub fn admit(&mut self, chunk: &LineChunk, unguarded: Unguarded) -> Decoded {
+        let Unguarded {
+            batch,
+            rows,
+            spans,
+            mut dead,
+        } = unguarded;
+        let lines = Lines { chunk, spans };
+        let times = self.required.and_then(|col| {
+            batch
+                .column(col)
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .cloned()
+        });
+        let (Some(guard), Some(times)) = (self.guard.as_mut(), times) else {
+            let row_ends = rows.iter().map(|s| lines.end_of(*s)).collect();
+            return Decoded {
+                batch,
+                row_ends,
+                dead,
+            };
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut keep = Vec::with_capacity(rows.len());
+        let mut row_ends = Vec::with_capacity(rows.len());
+        for (i, span) in rows.into_iter().enumerate() {
+            match guard.admit(chunk.split, times.value(i), now_ms) {
+                Ok(()) => {
+                    keep.push(true);
+                    row_ends.push(lines.end_of(span));
+                }
+                Err(reason) => {
+                    keep.push(false);
+                    dead.push(lines.dead_letter(span, reason));
+                }
+            }
+        }
+        let batch = if row_ends.len() == keep.len() {
+            batch
+        } else {
+            filter_record_batch(&batch, &BooleanArray::from(keep))
+                .expect("mask matches batch length")
+        };
         Decoded {
             batch,
             row_ends,
@@ -284,51 +341,82 @@ impl JsonDecoder {
         }
     }
 
-    /// Rows whose event-time value is missing or NULL, or too far ahead (see
-    /// [`FutureGuard`]), become dead letters.
-    fn drop_bad_event_times(
-        &mut self,
+    /// Rows whose event-time value is missing or NULL become dead letters.
+    fn drop_null_event_times(
+        &self,
         batch: RecordBatch,
         spans: Vec<(usize, usize)>,
-        split: u32,
+        lines: &Lines<'_>,
         dead: &mut Vec<DeadLetter>,
-        dead_letter: &dyn Fn((usize, usize), String) -> DeadLetter,
     ) -> (RecordBatch, Vec<(usize, usize)>) {
         let Some(col) = self.required else {
             return (batch, spans);
         };
         let ts = batch.column(col).clone();
-        let Some(times) = ts.as_any().downcast_ref::<TimestampMillisecondArray>() else {
-            return (batch, spans);
-        };
-        if ts.null_count() == 0 && self.guard.is_none() {
+        if ts.null_count() == 0 {
             return (batch, spans);
         }
         let name = self.schema.field(col).name().clone();
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let mut keep = Vec::with_capacity(spans.len());
         let mut kept = Vec::with_capacity(spans.len());
         for (i, span) in spans.into_iter().enumerate() {
-            let verdict = if times.is_null(i) {
-                Err(format!("missing or NULL event-time column '{name}'"))
+            keep.push(!ts.is_null(i));
+            if ts.is_null(i) {
+                let reason = format!("missing or NULL event-time column '{name}'");
+                dead.push(lines.dead_letter(span, reason));
             } else {
-                match self.guard.as_mut() {
-                    Some(guard) => guard.admit(split, times.value(i), now_ms),
-                    None => Ok(()),
-                }
-            };
-            keep.push(Some(verdict.is_ok()));
-            match verdict {
-                Ok(()) => kept.push(span),
-                Err(reason) => dead.push(dead_letter(span, reason)),
+                kept.push(span);
             }
-        }
-        if kept.len() == keep.len() {
-            return (batch, kept);
         }
         let keep = BooleanArray::from(keep);
         let batch = filter_record_batch(&batch, &keep).expect("mask matches batch length");
         (batch, kept)
+    }
+}
+
+/// A chunk decoded up to the future guard: the rows, the line each came from, every line of
+/// the chunk, and the dead letters so far.
+pub struct Unguarded {
+    batch: RecordBatch,
+    rows: Vec<(usize, usize)>,
+    spans: Vec<(usize, usize)>,
+    dead: Vec<DeadLetter>,
+}
+
+/// The lines of a chunk, to place a row or a dead letter in its file or partition.
+struct Lines<'a> {
+    chunk: &'a LineChunk,
+    /// Every data line of the chunk, in order.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Lines<'_> {
+    /// The index of a line among all lines (record sources map it to a record offset).
+    fn index(&self, span: (usize, usize)) -> usize {
+        self.spans.partition_point(|s| s.0 < span.0)
+    }
+
+    /// The position after the line.
+    fn end_of(&self, span: (usize, usize)) -> u64 {
+        match &self.chunk.record_ends {
+            Some(ends) => ends[self.index(span)],
+            None => self.chunk.start_offset + span.1 as u64 + 1,
+        }
+    }
+
+    fn dead_letter(&self, span: (usize, usize), error: String) -> DeadLetter {
+        let chunk = self.chunk;
+        DeadLetter {
+            position: match &chunk.record_ends {
+                Some(ends) => format!("{}/{}", chunk.file_name, ends[self.index(span)] - 1),
+                None => format!("{}:{}", chunk.file_name, chunk.start_offset + span.0 as u64),
+            },
+            raw: String::from_utf8_lossy(&chunk.data[span.0..span.1.min(span.0 + MAX_RAW)])
+                .into_owned(),
+            error,
+            at_ms: 0,
+            end: self.end_of(span),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod future;
 mod json;
 
 pub use future::{FutureGuard, DEFAULT_MAX_FUTURE_BOUNDED_MS, DEFAULT_MAX_FUTURE_LIVE_MS};
-pub use json::{line_spans, Format, JsonDecoder};
+pub use json::{line_spans, Format, JsonDecoder, Unguarded};
 
 use datafusion::arrow::record_batch::RecordBatch;
 

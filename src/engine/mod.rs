@@ -55,6 +55,8 @@ pub struct EngineConfig {
     pub max_epoch: Duration,
     /// Memory for the cached group states of all views.
     pub state_cache_bytes: usize,
+    /// Threads decoding each source's input (1: on its reader's thread).
+    pub decode_threads: usize,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
     /// Where `llm_analyze` sends prompts (`None`: off).
@@ -125,6 +127,7 @@ impl Engine {
                 epoch: config.epoch,
                 max_epoch: config.max_epoch,
                 cache: Arc::new(CacheBudget::new(config.state_cache_bytes)),
+                decode_threads: config.decode_threads,
                 logs: config.logs,
                 llm: llm.clone(),
             },

@@ -13,6 +13,7 @@
 
 mod catchup;
 mod committer;
+mod decode_pool;
 mod panics;
 mod progress;
 mod reader;

@@ -2,6 +2,7 @@
 //! has its main reader and, while some of its views replay history, a catch-up reader (see
 //! `catchup`); their messages share one channel, tagged with the [`Feed`] they come from.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::decode_pool::DecodePool;
 use super::panics::PanicReport;
-use crate::decode::{DeadLetter, JsonDecoder};
-use crate::source::{Chunk, Frontier, Reader, SplitStatus};
+use crate::decode::{DeadLetter, Decoded, JsonDecoder, Unguarded};
+use crate::source::{Chunk, Frontier, LineChunk, Reader, SplitStatus};
 
 /// What the reader thread sends.
 pub enum Message {
@@ -54,36 +56,36 @@ pub enum Feed {
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Reads until the input ends, fails, or `stop` is set. `durable` brings the frontier of
-/// each committed epoch back to the reader.
+/// each committed epoch back to the reader. With `decode_threads` above 1, chunks are decoded
+/// by a [`DecodePool`] while the next ones are read; messages still go out in read order.
 pub fn run_reader(
     mut reader: Box<dyn Reader>,
     mut decoder: JsonDecoder,
     (feed, tx): (Feed, SyncSender<(Feed, Message)>),
     durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,
+    decode_threads: usize,
 ) {
+    let name = std::thread::current().name().unwrap_or("read").to_string();
+    let mut pool = (decode_threads > 1).then(|| DecodePool::new(&decoder, decode_threads, &name));
+    // Messages in read order; `None` stands for the oldest chunk still in the pool.
+    let mut queue: VecDeque<Option<Message>> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
         if let Some(frontier) = durable.try_iter().last() {
             reader.durable(&frontier);
         }
         let message = match reader.next_chunk() {
-            Ok(Chunk::Lines(chunk)) => {
-                let decoded = decoder.decode(&chunk);
-                if let Some(max) = decoder.max_event_time(&decoded.batch) {
-                    reader.event_time(chunk.split, max);
+            Ok(Chunk::Lines(chunk)) => match pool.as_mut() {
+                Some(pool) => {
+                    pool.submit(chunk);
+                    None
                 }
-                Message::Data {
-                    batch: decoded.batch,
-                    split: chunk.split,
-                    row_ends: decoded.row_ends,
-                    dead: decoded.dead,
-                    start: chunk.start_offset,
-                    end: chunk.end,
-                    skipped: chunk.skipped,
-                    bytes: chunk.data.len() as u64,
+                None => {
+                    let unguarded = decoder.decode_unguarded(&chunk);
+                    Some(admitted(&mut decoder, reader.as_mut(), &chunk, unguarded))
                 }
-            }
-            Ok(Chunk::Typed(chunk)) => Message::Data {
+            },
+            Ok(Chunk::Typed(chunk)) => Some(Message::Data {
                 start: chunk.row_ends.first().map_or(0, |e| e - 1),
                 end: chunk.row_ends.last().copied().unwrap_or(0),
                 batch: chunk.batch,
@@ -92,21 +94,65 @@ pub fn run_reader(
                 dead: Vec::new(),
                 skipped: 0,
                 bytes: 0,
-            },
-            Ok(Chunk::Idle) => Message::Idle,
-            Ok(Chunk::Splits(splits)) => Message::Splits(splits),
-            Ok(Chunk::Stalled(reason)) => Message::Stalled(reason),
-            Ok(Chunk::End) => Message::End,
-            Err(e) => Message::Failed(e.to_string()),
+            }),
+            Ok(Chunk::Idle) => Some(Message::Idle),
+            Ok(Chunk::Splits(splits)) => Some(Message::Splits(splits)),
+            Ok(Chunk::Stalled(reason)) => Some(Message::Stalled(reason)),
+            Ok(Chunk::End) => Some(Message::End),
+            Err(e) => Some(Message::Failed(e.to_string())),
         };
-        let last = matches!(message, Message::End | Message::Failed(_));
-        let idle = matches!(message, Message::Idle | Message::Stalled(_));
-        if tx.send((feed, message)).is_err() || last {
-            return;
+        // Before a pause or the end, everything decoded goes out; otherwise what is ready,
+        // and the oldest chunk when the pool is full.
+        let idle = matches!(message, Some(Message::Idle | Message::Stalled(_)));
+        let pause = idle || matches!(message, Some(Message::End | Message::Failed(_)));
+        queue.push_back(message);
+        while let Some(front) = queue.front_mut() {
+            let message = match front.take() {
+                Some(message) => message,
+                None => {
+                    let pool = pool.as_mut().expect("only a pool leaves a chunk pending");
+                    let wait = pause || !pool.has_room();
+                    match pool.take(wait) {
+                        Some((chunk, unguarded)) => {
+                            admitted(&mut decoder, reader.as_mut(), &chunk, unguarded)
+                        }
+                        None => break,
+                    }
+                }
+            };
+            queue.pop_front();
+            let last = matches!(message, Message::End | Message::Failed(_));
+            if tx.send((feed, message)).is_err() || last {
+                return;
+            }
         }
         if idle {
             std::thread::sleep(IDLE_POLL);
         }
+    }
+}
+
+/// The message of a chunk decoded but for the future guard, once the guard has seen it (in
+/// read order); the reader learns the chunk's largest event time.
+fn admitted(
+    decoder: &mut JsonDecoder,
+    reader: &mut dyn Reader,
+    chunk: &LineChunk,
+    unguarded: Unguarded,
+) -> Message {
+    let decoded: Decoded = decoder.admit(chunk, unguarded);
+    if let Some(max) = decoder.max_event_time(&decoded.batch) {
+        reader.event_time(chunk.split, max);
+    }
+    Message::Data {
+        batch: decoded.batch,
+        split: chunk.split,
+        row_ends: decoded.row_ends,
+        dead: decoded.dead,
+        start: chunk.start_offset,
+        end: chunk.end,
+        skipped: chunk.skipped,
+        bytes: chunk.data.len() as u64,
     }
 }
 
@@ -119,13 +165,14 @@ pub fn spawn_reader(
     durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,
     report: PanicReport,
+    decode_threads: usize,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
             let failed = tx.clone();
             let panicked = report.run("reader", || {
-                run_reader(reader, decoder, (feed, tx), durable, stop)
+                run_reader(reader, decoder, (feed, tx), durable, stop, decode_threads)
             });
             if let Some(error) = panicked {
                 let _ = failed.send((feed, Message::Failed(error)));

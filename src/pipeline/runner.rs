@@ -32,6 +32,8 @@ pub struct RunnerConfig {
     pub max_epoch: Duration,
     /// The memory budget all views' group caches share.
     pub cache: Arc<CacheBudget>,
+    /// Threads decoding each reader's chunks (1: on the reader's thread).
+    pub decode_threads: usize,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
     /// Answers the `llm_analyze` requests of written epochs.
@@ -214,6 +216,7 @@ impl Runner {
             .map(|o| (o.progress().late_rows, o.progress().rows_written))
             .collect();
         let committer = Committer::start(store.clone(), &source.name);
+        let decode_threads = config.decode_threads;
         let ctx = Context {
             source: source.clone(),
             store,
@@ -287,6 +290,7 @@ impl Runner {
             durable_rx,
             stop.clone(),
             report.clone(),
+            decode_threads,
         )];
         if let Some(catch_up) = catch_up {
             tracing::info!(source = %name, "views created on the running source replay its history from their own reader");
@@ -299,6 +303,7 @@ impl Runner {
                 no_durable,
                 catch_up_stop.clone(),
                 report.clone(),
+                decode_threads,
             ));
         }
         let op_stop = stop.clone();
