@@ -114,6 +114,12 @@ fn show_target(variable: &[Ident]) -> Option<PgWireResult<Vec<&'static Setting>>
 /// Classifies `statement`; errors are Postgres errors for the client.
 fn action(statement: &Statement) -> Option<PgWireResult<Action>> {
     let found = match statement {
+        // `SHOW` and nothing after it; datafusion-postgres's own hook indexes the first name
+        // and panicked the connection (fuzz_wire, case seed 882).
+        Statement::ShowVariable { variable } if variable.is_empty() => Err(error(
+            "42601",
+            "SHOW needs the name of a setting, e.g. SHOW TimeZone, or SHOW ALL".into(),
+        )),
         Statement::ShowVariable { variable } => {
             return Some(show_target(variable)?.map(Action::Show))
         }
