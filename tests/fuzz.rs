@@ -1797,3 +1797,87 @@ fn an_execute_with_a_negative_or_huge_row_limit_returns_every_row() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("panicked"), "{text}");
 }
+
+/// One extended-protocol exchange: Parse (`param_types`), Bind with the given format codes
+/// and text parameters, then Describe portal or Execute, and Sync; returns the answer's
+/// message types.
+fn bind_exchange(
+    s: &mut TcpStream,
+    sql: &str,
+    param_types: &[i32],
+    (param_formats, params, result_formats): (&[i16], &[&str], &[i16]),
+    describe: bool,
+) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.push(0);
+    parse.extend_from_slice(&(param_types.len() as i16).to_be_bytes());
+    for t in param_types {
+        parse.extend_from_slice(&t.to_be_bytes());
+    }
+    let mut bind = vec![0u8, 0u8];
+    bind.extend_from_slice(&(param_formats.len() as i16).to_be_bytes());
+    for f in param_formats {
+        bind.extend_from_slice(&f.to_be_bytes());
+    }
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&(result_formats.len() as i16).to_be_bytes());
+    for f in result_formats {
+        bind.extend_from_slice(&f.to_be_bytes());
+    }
+    let mut exchange = message(b'P', &parse);
+    exchange.extend(message(b'B', &bind));
+    exchange.extend(if describe {
+        message(b'D', b"P\0")
+    } else {
+        message(b'E', b"\0\0\0\0\0")
+    });
+    exchange.extend(message(b'S', b""));
+    s.write_all(&exchange).unwrap();
+    read_until_ready(s)
+}
+
+/// Found by `fuzz_wire` (case seed 1486): a Bind with fewer result (or parameter) format
+/// codes than its query has columns (or parameters) made pgwire index past the list at
+/// Describe or Execute and panic. Weir refuses such a portal with 08P01, as Postgres does,
+/// and the session goes on.
+#[test]
+fn format_codes_that_do_not_fit_the_query_are_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("weir.log");
+    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
+    let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
+    s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
+        .unwrap();
+    read_until_ready(&mut s);
+    let three = "SELECT 1 AS a, 2 AS b, 3 AS c";
+    for describe in [false, true] {
+        let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0]), describe);
+        assert!(
+            kinds.contains(&b'E'),
+            "two result formats, three columns: {kinds:?}"
+        );
+        assert!(!kinds.contains(&b'D'), "{kinds:?}");
+    }
+    let kinds = bind_exchange(
+        &mut s,
+        "SELECT $1 AS x",
+        &[23],
+        (&[0, 0], &["5"], &[]),
+        false,
+    );
+    assert!(
+        kinds.contains(&b'E'),
+        "two parameter formats, one parameter: {kinds:?}"
+    );
+    // Codes that fit (one per column) still work, on the same session.
+    let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0, 0]), false);
+    assert_eq!(kinds.iter().filter(|k| **k == b'D').count(), 1, "{kinds:?}");
+    assert!(!kinds.contains(&b'E'), "{kinds:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("panicked"), "{text}");
+}

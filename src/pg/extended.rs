@@ -19,11 +19,11 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, Type, DEFAULT_NAME};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    Close, CloseComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
     TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::TransactionStatus;
@@ -133,6 +133,55 @@ fn bound_parameters(portal: &Portal<PgStatement>, plan: &LogicalPlan) -> Option<
     }
 }
 
+/// Why the format codes a Bind gave `portal` do not fit it, if they do not: a list of codes
+/// must have one per parameter (or per result column), as Postgres checks at Bind. pgwire
+/// 0.41.1 stores the list and indexes it per column unchecked, so a short list panicked the
+/// connection's task at Describe or Execute (fuzz_wire, case seed 1486).
+fn misfit_formats(portal: &Portal<PgStatement>) -> Option<PgWireError> {
+    let misfit = |what: &str, codes: usize, wanted: usize, of: &str| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "08P01".into(),
+            format!("bind message has {codes} {what} formats but {wanted} {of}"),
+        )))
+    };
+    if let Format::Individual(codes) = &portal.parameter_format {
+        if codes.len() != portal.parameters.len() {
+            let params = portal.parameters.len();
+            return Some(misfit("parameter", codes.len(), params, "parameters"));
+        }
+    }
+    if let (Format::Individual(codes), (_, Some((_, plan)))) =
+        (&portal.result_column_format, &portal.statement.statement)
+    {
+        let columns = plan.schema().fields().len();
+        if codes.len() != columns {
+            return Some(misfit(
+                "result",
+                codes.len(),
+                columns,
+                "columns in the query",
+            ));
+        }
+    }
+    None
+}
+
+/// The misfit of the formats of the portal `name`, if it exists and has one.
+fn portal_misfit<C>(client: &C, name: Option<&str>) -> Option<PgWireError>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore<Statement = PgStatement>,
+{
+    match client
+        .portal_store()
+        .get_portal(name.unwrap_or(DEFAULT_NAME))
+    {
+        Some(Entry::Value(portal)) => misfit_formats(&portal),
+        _ => None,
+    }
+}
+
 /// The largest row limit of an Execute message taken as a limit (see `on_execute`).
 const MAX_ROWS_LIMIT: i32 = 1_000_000;
 
@@ -181,7 +230,26 @@ impl ExtendedQueryHandler for WeirQueries {
         if !(0..=MAX_ROWS_LIMIT).contains(&message.max_rows) {
             message.max_rows = 0;
         }
+        if let Some(misfit) = portal_misfit(client, message.name.as_deref()) {
+            return Err(misfit);
+        }
         self._on_execute(client, message).await
+    }
+
+    /// pgwire's Describe, refusing a portal whose format codes do not fit it.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL {
+            if let Some(misfit) = portal_misfit(client, message.name.as_deref()) {
+                return Err(misfit);
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     /// pgwire's Close, forgetting a closed statement's name.
