@@ -1756,6 +1756,17 @@ fn read_until_ready(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// A server logging to a file, and a raw connection to it past its startup.
+fn raw_session(dir: &Path) -> (common::Weir, TcpStream, std::path::PathBuf) {
+    let log = dir.join("weir.log");
+    let weir = common::Weir::start_logging_to(&dir.join("data"), &[], &log);
+    let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
+    s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
+        .unwrap();
+    read_until_ready(&mut s);
+    (weir, s, log)
+}
+
 /// Found by `fuzz_wire` (case seed 523): an Execute whose row limit is negative made pgwire
 /// reserve `usize::MAX` rows and panic. Postgres reads a limit of zero or below as "all
 /// rows"; so does Weir, and for a limit past a million (which pgwire would reserve whole).
@@ -1763,26 +1774,10 @@ fn read_until_ready(s: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn an_execute_with_a_negative_or_huge_row_limit_returns_every_row() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
-    let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
-    s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
-        .unwrap();
-    read_until_ready(&mut s);
-    let sql = b"SELECT * FROM (VALUES (1), (2), (3)) AS t(x)\0";
+    let (_weir, mut s, log) = raw_session(dir.path());
+    let sql = "SELECT * FROM (VALUES (1), (2), (3)) AS t(x)";
     for (limit, rows, end) in [(-1i32, 3, b'C'), (i32::MAX, 3, b'C'), (2, 2, b's')] {
-        let mut parse = vec![0u8];
-        parse.extend_from_slice(sql);
-        parse.extend_from_slice(&0i16.to_be_bytes());
-        let mut exchange = message(b'P', &parse);
-        // Bind: unnamed portal and statement, no parameters, default result formats.
-        exchange.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
-        let mut execute = vec![0u8];
-        execute.extend_from_slice(&limit.to_be_bytes());
-        exchange.extend(message(b'E', &execute));
-        exchange.extend(message(b'S', b""));
-        s.write_all(&exchange).unwrap();
-        let kinds = read_until_ready(&mut s);
+        let kinds = bind_exchange(&mut s, sql, &[], (&[], &[], &[]), Then::Execute(limit));
         let data_rows = kinds.iter().filter(|k| **k == b'D').count();
         assert_eq!(data_rows, rows, "limit {limit}: {kinds:?}");
         assert!(
@@ -1798,15 +1793,22 @@ fn an_execute_with_a_negative_or_huge_row_limit_returns_every_row() {
     assert!(!text.contains("panicked"), "{text}");
 }
 
+/// What follows a Bind in [`bind_exchange`].
+enum Then {
+    /// Execute with this row limit.
+    Execute(i32),
+    /// Describe the portal.
+    Describe,
+}
+
 /// One extended-protocol exchange: Parse (`param_types`), Bind with the given format codes
-/// and text parameters, then Describe portal or Execute, and Sync; returns the answer's
-/// message types.
+/// and text parameters, then what `then` says, and Sync; returns the answer's message types.
 fn bind_exchange(
     s: &mut TcpStream,
     sql: &str,
     param_types: &[i32],
     (param_formats, params, result_formats): (&[i16], &[&str], &[i16]),
-    describe: bool,
+    then: Then,
 ) -> Vec<u8> {
     let mut parse = vec![0u8];
     parse.extend_from_slice(sql.as_bytes());
@@ -1831,10 +1833,13 @@ fn bind_exchange(
     }
     let mut exchange = message(b'P', &parse);
     exchange.extend(message(b'B', &bind));
-    exchange.extend(if describe {
-        message(b'D', b"P\0")
-    } else {
-        message(b'E', b"\0\0\0\0\0")
+    exchange.extend(match then {
+        Then::Describe => message(b'D', b"P\0"),
+        Then::Execute(limit) => {
+            let mut execute = vec![0u8];
+            execute.extend_from_slice(&limit.to_be_bytes());
+            message(b'E', &execute)
+        }
     });
     exchange.extend(message(b'S', b""));
     s.write_all(&exchange).unwrap();
@@ -1848,15 +1853,10 @@ fn bind_exchange(
 #[test]
 fn format_codes_that_do_not_fit_the_query_are_a_protocol_error() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
-    let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
-    s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
-        .unwrap();
-    read_until_ready(&mut s);
+    let (_weir, mut s, log) = raw_session(dir.path());
     let three = "SELECT 1 AS a, 2 AS b, 3 AS c";
-    for describe in [false, true] {
-        let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0]), describe);
+    for then in [Then::Execute(0), Then::Describe] {
+        let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0]), then);
         assert!(
             kinds.contains(&b'E'),
             "two result formats, three columns: {kinds:?}"
@@ -1868,14 +1868,14 @@ fn format_codes_that_do_not_fit_the_query_are_a_protocol_error() {
         "SELECT $1 AS x",
         &[23],
         (&[0, 0], &["5"], &[]),
-        false,
+        Then::Execute(0),
     );
     assert!(
         kinds.contains(&b'E'),
         "two parameter formats, one parameter: {kinds:?}"
     );
     // Codes that fit (one per column) still work, on the same session.
-    let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0, 0]), false);
+    let kinds = bind_exchange(&mut s, three, &[], (&[], &[], &[0, 0, 0]), Then::Execute(0));
     assert_eq!(kinds.iter().filter(|k| **k == b'D').count(), 1, "{kinds:?}");
     assert!(!kinds.contains(&b'E'), "{kinds:?}");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
