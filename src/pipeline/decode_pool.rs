@@ -52,7 +52,7 @@ impl DecodePool {
                     for chunk in chunks {
                         let decoded =
                             catch_unwind(AssertUnwindSafe(|| decoder.decode_unguarded(&chunk)))
-                                .map_err(|e| panic_text(e.as_ref()));
+                                .map_err(|e| super::panics::message(e.as_ref()));
                         if done.send((chunk, decoded)).is_err() {
                             return;
                         }
@@ -113,14 +113,6 @@ impl Drop for DecodePool {
             let _ = worker.join();
         }
     }
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]

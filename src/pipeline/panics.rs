@@ -22,7 +22,8 @@ pub struct PanicReport {
     pub views: Vec<String>,
 }
 
-fn message(payload: &(dyn Any + Send)) -> String {
+/// The message a panic carried.
+pub(super) fn message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
