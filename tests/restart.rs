@@ -6,15 +6,24 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::oracle::{
-    assert_views_match, oracle_from_batches, oracle_from_json, security_views, OracleView,
+    assert_views_match, oracle_from_batches, oracle_from_json, security_views, views_over_views,
+    OracleView,
 };
 use common::{
     http_get, rows, security_source_sql, wait_views_finished, write_security_events, Weir,
 };
 
+/// Every oracle view: those over the source, then those over a view.
+fn all_views() -> Vec<OracleView> {
+    security_views()
+        .into_iter()
+        .chain(views_over_views())
+        .collect()
+}
+
 /// A pipeline file: the source and every oracle view.
 fn pipeline(dir: &std::path::Path, source_options: &str) -> std::path::PathBuf {
-    pipeline_of(dir, source_options, &security_views())
+    pipeline_of(dir, source_options, &all_views())
 }
 
 fn pipeline_of(
@@ -76,12 +85,7 @@ async fn generator_survives_kill9_and_clean_stop() {
     let client = weir.client().await;
     wait_views_finished(&client).await;
     let events = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, 3, 0, 60_000);
-    assert_views_match(
-        &client,
-        &oracle_from_batches(vec![events]),
-        &security_views(),
-    )
-    .await;
+    assert_views_match(&client, &oracle_from_batches(vec![events]), &all_views()).await;
     let source = rows(&client, "SELECT events FROM weir_catalog.sources").await;
     assert_eq!(
         source[0][0], "60000",
@@ -95,7 +99,7 @@ async fn file_source_survives_repeated_kill9() {
     let input = dir.path().join("events.jsonl");
     let batches = write_security_events(&input, 21, 400_000);
     let data = dir.path().join("data");
-    let mut views = security_views();
+    let mut views = all_views();
     views.push(OracleView {
         name: "scored",
         view_sql: "SELECT event_id, ewma_zscore(user_name, threat_score) AS z FROM events",
@@ -126,7 +130,7 @@ async fn file_source_survives_repeated_kill9() {
     let weir = Weir::start(&data, &args);
     let client = weir.client().await;
     let oracle = oracle_from_json(&input, batches[0].schema()).await;
-    assert_views_match(&client, &oracle, &security_views()).await;
+    assert_views_match(&client, &oracle, &all_views()).await;
     let source = rows(&client, "SELECT events, status FROM weir_catalog.sources").await;
     assert_eq!(
         source[0],

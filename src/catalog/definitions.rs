@@ -89,6 +89,7 @@ impl SourceDef {
             name: self.name.clone(),
             schema: self.schema.clone(),
             watermark: self.decl.watermark.clone(),
+            upstream: None,
         }
     }
 }

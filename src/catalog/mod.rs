@@ -28,8 +28,12 @@ pub enum CatalogError {
     AlreadyExists { kind: &'static str, name: String },
     #[error("{kind} \"{name}\" does not exist")]
     NotFound { kind: &'static str, name: String },
-    #[error("cannot drop source \"{source_name}\" because materialized views use it: {views}; drop them first")]
-    InUse { source_name: String, views: String },
+    #[error("cannot drop {kind} \"{name}\" because materialized views read it: {views}; drop them first")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        views: String,
+    },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }

@@ -898,6 +898,7 @@ mod tests {
             name: "s".into(),
             schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)])),
             watermark: None,
+            upstream: None,
         };
         let sql = "SELECT k, count(*) AS c FROM s GROUP BY k";
         let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
@@ -906,7 +907,7 @@ mod tests {
         else {
             panic!("not a query")
         };
-        let find = |name: &str| (name == "s").then(|| source.clone());
+        let find = |name: &str| Ok((name == "s").then(|| source.clone()));
         Arc::new(
             plan_view(&query, &find, &SessionContext::new())
                 .await

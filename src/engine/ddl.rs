@@ -7,7 +7,7 @@ use super::{Catalog, Engine, EngineError, Origin, Outcome};
 use crate::catalog::{CatalogEntry, CatalogError, EntryKind, SourceDef, ViewDef, ViewTable};
 use crate::operator::ViewOperator;
 use crate::pipeline::SourceProgress;
-use crate::plan::{plan_view, CreateSource, CreateView, SourceSchema};
+use crate::plan::{plan_view, view_as_source, CreateSource, CreateView, SourceSchema};
 use crate::source::{check_source, parse_source_spec};
 use crate::state::{window_key_prefix, Table, WriteSet};
 
@@ -134,7 +134,19 @@ impl Engine {
             .values()
             .map(|s| s.planner_schema())
             .collect();
-        let find = |name: &str| sources.iter().find(|s| s.name == name).cloned();
+        let views: Vec<(String, Arc<ViewDef>)> = catalog
+            .views
+            .iter()
+            .map(|(name, def)| (name.clone(), def.clone()))
+            .collect();
+        // A view may read a source, or another view's final rows.
+        let find = |name: &str| match sources.iter().find(|s| s.name == name) {
+            Some(source) => Ok(Some(source.clone())),
+            None => match views.iter().find(|(n, _)| n == name) {
+                Some((n, def)) => view_as_source(n, &def.plan).map(Some),
+                None => Ok(None),
+            },
+        };
         let mut plan = plan_view(&decl.query, &find, &planning_context()).await?;
         if decl.retention_ms.is_some() && plan.append && plan.watermark.is_none() {
             return Err(crate::plan::PlanError::Invalid(format!(
@@ -160,7 +172,15 @@ impl Engine {
         .with_definition(decl.query.to_string());
         self.ctx
             .register_table(decl.name.as_str(), Arc::new(table))?;
-        let source = plan.source.clone();
+        // A view over views runs in the pipeline of the source at the root of its chain.
+        let source = match &plan.upstream {
+            Some(up) => catalog
+                .views
+                .get(&up.view)
+                .map(|v| v.source.clone())
+                .unwrap_or_default(),
+            None => plan.source.clone(),
+        };
         self.board.update_view(&decl.name, |v| {
             v.source = source.clone();
             v.status = "running".into();
@@ -279,6 +299,20 @@ impl Engine {
             self.board.views.write().remove(name);
             return Ok(Outcome::Done(TAG));
         }
+        let readers: Vec<&str> = catalog
+            .views
+            .values()
+            .filter(|v| v.plan.upstream.as_ref().is_some_and(|u| u.view == name))
+            .map(|v| v.name.as_str())
+            .collect();
+        if !readers.is_empty() {
+            return Err(CatalogError::InUse {
+                kind: "materialized view",
+                name: name.to_string(),
+                views: readers.join(", "),
+            }
+            .into());
+        }
         let Some(view) = catalog.views.get(name).cloned() else {
             if if_exists {
                 return Ok(Outcome::Skipped(
@@ -330,7 +364,8 @@ impl Engine {
             .collect();
         if !users.is_empty() {
             return Err(CatalogError::InUse {
-                source_name: name.to_string(),
+                kind: "source",
+                name: name.to_string(),
                 views: users.join(", "),
             }
             .into());

@@ -461,6 +461,7 @@ mod tests {
                 Field::new("v", DataType::Float64, true),
             ])),
             watermark: None,
+            upstream: None,
         }
     }
 
@@ -481,7 +482,7 @@ mod tests {
             panic!("not a query")
         };
         let s = source();
-        let find = |name: &str| (name == "s").then(|| s.clone());
+        let find = |name: &str| Ok((name == "s").then(|| s.clone()));
         plan_view(&query, &find, &ctx).await.unwrap()
     }
 

@@ -17,9 +17,9 @@
 use crate::operator::ViewOperator;
 use crate::source::Frontier;
 
-/// Whether a view still needs input at all.
+/// Whether a view still needs input from the source (a view over a view reads the store).
 pub fn is_active(view: &ViewOperator) -> bool {
-    !view.progress().finished && !view.is_failed()
+    !view.progress().finished && !view.is_failed() && !view.is_chained()
 }
 
 /// For each view: whether it is behind the source and replays history from the catch-up

@@ -1,5 +1,6 @@
 //! The operator thread and the runner that owns both threads of a source's pipeline.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -114,6 +115,12 @@ struct Operators {
     committer: Committer<Epoch>,
     /// The source was published `failed`: the operator thread stops.
     failed: bool,
+    /// Per view, the windows final in the store as of the last written epoch
+    /// (`ViewOperator::final_through`): what views over it may read.
+    durable_final: HashMap<String, Option<i64>>,
+    /// A written epoch made upstream windows final that views over them have not read: the
+    /// next epoch is due even without input.
+    chain_due: bool,
 }
 
 /// How many epoch intervals an epoch may last while the previous one is still being written.
@@ -144,6 +151,8 @@ struct Epoch {
     report: Option<Report>,
     /// `llm_analyze` requests whose pending records the epoch writes.
     llm: Vec<crate::llm::LlmRequest>,
+    /// Per view, the windows final once the epoch is written.
+    finals: Vec<(String, Option<i64>)>,
 }
 
 impl Runner {
@@ -243,8 +252,16 @@ impl Runner {
             last_age_check: None,
             committer,
             failed: false,
+            durable_final: HashMap::new(),
+            chain_due: false,
         };
+        operators.durable_final = operators.finals().into_iter().collect();
+        operators.check_upstreams();
         let Some(from) = from else {
+            // Views over views may still have final upstream rows to read.
+            if operators.chained_pending() {
+                operators.commit_or_fail(true, "finished", Wait::Yes);
+            }
             // No view needs input: the source finished if a view read it to the end; if every
             // view failed, nothing reads it (each failed view keeps its own error).
             operators.publish(
@@ -438,6 +455,7 @@ impl Operators {
             if !self.poll_written() {
                 return;
             }
+            dirty |= std::mem::take(&mut self.chain_due);
             let due = last_commit.elapsed();
             if dirty && due >= self.ctx.config.epoch && !self.stretch(due, !caught_up) {
                 if !self.commit_or_fail(true, "running", Wait::No) {
@@ -622,7 +640,7 @@ impl Operators {
     /// Finishes the views behind (`catching_up`) or the others: their input is fully read.
     fn finish_views(&mut self, catching_up: bool) {
         for (view, behind) in self.views.iter_mut().zip(&self.behind) {
-            if *behind == catching_up {
+            if *behind == catching_up && !view.is_chained() {
                 if let Err(e) = view.finish() {
                     view.fail(e.to_string());
                 }
@@ -703,6 +721,8 @@ impl Operators {
         (result, epoch): (Result<(), crate::state::StateError>, Epoch),
     ) -> Result<(), PipelineError> {
         result?;
+        self.durable_final.extend(epoch.finals);
+        self.chain_due |= self.chained_pending();
         let name = &self.ctx.source.name;
         let m = &self.ctx.metrics;
         m.epoch_bytes
@@ -743,8 +763,28 @@ impl Operators {
 
     /// Builds one epoch: every view's changes, the source progress and dead letters, as one
     /// atomic write handed to the writer thread; `wait` says whether to wait for the write.
-    /// Once written, the status board shows `status` (with its error), if given.
+    /// Once written, the status board shows `status` (with its error), if given. A commit
+    /// that waits also lets views over views read what it made final, epoch after epoch,
+    /// until none has more to read.
     fn commit(
+        &mut self,
+        status: Option<(&str, Option<String>)>,
+        wait: Wait,
+    ) -> Result<(), PipelineError> {
+        self.commit_epoch(status.clone(), wait)?;
+        // Each round lets one more level of a chain of views read; the bound only guards
+        // against a view that would never stop having more.
+        for _ in 0..=self.views.len() {
+            if wait == Wait::No || !self.chained_pending() {
+                break;
+            }
+            self.commit_epoch(status.clone(), wait)?;
+        }
+        Ok(())
+    }
+
+    /// One epoch of [`Operators::commit`].
+    fn commit_epoch(
         &mut self,
         status: Option<(&str, Option<String>)>,
         wait: Wait,
@@ -764,7 +804,7 @@ impl Operators {
             self.settle()?;
         }
         let mut ws = self.committer.take_set();
-        for view in &mut self.views {
+        for view in self.views.iter_mut().filter(|v| !v.is_chained()) {
             if let Err(e) = view.flush(&mut ws, age_check) {
                 view.fail(e.to_string());
                 view.write_progress(&mut ws);
@@ -772,6 +812,7 @@ impl Operators {
         }
         // The views' flush overlapped the previous epoch's write; the rest reads the store.
         self.settle()?;
+        self.feed_chained(&mut ws, age_check);
         let name = &self.ctx.source.name;
         for mut letter in self.dead.drain(..) {
             letter.at_ms = now;
@@ -824,12 +865,76 @@ impl Operators {
                 .iter_mut()
                 .flat_map(|v| v.take_llm_requests())
                 .collect(),
+            finals: self.finals(),
         };
         self.committer.submit(ws, epoch)?;
         if wait == Wait::Yes {
             self.settle()?;
         }
         Ok(())
+    }
+
+    /// Each view's windows final once its last flush is written.
+    fn finals(&self) -> Vec<(String, Option<i64>)> {
+        self.views
+            .iter()
+            .map(|v| (v.name.clone(), v.final_through()))
+            .collect()
+    }
+
+    /// What the store holds final of view `name`'s windows, and whether all of them are.
+    fn durable_final_of(&self, name: &str) -> (Option<i64>, bool) {
+        let through = self.durable_final.get(name).copied().flatten();
+        (through, through == Some(i64::MAX))
+    }
+
+    /// Whether some view over a view has final upstream rows in the store to read.
+    fn chained_pending(&self) -> bool {
+        self.views.iter().any(|v| {
+            v.upstream().is_some_and(|up| {
+                let (through, finished) = self.durable_final_of(&up.view);
+                v.upstream_pending(through, finished)
+            })
+        })
+    }
+
+    /// A view over a view whose upstream did not load (or is not of this source) fails.
+    fn check_upstreams(&mut self) {
+        for view in &mut self.views {
+            let Some(up) = view.upstream() else { continue };
+            if !self.durable_final.contains_key(&up.view) {
+                let error = format!("the view it reads, \"{}\", is not running", up.view);
+                view.fail(error);
+            }
+        }
+    }
+
+    /// Views over views read the upstream rows the store holds final (the previous epoch
+    /// is written), then add their changes to `ws`; rows they refuse become dead letters.
+    fn feed_chained(&mut self, ws: &mut crate::state::WriteSet, age_check: Option<i64>) {
+        for i in 0..self.views.len() {
+            let Some(up) = self.views[i].upstream().map(|u| u.view.clone()) else {
+                continue;
+            };
+            let (through, finished) = self.durable_final_of(&up);
+            let view = &mut self.views[i];
+            let fed = view
+                .feed_from_upstream(through, finished)
+                .and_then(|_| view.flush(ws, age_check));
+            if let Err(e) = fed {
+                view.fail(e.to_string());
+                view.write_progress(ws);
+            }
+            for row in view.take_refused() {
+                self.dead.push(DeadLetter {
+                    position: format!("{up} row {}", row.end),
+                    raw: row.raw,
+                    error: format!("view {}: {}", view.name, row.error),
+                    at_ms: 0,
+                    end: row.end,
+                });
+            }
+        }
     }
 
     /// Publishes the current state at once (after the epoch in flight, so that its report

@@ -4,13 +4,15 @@
 //! `DROP SOURCE`, `SHOW SOURCES`, ...). `view` turns a materialized view's SELECT into a
 //! [`ViewPlan`]: DataFusion plans and type-checks the query, and the plan is split at its
 //! aggregate into per-batch steps below it, incremental accumulators, and steps above it that
-//! run when a window's rows are emitted.
+//! run when a window's rows are emitted. `upstream` lets a view read another (windowed)
+//! view's final rows as its input.
 
 mod ddl;
 mod interval;
 mod llm;
 mod stateful;
 mod steps;
+mod upstream;
 mod view;
 
 pub use ddl::{
@@ -20,6 +22,7 @@ pub use ddl::{
 pub use interval::interval_text_ms;
 pub use stateful::{column_name as stateful_column, StatefulCall};
 pub use steps::{nullable, run_steps, run_steps_tracked, Step};
+pub use upstream::{view_as_source, Upstream};
 pub use view::{
     plan_view, AggregatePlan, GroupRole, SourceSchema, ViewPlan, WindowSpec, WINDOW_END,
     WINDOW_START,

@@ -26,6 +26,7 @@ use super::ddl::WatermarkDef;
 use super::interval::interval_ms;
 use super::stateful::{mentions_stateful, Lifter};
 use super::steps::{compile, nullable, simplify, Step};
+use super::upstream::{watermark_for_window, windowed_input, Upstream};
 use super::PlanError;
 
 pub const WINDOW_START: &str = "window_start";
@@ -42,6 +43,8 @@ pub struct SourceSchema {
     pub name: String,
     pub schema: SchemaRef,
     pub watermark: Option<WatermarkDef>,
+    /// Set when the "source" is a view, read as the stream of its final rows.
+    pub upstream: Option<Upstream>,
 }
 
 /// An event-time window.
@@ -120,6 +123,9 @@ pub struct ViewPlan {
     /// In an append-only view, the output columns that show `llm_analyze(prompt)`: stored
     /// rows hold the prompt there, and scans show the answer (see `crate::llm`).
     pub llm_columns: Vec<usize>,
+    /// Set when the view reads another view's final rows (`source` names that view) instead
+    /// of a source.
+    pub upstream: Option<Upstream>,
 }
 
 /// The part a group column plays in a view's keys.
@@ -295,15 +301,18 @@ fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String
 /// Plans `query` over `source`, using `ctx` (a fresh context with Weir's functions) to plan.
 pub async fn plan_view(
     query: &Query,
-    find_source: &(dyn Fn(&str) -> Option<SourceSchema> + Sync),
+    find_source: &(dyn Fn(&str) -> Result<Option<SourceSchema>, PlanError> + Sync),
     ctx: &SessionContext,
 ) -> Result<ViewPlan, PlanError> {
     let mut query = query.clone();
     let (source_name, window) = rewrite_from(&mut query)?;
-    let source = find_source(&source_name).ok_or_else(|| PlanError::UnknownRelation {
+    let mut source = find_source(&source_name)?.ok_or_else(|| PlanError::UnknownRelation {
         kind: "source",
         name: source_name.clone(),
     })?;
+    if let Some((_, column)) = &window {
+        watermark_for_window(&mut source, column);
+    }
     let watermark = match &source.watermark {
         Some(wm) => Some((source.schema.index_of(&wm.column)?, wm.delay_ms)),
         None => None,
@@ -322,15 +331,7 @@ pub async fn plan_view(
                     source.name, wm.column
                 )));
             }
-            let mut fields: Vec<Field> = source
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(WINDOW_START, ts_type(), false));
-            fields.push(Field::new(WINDOW_END, ts_type(), false));
-            let schema = Arc::new(Schema::new(fields));
+            let schema = windowed_input(&source.schema, |name| Field::new(name, ts_type(), false));
             ctx.register_table(WINDOW_INPUT, Arc::new(EmptyTable::new(schema.clone())))?;
             (schema, Some((spec, source.schema.index_of(&column)?)))
         }
@@ -351,7 +352,9 @@ pub async fn plan_view(
     let plan = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})?;
-    split_plan(&plan, source_name, window, watermark, input_schema)
+    let mut view = split_plan(&plan, source_name, window, watermark, input_schema)?;
+    view.upstream = source.upstream;
+    Ok(view)
 }
 
 /// Simplifies the arguments, FILTER and ORDER BY of an aggregate call (see [`simplify`]); the
@@ -524,6 +527,7 @@ fn append_plan(
         append: true,
         event_time_column,
         llm_columns: Vec::new(),
+        upstream: None,
         key_columns: vec![None; output_schema.fields().len()],
         group_roles: Vec::new(),
         source,
@@ -687,6 +691,7 @@ fn split_plan(
         append: false,
         event_time_column: None,
         llm_columns: Vec::new(),
+        upstream: None,
         key_columns,
         group_roles,
         source,
@@ -729,6 +734,7 @@ mod tests {
                 column: "ts".into(),
                 delay_ms: 0,
             }),
+            upstream: None,
         };
         let sql = "SELECT window_start, window_end, auction, sum(price) AS volume \
                    FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
@@ -739,7 +745,7 @@ mod tests {
         else {
             panic!("not a query")
         };
-        let find = |name: &str| (name == "bids").then(|| source.clone());
+        let find = |name: &str| Ok((name == "bids").then(|| source.clone()));
         let plan = plan_view(&query, &find, &SessionContext::new())
             .await
             .unwrap();

@@ -22,7 +22,8 @@ pub struct OracleView {
     pub canonical: &'static str,
 }
 
-/// Views over the security events schema, covering tumble, hop, plain GROUP BY and HAVING.
+/// Views over the security events schema, covering tumble, hop, plain GROUP BY, HAVING and
+/// append-only views.
 pub fn security_views() -> Vec<OracleView> {
     vec![
         OracleView {
@@ -71,6 +72,31 @@ pub fn security_views() -> Vec<OracleView> {
             batch_sql: "SELECT event_id, user_name, source_ip, ts, threat_score * 2 AS doubled \
                         FROM events WHERE type = 'LOGIN_FAILED'",
             canonical: "SELECT event_id, user_name, source_ip, CAST(ts AS BIGINT), doubled FROM {} ORDER BY 1, 4",
+        },
+    ]
+}
+
+/// Views over `tumble_user` (of [`security_views`], created before them): minutes made of its
+/// closed 10-second windows, and an alert view keeping each closed window that passes its
+/// WHERE. The oracle's side reads the batch result of `tumble_user`, registered under its
+/// name. They show closed windows only, so they equal the oracle once the input is finished
+/// (a live source's last windows are still open).
+pub fn views_over_views() -> Vec<OracleView> {
+    vec![
+        OracleView {
+            name: "user_minutes",
+            view_sql: "SELECT window_start, window_end, user_name, sum(n) AS n, max(hi) AS hi, count(*) AS windows \
+                       FROM TUMBLE(tumble_user, window_start, INTERVAL '1 minute') \
+                       GROUP BY window_start, window_end, user_name",
+            batch_sql: "SELECT (ws / 60000) * 60000 AS ws, user_name, sum(n) AS n, max(hi) AS hi, count(*) AS windows \
+                        FROM tumble_user GROUP BY 1, 2",
+            canonical: "SELECT {ws}, user_name, n, hi, windows FROM {} ORDER BY 1, 2",
+        },
+        OracleView {
+            name: "busy_windows",
+            view_sql: "SELECT window_start, user_name, n, geos FROM tumble_user WHERE n >= 4",
+            batch_sql: "SELECT ws, user_name, n, geos FROM tumble_user WHERE n >= 4",
+            canonical: "SELECT {ws}, user_name, n, geos FROM {} ORDER BY 1, 2",
         },
     ]
 }

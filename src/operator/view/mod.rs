@@ -1,4 +1,7 @@
 //! The operator of one materialized view: applies batches, closes windows, writes epochs.
+//! `chain` feeds a view that reads another view's final rows instead of its source.
+
+mod chain;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +65,12 @@ pub struct ViewProgress {
     pub error: Option<String>,
     /// True once its bounded input is read and every window closed.
     pub finished: bool,
+    /// A view over a view: the upstream windows starting at or before this were applied.
+    #[serde(default)]
+    pub upstream_through: Option<i64>,
+    /// A view over a view: how many upstream rows it applied (their positions).
+    #[serde(default)]
+    pub upstream_rows: u64,
 }
 
 /// A row that arrived after its window closed.
@@ -358,9 +367,10 @@ impl ViewOperator {
     }
 
     /// Folds the rows of `batch` (all from `chunk.split`) that lie after the view's frontier.
+    /// A view over a view ignores its source's chunks: it is fed in [`chain`].
     pub fn apply(&mut self, batch: &RecordBatch, chunk: ChunkPlace<'_>) -> Result<()> {
         let at = self.progress.frontier.get(chunk.split);
-        if self.is_failed() || self.progress.finished || chunk.end <= at {
+        if self.is_failed() || self.progress.finished || self.is_chained() || chunk.end <= at {
             return Ok(());
         }
         let first = chunk.row_ends.partition_point(|e| *e <= at);
@@ -369,23 +379,35 @@ impl ViewOperator {
         } else {
             batch.slice(first, batch.num_rows() - first)
         };
+        self.apply_rows(&batch, chunk, first)?;
+        self.progress.frontier.advance(chunk.split, chunk.end);
+        Ok(())
+    }
+
+    /// Folds `batch`, rows `first..` of `chunk`, into the view; rows its expressions fail on
+    /// are set aside as refused.
+    fn apply_rows(
+        &mut self,
+        batch: &RecordBatch,
+        chunk: ChunkPlace<'_>,
+        first: usize,
+    ) -> Result<()> {
         if batch.num_rows() > 0 {
             match self.plan.window {
-                _ if self.plan.append => self.apply_append(&batch, chunk, first)?,
+                _ if self.plan.append => self.apply_append(batch, chunk, first)?,
                 Some((spec, time_col)) => {
-                    self.apply_windowed(&batch, spec, time_col, chunk.watermark_split)?
+                    self.apply_windowed(batch, spec, time_col, chunk.watermark_split)?
                 }
-                None => self.apply_global(&batch, chunk.watermark_split)?,
+                None => self.apply_global(batch, chunk.watermark_split)?,
             }
         }
         for (row, error) in std::mem::take(&mut self.refusing) {
             self.refused.push(RefusedRow {
                 end: chunk.row_ends[first + row as usize],
-                raw: row_json(&batch, row as usize),
+                raw: row_json(batch, row as usize),
                 error,
             });
         }
-        self.progress.frontier.advance(chunk.split, chunk.end);
         Ok(())
     }
 
@@ -396,7 +418,7 @@ impl ViewOperator {
 
     /// The source's splits changed or went idle: the watermark may move and close windows.
     pub fn set_splits(&mut self, splits: &[(u32, bool)]) -> Result<()> {
-        if self.is_failed() || self.progress.finished {
+        if self.is_failed() || self.progress.finished || self.is_chained() {
             return Ok(());
         }
         if let Some(w) = self.progress.watermark.as_mut() {
