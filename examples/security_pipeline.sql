@@ -44,3 +44,13 @@ SELECT ts, user_name, source_ip, geo, type,
        round(anomaly_score(user_name, ts, source_ip, geo, type, type = 'LOGIN_FAILED'), 2) AS score
 FROM auth_events
 WHERE anomaly_score(user_name, ts, source_ip, geo, type, type = 'LOGIN_FAILED') >= 0.5;
+
+-- A view over a view: each user's closed minutes of failures (from failed_logins_1m), scored
+-- against that user's own baseline of failures per minute (an exponentially weighted mean and
+-- variance, learnt minute by minute in minute order); a spike is a minute far above it. A
+-- user's first 10 minutes only teach.
+CREATE MATERIALIZED VIEW IF NOT EXISTS failure_spikes WITH (retention = '1 day') AS
+SELECT window_start, user_name, failures, ips,
+       round(ewma_zscore(user_name, failures), 2) AS z
+FROM failed_logins_1m
+WHERE ewma_zscore(user_name, failures) >= 3;

@@ -77,7 +77,14 @@ impl ViewOperator {
                 None => i64::MIN,
             };
             if through >= from {
-                self.read_upstream(&up, from, through)?;
+                let last = self.read_upstream(&up, from, through)?;
+                // Past the last window when every window is final: the watermark stays at
+                // the event times the rows had (retention measures age against it).
+                match last.filter(|_| through == i64::MAX) {
+                    Some(last) => self.upstream_window_done(&up, last)?,
+                    None if through == i64::MAX => {}
+                    None => self.upstream_window_done(&up, through)?,
+                }
             }
         }
         if upstream_finished {
@@ -88,8 +95,8 @@ impl ViewOperator {
     }
 
     /// Reads and applies upstream windows `from..=through`, advancing the watermark past
-    /// each, and past `through` at the end (windows without rows close the same).
-    fn read_upstream(&mut self, up: &Upstream, from: i64, through: i64) -> Result<()> {
+    /// each but the last read, whose start it returns.
+    fn read_upstream(&mut self, up: &Upstream, from: i64, through: i64) -> Result<Option<i64>> {
         let types: Vec<_> = up
             .schema
             .fields()
@@ -137,7 +144,7 @@ impl ViewOperator {
             return Err(e);
         }
         self.apply_upstream_rows(&codec, up, &rows)?;
-        self.upstream_window_done(up, through)
+        Ok(window)
     }
 
     /// Applies upstream rows (encoded by `codec`), positioned after those applied before.
