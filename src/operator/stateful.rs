@@ -26,18 +26,32 @@ struct Resident {
     dirty: bool,
 }
 
+/// One call's resident entities, looked up by the entity's text as it is in the batch (no
+/// allocation per row) with a fast hash (SipHash and a `String` per lookup were most of the
+/// cost a scored view adds per event).
+type Entities = HashMap<Box<str>, Resident, ahash::RandomState>;
+
 /// The entities' states of one view.
 pub struct EntityStates {
     keys: ViewKeys,
-    resident: HashMap<(usize, String), Resident>,
+    /// By the call's slot.
+    resident: Vec<Entities>,
 }
 
 impl EntityStates {
     pub fn new(keys: ViewKeys) -> Self {
         Self {
             keys,
-            resident: HashMap::new(),
+            resident: Vec::new(),
         }
+    }
+
+    /// The resident entities of the call in `slot`.
+    fn of_slot(&mut self, slot: usize) -> &mut Entities {
+        if self.resident.len() <= slot {
+            self.resident.resize_with(slot + 1, Entities::default);
+        }
+        &mut self.resident[slot]
     }
 
     fn key(&self, slot: usize, entity: &str) -> Vec<u8> {
@@ -67,15 +81,13 @@ impl EntityStates {
         self.load(call, entities, store)?;
         let null = ScalarValue::try_from(call.kind.return_type())?;
         let mut out = Vec::with_capacity(rows);
+        let resident = self.of_slot(call.slot);
         for row in 0..rows {
             if entities.is_null(row) {
                 out.push(null.clone());
                 continue;
             }
-            let entry = self
-                .resident
-                .get_mut(&(call.slot, entities.value(row).to_string()))
-                .expect("loaded above");
+            let entry = resident.get_mut(entities.value(row)).expect("loaded above");
             entry.dirty = true;
             out.push(call.kind.observe(&mut entry.state, args, row));
         }
@@ -89,10 +101,11 @@ impl EntityStates {
         entities: &datafusion::arrow::array::StringArray,
         store: &Store,
     ) -> Result<()> {
+        let resident = self.of_slot(call.slot);
         let mut missing: Vec<&str> = entities
             .iter()
             .flatten()
-            .filter(|e| !self.resident.contains_key(&(call.slot, e.to_string())))
+            .filter(|e| !resident.contains_key(*e))
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -103,6 +116,7 @@ impl EntityStates {
         let stored = store
             .multi_get(Table::GroupState, &keys)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let resident = self.of_slot(call.slot);
         for (entity, value) in missing.into_iter().zip(stored) {
             let state = match value {
                 Some(bytes) => call.kind.decode_state(&bytes).ok_or_else(|| {
@@ -113,8 +127,8 @@ impl EntityStates {
                 })?,
                 None => call.kind.new_state(),
             };
-            self.resident.insert(
-                (call.slot, entity.to_string()),
+            resident.insert(
+                entity.into(),
                 Resident {
                     state,
                     dirty: false,
@@ -127,10 +141,10 @@ impl EntityStates {
     /// Adds the states the epoch changed to `ws`; then bounds what stays in memory.
     pub fn write(&mut self, ws: &mut WriteSet) {
         let mut changed = Vec::new();
-        for ((slot, entity), resident) in &mut self.resident {
-            if resident.dirty {
+        for (slot, entities) in self.resident.iter_mut().enumerate() {
+            for (entity, resident) in entities.iter_mut().filter(|(_, r)| r.dirty) {
                 changed.push((
-                    self.keys.group(*slot as i64, entity.as_bytes()),
+                    self.keys.group(slot as i64, entity.as_bytes()),
                     resident.state.encode(),
                 ));
                 resident.dirty = false;
@@ -141,8 +155,8 @@ impl EntityStates {
         for (key, value) in changed {
             ws.put(Table::GroupState, key, value);
         }
-        if self.resident.len() > RESIDENT_LIMIT {
-            self.resident.clear();
+        if self.resident.iter().map(HashMap::len).sum::<usize>() > RESIDENT_LIMIT {
+            self.resident.iter_mut().for_each(HashMap::clear);
         }
     }
 }

@@ -778,7 +778,9 @@ impl ViewOperator {
         self.entities.write(ws);
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         let mut asked = Vec::new();
-        for row in std::mem::take(&mut self.appended) {
+        // Drained, not replaced: the next epoch's rows fill memory already touched.
+        let mut appended = std::mem::take(&mut self.appended);
+        for row in appended.drain(..) {
             if row.event_time < expired_before {
                 self.counters.rows_expired += 1;
                 continue;
@@ -791,6 +793,7 @@ impl ViewOperator {
             self.progress.rows += 1;
             self.progress.rows_written += 1;
         }
+        self.appended = appended;
         self.ask_llm(ws, asked)
     }
 
