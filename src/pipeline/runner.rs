@@ -917,7 +917,12 @@ impl Operators {
                 continue;
             };
             let (through, finished) = self.durable_final_of(&up);
+            let upstream_failed = self.views.iter().any(|v| v.name == up && v.is_failed());
             let view = &mut self.views[i];
+            if upstream_failed && !view.is_failed() {
+                // What the upstream closed before it failed was read; nothing more comes.
+                view.fail(format!("the view it reads, \"{up}\", failed"));
+            }
             let fed = view
                 .feed_from_upstream(through, finished)
                 .and_then(|_| view.flush(ws, age_check));
