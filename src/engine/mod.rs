@@ -106,6 +106,24 @@ pub struct Engine {
     runner_config: RunnerConfig,
 }
 
+impl Drop for Engine {
+    /// Breaks the reference cycles of the query context: its `pg_catalog` and
+    /// `information_schema` hold its catalog list, which holds them, so every table (and the
+    /// store they read) outlived the engine, and a store could not be opened again in the
+    /// same process.
+    fn drop(&mut self) {
+        let catalogs = self.ctx.state().catalog_list().clone();
+        for name in catalogs.catalog_names() {
+            let Some(catalog) = catalogs.catalog(&name) else {
+                continue;
+            };
+            for schema in catalog.schema_names() {
+                let _ = catalog.deregister_schema(&schema, true);
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Opens the store in `config.data_dir`, re-creates the stored sources and views and
     /// resumes their pipelines.
