@@ -260,25 +260,36 @@ impl Runner {
         };
         operators.durable_final = operators.finals().into_iter().collect();
         operators.check_upstreams();
+        let report = PanicReport {
+            board: operators.ctx.board.clone(),
+            metrics: operators.ctx.metrics.clone(),
+            source: source.name.clone(),
+            views: names,
+        };
         let Some(from) = from else {
-            // Views over views may still have final upstream rows to read.
-            if operators.chained_pending() {
-                operators.commit_or_fail(true, "finished", Wait::Yes);
+            if !operators.chained_pending() {
+                operators.publish_idle();
+                return Ok(Self {
+                    stop,
+                    catch_up_stop,
+                    threads: Vec::new(),
+                });
             }
-            // No view needs input: the source finished if a view read it to the end; if every
-            // view failed, nothing reads it (each failed view keeps its own error).
-            operators.publish(
-                if operators.views.iter().any(|v| v.progress().finished) {
-                    "finished"
-                } else {
-                    "idle"
-                },
-                None,
-            );
+            // Views over views still have final upstream rows to read: on a thread of their
+            // own, not on the caller's (an async task creating a view).
+            let thread = std::thread::Builder::new()
+                .name(format!("views-{}", source.name))
+                .spawn(move || {
+                    report.run("operator", || {
+                        operators.commit_or_fail(true, "finished", Wait::Yes);
+                        operators.publish_idle();
+                    });
+                })
+                .expect("spawn operator thread");
             return Ok(Self {
                 stop,
                 catch_up_stop,
-                threads: Vec::new(),
+                threads: vec![thread],
             });
         };
         let main = (
@@ -297,12 +308,6 @@ impl Runner {
         let (durable_tx, durable_rx) = channel();
         operators.durable = Some(durable_tx);
         let name = source.name.clone();
-        let report = PanicReport {
-            board: operators.ctx.board.clone(),
-            metrics: operators.ctx.metrics.clone(),
-            source: name.clone(),
-            views: names,
-        };
         let mut threads = vec![spawn_reader(
             format!("read-{name}"),
             main,
@@ -875,6 +880,17 @@ impl Operators {
             self.settle()?;
         }
         Ok(())
+    }
+
+    /// No view needs input: the source finished if a view read it to the end; if every view
+    /// failed, nothing reads it (each failed view keeps its own error).
+    fn publish_idle(&mut self) {
+        let status = if self.views.iter().any(|v| v.progress().finished) {
+            "finished"
+        } else {
+            "idle"
+        };
+        self.publish(status, None);
     }
 
     /// Publishes the current state at once (after the epoch in flight, so that its report
