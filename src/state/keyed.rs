@@ -17,7 +17,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 
 use super::{window_key_prefix, window_start_bytes, StateError};
@@ -42,6 +42,16 @@ impl RowCodec {
             converter: RowConverter::new(fields)?,
             what,
         })
+    }
+
+    /// A codec for the columns of `schema`.
+    pub fn for_schema(schema: &Schema, what: &'static str) -> Result<Self, StateError> {
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Self::new(&types, what)
     }
 
     /// One row per index of `columns` (which must all have the same length).

@@ -97,13 +97,7 @@ impl ViewOperator {
     /// Reads and applies upstream windows `from..=through`, advancing the watermark past
     /// each but the last read, whose start it returns.
     fn read_upstream(&mut self, up: &Upstream, from: i64, through: i64) -> Result<Option<i64>> {
-        let types: Vec<_> = up
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let codec = RowCodec::new(&types, "view_rows").map_err(state_err)?;
+        let codec = RowCodec::for_schema(&up.schema, "view_rows").map_err(state_err)?;
         let keys = ViewKeys::new(&up.view);
         let (a, b) = keys.windows(from, through.saturating_add(1));
         let store = self.store.clone();
