@@ -20,6 +20,19 @@ fn normalized(sql: &str) -> String {
         .join(" ")
 }
 
+/// Refuses to drop `kind` `name` while the views `readers` read it.
+fn refuse_in_use(kind: &'static str, name: &str, readers: &[&str]) -> Result<(), EngineError> {
+    if readers.is_empty() {
+        return Ok(());
+    }
+    Err(CatalogError::InUse {
+        kind,
+        name: name.to_string(),
+        views: readers.join(", "),
+    }
+    .into())
+}
+
 /// A CREATE statement, as far as name clashes are concerned.
 struct Creation<'a> {
     name: &'a str,
@@ -305,14 +318,7 @@ impl Engine {
             .filter(|v| v.plan.upstream.as_ref().is_some_and(|u| u.view == name))
             .map(|v| v.name.as_str())
             .collect();
-        if !readers.is_empty() {
-            return Err(CatalogError::InUse {
-                kind: "materialized view",
-                name: name.to_string(),
-                views: readers.join(", "),
-            }
-            .into());
-        }
+        refuse_in_use("materialized view", name, &readers)?;
         let Some(view) = catalog.views.get(name).cloned() else {
             if if_exists {
                 return Ok(Outcome::Skipped(
@@ -362,14 +368,7 @@ impl Engine {
             .filter(|v| v.source == name)
             .map(|v| v.name.as_str())
             .collect();
-        if !users.is_empty() {
-            return Err(CatalogError::InUse {
-                kind: "source",
-                name: name.to_string(),
-                views: users.join(", "),
-            }
-            .into());
-        }
+        refuse_in_use("source", name, &users)?;
         if let Some(runner) = catalog.runners.remove(name) {
             let _ = tokio::task::spawn_blocking(move || runner.stop()).await;
         }

@@ -43,36 +43,31 @@ impl ViewOperator {
         }
     }
 
-    /// Whether the upstream's windows final through `through` (and its end, when
-    /// `upstream_finished`) hold anything this view has not applied.
-    pub fn upstream_pending(&self, through: Option<i64>, upstream_finished: bool) -> bool {
+    /// Whether the upstream's windows final through `through` (`i64::MAX`: all of them, the
+    /// upstream finished) hold anything this view has not applied.
+    pub fn upstream_pending(&self, through: Option<i64>) -> bool {
         if !self.is_chained() || self.is_failed() || self.progress.finished {
             return false;
         }
-        let newer = match (through, self.progress.upstream_through) {
+        match (through, self.progress.upstream_through) {
+            (Some(i64::MAX), _) | (Some(_), None) => true,
             (Some(t), Some(done)) => t > done,
-            (Some(_), None) => true,
             (None, _) => false,
-        };
-        newer || upstream_finished
+        }
     }
 
     /// Applies the upstream's rows of the windows after the last one applied, through
     /// `through`, from the store (which must hold them: the epoch that closed them is
-    /// written). Once `upstream_finished` (every upstream window final and read), the view
-    /// finishes too. Returns whether anything changed.
-    pub fn feed_from_upstream(
-        &mut self,
-        through: Option<i64>,
-        upstream_finished: bool,
-    ) -> Result<bool> {
-        if !self.upstream_pending(through, upstream_finished) {
-            return Ok(false);
+    /// written). Once every upstream window is final and read (`through` is `i64::MAX`), the
+    /// view finishes too.
+    pub fn feed_from_upstream(&mut self, through: Option<i64>) -> Result<()> {
+        if !self.upstream_pending(through) {
+            return Ok(());
         }
         let up = self.plan.upstream.clone().expect("a chained view");
         if let Some(through) = through {
             let from = match self.progress.upstream_through {
-                Some(done) if done == i64::MAX => return Ok(false),
+                Some(done) if done == i64::MAX => return Ok(()),
                 Some(done) => done + 1,
                 None => i64::MIN,
             };
@@ -87,11 +82,11 @@ impl ViewOperator {
                 }
             }
         }
-        if upstream_finished {
+        if through == Some(i64::MAX) {
             self.progress.upstream_through = Some(i64::MAX);
             self.finish()?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Reads and applies upstream windows `from..=through`, advancing the watermark past

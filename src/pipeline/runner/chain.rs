@@ -15,19 +15,16 @@ impl Operators {
             .collect()
     }
 
-    /// What the store holds final of view `name`'s windows, and whether all of them are.
-    fn durable_final_of(&self, name: &str) -> (Option<i64>, bool) {
-        let through = self.durable_final.get(name).copied().flatten();
-        (through, through == Some(i64::MAX))
+    /// What the store holds final of view `name`'s windows (`i64::MAX`: all of them).
+    fn durable_final_of(&self, name: &str) -> Option<i64> {
+        self.durable_final.get(name).copied().flatten()
     }
 
     /// Whether some view over a view has final upstream rows in the store to read.
     pub(super) fn chained_pending(&self) -> bool {
         self.views.iter().any(|v| {
-            v.upstream().is_some_and(|up| {
-                let (through, finished) = self.durable_final_of(&up.view);
-                v.upstream_pending(through, finished)
-            })
+            v.upstream()
+                .is_some_and(|up| v.upstream_pending(self.durable_final_of(&up.view)))
         })
     }
 
@@ -49,7 +46,7 @@ impl Operators {
             let Some(up) = self.views[i].upstream().map(|u| u.view.clone()) else {
                 continue;
             };
-            let (through, finished) = self.durable_final_of(&up);
+            let through = self.durable_final_of(&up);
             let upstream_failed = self.views.iter().any(|v| v.name == up && v.is_failed());
             let view = &mut self.views[i];
             if upstream_failed && !view.is_failed() {
@@ -57,8 +54,8 @@ impl Operators {
                 view.fail(format!("the view it reads, \"{up}\", failed"));
             }
             let fed = view
-                .feed_from_upstream(through, finished)
-                .and_then(|_| view.flush(ws, age_check));
+                .feed_from_upstream(through)
+                .and_then(|()| view.flush(ws, age_check));
             if let Err(e) = fed {
                 view.fail(e.to_string());
                 view.write_progress(ws);
