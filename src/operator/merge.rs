@@ -239,15 +239,6 @@ impl Merged {
         self.order.len()
     }
 
-    /// Bytes of the groups' keys, states and rows together (at most).
-    pub fn bytes(&self) -> usize {
-        let keys = match &self.keys {
-            GroupKeys::Rows(rows) => rows.size(),
-            GroupKeys::Empty(_) => 0,
-        };
-        keys + self.states.as_ref().map_or(0, Rows::size) + self.rows.as_ref().map_or(0, Rows::size)
-    }
-
     /// The groups in key order.
     pub fn groups(&self) -> impl Iterator<Item = MergedGroup<'_>> {
         self.order.iter().map(|&i| MergedGroup {

@@ -191,7 +191,7 @@ impl Store {
         if set.ops.is_empty() {
             return Ok(());
         }
-        let mut batch = WriteBatch::with_capacity_bytes(set.bytes.len() + 16 * set.ops.len());
+        let mut batch = WriteBatch::with_capacity_bytes(set.bytes + 16 * set.ops.len());
         // Looking a column family up takes a lock and a map search: once per table.
         let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|t| self.cf(*t)).collect();
         for op in &set.ops {
@@ -379,11 +379,12 @@ enum OpKind {
     DeleteRange,
 }
 
-/// Where a key or value lies in a write set's bytes.
+/// Where a key or value lies in a write set's chunks.
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    at: usize,
-    len: usize,
+    chunk: u32,
+    at: u32,
+    len: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -396,32 +397,64 @@ struct Op {
 
 /// Changes collected during an epoch and applied by [`Store::write`] in one atomic batch.
 ///
-/// Keys and values are copied into one buffer, so adding a change allocates nothing once the
-/// buffer has grown to an epoch's size; a set that is cleared and reused keeps it (an epoch of
-/// a million groups adds two million keys and values, and allocating each was most of what
-/// the epoch cost).
+/// Keys and values are copied into a list of fixed-size chunks, so adding a change allocates
+/// nothing once the set has held an epoch's size, and a growing set never copies what it
+/// holds (one growing buffer copied everything at each doubling, onto freshly faulted pages:
+/// a third of the operator thread in a catch-up of a HOP view). A set that is cleared and
+/// reused keeps its chunks (an epoch of a million groups adds two million keys and values,
+/// and allocating each was most of what the epoch cost).
 #[derive(Default)]
 pub struct WriteSet {
-    bytes: Vec<u8>,
+    /// Filled chunks, then the one being filled (the last).
+    chunks: Vec<Vec<u8>>,
+    /// Emptied chunks of [`CHUNK`] bytes, kept for the next epoch.
+    spare: Vec<Vec<u8>>,
     ops: Vec<Op>,
-    /// Clears in a row that found a large buffer mostly unused.
+    /// Key and value bytes held.
+    bytes: usize,
+    /// Clears in a row that found most of the held chunks unused.
     idle_clears: u8,
 }
 
+/// The size of a write set's chunks (a key and value larger than this get a chunk of their
+/// own).
+const CHUNK: usize = 4 << 20;
+
 impl WriteSet {
     fn slice(&self, span: Span) -> &[u8] {
-        &self.bytes[span.at..span.at + span.len]
+        let at = span.at as usize;
+        &self.chunks[span.chunk as usize][at..at + span.len as usize]
     }
 
-    /// Appends the concatenation of `parts` to the buffer.
+    /// Appends the concatenation of `parts`, in one chunk.
     fn append(&mut self, parts: &[&[u8]]) -> Span {
-        let at = self.bytes.len();
-        for part in parts {
-            self.bytes.extend_from_slice(part);
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= len);
+        if !fits {
+            let chunk = match self.spare.pop() {
+                Some(chunk) if len <= CHUNK => chunk,
+                spare => {
+                    self.spare.extend(spare);
+                    Vec::with_capacity(len.max(CHUNK))
+                }
+            };
+            self.chunks.push(chunk);
         }
+        let chunk = self.chunks.len() - 1;
+        let buf = &mut self.chunks[chunk];
+        let at = buf.len();
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        self.bytes += len;
+        let narrow = |n: usize| u32::try_from(n).expect("a key or value under 4 GiB");
         Span {
-            at,
-            len: self.bytes.len() - at,
+            chunk: narrow(chunk),
+            at: narrow(at),
+            len: narrow(len),
         }
     }
 
@@ -470,35 +503,42 @@ impl WriteSet {
         self.ops.is_empty()
     }
 
-    /// Makes room for `ops` more changes of `bytes` more key and value bytes, so that a large
-    /// epoch fills one buffer instead of copying it at each doubling (on this machine the
-    /// copies and the pages they touch were a third of a 1M-group epoch's flush).
-    pub fn reserve(&mut self, ops: usize, bytes: usize) {
+    /// Makes room for `ops` more changes, so that a large epoch does not copy its list of
+    /// changes at each doubling (their bytes go into chunks, which never move).
+    pub fn reserve(&mut self, ops: usize) {
         self.ops.reserve(ops);
-        self.bytes.reserve(bytes);
     }
 
     /// Bytes of keys and values the set writes (for logs and metrics).
     pub fn bytes(&self) -> usize {
-        self.bytes.len()
+        self.bytes
     }
 
-    /// Empties the set for reuse, keeping its buffers: the next epoch fills memory earlier
-    /// ones paged in, instead of growing (and faulting in) a buffer from nothing. Buffers over
-    /// 64 MiB that stayed less than a quarter full for 16 clears in a row are released (one
-    /// huge epoch, say a catch-up, should not pin its memory for good).
+    /// Empties the set for reuse, keeping its chunks: the next epoch fills memory earlier
+    /// ones paged in, instead of faulting in fresh memory. When more than 64 MiB of chunks
+    /// stayed less than a quarter used for 16 clears in a row, the unused ones are released
+    /// (one huge epoch, say a catch-up, should not pin its memory for good).
     pub fn clear(&mut self) {
         const LARGE: usize = 64 << 20;
         const RELEASE_AFTER: u8 = 16;
-        let idle = self.bytes.capacity() > LARGE && self.bytes.len() < self.bytes.capacity() / 4;
+        let used = self.chunks.len();
+        for mut chunk in self.chunks.drain(..) {
+            if chunk.capacity() == CHUNK {
+                chunk.clear();
+                self.spare.push(chunk);
+            }
+        }
+        let held = self.spare.len();
+        let idle = held * CHUNK > LARGE && used < held / 4;
         self.idle_clears = if idle { self.idle_clears + 1 } else { 0 };
         if self.idle_clears >= RELEASE_AFTER {
-            self.bytes = Vec::new();
+            self.spare.truncate(used);
+            self.spare.shrink_to_fit();
             self.ops = Vec::new();
             self.idle_clears = 0;
         }
-        self.bytes.clear();
         self.ops.clear();
+        self.bytes = 0;
     }
 }
 
@@ -539,25 +579,41 @@ mod tests {
     }
 
     #[test]
-    fn a_cleared_write_set_keeps_its_buffer_until_it_stays_mostly_unused() {
+    fn a_cleared_write_set_keeps_its_chunks_until_they_stay_mostly_unused() {
         let mut set = WriteSet::default();
-        set.put(Table::ViewRows, b"k", vec![0u8; 80 << 20]);
-        let grown = set.bytes.capacity();
+        let value = vec![7u8; 1 << 20];
+        for i in 0..100u32 {
+            set.put(Table::ViewRows, i.to_be_bytes(), &value);
+        }
+        assert_eq!(set.bytes(), 100 * (4 + (1 << 20)));
+        assert_eq!(
+            set.slice(set.ops[99].value),
+            &value[..],
+            "values stay whole"
+        );
+        assert_eq!(set.slice(set.ops[99].key), 99u32.to_be_bytes());
+        let held = set.chunks.len();
+        assert!(held > 16, "{held} chunks");
         set.clear();
         assert!(set.is_empty());
-        assert_eq!(set.bytes.capacity(), grown, "kept for the next epoch");
+        assert_eq!(set.bytes(), 0);
+        assert_eq!(set.spare.len(), held, "kept for the next epoch");
         for _ in 0..15 {
             set.put(Table::ViewRows, b"k", b"small");
             set.clear();
         }
-        assert_eq!(
-            set.bytes.capacity(),
-            grown,
-            "15 small epochs in a row keep it"
-        );
+        assert_eq!(set.spare.len(), held, "15 small epochs in a row keep them");
         set.put(Table::ViewRows, b"k", b"small");
         set.clear();
-        assert_eq!(set.bytes.capacity(), 0, "the 16th releases it");
+        assert_eq!(
+            set.spare.len(),
+            1,
+            "the 16th releases all but the one it used"
+        );
+        set.put(Table::ViewRows, b"big", vec![1u8; CHUNK + 1]);
+        set.put(Table::ViewRows, b"k", b"after");
+        assert_eq!(set.slice(set.ops[0].value).len(), CHUNK + 1);
+        assert_eq!(set.slice(set.ops[1].value), b"after");
     }
 
     #[test]
