@@ -38,6 +38,7 @@ pub fn new_session_context(
         .build();
     let ctx = SessionContext::new_with_state(state);
     weir_udfs::register(&ctx);
+    super::bounded::register(&ctx);
     setup_pg_catalog(&ctx, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
     correct_pg_catalog(&ctx, DATABASE)?;
     let catalogs = ctx.state().catalog_list().clone();
@@ -78,5 +79,6 @@ pub fn connection_context(
 pub fn planning_context() -> SessionContext {
     let ctx = SessionContext::new();
     weir_udfs::register(&ctx);
+    super::bounded::register(&ctx);
     ctx
 }

@@ -1,6 +1,7 @@
 //! The engine: owns the store, the catalog, the running pipelines and the query context,
 //! and executes Weir's DDL against them.
 
+mod bounded;
 mod context;
 mod ddl;
 mod restore;
