@@ -121,7 +121,8 @@ impl FileReader {
     /// Opens the current file, unless it is open already (it stays open while it is read, so
     /// a file renamed meanwhile is read to its end). False when it is gone (deleted since it
     /// was listed) or was truncated below what was read of it (it then gets a new split, read
-    /// from its start after the files known now): the reader moved on.
+    /// from its start after the files known now, and a copy of it, if one was listed, reads
+    /// on in its place): the reader moved on.
     fn open_current(&mut self) -> Result<bool, SourceError> {
         let (split, path) = &self.files[self.at];
         let split = *split;
@@ -139,18 +140,36 @@ impl FileReader {
         let file = &self.open.as_ref().expect("opened above").1;
         let len = file.metadata().map_err(|e| io_err(path, e))?.len();
         if len < self.pos.offset {
-            tracing::warn!(
-                path = %path.display(),
-                read = self.pos.offset,
-                len,
-                "a file is shorter than what was read of it (truncated): reading it again from its start"
-            );
+            let path = path.clone();
             self.open = None;
-            if let Some(new) = self.registry.lock().renumber(split, path) {
-                self.files[self.at].0 = new;
-                self.files.sort_by_key(|(s, _)| *s);
+            // Copy-then-truncate rotation copies before it truncates: list the copy now, so
+            // that it is known as a copy of this file.
+            self.relist();
+            let copied = self.registry.lock().truncated(split, &path);
+            self.relist();
+            if !copied {
+                tracing::warn!(
+                    path = %path.display(),
+                    read = self.pos.offset,
+                    len,
+                    "a file is shorter than what was read of it (truncated): reading it again from its start"
+                );
+                return Ok(false);
             }
-            self.locate();
+            let copy = self.files.get(self.at).filter(|(s, _)| *s == split);
+            let copy_len = copy
+                .and_then(|(_, p)| std::fs::metadata(p).ok())
+                .map(|m| m.len());
+            tracing::info!(
+                path = %path.display(),
+                copy = %copy.map(|(_, p)| p.display().to_string()).unwrap_or_default(),
+                read = self.pos.offset,
+                "a file was copied, then truncated (copytruncate rotation): reading on in the copy, then the file from its start"
+            );
+            if copy_len.is_none_or(|l| l < self.pos.offset) {
+                // The copy holds no more than was read.
+                self.next_file();
+            }
             return Ok(false);
         }
         Ok(true)
@@ -230,6 +249,9 @@ impl Reader for FileReader {
                 return Ok(Chunk::Idle);
             }
             data.truncate(take);
+            self.registry
+                .lock()
+                .note_read(self.pos.split, self.pos.offset, &data);
             let chunk = LineChunk {
                 file_name: file_name(&self.files[self.at].1),
                 split: self.pos.split,
@@ -406,5 +428,87 @@ mod tests {
             chunks.push((c.split, c.start_offset, c.data));
         }
         assert_eq!(chunks, vec![(1, 0, b"new\n".to_vec())]);
+    }
+
+    /// logrotate's `copytruncate`: the file is copied to `copy`, then truncated, and the
+    /// application writes on into it.
+    fn copy_then_truncate(log: &Path, copy: &Path, then: &[u8]) {
+        std::fs::copy(log, copy).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+        f.set_len(0).unwrap();
+        drop(f);
+        append(log, then);
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn copy_then_truncate_rotation_reads_every_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "line 1\nline 2\n").unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
+        assert_eq!(collect(&mut r), b"line 1\nline 2\n");
+        // A line lands after the last read; then the rotation; then the application writes on.
+        append(&log, b"line 3\n");
+        copy_then_truncate(&log, &dir.path().join("app.log.1"), b"line 4\n");
+        assert_eq!(collect(&mut r), b"line 3\nline 4\n");
+        append(&log, b"line 5\n");
+        assert_eq!(
+            collect(&mut r),
+            b"line 5\n",
+            "the truncated file is followed"
+        );
+        // A restart from where it stopped reads nothing again; one from the middle of the
+        // original reads the rest of it from the copy, then the new lines.
+        let end = r.position();
+        let mut again = open(dir.path(), FileMode::Follow, end, &registry);
+        assert_eq!(collect(&mut again), b"");
+        let mut again = open(dir.path(), FileMode::Follow, at(0, 7), &registry);
+        assert_eq!(collect(&mut again), b"line 2\nline 3\nline 4\nline 5\n");
+    }
+
+    #[test]
+    fn a_copy_listed_before_the_truncation_is_not_read_while_the_original_has_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let copy = dir.path().join("app.log.1");
+        std::fs::write(&log, "line 1\n").unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
+        assert_eq!(collect(&mut r), b"line 1\n");
+        append(&log, b"line 2\n");
+        std::fs::copy(&log, &copy).unwrap();
+        // The reader lists the copy at the end of the original, and reads on in the original.
+        assert_eq!(collect(&mut r), b"line 2\n");
+        append(&log, b"line 3\n");
+        assert_eq!(
+            collect(&mut r),
+            b"line 3\n",
+            "the original is still followed"
+        );
+        let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        f.set_len(0).unwrap();
+        append(&log, b"line 4\n");
+        assert_eq!(collect(&mut r), b"line 4\n");
+    }
+
+    #[test]
+    fn a_new_file_that_only_starts_like_a_read_one_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{\"n\":1}\n").unwrap();
+        let registry = SharedFiles::default();
+        let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
+        assert_eq!(collect(&mut r), b"{\"n\":1}\n");
+        std::fs::write(dir.path().join("b.json"), "{\"n\":2}\n{\"n\":3}\n").unwrap();
+        assert_eq!(collect(&mut r), b"{\"n\":2}\n{\"n\":3}\n");
     }
 }

@@ -14,9 +14,17 @@
 //!   repeat data.
 //! - A file found shorter than what was read of it (truncated) gets a new split and is read
 //!   again from its start.
+//! - Copy-then-truncate rotation (logrotate's `copytruncate`: `app.log` copied to `app.log.1`,
+//!   then `app.log` truncated and written on): the registry keeps, for each file, how many
+//!   bytes from its start were read and their CRC-32. A new file whose first bytes are exactly
+//!   what was read of a listed file is a *copy* of it: it is not read while the original holds
+//!   the same bytes. When the original is found truncated, its copy takes over its split, so
+//!   reading goes on in the copy where it stopped in the original (the lines written between
+//!   the last read and the copy are read from it), and the truncated file gets a new split and
+//!   is followed from its start.
 //! - A file that is no longer listed is forgotten; split numbers are never reused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +52,13 @@ struct KnownFile {
     /// How many of its first bytes were hashed when it was first listed, and their hash.
     #[serde(default)]
     head: Option<(u32, u64)>,
+    /// How many bytes from its start were read, and their CRC-32.
+    #[serde(default)]
+    read: Option<(u64, u32)>,
+    /// It is a copy of the file of this split (its first bytes are what was read of that
+    /// one): not read while that file is listed.
+    #[serde(default)]
+    copy_of: Option<u32>,
 }
 
 /// Bytes of a file's beginning hashed to tell it from a later file under the same inode.
@@ -72,18 +87,39 @@ fn head_of(path: &Path, len: usize) -> Option<(u32, u64)> {
 /// its main one; both must see the same splits).
 pub type SharedFiles = Arc<Mutex<FileRegistry>>;
 
+/// The CRC-32 of the first `len` bytes of the file at `path`, if it has that many.
+fn prefix_crc(path: &Path, len: u64) -> Option<u32> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?.take(len);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    (total == len).then(|| hasher.finalize())
+}
+
 /// A file as listed now.
 #[derive(Debug, Clone)]
 pub struct ListedFile {
     pub path: PathBuf,
     pub identity: Option<(u64, u64)>,
+    /// Its length when listed.
+    pub len: u64,
 }
 
 impl ListedFile {
-    /// `path` with its identity, read from the file system.
+    /// `path` with its identity and length, read from the file system.
     pub fn at(path: PathBuf, meta: &std::fs::Metadata) -> Self {
         Self {
             identity: identity(meta),
+            len: meta.len(),
             path,
         }
     }
@@ -113,9 +149,10 @@ pub fn file_name(path: &Path) -> String {
 
 impl FileRegistry {
     /// Matches `listed` with the known files, gives each new one the next split (in name
-    /// order), forgets known files no longer listed, and returns the listed files by split.
-    /// `verify` checks the first bytes of every known file (at start, when anything may have
-    /// happened meanwhile); otherwise only of those listed under a new name.
+    /// order), forgets known files no longer listed, and returns the listed files by split
+    /// (copies of a listed file left out: see the module docs). `verify` checks the first
+    /// bytes of every known file (at start, when anything may have happened meanwhile);
+    /// otherwise only of those listed under a new name.
     pub fn assign(&mut self, mut listed: Vec<ListedFile>, verify: bool) -> Vec<(u32, PathBuf)> {
         listed.sort_by(|a, b| a.path.cmp(&b.path));
         let mut known: Vec<Option<KnownFile>> = std::mem::take(&mut self.files)
@@ -130,7 +167,8 @@ impl FileRegistry {
                 None => by_name.insert(k.name.clone(), i),
             };
         }
-        let mut by_split = Vec::with_capacity(listed.len());
+        let mut paths = HashMap::new();
+        let mut fresh = Vec::new();
         for file in listed {
             let name = file.name();
             // Known by identity; or by name when it was stored without one (older registry)
@@ -148,25 +186,60 @@ impl FileRegistry {
                         head_of(&file.path, len as usize) == Some((len, hash))
                     })
             };
-            let (split, head) = match found.filter(|i| known[*i].as_ref().is_some_and(same)) {
+            match found.filter(|i| known[*i].as_ref().is_some_and(same)) {
                 Some(i) => {
                     let k = known[i].take().expect("found above");
-                    (k.split, k.head)
+                    paths.insert(k.split, file.path.clone());
+                    self.files.push(KnownFile {
+                        name,
+                        identity: file.identity,
+                        ..k
+                    });
                 }
-                None => {
-                    self.next += 1;
-                    (self.next - 1, head_of(&file.path, HEAD_BYTES))
-                }
-            };
+                None => fresh.push(file),
+            }
+        }
+        // A copy whose original is gone (deleted, or found changed at start) reads on in
+        // the original's place.
+        let mut present: HashSet<u32> = self
+            .files
+            .iter()
+            .filter(|k| k.copy_of.is_none())
+            .map(|k| k.split)
+            .collect();
+        for k in &mut self.files {
+            if let Some(of) = k.copy_of.filter(|of| present.insert(*of)) {
+                let path = paths.remove(&k.split).expect("a listed file");
+                paths.insert(of, path);
+                k.split = of;
+                k.copy_of = None;
+            }
+        }
+        for file in fresh {
+            let copy_of = self
+                .files
+                .iter()
+                .find(|k| k.copy_of.is_none() && is_copy(k, &paths[&k.split], &file))
+                .map(|k| (k.split, k.read));
+            self.next += 1;
+            let split = self.next - 1;
+            paths.insert(split, file.path.clone());
             self.files.push(KnownFile {
                 split,
-                name,
+                name: file.name(),
                 identity: file.identity,
-                head,
+                head: head_of(&file.path, HEAD_BYTES),
+                read: copy_of.and_then(|(_, read)| read),
+                copy_of: copy_of.map(|(of, _)| of),
             });
-            by_split.push((split, file.path));
         }
         self.files.sort_by_key(|k| k.split);
+        let mut by_split: Vec<(u32, PathBuf)> = self
+            .files
+            .iter()
+            .filter(|k| k.copy_of.is_none())
+            .map(|k| (k.split, paths[&k.split].clone()))
+            .collect();
         by_split.sort_by_key(|(split, _)| *split);
         by_split
     }
@@ -178,10 +251,70 @@ impl FileRegistry {
         let mut file = self.files.remove(i);
         file.split = self.next;
         file.head = head_of(path, HEAD_BYTES);
+        file.read = None;
         self.next += 1;
         let new = file.split;
         self.files.push(file);
         Some(new)
+    }
+
+    /// The file of `split`, now at `path`, was found truncated: a copy of it, if one is known,
+    /// takes its split (reading goes on in the copy); the file gets a new split, read from its
+    /// start. Returns whether a copy took over.
+    pub fn truncated(&mut self, split: u32, path: &Path) -> bool {
+        self.renumber(split, path);
+        let copy = self.files.iter_mut().find(|k| k.copy_of == Some(split));
+        let copied = copy.is_some();
+        if let Some(copy) = copy {
+            copy.copy_of = None;
+            copy.split = split;
+        }
+        self.files.sort_by_key(|k| k.split);
+        copied
+    }
+
+    /// Notes that `data`, from offset `start` of the file of `split`, was read: the running
+    /// CRC of the file's first bytes grows when `data` goes past what it covers.
+    pub fn note_read(&mut self, split: u32, start: u64, data: &[u8]) {
+        let Ok(i) = self.files.binary_search_by_key(&split, |k| k.split) else {
+            return;
+        };
+        let file = &mut self.files[i];
+        let (len, crc) = file.read.unwrap_or((0, 0));
+        let end = start + data.len() as u64;
+        if start > len || end <= len {
+            return; // a gap (it cannot grow), or nothing new
+        }
+        let mut hasher = crc32fast::Hasher::new_with_initial(crc);
+        hasher.update(&data[(len - start) as usize..]);
+        file.read = Some((end, hasher.finalize()));
+    }
+}
+
+/// Whether `file`, listed for the first time, is a copy of the known file `original` (at
+/// `original_path`): its first bytes are what was read of `original`, or (a copy still being
+/// written, shorter than that) the same as `original`'s first bytes.
+fn is_copy(original: &KnownFile, original_path: &Path, file: &ListedFile) -> bool {
+    let Some((read, crc)) = original.read else {
+        return false;
+    };
+    if read == 0
+        || file.len == 0
+        || (original.identity.is_some() && original.identity == file.identity)
+    {
+        return false;
+    }
+    // The first bytes first: they rule out almost every other file for one short read.
+    if let Some((len, hash)) = original.head {
+        if file.len >= u64::from(len) && head_of(&file.path, len as usize) != Some((len, hash)) {
+            return false;
+        }
+    }
+    if file.len >= read {
+        prefix_crc(&file.path, read) == Some(crc)
+    } else {
+        let copied = prefix_crc(&file.path, file.len);
+        copied.is_some() && copied == prefix_crc(original_path, file.len)
     }
 }
 
@@ -195,6 +328,7 @@ mod tests {
             .map(|(name, inode)| ListedFile {
                 path: PathBuf::from("/d").join(name),
                 identity: Some((1, *inode)),
+                len: 0,
             })
             .collect()
     }
@@ -257,6 +391,7 @@ mod tests {
             ListedFile {
                 path,
                 identity: Some((1, 7)),
+                len: body.len() as u64,
             }
         };
         let mut r = FileRegistry::default();
@@ -281,5 +416,47 @@ mod tests {
         assert_eq!(r.renumber(9, Path::new("/d/x")), None);
         let now = r.assign(listed(&[("a", 1), ("b", 2)]), false);
         assert_eq!(splits(&now), [(1, "b".into()), (2, "a".into())]);
+    }
+
+    #[test]
+    fn a_copy_is_left_out_while_its_original_is_listed_and_takes_its_split_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, body: &str, inode: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            ListedFile {
+                path,
+                identity: Some((1, inode)),
+                len: body.len() as u64,
+            }
+        };
+        let mut r = FileRegistry::default();
+        r.assign(vec![file("app.log", "a\nb\n", 7)], false);
+        r.note_read(0, 0, b"a\n");
+        r.note_read(0, 0, b"a\nb\n"); // read again after a restart: counted once
+        assert_eq!(r.files[0].read.map(|(len, _)| len), Some(4));
+        // A file holding other bytes is not a copy, whatever its start.
+        let other = r.assign(
+            vec![file("app.log", "a\nb\n", 7), file("x", "a\nc\n", 9)],
+            false,
+        );
+        assert_eq!(splits(&other), [(0, "app.log".into()), (1, "x".into())]);
+        // The copy (a line more than was read) is left out while the original is listed.
+        let copied = r.assign(
+            vec![
+                file("app.log", "a\nb\nc\n", 7),
+                file("app.log.1", "a\nb\nc\n", 8),
+                file("x", "a\nc\n", 9),
+            ],
+            false,
+        );
+        assert_eq!(splits(&copied), [(0, "app.log".into()), (1, "x".into())]);
+        // The original gone, the copy reads on in its place.
+        std::fs::remove_file(dir.path().join("app.log")).unwrap();
+        let after = r.assign(
+            vec![file("app.log.1", "a\nb\nc\n", 8), file("x", "a\nc\n", 9)],
+            true,
+        );
+        assert_eq!(splits(&after), [(0, "app.log.1".into()), (1, "x".into())]);
     }
 }
