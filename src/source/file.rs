@@ -145,6 +145,11 @@ impl FileReader {
             // Copy-then-truncate rotation copies before it truncates: list the copy now, so
             // that it is known as a copy of this file.
             self.relist();
+            if !self.files.iter().any(|(s, p)| *s == split && *p == path) {
+                // The other reader of this source (a catch-up beside the main one) already
+                // gave the file a new split, or its copy took the file's place.
+                return Ok(false);
+            }
             let copied = self.registry.lock().truncated(split, &path);
             self.relist();
             if !copied {

@@ -71,8 +71,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The hash of the first `len` bytes of the file at `path` (of all of it when shorter).
-fn head_of(path: &Path, len: usize) -> Option<(u32, u64)> {
+/// The first `len` bytes of the file at `path` (all of it when shorter), if it can be read.
+fn first_bytes(path: &Path, len: usize) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::with_capacity(len);
     std::fs::File::open(path)
@@ -80,7 +80,17 @@ fn head_of(path: &Path, len: usize) -> Option<(u32, u64)> {
         .take(len as u64)
         .read_to_end(&mut bytes)
         .ok()?;
-    Some((bytes.len() as u32, fnv1a(&bytes)))
+    Some(bytes)
+}
+
+/// How many bytes `head` holds, and their hash.
+fn hash_head(head: &[u8]) -> (u32, u64) {
+    (head.len() as u32, fnv1a(head))
+}
+
+/// The hash of the first `len` bytes of the file at `path` (of all of it when shorter).
+fn head_of(path: &Path, len: usize) -> Option<(u32, u64)> {
+    first_bytes(path, len).map(|b| hash_head(&b))
 }
 
 /// The registry the readers of one source share (a source may run a catch-up reader beside
@@ -216,10 +226,13 @@ impl FileRegistry {
             }
         }
         for file in fresh {
+            let first = first_bytes(&file.path, HEAD_BYTES);
             let copy_of = self
                 .files
                 .iter()
-                .find(|k| k.copy_of.is_none() && is_copy(k, &paths[&k.split], &file))
+                .find(|k| {
+                    k.copy_of.is_none() && is_copy(k, &paths[&k.split], &file, first.as_deref())
+                })
                 .map(|k| (k.split, k.read));
             self.next += 1;
             let split = self.next - 1;
@@ -228,7 +241,7 @@ impl FileRegistry {
                 split,
                 name: file.name(),
                 identity: file.identity,
-                head: head_of(&file.path, HEAD_BYTES),
+                head: first.as_deref().map(hash_head),
                 read: copy_of.and_then(|(_, read)| read),
                 copy_of: copy_of.map(|(of, _)| of),
             });
@@ -294,7 +307,12 @@ impl FileRegistry {
 /// Whether `file`, listed for the first time, is a copy of the known file `original` (at
 /// `original_path`): its first bytes are what was read of `original`, or (a copy still being
 /// written, shorter than that) the same as `original`'s first bytes.
-fn is_copy(original: &KnownFile, original_path: &Path, file: &ListedFile) -> bool {
+fn is_copy(
+    original: &KnownFile,
+    original_path: &Path,
+    file: &ListedFile,
+    first: Option<&[u8]>,
+) -> bool {
     let Some((read, crc)) = original.read else {
         return false;
     };
@@ -304,9 +322,12 @@ fn is_copy(original: &KnownFile, original_path: &Path, file: &ListedFile) -> boo
     {
         return false;
     }
-    // The first bytes first: they rule out almost every other file for one short read.
+    // The first bytes first (`first`, read once): they rule out almost every other file.
+    let Some(first) = first else {
+        return false; // it cannot be read
+    };
     if let Some((len, hash)) = original.head {
-        if file.len >= u64::from(len) && head_of(&file.path, len as usize) != Some((len, hash)) {
+        if first.len() >= len as usize && fnv1a(&first[..len as usize]) != hash {
             return false;
         }
     }
