@@ -17,7 +17,7 @@
 //! - Copy-then-truncate rotation (logrotate's `copytruncate`: `app.log` copied to `app.log.1`,
 //!   then `app.log` truncated and written on): the registry keeps, for each file, how many
 //!   bytes from its start were read and their CRC-32. A new file whose first bytes are exactly
-//!   what was read of a listed file is a *copy* of it: it is not read while the original holds
+//!   all that was read of a listed file is a *copy* of it: it is not read while the original holds
 //!   the same bytes. When the original is found truncated, its copy takes over its split, so
 //!   reading goes on in the copy where it stopped in the original (the lines written between
 //!   the last read and the copy are read from it), and the truncated file gets a new split and
@@ -230,9 +230,7 @@ impl FileRegistry {
             let copy_of = self
                 .files
                 .iter()
-                .find(|k| {
-                    k.copy_of.is_none() && is_copy(k, &paths[&k.split], &file, first.as_deref())
-                })
+                .find(|k| k.copy_of.is_none() && is_copy(k, &file, first.as_deref()))
                 .map(|k| (k.split, k.read));
             self.next += 1;
             let split = self.next - 1;
@@ -304,15 +302,11 @@ impl FileRegistry {
     }
 }
 
-/// Whether `file`, listed for the first time, is a copy of the known file `original` (at
-/// `original_path`): its first bytes are what was read of `original`, or (a copy still being
-/// written, shorter than that) the same as `original`'s first bytes.
-fn is_copy(
-    original: &KnownFile,
-    original_path: &Path,
-    file: &ListedFile,
-    first: Option<&[u8]>,
-) -> bool {
+/// Whether `file`, listed for the first time, is a copy of the known file `original`: it
+/// starts with exactly the bytes read of `original`. A file shorter than that is never a
+/// copy, though it may be one still being written: a new log started after a rename can
+/// begin with the same lines as the old one, and must be read.
+fn is_copy(original: &KnownFile, file: &ListedFile, first: Option<&[u8]>) -> bool {
     let Some((read, crc)) = original.read else {
         return false;
     };
@@ -331,12 +325,7 @@ fn is_copy(
             return false;
         }
     }
-    if file.len >= read {
-        prefix_crc(&file.path, read) == Some(crc)
-    } else {
-        let copied = prefix_crc(&file.path, file.len);
-        copied.is_some() && copied == prefix_crc(original_path, file.len)
-    }
+    file.len >= read && prefix_crc(&file.path, read) == Some(crc)
 }
 
 #[cfg(test)]
@@ -456,12 +445,19 @@ mod tests {
         r.note_read(0, 0, b"a\n");
         r.note_read(0, 0, b"a\nb\n"); // read again after a restart: counted once
         assert_eq!(r.files[0].read.map(|(len, _)| len), Some(4));
-        // A file holding other bytes is not a copy, whatever its start.
+        // A file holding fewer bytes than were read is not a copy, even one that starts the
+        // same (a new log after a rename rotation may); nor is one holding other bytes.
+        let short = r.assign(
+            vec![file("app.log", "a\nb\n", 7), file("new", "a\n", 10)],
+            false,
+        );
+        assert_eq!(short.len(), 2, "the shorter file is read");
+        std::fs::remove_file(dir.path().join("new")).unwrap();
         let other = r.assign(
             vec![file("app.log", "a\nb\n", 7), file("x", "a\nc\n", 9)],
             false,
         );
-        assert_eq!(splits(&other), [(0, "app.log".into()), (1, "x".into())]);
+        assert_eq!(splits(&other), [(0, "app.log".into()), (2, "x".into())]);
         // The copy (a line more than was read) is left out while the original is listed.
         let copied = r.assign(
             vec![
@@ -471,13 +467,13 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(splits(&copied), [(0, "app.log".into()), (1, "x".into())]);
+        assert_eq!(splits(&copied), [(0, "app.log".into()), (2, "x".into())]);
         // The original gone, the copy reads on in its place.
         std::fs::remove_file(dir.path().join("app.log")).unwrap();
         let after = r.assign(
             vec![file("app.log.1", "a\nb\nc\n", 8), file("x", "a\nc\n", 9)],
             true,
         );
-        assert_eq!(splits(&after), [(0, "app.log.1".into()), (1, "x".into())]);
+        assert_eq!(splits(&after), [(0, "app.log.1".into()), (2, "x".into())]);
     }
 }
