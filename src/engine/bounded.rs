@@ -110,6 +110,11 @@ fn str_len(s: Option<&str>) -> u64 {
     s.map_or(0, |s| s.len() as u64)
 }
 
+/// The sum of `per_row`, saturating at `u64::MAX`.
+fn saturating_sum(per_row: impl Iterator<Item = u64>) -> u64 {
+    per_row.fold(0, u64::saturating_add)
+}
+
 fn positive(n: Option<i64>) -> u64 {
     n.map_or(0, |n| n.max(0) as u64)
 }
@@ -117,31 +122,30 @@ fn positive(n: Option<i64>) -> u64 {
 impl Bounded {
     /// The bytes a call with `args` over `rows` rows would build (saturating).
     fn output_bytes(&self, args: &[ColumnarValue], rows: usize) -> Result<u64> {
-        let sum = |per_row: &mut dyn Iterator<Item = u64>| {
-            per_row.fold(0u64, |total, n| total.saturating_add(n))
-        };
         Ok(match self.measure {
             Measure::Repeat => {
                 let counts = integers(args, 1, rows)?;
                 let bytes = string_bytes(args, 0, rows);
-                sum(&mut counts
-                    .iter()
-                    .zip(bytes)
-                    .map(|(n, b)| positive(*n).saturating_mul(b)))
+                saturating_sum(
+                    counts
+                        .iter()
+                        .zip(bytes)
+                        .map(|(n, b)| positive(*n).saturating_mul(b)),
+                )
             }
             Measure::Pad => {
                 let lengths = integers(args, 1, rows)?;
-                sum(&mut lengths.iter().map(|n| positive(*n).saturating_mul(4)))
+                saturating_sum(lengths.iter().map(|n| positive(*n).saturating_mul(4)))
             }
             Measure::ArrayRepeat => {
                 let counts = integers(args, 1, rows)?;
-                sum(&mut counts.iter().map(|n| positive(*n).saturating_mul(8)))
+                saturating_sum(counts.iter().map(|n| positive(*n).saturating_mul(8)))
             }
             Measure::Series => {
                 let (starts, stops) = (integers(args, 0, rows)?, integers(args, 1, rows)?);
                 let steps = integers(args, 2, rows)?;
                 let one_arg = args.len() == 1;
-                sum(&mut (0..rows).map(|i| {
+                saturating_sum((0..rows).map(|i| {
                     // `range(stop)` counts from 0.
                     let (start, stop) = if one_arg {
                         (Some(0), starts[i])

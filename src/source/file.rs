@@ -402,12 +402,7 @@ mod tests {
         let mut r = open(dir.path(), FileMode::Follow, at(0, 0), &registry);
         assert_eq!(collect(&mut r), b"1\n");
         // Rotation: a last line lands, the file is renamed, a new one starts.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log)
-            .unwrap()
-            .write_all(b"2\n")
-            .unwrap();
+        append(&log, b"2\n");
         std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
         std::fs::write(&log, "3\n").unwrap();
         assert_eq!(collect(&mut r), b"2\n3\n");
