@@ -391,3 +391,79 @@ async fn file_source_resumes_by_file_not_by_position_in_the_listing() {
     let weir = Weir::start(&data, &args);
     assert_totals_reach(&weir, total).await;
 }
+
+/// Appends `n` events `{"k": "<prefix><i % 3>", "v": i}` for i in `from..from + n`; returns
+/// their count and sum of v.
+fn append_numbered(path: &std::path::Path, prefix: &str, from: u64, n: u64) -> (u64, u64) {
+    let lines: String = (from..from + n)
+        .map(|i| format!("{{\"k\":\"{prefix}{}\",\"v\":{i}}}\n", i % 3))
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, lines.as_bytes()).unwrap();
+    (n, (from..from + n).sum())
+}
+
+/// logrotate's `copytruncate`, with a kill -9 landing after each of its steps in turn (and
+/// the reader at whatever point it had reached): every line is counted once. The copy is
+/// made beside the directory and renamed into it, so it appears whole (a copy listed while
+/// still being written is read as a new file, a documented limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_rotation_survives_kill9_after_each_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let data = dir.path().join("data");
+    let sql = format!(
+        "CREATE SOURCE s (k TEXT, v BIGINT) WITH (connector = 'file', path = '{}', mode = 'follow');\n\
+         CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k;\n",
+        input.display()
+    );
+    let file = dir.path().join("pipeline.sql");
+    std::fs::write(&file, sql).unwrap();
+    let args = ["--pipeline", file.to_str().unwrap(), "--epoch-ms", "50"];
+    let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
+    let log = input.join("app.log");
+
+    let mut next = 0;
+    let mut total = append_numbered(&log, "a", next, 2_000);
+    next += 2_000;
+    let mut weir = Weir::start(&data, &args);
+    assert_totals_reach(&weir, total).await;
+    for (round, kill_after) in ["copy", "truncate", "new lines"].into_iter().enumerate() {
+        // A burst the reader is likely still reading when the rotation comes.
+        total = add(total, append_numbered(&log, "a", next, 20_000));
+        next += 20_000;
+        let staged = dir.path().join("staged");
+        std::fs::copy(&log, &staged).unwrap();
+        std::fs::rename(&staged, input.join(format!("app.log.{}", round + 1))).unwrap();
+        if kill_after == "copy" {
+            weir.kill9();
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        if kill_after == "truncate" {
+            weir.kill9();
+        }
+        total = add(total, append_numbered(&log, "a", next, 300));
+        next += 300;
+        if kill_after == "new lines" {
+            weir.kill9();
+        }
+        weir = Weir::start(&data, &args);
+        assert_totals_reach(&weir, total).await;
+    }
+    // Lines appended to the truncated file while running, then a clean restart.
+    total = add(total, append_numbered(&log, "a", next, 100));
+    assert_totals_reach(&weir, total).await;
+    weir.stop();
+    let weir = Weir::start(&data, &args);
+    assert_totals_reach(&weir, total).await;
+}

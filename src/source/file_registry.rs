@@ -21,7 +21,9 @@
 //!   the same bytes. When the original is found truncated, its copy takes over its split, so
 //!   reading goes on in the copy where it stopped in the original (the lines written between
 //!   the last read and the copy are read from it), and the truncated file gets a new split and
-//!   is followed from its start.
+//!   is followed from its start. At start (Weir was stopped, or killed, between the copy and
+//!   the truncation) a copy of a file that is gone or changed at its start takes its split the
+//!   same way.
 //! - A file that is no longer listed is forgotten; split numbers are never reused.
 
 use std::collections::{HashMap, HashSet};
@@ -225,8 +227,33 @@ impl FileRegistry {
                 k.copy_of = None;
             }
         }
+        // Known files no longer listed as they were: gone, or changed at their start.
+        let mut gone: Vec<KnownFile> = known
+            .into_iter()
+            .flatten()
+            .filter(|k| k.copy_of.is_none() && !present.contains(&k.split))
+            .collect();
         for file in fresh {
             let first = first_bytes(&file.path, HEAD_BYTES);
+            // A copy of a file that is gone or was truncated while Weir was stopped (a kill
+            // between a copy and a truncation) reads on in that file's place.
+            if let Some(i) = gone
+                .iter()
+                .position(|k| is_copy(k, &file, first.as_deref()))
+            {
+                let original = gone.swap_remove(i);
+                present.insert(original.split);
+                paths.insert(original.split, file.path.clone());
+                self.files.push(KnownFile {
+                    split: original.split,
+                    name: file.name(),
+                    identity: file.identity,
+                    head: first.as_deref().map(hash_head),
+                    read: original.read,
+                    copy_of: None,
+                });
+                continue;
+            }
             let copy_of = self
                 .files
                 .iter()
@@ -475,5 +502,42 @@ mod tests {
             true,
         );
         assert_eq!(splits(&after), [(0, "app.log.1".into()), (2, "x".into())]);
+    }
+
+    /// A kill between the copy and the truncation: at the next start the original is found
+    /// changed at its start, and the copy, never seen while Weir ran, reads on in its place.
+    #[test]
+    fn a_copy_first_seen_at_start_takes_the_split_of_its_truncated_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, body: &str, inode: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            ListedFile {
+                path,
+                identity: Some((1, inode)),
+                len: body.len() as u64,
+            }
+        };
+        let mut r = FileRegistry::default();
+        r.assign(vec![file("app.log", "a\nb\n", 7)], false);
+        r.note_read(0, 0, b"a\n");
+        let at_start = r.assign(
+            vec![file("app.log", "z\n", 7), file("app.log.1", "a\nb\nc\n", 8)],
+            true,
+        );
+        // The truncated file is another file now (new split), the copy is split 0 and keeps
+        // what was read of it.
+        assert_eq!(
+            splits(&at_start),
+            [(0, "app.log.1".into()), (1, "app.log".into())]
+        );
+        let copy = r.files.iter().find(|k| k.split == 0).unwrap();
+        assert_eq!(copy.read.map(|(len, _)| len), Some(2));
+        // A file that holds other bytes does not take a gone file's split.
+        let mut r = FileRegistry::default();
+        r.assign(vec![file("b.log", "a\nb\n", 17)], false);
+        r.note_read(0, 0, b"a\nb\n");
+        let other = r.assign(vec![file("c.log", "x\ny\nz\n", 18)], true);
+        assert_eq!(splits(&other), [(1, "c.log".into())]);
     }
 }
