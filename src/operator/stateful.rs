@@ -138,8 +138,18 @@ impl EntityStates {
         Ok(())
     }
 
-    /// Adds the states the epoch changed to `ws`; then bounds what stays in memory.
+    /// Adds the states the epoch changed to `ws`, and bounds what stays in memory.
+    ///
+    /// Past [`RESIDENT_LIMIT`] only the entities this epoch changed stay: `ws` is written while
+    /// the next epoch runs, so an entity it holds must not be read from the store until the
+    /// write after it (the store would still have its state from before this epoch). An entity
+    /// dropped here was last written by an earlier epoch, whose write is done.
     pub fn write(&mut self, ws: &mut WriteSet) {
+        if self.resident.iter().map(HashMap::len).sum::<usize>() > RESIDENT_LIMIT {
+            for entities in &mut self.resident {
+                entities.retain(|_, r| r.dirty);
+            }
+        }
         let mut changed = Vec::new();
         for (slot, entities) in self.resident.iter_mut().enumerate() {
             for (entity, resident) in entities.iter_mut().filter(|(_, r)| r.dirty) {
@@ -155,8 +165,53 @@ impl EntityStates {
         for (key, value) in changed {
             ws.put(Table::GroupState, key, value);
         }
-        if self.resident.iter().map(HashMap::len).sum::<usize>() > RESIDENT_LIMIT {
-            self.resident.iter_mut().for_each(HashMap::clear);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+    use std::sync::Arc;
+    use weir_udfs::stateful::StatefulKind;
+
+    /// An epoch's write runs while the next epoch computes: with more entities than are kept,
+    /// those the epoch just learnt about must stay in memory, or the next epoch reads their
+    /// state from before (the write not done yet) and learns everything again.
+    #[test]
+    fn entities_the_epoch_in_flight_writes_are_not_read_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut states = EntityStates::new(ViewKeys::new("v"));
+        let call = StatefulCall {
+            kind: StatefulKind::IsNovel,
+            slot: 0,
+            args: Vec::new(),
+        };
+        let n = RESIDENT_LIMIT + 10;
+        let entities: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("e{i}")),
+        ));
+        let values: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|_| "x")));
+        let args = [entities, values];
+        let first = states.evaluate(&call, &args, n, &store).unwrap();
+        assert!(first.as_boolean().iter().all(|v| v == Some(true)));
+        let mut ws = WriteSet::default();
+        states.write(&mut ws);
+        assert!(!ws.is_empty());
+        // The write set is not in the store yet (in flight): the next epoch still knows
+        // every value it saw.
+        let again = states.evaluate(&call, &args, n, &store).unwrap();
+        assert_eq!(again.as_boolean().true_count(), 0, "learnt twice");
+        // Once both epochs are written, an epoch that changes nothing lets them go, and they
+        // are read back from the store.
+        store.write(&ws).unwrap();
+        let mut ws = WriteSet::default();
+        states.write(&mut ws);
+        store.write(&ws).unwrap();
+        states.write(&mut WriteSet::default());
+        assert_eq!(states.resident[0].len(), 0);
+        let read_back = states.evaluate(&call, &args, n, &store).unwrap();
+        assert_eq!(read_back.as_boolean().true_count(), 0);
     }
 }
