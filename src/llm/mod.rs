@@ -24,7 +24,7 @@ pub use record::{record_key, LlmRecord, LlmRequest, LlmStatus};
 
 use crate::config::LlmConfig;
 use crate::metrics::Metrics;
-use crate::state::{StateError, Store, Table, WriteSet};
+use crate::state::{StateError, Store, Table};
 
 /// Why a record is `off` when no endpoint is configured.
 pub const OFF_REASON: &str =
@@ -123,13 +123,11 @@ fn update_records(
     change: impl Fn(&mut LlmRecord),
 ) -> Result<(), StateError> {
     let keys: Vec<Vec<u8>> = requests.iter().map(|r| r.key.clone()).collect();
-    let mut ws = WriteSet::default();
-    for (key, value) in keys.iter().zip(store.multi_get(Table::LlmAnalyses, &keys)?) {
-        let Some(mut record) = value.as_deref().and_then(LlmRecord::decode) else {
-            continue;
-        };
+    // Read and rewritten with no epoch written in between: an epoch's retention or a DROP
+    // that deletes a record while it is answered is not undone.
+    store.update_existing(Table::LlmAnalyses, &keys, |value| {
+        let mut record = LlmRecord::decode(value)?;
         change(&mut record);
-        ws.put(Table::LlmAnalyses, key, record.encode());
-    }
-    store.write(&ws)
+        Some(record.encode())
+    })
 }

@@ -82,6 +82,10 @@ const STORE_FORMAT_KEY: &[u8] = b"store/format";
 /// The on-disk store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     db: DB,
+    /// Write sets are applied under its read side (several at once, as RocksDB groups them);
+    /// [`Store::update_existing`] takes its write side, so no write lands between its read and
+    /// its write.
+    writes: parking_lot::RwLock<()>,
 }
 
 impl Store {
@@ -111,7 +115,10 @@ impl Store {
                 e.into_string()
             ))
         })?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            writes: parking_lot::RwLock::new(()),
+        };
         store.check_format(dir)?;
         Ok(store)
     }
@@ -174,6 +181,29 @@ impl Store {
             .collect()
     }
 
+    /// Rewrites the values of `keys` in `table` that exist, each to what `change` makes of it
+    /// (None leaves it), with no other write between the read and the write: a value that a
+    /// concurrent write deletes stays deleted. For writers outside the epochs (the LLM worker).
+    pub fn update_existing(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+        mut change: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let _alone = self.writes.write();
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(table);
+        for (key, value) in keys.iter().zip(self.multi_get(table, keys)?) {
+            if let Some(new) = value.as_deref().and_then(&mut change) {
+                batch.put_cf(cf, key, new);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write(batch).map_err(storage)
+    }
+
     /// A consistent point-in-time view of the whole store.
     pub fn read_view(&self) -> ReadView<'_> {
         ReadView {
@@ -191,6 +221,7 @@ impl Store {
         if set.ops.is_empty() {
             return Ok(());
         }
+        let _shared = self.writes.read();
         let mut batch = WriteBatch::with_capacity_bytes(set.bytes + 16 * set.ops.len());
         // Looking a column family up takes a lock and a map search: once per table.
         let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|t| self.cf(*t)).collect();
@@ -614,6 +645,39 @@ mod tests {
         set.put(Table::ViewRows, b"k", b"after");
         assert_eq!(set.slice(set.ops[0].value).len(), CHUNK + 1);
         assert_eq!(set.slice(set.ops[1].value), b"after");
+    }
+
+    #[test]
+    fn an_update_never_brings_back_what_a_write_during_it_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = b"v\0row".to_vec();
+        let mut ws = WriteSet::default();
+        ws.put(Table::LlmAnalyses, key.clone(), b"pending".to_vec());
+        store.write(&ws).unwrap();
+        let mut delete = WriteSet::default();
+        delete.delete(Table::LlmAnalyses, key.clone());
+        std::thread::scope(|s| {
+            let mut deleter = None;
+            store
+                .update_existing(Table::LlmAnalyses, std::slice::from_ref(&key), |old| {
+                    assert_eq!(old, b"pending");
+                    // An epoch that deletes the record is written while the answer is made.
+                    deleter = Some(s.spawn(|| store.write(&delete)));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    Some(b"answered".to_vec())
+                })
+                .unwrap();
+            deleter.unwrap().join().unwrap().unwrap();
+        });
+        assert_eq!(store.get(Table::LlmAnalyses, &key).unwrap(), None);
+        // Keys that do not exist are left alone.
+        store
+            .update_existing(Table::LlmAnalyses, &[b"gone".to_vec()], |_| {
+                Some(b"x".to_vec())
+            })
+            .unwrap();
+        assert_eq!(store.get(Table::LlmAnalyses, b"gone").unwrap(), None);
     }
 
     #[test]
