@@ -15,7 +15,14 @@
 //! Why a merge may still read the store with a write in flight: a group the cache does not
 //! hold was evicted at the end of an earlier epoch's flush, and eviction never drops groups of
 //! the epoch being flushed; so every group read during epoch N+1's flush was last written in
-//! an epoch before N, whose write was settled before epoch N was submitted.
+//! an epoch before N, whose write was settled before epoch N was submitted. Entity states of
+//! stateful calls follow the same rule (`operator::stateful`: an epoch never lets go of an
+//! entity it changed). Flush N+1 does drop groups that epoch N wrote; they are read again
+//! only in flush N+2, after the runner settled N between flush N+1 and submitting it. So that
+//! settle must stay before anything that reads `view_rows` or `group_state` after the views'
+//! flush, and the views' flush must stay the only place that evicts. Writers outside the
+//! epochs that read before they write use `Store::update_existing`, which no epoch write can
+//! land in the middle of.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;

@@ -653,7 +653,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let key = b"v\0row".to_vec();
         let mut ws = WriteSet::default();
-        ws.put(Table::LlmAnalyses, key.clone(), b"pending".to_vec());
+        ws.put(Table::LlmAnalyses, key.clone(), b"pending");
         store.write(&ws).unwrap();
         let mut delete = WriteSet::default();
         delete.delete(Table::LlmAnalyses, key.clone());
