@@ -21,9 +21,10 @@
 //!   the same bytes. When the original is found truncated, its copy takes over its split, so
 //!   reading goes on in the copy where it stopped in the original (the lines written between
 //!   the last read and the copy are read from it), and the truncated file gets a new split and
-//!   is followed from its start. At start (Weir was stopped, or killed, between the copy and
-//!   the truncation) a copy of a file that is gone or changed at its start takes its split the
-//!   same way.
+//!   is followed from its start. A copy first listed together with the change of its original
+//!   (Weir was stopped, or killed, between the copy and the truncation; or the original was
+//!   deleted once copied) takes the split of the file that is gone or changed at its start
+//!   the same way.
 //! - A file that is no longer listed is forgotten; split numbers are never reused.
 
 use std::collections::{HashMap, HashSet};
