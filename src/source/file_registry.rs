@@ -236,8 +236,8 @@ impl FileRegistry {
             .collect();
         for file in fresh {
             let first = first_bytes(&file.path, HEAD_BYTES);
-            // A copy of a file that is gone or was truncated while Weir was stopped (a kill
-            // between a copy and a truncation) reads on in that file's place.
+            // A copy of a file that is gone or changed at its start (a kill between a copy and
+            // a truncation, or an original deleted once copied) reads on in that file's place.
             if let Some(i) = gone
                 .iter()
                 .position(|k| is_copy(k, &file, first.as_deref()))
