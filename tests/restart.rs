@@ -310,13 +310,34 @@ async fn a_failed_view_leaves_its_finished_source_finished_after_restart() {
     );
 }
 
-/// Writes `n` events `{"k": "<prefix><i % 3>", "v": i}`; returns their count and sum of v.
+/// Writes `n` events `{"k": "<prefix><i % 3>", "v": i}` as a new file; returns their count and
+/// sum of v.
 fn write_numbered(path: &std::path::Path, prefix: &str, n: u64) -> (u64, u64) {
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"k\":\"{prefix}{}\",\"v\":{i}}}\n", i % 3))
-        .collect();
-    std::fs::write(path, lines).unwrap();
-    (n, n * (n - 1) / 2)
+    let _ = std::fs::remove_file(path);
+    append_numbered(path, prefix, 0, n)
+}
+
+/// Event counts and sums of v, added.
+fn add(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
+/// A followed directory `in` under `dir`, a `totals` view (count and sum of v per key) over
+/// it, and the data directory: returns the input directory, the data directory and the
+/// pipeline file.
+fn totals_pipeline(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let sql = format!(
+        "CREATE SOURCE s (k TEXT, v BIGINT) WITH (connector = 'file', path = '{}', mode = 'follow');\n\
+         CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k;\n",
+        input.display()
+    );
+    let file = dir.join("pipeline.sql");
+    std::fs::write(&file, sql).unwrap();
+    (input, dir.join("data"), file)
 }
 
 /// Waits (bounded) until the view's totals reach `want` (events, sum of v); then checks they
@@ -345,18 +366,8 @@ async fn assert_totals_reach(weir: &Weir, want: (u64, u64)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_resumes_by_file_not_by_position_in_the_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let data = dir.path().join("data");
-    let sql = format!(
-        "CREATE SOURCE s (k TEXT, v BIGINT) WITH (connector = 'file', path = '{}', mode = 'follow');\n\
-         CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k;\n",
-        input.display()
-    );
-    let file = dir.path().join("pipeline.sql");
-    std::fs::write(&file, sql).unwrap();
+    let (input, data, file) = totals_pipeline(dir.path());
     let args = ["--pipeline", file.to_str().unwrap()];
-    let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
 
     let b = write_numbered(&input.join("b.jsonl"), "b", 3_000);
     let c = write_numbered(&input.join("c.jsonl"), "c", 2_000);
@@ -414,18 +425,8 @@ fn append_numbered(path: &std::path::Path, prefix: &str, from: u64, n: u64) -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_rotation_survives_kill9_after_each_step() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let data = dir.path().join("data");
-    let sql = format!(
-        "CREATE SOURCE s (k TEXT, v BIGINT) WITH (connector = 'file', path = '{}', mode = 'follow');\n\
-         CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k;\n",
-        input.display()
-    );
-    let file = dir.path().join("pipeline.sql");
-    std::fs::write(&file, sql).unwrap();
+    let (input, data, file) = totals_pipeline(dir.path());
     let args = ["--pipeline", file.to_str().unwrap(), "--epoch-ms", "50"];
-    let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
     let log = input.join("app.log");
 
     let mut next = 0;

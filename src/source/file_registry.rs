@@ -371,6 +371,17 @@ mod tests {
             .collect()
     }
 
+    /// Writes `body` to `name` in `dir`, and lists it with inode `inode`.
+    fn written(dir: &Path, name: &str, body: &str, inode: u64) -> ListedFile {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        ListedFile {
+            path,
+            identity: Some((1, inode)),
+            len: body.len() as u64,
+        }
+    }
+
     fn splits(assigned: &[(u32, PathBuf)]) -> Vec<(u32, String)> {
         assigned.iter().map(|(s, p)| (*s, file_name(p))).collect()
     }
@@ -459,15 +470,7 @@ mod tests {
     #[test]
     fn a_copy_is_left_out_while_its_original_is_listed_and_takes_its_split_after() {
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, body: &str, inode: u64| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, body).unwrap();
-            ListedFile {
-                path,
-                identity: Some((1, inode)),
-                len: body.len() as u64,
-            }
-        };
+        let file = |name: &str, body: &str, inode: u64| written(dir.path(), name, body, inode);
         let mut r = FileRegistry::default();
         r.assign(vec![file("app.log", "a\nb\n", 7)], false);
         r.note_read(0, 0, b"a\n");
@@ -510,15 +513,7 @@ mod tests {
     #[test]
     fn a_copy_first_seen_at_start_takes_the_split_of_its_truncated_original() {
         let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, body: &str, inode: u64| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, body).unwrap();
-            ListedFile {
-                path,
-                identity: Some((1, inode)),
-                len: body.len() as u64,
-            }
-        };
+        let file = |name: &str, body: &str, inode: u64| written(dir.path(), name, body, inode);
         let mut r = FileRegistry::default();
         r.assign(vec![file("app.log", "a\nb\n", 7)], false);
         r.note_read(0, 0, b"a\n");
