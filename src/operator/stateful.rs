@@ -8,11 +8,13 @@
 //! epochs, up to [`RESIDENT_LIMIT`] others; beyond that the clean ones are dropped and read
 //! again when next needed.
 
-use std::collections::HashMap;
-
-use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{
+    new_empty_array, Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, StringArray,
+};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
+use hashbrown::HashTable;
 use weir_udfs::stateful::EntityState;
 
 use crate::plan::StatefulCall;
@@ -21,15 +23,91 @@ use crate::state::{Store, Table, ViewKeys, WriteSet};
 /// Entities kept in memory between epochs, over all of a view's calls.
 pub const RESIDENT_LIMIT: usize = 100_000;
 
+/// A row whose entity is NULL, in the places [`Entities::place_rows`] returns.
+const NO_ENTITY: u32 = u32::MAX;
+
 struct Resident {
+    entity: Box<str>,
+    /// Of `entity`, by the call's hasher (kept for the table's rehashing).
+    hash: u64,
     state: EntityState,
     dirty: bool,
 }
 
-/// One call's resident entities, looked up by the entity's text as it is in the batch (no
-/// allocation per row) with a fast hash (SipHash and a `String` per lookup were most of the
-/// cost a scored view adds per event).
-type Entities = HashMap<Box<str>, Resident, ahash::RandomState>;
+/// One call's resident entities: a list, and a table of their places in it by the entity's
+/// text. A batch's rows are looked up once each with the batch's `&str` (no allocation per
+/// row), and the call then reaches each row's entity by its place.
+#[derive(Default)]
+struct Entities {
+    list: Vec<Resident>,
+    places: HashTable<u32>,
+    hasher: ahash::RandomState,
+}
+
+impl Entities {
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn find(&self, hash: u64, entity: &str) -> Option<u32> {
+        self.places
+            .find(hash, |i| &*self.list[*i as usize].entity == entity)
+            .copied()
+    }
+
+    fn insert(&mut self, hash: u64, entity: &str, state: EntityState) -> u32 {
+        let place = u32::try_from(self.list.len()).expect("fewer than 4G entities in memory");
+        self.list.push(Resident {
+            entity: entity.into(),
+            hash,
+            state,
+            dirty: false,
+        });
+        let list = &self.list;
+        self.places
+            .insert_unique(hash, place, |i| list[*i as usize].hash);
+        place
+    }
+
+    /// Each row's place (NULL entities: [`NO_ENTITY`]), and the places of entities that were
+    /// not resident, now added with `new` states.
+    fn place_rows(
+        &mut self,
+        entities: &StringArray,
+        new: impl Fn() -> EntityState,
+    ) -> (Vec<u32>, Vec<u32>) {
+        let mut places = Vec::with_capacity(entities.len());
+        let mut added = Vec::new();
+        for entity in entities.iter() {
+            let Some(entity) = entity else {
+                places.push(NO_ENTITY);
+                continue;
+            };
+            let hash = self.hasher.hash_one(entity);
+            let place = match self.find(hash, entity) {
+                Some(place) => place,
+                None => {
+                    let place = self.insert(hash, entity, new());
+                    added.push(place);
+                    place
+                }
+            };
+            places.push(place);
+        }
+        (places, added)
+    }
+
+    /// Keeps only the entities for which `keep` holds.
+    fn retain(&mut self, keep: impl FnMut(&Resident) -> bool) {
+        self.list.retain(keep);
+        self.places.clear();
+        let list = &self.list;
+        for (place, resident) in list.iter().enumerate() {
+            self.places
+                .insert_unique(resident.hash, place as u32, |i| list[*i as usize].hash);
+        }
+    }
+}
 
 /// The entities' states of one view.
 pub struct EntityStates {
@@ -44,18 +122,6 @@ impl EntityStates {
             keys,
             resident: Vec::new(),
         }
-    }
-
-    /// The resident entities of the call in `slot`.
-    fn of_slot(&mut self, slot: usize) -> &mut Entities {
-        if self.resident.len() <= slot {
-            self.resident.resize_with(slot + 1, Entities::default);
-        }
-        &mut self.resident[slot]
-    }
-
-    fn key(&self, slot: usize, entity: &str) -> Vec<u8> {
-        self.keys.group(slot as i64, entity.as_bytes())
     }
 
     /// The call's arguments over `batch`.
@@ -77,65 +143,73 @@ impl EntityStates {
         if rows == 0 {
             return Ok(new_empty_array(&call.kind.return_type()));
         }
-        let entities = args[0].as_string::<i32>();
-        self.load(call, entities, store)?;
-        let null = ScalarValue::try_from(call.kind.return_type())?;
-        let mut out = Vec::with_capacity(rows);
-        let resident = self.of_slot(call.slot);
-        for row in 0..rows {
-            if entities.is_null(row) {
-                out.push(null.clone());
+        let places = self.load(call, args[0].as_string::<i32>(), store)?;
+        let list = &mut self.resident[call.slot].list;
+        let mut out = Output::new(call.kind.return_type(), rows);
+        for (row, place) in places.into_iter().enumerate() {
+            if place == NO_ENTITY {
+                out.push(ScalarValue::Null)?;
                 continue;
             }
-            let entry = resident.get_mut(entities.value(row)).expect("loaded above");
+            let entry = &mut list[place as usize];
             entry.dirty = true;
-            out.push(call.kind.observe(&mut entry.state, args, row));
+            out.push(call.kind.observe(&mut entry.state, args, row))?;
         }
-        ScalarValue::iter_to_array(out)
+        Ok(out.finish())
     }
 
-    /// Makes every entity of `entities` resident: read from the store, or new.
+    /// Makes every entity of `entities` resident (read from the store, or new) and returns
+    /// each row's place in the call's list.
     fn load(
         &mut self,
         call: &StatefulCall,
-        entities: &datafusion::arrow::array::StringArray,
+        entities: &StringArray,
         store: &Store,
-    ) -> Result<()> {
-        let resident = self.of_slot(call.slot);
-        let mut missing: Vec<&str> = entities
+    ) -> Result<Vec<u32>> {
+        let prefix = self.keys.window(call.slot as i64);
+        if self.resident.len() <= call.slot {
+            self.resident.resize_with(call.slot + 1, Entities::default);
+        }
+        let resident = &mut self.resident[call.slot];
+        let before = resident.len();
+        let (places, added) = resident.place_rows(entities, || call.kind.new_state());
+        if added.is_empty() {
+            return Ok(places);
+        }
+        let keys: Vec<Vec<u8>> = added
             .iter()
-            .flatten()
-            .filter(|e| !resident.contains_key(*e))
+            .map(|p| {
+                [
+                    prefix.as_slice(),
+                    resident.list[*p as usize].entity.as_bytes(),
+                ]
+                .concat()
+            })
             .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<Vec<u8>> = missing.iter().map(|e| self.key(call.slot, e)).collect();
-        let stored = store
-            .multi_get(Table::GroupState, &keys)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let resident = self.of_slot(call.slot);
-        for (entity, value) in missing.into_iter().zip(stored) {
-            let state = match value {
-                Some(bytes) => call.kind.decode_state(&bytes).ok_or_else(|| {
-                    DataFusionError::Internal(format!(
-                        "the stored state of {} for entity {entity:?} does not decode",
-                        call.kind.name()
-                    ))
-                })?,
-                None => call.kind.new_state(),
-            };
-            resident.insert(
-                entity.into(),
-                Resident {
-                    state,
-                    dirty: false,
-                },
-            );
-        }
-        Ok(())
+        let mut undecodable = None;
+        let read = store.multi_get_each(Table::GroupState, &keys, |i, value| {
+            let Some(bytes) = value else { return };
+            let entry = &mut resident.list[added[i] as usize];
+            match call.kind.decode_state(bytes) {
+                Some(state) => entry.state = state,
+                None => undecodable = Some(entry.entity.clone()),
+            }
+        });
+        let error = match (read, undecodable) {
+            (Err(e), _) => DataFusionError::External(Box::new(e)),
+            (Ok(()), Some(entity)) => DataFusionError::Internal(format!(
+                "the stored state of {} for entity {entity:?} does not decode",
+                call.kind.name()
+            )),
+            (Ok(()), None) => return Ok(places),
+        };
+        // The entities just added hold no state read from the store: forget them.
+        let mut place = 0;
+        resident.retain(|_| {
+            place += 1;
+            place <= before
+        });
+        Err(error)
     }
 
     /// Adds the states the epoch changed to `ws`, and bounds what stays in memory.
@@ -145,25 +219,71 @@ impl EntityStates {
     /// write after it (the store would still have its state from before this epoch). An entity
     /// dropped here was last written by an earlier epoch, whose write is done.
     pub fn write(&mut self, ws: &mut WriteSet) {
-        if self.resident.iter().map(HashMap::len).sum::<usize>() > RESIDENT_LIMIT {
+        if self.resident.iter().map(Entities::len).sum::<usize>() > RESIDENT_LIMIT {
             for entities in &mut self.resident {
-                entities.retain(|_, r| r.dirty);
+                entities.retain(|r| r.dirty);
             }
         }
-        let mut changed = Vec::new();
+        let mut value = Vec::new();
         for (slot, entities) in self.resident.iter_mut().enumerate() {
-            for (entity, resident) in entities.iter_mut().filter(|(_, r)| r.dirty) {
-                changed.push((
-                    self.keys.group(slot as i64, entity.as_bytes()),
-                    resident.state.encode(),
-                ));
+            let prefix = self.keys.window(slot as i64);
+            let list = &mut entities.list;
+            let mut changed: Vec<u32> = (0..list.len() as u32)
+                .filter(|p| list[*p as usize].dirty)
+                .collect();
+            // In key order (the prefix is the slot's): RocksDB inserts sorted keys several
+            // times faster than the list's order.
+            changed
+                .sort_unstable_by(|a, b| list[*a as usize].entity.cmp(&list[*b as usize].entity));
+            ws.reserve(changed.len());
+            for place in changed {
+                let resident = &mut list[place as usize];
+                value.clear();
+                resident.state.encode_into(&mut value);
+                ws.put_parts(
+                    Table::GroupState,
+                    &[&prefix, resident.entity.as_bytes()],
+                    &[&value],
+                );
                 resident.dirty = false;
             }
         }
-        // In key order: RocksDB inserts sorted keys several times faster than the map's order.
-        changed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in changed {
-            ws.put(Table::GroupState, key, value);
+    }
+}
+
+/// A call's results, built as they come.
+enum Output {
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+}
+
+impl Output {
+    fn new(data_type: DataType, rows: usize) -> Self {
+        match data_type {
+            DataType::Boolean => Output::Boolean(BooleanBuilder::with_capacity(rows)),
+            _ => Output::Float64(Float64Builder::with_capacity(rows)),
+        }
+    }
+
+    fn push(&mut self, value: ScalarValue) -> Result<()> {
+        match (self, value) {
+            (Output::Float64(b), ScalarValue::Float64(v)) => b.append_option(v),
+            (Output::Boolean(b), ScalarValue::Boolean(v)) => b.append_option(v),
+            (Output::Float64(b), ScalarValue::Null) => b.append_null(),
+            (Output::Boolean(b), ScalarValue::Null) => b.append_null(),
+            (_, other) => {
+                return Err(DataFusionError::Internal(format!(
+                    "a stateful call returned {other:?}, not its declared type"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Output::Float64(mut b) => std::sync::Arc::new(b.finish()),
+            Output::Boolean(mut b) => std::sync::Arc::new(b.finish()),
         }
     }
 }

@@ -23,9 +23,11 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use super::{window_key_prefix, window_start_bytes, StateError};
 
 /// The version of the per-group layout, stored in every value and in each view's progress.
-/// Format 4 keeps a group's row and state in one `view_rows` value; format 3 kept the state
-/// under the same key in `group_state`.
-pub const STATE_FORMAT: u8 = 4;
+/// Format 5 stores the per-entity states of stateful functions (`anomaly_score`'s baselines)
+/// in a compact varint form; format 4 kept a group's row and state in one `view_rows` value
+/// too, with fixed-width entity states; format 3 kept a group's state under the same key in
+/// `group_state`.
+pub const STATE_FORMAT: u8 = 5;
 
 /// Encodes and decodes columns of fixed types as rows.
 #[derive(Debug)]
@@ -299,11 +301,11 @@ mod tests {
         assert!(keys.parse(b"w\0\x01").is_none());
     }
 
-    /// Arrow's row format is not promised stable across releases; these bytes are what format
-    /// 4 stores. If an Arrow upgrade changes them, raise STATE_FORMAT (stored views are then
-    /// rebuilt from their sources) and update the bytes here.
+    /// Arrow's row format is not promised stable across releases; these bytes are what formats
+    /// 4 and 5 store. If an Arrow upgrade changes them, raise STATE_FORMAT (stored views are
+    /// then rebuilt from their sources) and update the bytes here.
     #[test]
-    fn the_row_format_is_the_one_state_format_4_stores() {
+    fn the_row_format_is_the_one_the_state_format_stores() {
         let codec = RowCodec::new(
             &[DataType::Utf8, DataType::Int64, DataType::Float64],
             "test",

@@ -181,6 +181,25 @@ impl Store {
             .collect()
     }
 
+    /// Reads many keys at once (latest committed values) and hands each value to `f` with its
+    /// key's index, in no particular order, without copying it.
+    pub fn multi_get_each<K: AsRef<[u8]>>(
+        &self,
+        table: Table,
+        keys: &[K],
+        mut f: impl FnMut(usize, Option<&[u8]>),
+    ) -> Result<(), StateError> {
+        for (i, value) in self
+            .db
+            .batched_multi_get_cf(self.cf(table), keys, false)
+            .into_iter()
+            .enumerate()
+        {
+            f(i, value.map_err(storage)?.as_deref());
+        }
+        Ok(())
+    }
+
     /// Rewrites the values of `keys` in `table` that exist, each to what `change` makes of it
     /// (None leaves it), with no other write between the read and the write: a value that a
     /// concurrent write deletes stays deleted. For writers outside the epochs (the LLM worker).

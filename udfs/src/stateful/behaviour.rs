@@ -10,8 +10,6 @@
 //! score is 0. Each of IPs, locations and event types keeps at most [`VALUES`] values per
 //! entity: a new value then replaces the rarest one.
 
-use std::collections::HashMap;
-
 use super::novelty::fnv1a;
 
 /// Events an entity must have shown before it is scored.
@@ -29,43 +27,34 @@ pub const DEFAULT_THRESHOLD: f64 = 0.7;
 /// How many of the rarest values [`Counts`] keeps in order, for evictions to come.
 const RARE_KEPT: usize = 32;
 
-/// A hasher for keys that are hashes already (FNV-1a of the value): one multiply to spread
-/// the bits hashbrown reads, where SipHash was ~4% of a scored view's CPU.
-#[derive(Default, Clone, Copy)]
-struct Spread(u64);
-
-impl std::hash::Hasher for Spread {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type SpreadMap = HashMap<u64, u32, std::hash::BuildHasherDefault<Spread>>;
-
 /// How often each value was seen, for at most [`VALUES`] values, and the largest count
 /// (kept, not searched for at each event: that search was ~35% of a scored view's CPU).
 ///
-/// A full map evicts its rarest value, the smallest (count, hash). Scanning the map for it at
-/// each new value was a third of a scored view's CPU once entities reached the cap, so a full
-/// map keeps its rarest values in order ([`Rarest`]). It is not stored: a decoded map
+/// The counts are (hash, count) pairs in hash order, found by binary search. Most entities
+/// show a handful of values: a short sorted list costs one allocation, is encoded as it is,
+/// and is read back without hashing, where a hash map per value kind cost an allocation each
+/// (three per entity) and a sort at every encode, and was most of a scored view's CPU at a
+/// million entities (each event there loads, scores and writes back an entity).
+///
+/// A full list evicts its rarest value, the smallest (count, hash). Scanning for it at each
+/// new value was a third of a scored view's CPU once entities reached the cap, so a full list
+/// keeps its rarest values in order ([`Rarest`]). That order is not stored: a decoded list
 /// rebuilds it at its first eviction and evicts exactly what the original would have.
 #[derive(Debug, Clone, Default)]
 struct Counts {
-    counts: SpreadMap,
+    counts: CountList,
     max: u32,
-    /// Only once the map is full (most entities never fill it).
+    /// Only once the list is full (most entities never fill it).
     rarest: Option<Box<Rarest>>,
 }
 
-/// `floor`, the smallest count of a map, and `hashes`, up to [`RARE_KEPT`] values at that
+/// (hash, count) pairs, the first two inline: the value kinds that most entities show once or
+/// twice (a location, an event type) cost no allocation and no pointer to follow (at a
+/// million entities, each event's entity is cold in the CPU's caches, and each list behind a
+/// pointer was one more miss).
+type CountList = smallvec::SmallVec<[(u64, u32); 2]>;
+
+/// `floor`, the smallest count of a list, and `hashes`, up to [`RARE_KEPT`] values at that
 /// count with the smallest hashes, largest first: every value at `floor` whose hash is at
 /// most `cutoff` is in `hashes`, so its last is the one to evict. Counts only grow, so an
 /// entry whose count rose is skipped when it comes up; when none is left it is rebuilt.
@@ -76,16 +65,15 @@ struct Rarest {
     cutoff: u64,
 }
 
-impl std::fmt::Debug for Spread {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Spread")
-    }
-}
-
 impl PartialEq for Counts {
     fn eq(&self, other: &Self) -> bool {
         self.counts == other.counts && self.max == other.max
     }
+}
+
+/// Where `hash` is in `counts` (Ok), or where it would go (Err).
+fn position(counts: &[(u64, u32)], hash: u64) -> Result<usize, usize> {
+    counts.binary_search_by_key(&hash, |(h, _)| *h)
 }
 
 impl Counts {
@@ -93,8 +81,8 @@ impl Counts {
     /// [`fnv1a`].
     fn rarity(&self, hash: u64) -> f64 {
         let max = self.max;
-        match self.counts.get(&hash) {
-            Some(count) if max > 0 => 1.0 - f64::from(*count) / f64::from(max),
+        match position(&self.counts, hash) {
+            Ok(i) if max > 0 => 1.0 - f64::from(self.counts[i].1) / f64::from(max),
             _ => 1.0,
         }
     }
@@ -108,42 +96,51 @@ impl Counts {
     /// Counts the value of `hash` once more. The largest count never falls: only a rarest
     /// value is evicted, and while others remain none of them is below it.
     fn learn_hash(&mut self, hash: u64) {
-        if let Some(count) = self.counts.get_mut(&hash) {
-            *count = count.saturating_add(1);
-            self.max = self.max.max(*count);
-            return;
-        }
+        let at = match position(&self.counts, hash) {
+            Ok(i) => {
+                let count = &mut self.counts[i].1;
+                *count = count.saturating_add(1);
+                self.max = self.max.max(*count);
+                return;
+            }
+            Err(at) => at,
+        };
         if self.counts.len() >= VALUES {
             let rarest = self.rarest.get_or_insert_with(Box::default);
             rarest.evict(&mut self.counts);
-            self.counts.insert(hash, 1);
+            let at = position(&self.counts, hash).unwrap_or_else(|at| at);
+            self.counts.insert(at, (hash, 1));
             rarest.add_new(hash);
         } else {
-            self.counts.insert(hash, 1);
+            self.counts.insert(at, (hash, 1));
         }
         self.max = self.max.max(1);
     }
 
+    /// The number of values, then each value's hash (eight bytes) and count, in hash order.
     fn encode(&self, out: &mut Vec<u8>) {
-        let mut entries: Vec<(&u64, &u32)> = self.counts.iter().collect();
-        entries.sort();
-        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for (hash, count) in entries {
+        put_varint(out, self.counts.len() as u64);
+        for (hash, count) in &self.counts {
             out.extend_from_slice(&hash.to_le_bytes());
-            out.extend_from_slice(&count.to_le_bytes());
+            put_varint(out, u64::from(*count));
         }
     }
 
     fn decode(bytes: &mut &[u8]) -> Option<Self> {
-        let len = u32::from_le_bytes(take(bytes)?) as usize;
-        let mut counts = SpreadMap::with_capacity_and_hasher(len.min(VALUES), Default::default());
-        for _ in 0..len {
-            counts.insert(
-                u64::from_le_bytes(take(bytes)?),
-                u32::from_le_bytes(take(bytes)?),
-            );
+        let len = usize::try_from(take_varint(bytes)?).ok()?;
+        if len > VALUES {
+            return None;
         }
-        let max = counts.values().copied().max().unwrap_or(0);
+        let mut counts = CountList::with_capacity(len);
+        for _ in 0..len {
+            let hash = u64::from_le_bytes(take(bytes)?);
+            let count = u32::try_from(take_varint(bytes)?).ok()?;
+            if counts.last().is_some_and(|(last, _)| *last >= hash) {
+                return None;
+            }
+            counts.push((hash, count));
+        }
+        let max = counts.iter().map(|(_, c)| *c).max().unwrap_or(0);
         Some(Self {
             counts,
             max,
@@ -154,12 +151,14 @@ impl Counts {
 
 impl Rarest {
     /// Removes the value of `counts` with the smallest (count, hash).
-    fn evict(&mut self, counts: &mut SpreadMap) {
+    fn evict(&mut self, counts: &mut CountList) {
         loop {
             while let Some(hash) = self.hashes.pop() {
-                if counts.get(&hash) == Some(&self.floor) {
-                    counts.remove(&hash);
-                    return;
+                if let Ok(i) = position(counts, hash) {
+                    if counts[i].1 == self.floor {
+                        counts.remove(i);
+                        return;
+                    }
                 }
             }
             if counts.is_empty() {
@@ -169,25 +168,27 @@ impl Rarest {
         }
     }
 
-    fn rebuild(&mut self, counts: &SpreadMap) {
-        self.floor = counts.values().copied().min().unwrap_or(0);
+    fn rebuild(&mut self, counts: &[(u64, u32)]) {
+        self.floor = counts.iter().map(|(_, c)| *c).min().unwrap_or(0);
         let floor = self.floor;
+        // In hash order already: the smallest hashes at the floor, largest first.
         let mut hashes: Vec<u64> = counts
             .iter()
-            .filter(|(_, c)| **c == floor)
+            .filter(|(_, c)| *c == floor)
             .map(|(h, _)| *h)
+            .take(RARE_KEPT + 1)
             .collect();
-        hashes.sort_unstable_by(|a, b| b.cmp(a));
-        let dropped = hashes.len().saturating_sub(RARE_KEPT);
-        hashes.drain(..dropped);
+        let dropped = hashes.len() > RARE_KEPT;
+        hashes.truncate(RARE_KEPT);
+        hashes.reverse();
         self.cutoff = match (dropped, hashes.first()) {
-            (1.., Some(largest)) => *largest,
+            (true, Some(largest)) => *largest,
             _ => u64::MAX,
         };
         self.hashes = hashes;
     }
 
-    /// The full map took `hash` with count 1 (after an eviction, which built `self`).
+    /// The full list took `hash` with count 1 (after an eviction, which built `self`).
     fn add_new(&mut self, hash: u64) {
         if self.floor != 1 {
             // Every other value was seen more often.
@@ -214,6 +215,27 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
     let (head, rest) = bytes.split_at_checked(N)?;
     *bytes = rest;
     head.try_into().ok()
+}
+
+/// Appends `n` in LEB128: seven bits a byte, low first (most counts take one byte).
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let [b] = take::<1>(bytes)?;
+        n |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b < 0x80 {
+            return Some(n);
+        }
+    }
+    None
 }
 
 /// One event, as `anomaly_score` sees it.
@@ -283,11 +305,22 @@ impl Behaviour {
         score
     }
 
+    /// The stored form: events and failures, the hours of day as a 24-bit mask of those
+    /// seen then each one's count, then the IPs', locations' and event types' counts; every
+    /// number but the value hashes as a varint. An entity of a few events takes ~70 bytes
+    /// (the fixed-width form before took ~210, written back at every epoch that touched it).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.events.to_le_bytes());
-        out.extend_from_slice(&self.failures.to_le_bytes());
-        for h in self.hours {
-            out.extend_from_slice(&h.to_le_bytes());
+        put_varint(out, self.events);
+        put_varint(out, self.failures);
+        let mask = self
+            .hours
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .fold(0u32, |mask, (h, _)| mask | 1 << h);
+        out.extend_from_slice(&mask.to_le_bytes()[..3]);
+        for n in self.hours.iter().filter(|n| **n > 0) {
+            put_varint(out, u64::from(*n));
         }
         self.ips.encode(out);
         self.geos.encode(out);
@@ -296,11 +329,15 @@ impl Behaviour {
 
     pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         let bytes = &mut bytes;
-        let events = u64::from_le_bytes(take(bytes)?);
-        let failures = u64::from_le_bytes(take(bytes)?);
+        let events = take_varint(bytes)?;
+        let failures = take_varint(bytes)?;
+        let [m0, m1, m2] = take::<3>(bytes)?;
+        let mask = u32::from_le_bytes([m0, m1, m2, 0]);
         let mut hours = [0u32; 24];
-        for h in &mut hours {
-            *h = u32::from_le_bytes(take(bytes)?);
+        for (h, n) in hours.iter_mut().enumerate() {
+            if mask & 1 << h != 0 {
+                *n = u32::try_from(take_varint(bytes)?).ok()?;
+            }
         }
         let behaviour = Self {
             events,
@@ -379,8 +416,9 @@ mod tests {
             counts.learn(&value);
             assert_eq!(
                 counts.max,
-                counts.counts.values().copied().max().unwrap_or(0)
+                counts.counts.iter().map(|(_, c)| *c).max().unwrap_or(0)
             );
+            assert!(counts.counts.windows(2).all(|w| w[0].0 < w[1].0));
         }
         let mut bytes = Vec::new();
         counts.encode(&mut bytes);
@@ -444,5 +482,40 @@ mod tests {
         b.encode(&mut bytes);
         assert_eq!(Behaviour::decode(&bytes), Some(b));
         assert_eq!(Behaviour::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn large_counts_round_trip_and_a_few_events_take_few_bytes() {
+        let mut b = Behaviour::default();
+        for i in 0..3 {
+            b.score_then_learn(login(i, &format!("10.0.0.{i}"), i == 1), &DEFAULT_WEIGHTS);
+        }
+        let mut bytes = Vec::new();
+        b.encode(&mut bytes);
+        // 3 IPs, 1 location, 1 type: 5 hashes of 8 bytes and a few bytes of counts.
+        assert!(bytes.len() <= 64, "{} bytes", bytes.len());
+        for i in 0..100_000 {
+            b.score_then_learn(login(23, "10.0.0.1", i % 3 == 0), &DEFAULT_WEIGHTS);
+        }
+        let mut bytes = Vec::new();
+        b.encode(&mut bytes);
+        let back = Behaviour::decode(&bytes).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.hours[23], 100_000);
+        assert_eq!(back.events, 100_003);
+    }
+
+    #[test]
+    fn counts_out_of_hash_order_do_not_decode() {
+        let mut counts = Counts::default();
+        counts.learn("a");
+        counts.learn("b");
+        let mut bytes = Vec::new();
+        counts.encode(&mut bytes);
+        // Swap the two (hash, count) entries: 1 length byte, then 9 bytes each.
+        let (first, second) = (bytes[1..10].to_vec(), bytes[10..19].to_vec());
+        bytes[1..10].copy_from_slice(&second);
+        bytes[10..19].copy_from_slice(&first);
+        assert_eq!(Counts::decode(&mut bytes.as_slice()), None);
     }
 }
