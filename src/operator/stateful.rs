@@ -146,7 +146,12 @@ impl EntityStates {
         let places = self.load(call, args[0].as_string::<i32>(), store)?;
         let list = &mut self.resident[call.slot].list;
         let mut out = Output::new(call.kind.return_type(), rows);
-        for (row, place) in places.into_iter().enumerate() {
+        for (row, &place) in places.iter().enumerate() {
+            if let Some(ahead) = places.get(row + PREFETCH_DISTANCE) {
+                if let Some(resident) = list.get(*ahead as usize) {
+                    prefetch(resident);
+                }
+            }
             if place == NO_ENTITY {
                 out.push(ScalarValue::Null)?;
                 continue;
@@ -249,6 +254,26 @@ impl EntityStates {
             }
         }
     }
+}
+
+/// How many rows ahead [`EntityStates::evaluate`] asks for an entity's state to be brought
+/// into the CPU's cache.
+const PREFETCH_DISTANCE: usize = 8;
+
+/// Asks the CPU to bring `value`'s memory into its cache. With a million entities, each row's
+/// entity is cold: scoring waited on those misses one row at a time.
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = (value as *const T).cast::<i8>();
+        for line in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: prefetching is a hint that never faults, and SSE is part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// A call's results, built as they come.

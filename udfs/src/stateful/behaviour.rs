@@ -10,7 +10,7 @@
 //! score is 0. Each of IPs, locations and event types keeps at most [`VALUES`] values per
 //! entity: a new value then replaces the rarest one.
 
-use super::novelty::fnv1a;
+use super::novelty::stable_hash;
 
 /// Events an entity must have shown before it is scored.
 pub const LEARNING: u64 = 100;
@@ -78,7 +78,7 @@ fn position(counts: &[(u64, u32)], hash: u64) -> Result<usize, usize> {
 
 impl Counts {
     /// 1 for a value never seen, 0 for the most frequent one; `hash` is the value's
-    /// [`fnv1a`].
+    /// [`stable_hash`].
     fn rarity(&self, hash: u64) -> f64 {
         let max = self.max;
         match position(&self.counts, hash) {
@@ -90,7 +90,7 @@ impl Counts {
     /// Counts `value` once more.
     #[cfg(test)]
     fn learn(&mut self, value: &str) {
-        self.learn_hash(fnv1a(value.as_bytes()));
+        self.learn_hash(stable_hash(value.as_bytes()));
     }
 
     /// Counts the value of `hash` once more. The largest count never falls: only a rarest
@@ -265,7 +265,7 @@ impl Behaviour {
     pub fn score_then_learn(&mut self, event: Event<'_>, weights: &[f64; 5]) -> f64 {
         let hour = event.ts_ms.div_euclid(3_600_000).rem_euclid(24) as usize;
         // Each value is hashed once, for its rarity and for learning it.
-        let hash = |v: Option<&str>| v.map(|v| fnv1a(v.as_bytes()));
+        let hash = |v: Option<&str>| v.map(|v| stable_hash(v.as_bytes()));
         let (ip, geo, event_type) = (hash(event.ip), hash(event.geo), hash(event.event_type));
         let score = if self.events < LEARNING {
             0.0
@@ -428,7 +428,7 @@ mod tests {
     /// What the map evicted before it kept its rarest values: a scan for the smallest
     /// (count, hash).
     fn evict_by_scan(counts: &mut std::collections::BTreeMap<u64, u32>, value: &str) {
-        let hash = fnv1a(value.as_bytes());
+        let hash = stable_hash(value.as_bytes());
         if let Some(c) = counts.get_mut(&hash) {
             *c += 1;
             return;
