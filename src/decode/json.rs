@@ -76,15 +76,13 @@ fn json_too_deep(line: &[u8]) -> bool {
     false
 }
 
-/// `(start, end)` of each non-blank line in `data`, `end` excluding the newline.
+/// `(start, end)` of each non-blank line in `data`, `end` excluding the newline. Newlines are
+/// found with `memchr` (SIMD): a byte-at-a-time search was ~40% of a decode thread's samples.
 pub fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
     let mut spans = Vec::with_capacity(data.len() / 64 + 1);
     let mut start = 0;
-    while start < data.len() {
-        let end = data[start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(data.len(), |i| start + i);
+    let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
+    for end in ends {
         if data[start..end].iter().any(|b| !b.is_ascii_whitespace()) {
             spans.push((start, end));
         }
@@ -459,6 +457,15 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
+
+    #[test]
+    fn line_spans_skip_blank_lines_and_keep_an_unterminated_last_line() {
+        assert_eq!(line_spans(b""), vec![]);
+        assert_eq!(line_spans(b"\n\n"), vec![]);
+        assert_eq!(line_spans(b"a\n"), vec![(0, 1)]);
+        assert_eq!(line_spans(b"a\n \t\r\nbc"), vec![(0, 1), (6, 8)]);
+        assert_eq!(line_spans(b"\nab\n\ncd\n"), vec![(1, 3), (5, 7)]);
+    }
 
     fn decoder() -> JsonDecoder {
         let schema = Arc::new(Schema::new(vec![
