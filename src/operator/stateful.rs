@@ -267,9 +267,12 @@ fn prefetch<T>(value: &T) {
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let at = (value as *const T).cast::<i8>();
-        for line in (0..std::mem::size_of::<T>()).step_by(64) {
+        // Every cache line the value spans, from the one it starts in.
+        let skew = at as usize % 64;
+        let first = at.wrapping_sub(skew);
+        for line in (0..skew + std::mem::size_of::<T>()).step_by(64) {
             // SAFETY: prefetching is a hint that never faults, and SSE is part of x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line)) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(line)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -319,6 +322,64 @@ mod tests {
     use datafusion::arrow::array::StringArray;
     use std::sync::Arc;
     use weir_udfs::stateful::StatefulKind;
+
+    fn strings(values: impl IntoIterator<Item = String>) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(values))
+    }
+
+    /// Dropping some entities moves the others to new places: each must still be found as
+    /// itself, and a dropped one not at all.
+    #[test]
+    fn entities_kept_by_retain_are_found_at_their_new_places() {
+        let mut entities = Entities::default();
+        let names = StringArray::from_iter_values((0..1000).map(|i| format!("e{i}")));
+        let (places, added) = entities.place_rows(&names, || StatefulKind::IsNovel.new_state());
+        assert_eq!(places, added);
+        for place in &places {
+            entities.list[*place as usize].dirty = place % 3 == 0;
+        }
+        entities.retain(|r| r.dirty);
+        assert_eq!(entities.len(), 334);
+        for i in 0..1000u32 {
+            let name = format!("e{i}");
+            let found = entities.find(entities.hasher.hash_one(name.as_str()), &name);
+            match found {
+                Some(place) => assert_eq!(&*entities.list[place as usize].entity, name),
+                None => assert!(i % 3 != 0, "{name} was kept but is not found"),
+            }
+            assert_eq!(found.is_some(), i % 3 == 0, "{name}");
+        }
+    }
+
+    /// A stored state that does not decode fails the batch, and the entities the batch added
+    /// are forgotten (none is left holding a new state in place of its stored one).
+    #[test]
+    fn an_undecodable_stored_state_fails_the_batch_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keys = ViewKeys::new("v");
+        let mut ws = WriteSet::default();
+        ws.put(Table::GroupState, keys.group(0, b"bad"), [0xff_u8; 3]);
+        store.write(&ws).unwrap();
+        let mut states = EntityStates::new(keys);
+        let call = StatefulCall {
+            kind: StatefulKind::IsNovel,
+            slot: 0,
+            args: Vec::new(),
+        };
+        let good = [strings(["a".into()]), strings(["x".into()])];
+        states.evaluate(&call, &good, 1, &store).unwrap();
+        let bad = [
+            strings(["b".into(), "bad".into(), "c".into()]),
+            strings(["x".into(), "x".into(), "x".into()]),
+        ];
+        let error = states.evaluate(&call, &bad, 3, &store).unwrap_err();
+        assert!(error.to_string().contains("does not decode"), "{error}");
+        assert_eq!(states.resident[0].len(), 1);
+        // What was resident before still is, as itself.
+        let again = states.evaluate(&call, &good, 1, &store).unwrap();
+        assert!(!again.as_boolean().value(0), "learnt twice");
+    }
 
     /// An epoch's write runs while the next epoch computes: with more entities than are kept,
     /// those the epoch just learnt about must stay in memory, or the next epoch reads their

@@ -135,7 +135,7 @@ impl Counts {
         for _ in 0..len {
             let hash = u64::from_le_bytes(take(bytes)?);
             let count = u32::try_from(take_varint(bytes)?).ok()?;
-            if counts.last().is_some_and(|(last, _)| *last >= hash) {
+            if count == 0 || counts.last().is_some_and(|(last, _)| *last >= hash) {
                 return None;
             }
             counts.push((hash, count));
@@ -230,7 +230,11 @@ fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let [b] = take::<1>(bytes)?;
-        n |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if shift == 63 && b > 1 {
+            // Past 64 bits: not a value this form writes.
+            return None;
+        }
+        n |= u64::from(b & 0x7f) << shift;
         if b < 0x80 {
             return Some(n);
         }
@@ -290,8 +294,8 @@ impl Behaviour {
                 0.0
             }
         };
-        self.events += 1;
-        self.failures += u64::from(event.failed);
+        self.events = self.events.saturating_add(1);
+        self.failures = self.failures.saturating_add(u64::from(event.failed));
         self.hours[hour] = self.hours[hour].saturating_add(1);
         for (counts, hash) in [
             (&mut self.ips, ip),
@@ -503,6 +507,22 @@ mod tests {
         assert_eq!(back, b);
         assert_eq!(back.hours[23], 100_000);
         assert_eq!(back.events, 100_003);
+    }
+
+    #[test]
+    fn varints_past_64_bits_and_zero_counts_do_not_decode() {
+        let mut max = Vec::new();
+        put_varint(&mut max, u64::MAX);
+        assert_eq!(max.len(), 10);
+        assert_eq!(take_varint(&mut max.as_slice()), Some(u64::MAX));
+        let mut over = max.clone();
+        over[9] = 2;
+        assert_eq!(take_varint(&mut over.as_slice()), None);
+        // One value, hash 7, count 0.
+        let mut zero = vec![1];
+        zero.extend_from_slice(&7u64.to_le_bytes());
+        zero.push(0);
+        assert_eq!(Counts::decode(&mut zero.as_slice()), None);
     }
 
     #[test]
