@@ -234,6 +234,7 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
             "good AS SELECT count(*) AS n FROM s",
             "relaid AS SELECT k, count(*) AS n FROM s GROUP BY k",
             "newer AS SELECT k, sum(k) AS total FROM s GROUP BY k",
+            "older AS SELECT k, is_novel('e', CAST(k AS TEXT)) AS novel FROM s",
         ],
     )
     .await;
@@ -256,8 +257,16 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
         relaid["layout"] = "key [Utf8], state [Int64], row [Utf8, Int64]".into();
         let mut newer = progress(&store, "newer");
         newer["state_format"] = 99.into();
+        // And a view stored by an older Weir: rebuilt from its source, its entity states too.
+        let mut older = progress(&store, "older");
+        older["state_format"] = (weir::state::STATE_FORMAT - 1).into();
         let mut ws = WriteSet::default();
-        for (view, value) in [("relaid", relaid), ("newer", newer)] {
+        // Its rows are gone too: only a rebuild brings them back.
+        ws.delete_prefix(
+            Table::ViewRows,
+            weir::state::ViewKeys::new("older").prefix(),
+        );
+        for (view, value) in [("relaid", relaid), ("newer", newer), ("older", older)] {
             ws.put(
                 Table::Progress,
                 weir::operator::progress_key(view),
@@ -267,22 +276,42 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
         store.write(&ws).unwrap();
     }
 
-    let (mut weir, _client, views) = restart_with_good_view(&data).await;
+    let (mut weir, client, views) = restart_with_good_view(&data).await;
     assert_eq!(views[0][..2], ["good", "finished"], "{views:?}");
     assert_eq!(views[1][..2], ["newer", "failed"], "{views:?}");
     assert!(
         views[1][2].contains("\"newer\"") && views[1][2].contains("newer Weir"),
         "{views:?}"
     );
-    assert_eq!(views[2][..2], ["relaid", "failed"], "{views:?}");
+    assert_eq!(views[3][..2], ["relaid", "failed"], "{views:?}");
     assert!(
-        views[2][2].contains("\"relaid\"")
-            && views[2][2].contains("another layout")
-            && views[2][2].contains("DROP"),
+        views[3][2].contains("\"relaid\"")
+            && views[3][2].contains("another layout")
+            && views[3][2].contains("DROP"),
         "{views:?}"
     );
+    // Rebuilt from its source: its rows are back, and every value is novel once (had the old
+    // entity state survived the rebuild, none would be).
+    wait_for(
+        &client,
+        "SELECT status FROM weir_catalog.views WHERE name = 'older'",
+        "finished",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT count(*), count(*) FILTER (WHERE novel) FROM older"
+        )
+        .await,
+        vec![vec!["10", "10"]]
+    );
     weir.stop();
-    // Nothing the newer Weir wrote was deleted.
+    // Nothing the newer Weir wrote was deleted; the older view is stored in today's format.
     let store = Store::open(&data).unwrap();
     assert_eq!(progress(&store, "newer")["state_format"], 99);
+    assert_eq!(
+        progress(&store, "older")["state_format"],
+        weir::state::STATE_FORMAT
+    );
 }
