@@ -100,6 +100,16 @@ impl Entities {
     /// Keeps only the entities for which `keep` holds.
     fn retain(&mut self, keep: impl FnMut(&Resident) -> bool) {
         self.list.retain(keep);
+        self.rebuild_places();
+    }
+
+    /// Keeps only the first `len` entities (those resident before a batch added the others).
+    fn truncate(&mut self, len: usize) {
+        self.list.truncate(len);
+        self.rebuild_places();
+    }
+
+    fn rebuild_places(&mut self) {
         self.places.clear();
         let list = &self.list;
         for (place, resident) in list.iter().enumerate() {
@@ -209,11 +219,7 @@ impl EntityStates {
             (Ok(()), None) => return Ok(places),
         };
         // The entities just added hold no state read from the store: forget them.
-        let mut place = 0;
-        resident.retain(|_| {
-            place += 1;
-            place <= before
-        });
+        resident.truncate(before);
         Err(error)
     }
 

@@ -48,12 +48,6 @@ pub enum EntityState {
 }
 
 impl EntityState {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(&mut out);
-        out
-    }
-
     /// Appends the stored form to `out` (a writer encoding many states reuses one buffer).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
@@ -342,7 +336,9 @@ mod tests {
             .collect();
         assert!(out[..10].iter().all(ScalarValue::is_null));
         assert!(matches!(out[11], ScalarValue::Float64(Some(z)) if z > 10.0));
-        let back = kind.decode_state(&state.encode()).unwrap();
+        let mut bytes = Vec::new();
+        state.encode_into(&mut bytes);
+        let back = kind.decode_state(&bytes).unwrap();
         assert_eq!(back, state);
     }
 }
