@@ -29,8 +29,25 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// Keeps the memory RocksDB frees (C++ allocations go through glibc's malloc, not mimalloc) for
+/// its next allocations instead of returning it to the kernel. By default glibc maps each
+/// block of a memtable's arena and each epoch's write batch afresh and unmaps it when freed,
+/// so the epoch writer zeroed new pages for every value it wrote: 44% of its samples in a
+/// 1M-key ingest (perf). With blocks up to 32 MiB served from the heap, and up to 256 MiB of
+/// free heap kept, HOP's epoch writer spent 1.02-1.17 us per event against 1.29-1.48
+/// (`weir bench --query hop`, alternated runs).
+fn keep_native_heap_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets two of glibc's allocation thresholds before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
+    keep_native_heap_memory();
     let cli = Cli::parse();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -71,6 +71,15 @@ pub fn per_event_us(
     out
 }
 
+/// Per-role CPU per event as text: `commit 0.20 us, read 0.41 us, ...`.
+pub fn describe(per_event: &BTreeMap<String, f64>) -> String {
+    per_event
+        .iter()
+        .map(|(role, us)| format!("{role} {us:.2} us"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

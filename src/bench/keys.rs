@@ -107,10 +107,17 @@ fn key(i: u64, keys: u64) -> String {
     format!("key{}", (i.wrapping_mul(7919)) % keys)
 }
 
-fn write_events(path: &std::path::Path, events: u64, keys: u64) -> Result<(), BenchError> {
+/// Writes events number `events.start` up to `events.end` to `path`. Files of one run must not
+/// start with the same lines: the file source takes a new file whose first bytes are all it
+/// read of another for a copy made by copy-then-truncate rotation, and does not read it.
+fn write_events(
+    path: &std::path::Path,
+    events: std::ops::Range<u64>,
+    keys: u64,
+) -> Result<(), BenchError> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for i in 0..events {
+    for i in events {
         writeln!(
             out,
             r#"{{"k":"{}","v":{},"ts":"2026-01-01T00:{:02}:{:02}.{:03}"}}"#,
@@ -235,10 +242,10 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input)?;
-    write_events(&input.join("a-bulk.jsonl"), events, keys)?;
+    write_events(&input.join("a-bulk.jsonl"), 0..events, keys)?;
     // Ingested while the queries run, after the bulk has been measured alone.
     let more = dir.path().join("b-more.jsonl");
-    write_events(&more, 2 * events, keys)?;
+    write_events(&more, events..3 * events, keys)?;
     let metrics = Arc::new(Metrics::new());
     reset_peak_rss();
     let engine = Engine::open(
@@ -276,6 +283,13 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         events,
     );
     let peak = peak_rss_mb();
+    tracing::info!(
+        "K={keys}: {events} events ingested in {elapsed:.2} s ({:.0} ev/s), CPU per event {}; \
+         next: point queries while {} more events ingest, then a trickle",
+        events as f64 / elapsed,
+        cpu::describe(&cpu_us_per_event),
+        2 * events
+    );
     // Point queries while twice as many events ingest: the DataFusion-planned baseline with
     // sixteen clients, then as served (the fast path) with sixteen and with one.
     std::fs::rename(&more, input.join("b-more.jsonl"))?;
@@ -318,7 +332,12 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         .get("s")
         .map_or(0, |s| s.events);
     let ingesting = committed < 3 * events;
+    tracing::info!(
+        "K={keys}: queries done; waiting for the rest of the {} events",
+        3 * events
+    );
     wait_for_events(&engine, "s", "q", 3 * events).await?;
+    tracing::info!("K={keys}: all ingested; letting RocksDB settle, then a 5 s trickle");
     // Let the reader go idle and RocksDB finish the bulk load's compactions (at most 60 s)
     // before measuring the trickle: its cost is what a quiet view with K keys costs.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -406,13 +425,30 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,
             r.wire_prepared_p50_ms_64, r.wire_prepared_p99_ms_64, r.wire_prepared_qps_64,
             r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores,
-            r.cpu_us_per_event
-                .iter()
-                .map(|(role, us)| format!("{role} {us:.2} us"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            cpu::describe(&r.cpu_us_per_event)
         );
         super::print_result(args.json, &r, line);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file added while queries run must not start like the bulk file: the file source
+    /// would take it for a copy of the bulk file and never read it (the benchmark then waited
+    /// 30 minutes for its events).
+    #[test]
+    fn the_second_file_does_not_start_like_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bulk, more) = (dir.path().join("a"), dir.path().join("b"));
+        write_events(&bulk, 0..10, 4).unwrap();
+        write_events(&more, 10..30, 4).unwrap();
+        let bulk = std::fs::read_to_string(bulk).unwrap();
+        let more = std::fs::read_to_string(more).unwrap();
+        assert_eq!((bulk.lines().count(), more.lines().count()), (10, 20));
+        assert_ne!(bulk.lines().next(), more.lines().next());
+        assert!(!more.starts_with(&bulk));
+    }
 }
