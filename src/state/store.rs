@@ -747,7 +747,7 @@ mod tests {
         let expected: Vec<Option<Vec<u8>>> = (0..n)
             .map(|j| {
                 let i = (j * 7919) % n;
-                (i % 3 == 0).then(|| format!("v{i}").into_bytes())
+                i.is_multiple_of(3).then(|| format!("v{i}").into_bytes())
             })
             .collect();
         assert_eq!(store.multi_get(Table::ViewRows, &keys).unwrap(), expected);
