@@ -101,6 +101,10 @@ pub enum BenchError {
     Topic(String),
     #[error("postgres client: {0}")]
     Client(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("a benchmark task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 const SOURCE_SQL: &str =
