@@ -255,23 +255,22 @@ impl FileRegistry {
                 });
                 continue;
             }
-            let copy_of = self
+            let original = self
                 .files
                 .iter()
-                .find(|k| k.copy_of.is_none() && is_copy(k, &file, first.as_deref()))
-                .map(|k| (k.split, k.read, k.name.clone()));
-            if let Some((_, _, original)) = &copy_of {
+                .find(|k| k.copy_of.is_none() && is_copy(k, &file, first.as_deref()));
+            if let Some(original) = original {
                 // Said once, when first listed: a file that only starts like one already read
                 // (not a rotation) is otherwise waited on without a word.
                 tracing::info!(
                     file = %file.name(),
-                    original = %original,
+                    original = %original.name,
                     "the new file starts with all that was read of the original: taken for a \
                      copy made by copy-then-truncate rotation, it is read from where the \
                      original stopped once the original is truncated or gone"
                 );
             }
-            let copy_of = copy_of.map(|(split, read, _)| (split, read));
+            let copy_of = original.map(|k| (k.split, k.read));
             self.next += 1;
             let split = self.next - 1;
             paths.insert(split, file.path.clone());

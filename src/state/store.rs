@@ -174,9 +174,7 @@ impl Store {
         table: Table,
         keys: &[Vec<u8>],
     ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        let mut values = vec![None; keys.len()];
-        self.multi_get_each(table, keys, |i, v| values[i] = v.map(<[u8]>::to_vec))?;
-        Ok(values)
+        multi_get_owned(&self.db, self.cf(table), keys, &ReadOptions::default())
     }
 
     /// Reads many keys at once (latest committed values) and hands each value to `f` with its
@@ -232,8 +230,7 @@ impl Store {
         }
         let _shared = self.writes.read();
         let mut batch = WriteBatch::with_capacity_bytes(set.bytes + 16 * set.ops.len());
-        // Looking a column family up takes a lock and a map search: once per table.
-        let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|t| self.cf(*t)).collect();
+        let cfs = self.all_cfs();
         for op in &set.ops {
             let cf = cfs[op.table as usize];
             let key = set.slice(op.key);
@@ -246,12 +243,18 @@ impl Store {
         self.db.write(batch).map_err(storage)
     }
 
+    /// Every table's column family, indexed by `Table as usize` (looking one up takes a lock
+    /// and a map search: once per write, not per key).
+    fn all_cfs(&self) -> Vec<&rocksdb::ColumnFamily> {
+        Table::ALL.iter().map(|t| self.cf(*t)).collect()
+    }
+
     /// Writes every table's memtable to disk and waits for it. RocksDB flushes a full
     /// memtable only when the next write arrives, so after a bulk load the first small write
     /// pays for flushing the load's last memtable; a benchmark measuring a quiet view flushes
     /// first.
     pub fn flush_memtables(&self) -> Result<(), StateError> {
-        let cfs: Vec<&rocksdb::ColumnFamily> = Table::ALL.iter().map(|t| self.cf(*t)).collect();
+        let cfs = self.all_cfs();
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(storage)
@@ -413,11 +416,7 @@ impl ReadView<'_> {
     ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&self.snapshot);
-        let mut values = vec![None; keys.len()];
-        multi_get_in_chunks(&self.store.db, self.store.cf(table), keys, &opts, |i, v| {
-            values[i] = v.map(<[u8]>::to_vec)
-        })?;
-        Ok(values)
+        multi_get_owned(&self.store.db, self.store.cf(table), keys, &opts)
     }
 }
 
@@ -426,6 +425,18 @@ impl ReadView<'_> {
 /// one call for an epoch's million missing groups took ~300 MB at once: the largest single
 /// allocation of a 10M-key ingest. It reads in batches of 32 keys inside a call anyway.
 const MULTI_GET_CHUNK: usize = 16 * 1024;
+
+/// [`multi_get_in_chunks`] collecting owned values in the order of `keys`.
+fn multi_get_owned(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    keys: &[Vec<u8>],
+    opts: &ReadOptions,
+) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+    let mut values = vec![None; keys.len()];
+    multi_get_in_chunks(db, cf, keys, opts, |i, v| values[i] = v.map(<[u8]>::to_vec))?;
+    Ok(values)
+}
 
 /// Reads `keys` from `cf` with `opts` and hands each value to `f` with its key's index, in no
 /// particular order. More than [`MULTI_GET_CHUNK`] keys are read in ascending key order, that
