@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn json_nested_too_deep_is_a_dead_letter_not_a_stack_overflow() {
-        // Found by tests/fuzz.rs: arrow-json's error for a value of the wrong type prints the
+        // Found by tests/integration/fuzz.rs: arrow-json's error for a value of the wrong type prints the
         // value recursively; 100,000 nested arrays overflowed the decoder's stack.
         let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
         let fine = format!("{}1{}", "[".repeat(100), "]".repeat(100));
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn a_line_is_one_row_or_one_dead_letter_whatever_its_neighbours() {
-        // Found by tests/fuzz.rs: decoded as one stream, two objects on the first line and
+        // Found by tests/integration/fuzz.rs: decoded as one stream, two objects on the first line and
         // an object split over the last two made as many rows as lines, each on the wrong
         // line.
         let d = decoder().decode(&chunk(
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn a_csv_quote_or_carriage_return_never_moves_rows_to_another_line() {
-        // Found by tests/fuzz.rs: a quoted field ran into the next line and a bare carriage
+        // Found by tests/integration/fuzz.rs: a quoted field ran into the next line and a bare carriage
         // return split a line, so the rows after them shifted.
         let d = csv_decoder().decode(&chunk(
             "a,1,1970-01-01T00:00:00.001Z\rb,2,1970-01-01T00:00:00.002Z\n\"c,3,1970-01-01T00:00:00.003Z\nd\",4,1970-01-01T00:00:00.004Z\ne,5,1970-01-01T00:00:00.005Z\n\

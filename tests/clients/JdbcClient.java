@@ -24,7 +24,7 @@ import org.postgresql.PGStatement;
  * server-prepared statements with parameters and binary results, and fetch size with
  * autocommit off (a portal read a row limit at a time).
  *
- * <p>Run by tests/clients.rs with WEIR_PG_PORT set, after it created the views `failures`
+ * <p>Run by tests/integration/clients.rs with WEIR_PG_PORT set, after it created the views `failures`
  * and `worst` from tests/data/logins.jsonl. Exits non-zero on the first wrong value.
  */
 public class JdbcClient {

@@ -3,7 +3,7 @@ column type the views have, the types it learns from the server, and a pool hand
 connection back (its reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
 RESET ALL;`).
 
-Run by tests/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
+Run by tests/integration/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
 `worst` from tests/data/logins.jsonl. Exits non-zero on the first wrong value.
 """
 

@@ -2,7 +2,7 @@
 `conn.transaction()` (with a nested savepoint), settings of the connection as SHOW and
 current_setting() see them, and DISCARD ALL dropping prepared statements.
 
-Run by tests/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
+Run by tests/integration/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
 `worst` from tests/data/logins.jsonl. Exits non-zero on the first wrong value.
 """
 

@@ -3,7 +3,7 @@ use): the dialect's `select version()` parsing at connect, the inspector's listi
 tables, views, materialized views, columns, primary keys, indexes and unique constraints,
 a table reflected by autoload, and Core selects with bound parameters.
 
-Run by tests/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
+Run by tests/integration/clients.rs with WEIR_PG_PORT set, after it created the views `failures` and
 `worst` from tests/data/logins.jsonl. Exits non-zero on the first wrong value.
 """
 

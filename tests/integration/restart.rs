@@ -1,15 +1,13 @@
 //! Restart: kill -9 mid-stream and clean stops; afterwards the finished views equal the batch
 //! oracle — no event lost, none counted twice. The pipeline file is re-run at every start.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::oracle::{
+use crate::common::oracle::{
     assert_views_match, oracle_from_batches, oracle_from_json, security_views, views_over_views,
     OracleView,
 };
-use common::{
+use crate::common::{
     http_get, rows, security_source_sql, wait_views_finished, write_security_events, Weir,
 };
 
@@ -276,7 +274,7 @@ async fn a_failed_view_leaves_its_finished_source_finished_after_restart() {
     let args = ["--pipeline", pipeline.to_str().unwrap()];
     let mut weir = Weir::start(&data, &args);
     let client = weir.client().await;
-    common::wait_for(
+    crate::common::wait_for(
         &client,
         "SELECT count(*) FROM weir_catalog.views WHERE status IN ('finished', 'failed')",
         "2",

@@ -1,9 +1,7 @@
 //! Bad input: valid lines mixed with malformed JSON, wrong types and missing fields. Every
 //! valid row is counted, every bad one is in dead_letters, and the server stays up.
 
-mod common;
-
-use common::{refused, rows, wait_views_finished, Weir};
+use crate::common::{refused, rows, wait_views_finished, Weir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
@@ -52,7 +50,7 @@ async fn bad_lines_go_to_dead_letters_and_valid_ones_count() {
         };
         lines.push(line);
     }
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     let weir = Weir::start(&dir.path().join("data"), &[]);
     let client = weir.client().await;
     client
@@ -109,7 +107,7 @@ async fn dead_letters_are_bounded_by_count() {
             }
         })
         .collect();
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     let weir = Weir::start(&dir.path().join("data"), &["--error-rows-max", "100"]);
     let client = weir.client().await;
     client
@@ -139,7 +137,7 @@ async fn dead_letters_are_bounded_by_count() {
     )
     .await;
     assert_eq!(last[0][0], "1");
-    let page = common::http_get(weir.http_port, "/metrics").await;
+    let page = crate::common::http_get(weir.http_port, "/metrics").await;
     let dropped: u64 = page
         .lines()
         .find_map(|l| l.strip_prefix("weir_dead_letters_dropped_total{source=\"pay\"} "))
@@ -169,7 +167,7 @@ async fn an_event_time_far_ahead_is_a_dead_letter_not_the_watermark() {
         60,
         format!("{{\"user\":\"u0\",\"ts\":{}}}", base + 7_200_000),
     );
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     let weir = Weir::start(&dir.path().join("data"), &[]);
     let client = weir.client().await;
     let (code, _) = refused(
@@ -219,7 +217,7 @@ async fn a_live_source_refuses_event_times_ahead_of_the_wall_clock() {
         .unwrap()
         .as_millis() as i64;
     let day = 86_400_000;
-    common::write_lines(
+    crate::common::write_lines(
         &input,
         &[
             format!("{{\"ts\":{}}}", now + 3 * day),
@@ -239,7 +237,7 @@ async fn a_live_source_refuses_event_times_ahead_of_the_wall_clock() {
         ))
         .await
         .unwrap();
-    common::wait_for(&client, "SELECT n FROM n", "2").await;
+    crate::common::wait_for(&client, "SELECT n FROM n", "2").await;
     let dead = rows(&client, "SELECT error FROM weir_catalog.dead_letters").await;
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(
@@ -259,7 +257,7 @@ async fn a_row_a_view_fails_on_is_a_dead_letter_and_the_view_goes_on() {
         .iter()
         .map(|(a, ts)| format!("{{\"a\":{a},\"ts\":{ts}}}"))
         .collect();
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     let weir = Weir::start(&dir.path().join("data"), &[]);
     let client = weir.client().await;
     client

@@ -5,15 +5,13 @@
 //! noida-db answers a fetch with everything it has, ignoring the requested maximum, so the
 //! source raises librdkafka's `receive.message.max.bytes` through a `properties.*` option.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::oracle::{assert_views_match, oracle_from_batches, security_views};
-use common::{rows, Weir};
+use crate::common::oracle::{assert_views_match, oracle_from_batches, security_views};
+use crate::common::{rows, Weir};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
@@ -57,7 +55,7 @@ fn free_port() -> u16 {
 impl Broker {
     fn start(port: u16, dir: &Path) -> Self {
         let mut command = Command::new(noida_bin());
-        common::die_with_parent(&mut command);
+        crate::common::die_with_parent(&mut command);
         let child = command
             .args([
                 "start",
@@ -268,7 +266,7 @@ async fn partitions_added_to_the_topic_are_picked_up() {
         .await
         .unwrap();
     let views = security_views();
-    common::oracle::create_views(&client, &views).await;
+    crate::common::oracle::create_views(&client, &views).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while events_counted(&weir).await < 20_000 {
         assert!(Instant::now() < deadline, "the first events were not read");

@@ -4,11 +4,9 @@
 //! (`tests/clients/JdbcClient.java`, compiled with the JDK at test time), HTTP health and metrics,
 //! and `--help` listing every option.
 
-mod common;
-
 use std::process::Command;
 
-use common::{rows, wait_views_finished, Weir};
+use crate::common::{rows, wait_views_finished, Weir};
 
 fn psql(port: u16, command: &str) -> String {
     let out = Command::new("psql")
@@ -105,12 +103,12 @@ async fn psql_drivers_and_http_work() {
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"), "{err:?}");
     assert_eq!(rows(&client, "SELECT 1").await[0][0], "1");
 
-    let health = common::http_get(weir.http_port, "/health").await;
+    let health = crate::common::http_get(weir.http_port, "/health").await;
     assert!(
         health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
         "{health}"
     );
-    let metrics = common::http_get(weir.http_port, "/metrics").await;
+    let metrics = crate::common::http_get(weir.http_port, "/metrics").await;
     assert!(
         metrics.contains("weir_source_events_total{source=\"logins\"} 10"),
         "{metrics}"
@@ -905,7 +903,7 @@ async fn tls_with_the_configured_certificate_and_reader_roles() {
 #[test]
 fn listening_on_every_address_without_a_password_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::weir_bin())
+    let out = Command::new(crate::common::weir_bin())
         .args([
             "--pg-addr",
             "0.0.0.0:0",
@@ -927,7 +925,7 @@ fn listening_on_every_address_without_a_password_is_refused_at_start() {
 
 #[test]
 fn help_lists_every_option() {
-    let out = Command::new(common::weir_bin())
+    let out = Command::new(crate::common::weir_bin())
         .arg("--help")
         .output()
         .unwrap();
@@ -954,7 +952,7 @@ fn help_lists_every_option() {
 
 /// Runs `weir bench` with `args` and returns each printed JSON object.
 fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(common::weir_bin())
+    let out = Command::new(crate::common::weir_bin())
         .arg("bench")
         .args(args)
         .arg("--json")
@@ -994,7 +992,7 @@ fn subcommand_help_lists_kafka_options() {
             &["--kafka", "--partitions", "--events", "--json", "--query"][..],
         ),
     ] {
-        let out = Command::new(common::weir_bin())
+        let out = Command::new(crate::common::weir_bin())
             .args([command, "--help"])
             .output()
             .unwrap();

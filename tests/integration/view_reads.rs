@@ -2,9 +2,7 @@
 //! LIMIT, what EXPLAIN shows, and retention. Each answer is checked against values computed
 //! here, and the keys each scan read against `weir_view_scan_keys_total`.
 
-mod common;
-
-use common::{http_get, rows, wait_views_finished, write_lines, Weir};
+use crate::common::{http_get, rows, wait_views_finished, write_lines, Weir};
 
 /// 2026-01-01 00:00:00 UTC in milliseconds.
 const BASE: i64 = 1_767_225_600_000;

@@ -1,9 +1,7 @@
 //! Validation before persisting: what would fail when a pipeline starts is refused at CREATE
 //! time with a SQLSTATE, and nothing of the refused statement is stored (a restart shows it).
 
-mod common;
-
-use common::{refused, rows, Weir};
+use crate::common::{refused, rows, Weir};
 use tokio_postgres::Client;
 
 async fn catalog(client: &Client) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
@@ -21,7 +19,7 @@ async fn catalog(client: &Client) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
 async fn refused_definitions_are_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    common::write_lines(&input, &[r#"{"user":"a","ts":1000}"#.to_string()]);
+    crate::common::write_lines(&input, &[r#"{"user":"a","ts":1000}"#.to_string()]);
     let mut weir = Weir::start(&dir.path().join("data"), &[]);
     let client = weir.client().await;
     client
@@ -115,7 +113,7 @@ async fn refused_definitions_are_not_stored() {
     let only_logins = (vec![vec!["logins".to_string()]], Vec::<Vec<String>>::new());
     assert_eq!(catalog(&client).await, only_logins);
     // What is stored is what a restart finds (the file is back so the source can open).
-    common::write_lines(&input, &[r#"{"user":"a","ts":1000}"#.to_string()]);
+    crate::common::write_lines(&input, &[r#"{"user":"a","ts":1000}"#.to_string()]);
     drop(client);
     weir.stop();
     let weir = Weir::start(&dir.path().join("data"), &[]);

@@ -3,9 +3,7 @@
 //! `weir_catalog`, everything else runs and answers, and the failed one can still be queried,
 //! inspected and dropped. A reader that fails with an error shows its views failed too.
 
-mod common;
-
-use common::{refused, rows, wait_for, wait_views_finished, write_lines, Weir};
+use crate::common::{refused, rows, wait_for, wait_views_finished, write_lines, Weir};
 use weir::catalog::{CatalogEntry, EntryKind};
 use weir::state::{Store, Table, WriteSet};
 
@@ -98,7 +96,7 @@ async fn a_source_whose_directory_was_deleted_fails_alone_at_start() {
     assert!(view[0][1].contains("source \"gone\""), "{view:?}");
     // What the failed view stored is still there to inspect.
     assert_eq!(rows(&client, "SELECT n FROM gone_n").await, vec![vec!["5"]]);
-    let health = common::http_get(weir.http_port, "/health").await;
+    let health = crate::common::http_get(weir.http_port, "/health").await;
     assert!(health.contains(r#""status":"degraded""#), "{health}");
     assert_eq!(
         rows(
@@ -119,7 +117,7 @@ async fn a_source_whose_directory_was_deleted_fails_alone_at_start() {
     )
     .await;
     assert_eq!(names, vec![vec!["kept"], vec!["kept_n"]]);
-    let health = common::http_get(weir.http_port, "/health").await;
+    let health = crate::common::http_get(weir.http_port, "/health").await;
     assert!(health.contains(r#"{"status":"ok","#), "{health}");
     weir.stop();
     let weir = Weir::start(&data, &[]);

@@ -2,8 +2,6 @@
 //!
 //! `${DATA}` in a suite is replaced by the absolute path of `tests/data`.
 
-mod common;
-
 use std::path::PathBuf;
 
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -100,7 +98,7 @@ async fn sql_suites() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let weir = common::Weir::start(dir.path(), &[]);
+        let weir = crate::common::Weir::start(dir.path(), &[]);
         let script = std::fs::read_to_string(suite)
             .unwrap()
             .replace("${DATA}", &data.display().to_string());

@@ -1,13 +1,11 @@
 //! Correctness oracle: for file and generator inputs with out-of-order events, every view's
 //! final rows equal the same query computed by DataFusion as a batch query.
 
-mod common;
-
-use common::oracle::{
+use crate::common::oracle::{
     assert_views_match, create_views, oracle_from_batches, oracle_from_json, security_views,
     views_over_views,
 };
-use common::{security_source_sql, wait_views_finished, write_security_events, Weir};
+use crate::common::{security_source_sql, wait_views_finished, write_security_events, Weir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_views_equal_batch_oracle() {
@@ -33,7 +31,7 @@ async fn file_source_views_equal_batch_oracle() {
     let oracle = oracle_from_json(&input, batches[0].schema()).await;
     let compared = assert_views_match(&client, &oracle, &views).await;
     assert!(compared > 1000, "compared only {compared} rows");
-    let late = common::rows(&client, "SELECT sum(late_rows) FROM weir_catalog.views").await;
+    let late = crate::common::rows(&client, "SELECT sum(late_rows) FROM weir_catalog.views").await;
     assert_eq!(
         late[0][0], "0",
         "out-of-order events within the watermark delay must not be late"
@@ -68,7 +66,7 @@ async fn generator_source_views_equal_batch_oracle() {
     let events = weir::source::generate(weir::source::GeneratorKind::SecurityEvents, 5, 0, 80_000);
     let oracle = oracle_from_batches(vec![events]);
     assert_views_match(&client, &oracle, &views).await;
-    let sources = common::rows(
+    let sources = crate::common::rows(
         &client,
         "SELECT status, events, bad_records FROM weir_catalog.sources",
     )
@@ -102,11 +100,11 @@ async fn the_demo_pipeline_runs_and_its_alerts_name_the_compromised_users() {
         "user_activity",
         "alerts",
     ] {
-        let n = common::rows(&client, &format!("SELECT count(*) FROM {view}")).await;
+        let n = crate::common::rows(&client, &format!("SELECT count(*) FROM {view}")).await;
         assert_ne!(n[0][0], "0", "{view} is empty");
     }
     // The generator compromises every user whose number is 3 modulo 7.
-    let users = common::rows(
+    let users = crate::common::rows(
         &client,
         "SELECT user_name FROM alerts GROUP BY user_name ORDER BY user_name",
     )
@@ -139,7 +137,7 @@ async fn a_view_over_a_view_follows_a_live_source() {
     // Until the view over the view closed three minutes (bounded wait).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let through = loop {
-        let w = common::rows(
+        let w = crate::common::rows(
             &client,
             "SELECT CAST(watermark AS BIGINT) FROM weir_catalog.views WHERE name = 'user_minutes'",
         )
@@ -156,7 +154,7 @@ async fn a_view_over_a_view_follows_a_live_source() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     let closed = |sql: &str| sql.replace("{through}", &through.to_string());
-    let actual = common::rows(
+    let actual = crate::common::rows(
         &client,
         &closed(
             "SELECT CAST(window_start AS BIGINT), user_name, n, hi, windows FROM user_minutes \
@@ -164,7 +162,7 @@ async fn a_view_over_a_view_follows_a_live_source() {
         ),
     )
     .await;
-    let expected = common::rows(
+    let expected = crate::common::rows(
         &client,
         &closed(
             "SELECT (CAST(window_start AS BIGINT) / 60000) * 60000 AS m, user_name, sum(n), max(hi), count(*) \
@@ -175,6 +173,6 @@ async fn a_view_over_a_view_follows_a_live_source() {
     .await;
     assert!(expected.len() > 10, "only {} rows closed", expected.len());
     assert_eq!(actual, expected);
-    let status = common::rows(&client, "SELECT status FROM weir_catalog.sources").await;
+    let status = crate::common::rows(&client, "SELECT status FROM weir_catalog.sources").await;
     assert_eq!(status[0][0], "running", "the source is live");
 }

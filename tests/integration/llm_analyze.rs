@@ -2,18 +2,16 @@
 //! and survive a restart without new calls; failures open the circuit breaker, and records
 //! left pending are asked again after a restart.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{http_get, rows, wait_for, write_lines, Weir};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::{http_get, rows, wait_for, write_lines, Weir};
 
 /// The mock endpoint: counts calls; answers "analysis of: <prompt>", or HTTP 500 while
 /// `failing`. Checks the API key each call carries.

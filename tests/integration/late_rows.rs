@@ -1,11 +1,9 @@
 //! Late rows, through a followed file: a row appended after its window closed lands in
 //! `weir_catalog.late_rows` and leaves the view unchanged; on-time rows keep flowing.
 
-mod common;
-
 use std::io::Write;
 
-use common::{rows, wait_for, Weir};
+use crate::common::{rows, wait_for, Weir};
 
 fn append(path: &std::path::Path, line: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -81,7 +79,7 @@ async fn row_after_window_close_is_late_and_view_unchanged() {
     )
     .await;
     assert_eq!(after[..2], before[..2]);
-    let metrics = common::http_get(weir.http_port, "/metrics").await;
+    let metrics = crate::common::http_get(weir.http_port, "/metrics").await;
     assert!(
         metrics.contains("weir_view_late_rows_total{view=\"per_minute\"} 1"),
         "{metrics}"
@@ -111,7 +109,7 @@ async fn hop_row_late_for_some_windows_is_counted() {
         ))
         .await
         .unwrap();
-    common::wait_views_finished(&client).await;
+    crate::common::wait_views_finished(&client).await;
     // The row at 50 s met watermark 70 s: [0 s, 60 s) was closed, [30 s, 90 s) was open.
     let counts = rows(&client, "SELECT n FROM per_window ORDER BY window_start").await;
     let counts: Vec<&str> = counts.iter().map(|r| r[0].as_str()).collect();
@@ -124,7 +122,7 @@ async fn hop_row_late_for_some_windows_is_counted() {
         rows(&client, "SELECT missed_windows FROM weir_catalog.late_rows").await,
         vec![vec!["1".to_string()]]
     );
-    let page = common::http_get(weir.http_port, "/metrics").await;
+    let page = crate::common::http_get(weir.http_port, "/metrics").await;
     assert!(
         page.lines()
             .any(|l| l == "weir_view_late_rows_total{view=\"per_window\"} 1"),

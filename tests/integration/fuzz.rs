@@ -17,8 +17,6 @@
 //! shrinking; the generators keep cases small instead (a chunk of at most 40 lines, a
 //! statement with at most three mutations, one connection's bytes).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -1600,7 +1598,7 @@ fn fuzz_wire() {
     let mut budget = Budget::new("fuzz_wire", 150, 0x5eed_0003);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
+    let weir = crate::common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
     let port = weir.pg_port;
     let pid = weir.pid().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -1693,7 +1691,7 @@ fn short_password_message() -> Vec<u8> {
 fn a_password_message_shorter_than_its_header_leaves_the_server_answering() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
+    let weir = crate::common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
     let rt = tokio::runtime::Runtime::new().unwrap();
     for half_close in [false, true] {
         hostile_connection(weir.pg_port, &short_password_message(), half_close).unwrap();
@@ -1711,7 +1709,7 @@ fn a_password_message_shorter_than_its_header_leaves_the_server_answering() {
 fn a_password_message_shorter_than_its_header_is_refused_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
+    let weir = crate::common::Weir::start_logging_to(&dir.path().join("data"), &[], &log);
     hostile_connection(weir.pg_port, &short_password_message(), true).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -1736,9 +1734,9 @@ fn read_until_ready(s: &mut TcpStream) -> Vec<u8> {
 }
 
 /// A server logging to a file, and a raw connection to it past its startup.
-fn raw_session(dir: &Path) -> (common::Weir, TcpStream, std::path::PathBuf) {
+fn raw_session(dir: &Path) -> (crate::common::Weir, TcpStream, std::path::PathBuf) {
     let log = dir.join("weir.log");
-    let weir = common::Weir::start_logging_to(&dir.join("data"), &[], &log);
+    let weir = crate::common::Weir::start_logging_to(&dir.join("data"), &[], &log);
     let mut s = TcpStream::connect(("127.0.0.1", weir.pg_port)).unwrap();
     s.write_all(&startup_packet(&[("user", "weir"), ("database", "weir")]))
         .unwrap();

@@ -2,12 +2,10 @@
 //! history from a reader of its own, without the source's rate limit, while the views that
 //! were running go on; then it joins them. Both end exact, also across kill -9 mid catch-up.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::oracle::{assert_views_match, oracle_from_batches, security_views, OracleView};
-use common::{rows, security_source_sql, wait_for, wait_views_finished, Weir};
+use crate::common::oracle::{assert_views_match, oracle_from_batches, security_views, OracleView};
+use crate::common::{rows, security_source_sql, wait_for, wait_views_finished, Weir};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio_postgres::Client;
 use weir::source::{generate, GeneratorKind};

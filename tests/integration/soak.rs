@@ -4,23 +4,21 @@
 //! panic. Not run in CI (ignored): 30 minutes by default.
 //!
 //! ```sh
-//! cargo test --release --test soak -- --ignored --nocapture
+//! cargo test --release --test integration -- --ignored --nocapture soak::
 //! # shorter, for a try: seconds of ingest, seconds between kills
-//! WEIR_SOAK_SECS=300 WEIR_SOAK_KILL_SECS=60 cargo test --release --test soak -- --ignored --nocapture
+//! WEIR_SOAK_SECS=300 WEIR_SOAK_KILL_SECS=60 cargo test --release --test integration -- --ignored --nocapture soak::
 //! ```
 //!
 //! It prints one summary line (events, dead letters, kills, queries answered and refused,
 //! query latency, recovery time after each kill) for `docs/reliability.md`.
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::oracle::{assert_views_match, oracle_from_batches, security_views};
-use common::{rows, security_source_sql, Weir};
+use crate::common::oracle::{assert_views_match, oracle_from_batches, security_views};
+use crate::common::{rows, security_source_sql, Weir};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio_postgres::NoTls;

@@ -2,13 +2,13 @@
 //! partitions with out-of-order events, per-partition watermarks, bad messages, tombstones,
 //! kill -9 while consuming, and a broker that goes away and comes back.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::kafka::{kafka_source_sql, kafka_source_sql_idle, mock_kafka, EmbeddedKafka};
-use common::oracle::{assert_views_match, create_views, oracle_from_batches, security_views};
-use common::{rows, Weir};
+use crate::common::kafka::{kafka_source_sql, kafka_source_sql_idle, mock_kafka, EmbeddedKafka};
+use crate::common::oracle::{
+    assert_views_match, create_views, oracle_from_batches, security_views,
+};
+use crate::common::{rows, Weir};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio_postgres::Client;
 
@@ -124,7 +124,7 @@ async fn partitions_bad_messages_and_watermarks() {
     assert!(dead.iter().any(|d| d[1].contains("event-time")), "{dead:?}");
     let late = rows(&client, "SELECT sum(late_rows) FROM weir_catalog.views").await;
     assert_eq!(late[0][0], "0", "per-partition watermarks make no row late");
-    let metrics = common::http_get(weir.http_port, "/metrics").await;
+    let metrics = crate::common::http_get(weir.http_port, "/metrics").await;
     for p in 0..4 {
         let lag = format!("weir_source_partition_lag{{partition=\"{p}\",source=\"events\"}} 0");
         assert!(metrics.contains(&lag), "missing {lag} in\n{metrics}");

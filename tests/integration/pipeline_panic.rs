@@ -2,23 +2,21 @@
 //! with the message, `/health` stays 200 but says `degraded` and names them, a metric counts
 //! it, and the other pipelines and queries go on.
 
-mod common;
-
-use common::{rows, wait_for, Weir};
+use crate::common::{rows, wait_for, Weir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_pipeline_is_failed_and_health_is_degraded() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let lines: Vec<String> = (0..10).map(|i| format!("{{\"a\":{i}}}")).collect();
-    common::write_lines(&input, &lines);
+    crate::common::write_lines(&input, &lines);
     let weir = Weir::start_with_env(
         &dir.path().join("data"),
         &[],
         &[("WEIR_PANIC_IN_VIEW", "boom")],
     );
     let client = weir.client().await;
-    let health = common::http_get(weir.http_port, "/health").await;
+    let health = crate::common::http_get(weir.http_port, "/health").await;
     assert!(health.contains(r#"{"status":"ok","#), "{health}");
     client
         .simple_query(&format!(
@@ -55,7 +53,7 @@ async fn a_panicking_pipeline_is_failed_and_health_is_degraded() {
     .await;
     assert_eq!(rows(&client, "SELECT n FROM fine").await[0][0], "10");
 
-    let health = common::http_get(weir.http_port, "/health").await;
+    let health = crate::common::http_get(weir.http_port, "/health").await;
     assert!(
         health.starts_with("HTTP/1.1 200") || health.starts_with("HTTP/1.0 200"),
         "{health}"
@@ -73,7 +71,7 @@ async fn a_panicking_pipeline_is_failed_and_health_is_degraded() {
         !health.contains("calm") && !health.contains("fine"),
         "{health}"
     );
-    let page = common::http_get(weir.http_port, "/metrics").await;
+    let page = crate::common::http_get(weir.http_port, "/metrics").await;
     assert!(
         page.lines()
             .any(|l| l == "weir_pipelines_failed_total{source=\"wild\"} 1"),
