@@ -45,7 +45,9 @@ use crate::llm::{record_key, LlmRecord};
 use crate::metrics::Metrics;
 use crate::operator::Codecs;
 use crate::plan::{GroupRole, ViewPlan};
-use crate::state::{decode_view_row, ReadView, RowCodec, SharedReadView, Store, Table, ViewKeys};
+use crate::state::{
+    for_each_view_row, ReadView, RowCodec, SharedReadView, Store, StoredValue, Table, ViewKeys,
+};
 
 /// Rows per batch a scan sends.
 const BATCH_ROWS: usize = 8192;
@@ -674,15 +676,26 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Takes one stored row and its key; says whether to go on.
+    /// Takes one stored value and its key: the rows it holds (none for a group HAVING hides,
+    /// which keeps only its state; many for a row block); says whether to go on.
     fn push(&mut self, key: &[u8], value: &[u8]) -> Result<ControlFlow<()>> {
+        let mut error = None;
+        let flow = for_each_view_row(value, |row| match self.push_row(key, row) {
+            Ok(flow) => flow,
+            Err(e) => {
+                error = Some(e);
+                ControlFlow::Break(())
+            }
+        })
+        .map_err(external)?;
+        error.map_or(Ok(flow), Err)
+    }
+
+    /// Takes one stored row and the key of its value; says whether to go on.
+    fn push_row(&mut self, key: &[u8], row: &[u8]) -> Result<ControlFlow<()>> {
         if self.left == 0 {
             return Ok(ControlFlow::Break(()));
         }
-        // A group HAVING hides keeps its state under its key, and no row.
-        let Some(row) = decode_view_row(value).map_err(external)? else {
-            return Ok(ControlFlow::Continue(()));
-        };
         self.pending.push(row.to_vec());
         if !self.reader.plan.llm_columns.is_empty() {
             self.pending_keys.push(key.to_vec());
@@ -780,18 +793,55 @@ impl Reader {
                 };
                 keys.sort();
                 keys.dedup();
+                // A closed window's rows may be in row blocks: a key not stored alone is
+                // looked for in the block that would hold it.
+                let blocks = self.plan.window.is_some();
                 for chunk in keys.chunks(BATCH_ROWS) {
                     let values = read.multi_get(Table::ViewRows, chunk).map_err(external)?;
                     sink.keys_read += chunk.len() as u64;
                     for (key, value) in chunk.iter().zip(&values) {
-                        let Some(value) = value else { continue };
-                        if sink.push(key, value)?.is_break() {
+                        let flow = match value {
+                            Some(value) => sink.push(key, value)?,
+                            None if blocks => match self.block_row(read, key)? {
+                                Some(row) => {
+                                    sink.keys_read += 1;
+                                    sink.push_row(key, &row)?
+                                }
+                                None => ControlFlow::Continue(()),
+                            },
+                            None => ControlFlow::Continue(()),
+                        };
+                        if flow.is_break() {
                             return Ok(());
                         }
                     }
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// The row of the group whose key (`view \0 window_start group`) is `key`, from the row
+    /// block of its window that would hold it, if there is one and it does.
+    fn block_row(&self, read: &ReadView<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some((start, group)) = self.keys.parse(key) else {
+            return Ok(None);
+        };
+        let (from, to) = self.keys.block_search(start, group);
+        let Some((_, value)) = read
+            .last_in(Table::ViewRows, &from, &to)
+            .map_err(external)?
+        else {
+            return Ok(None);
+        };
+        match StoredValue::decode(&value).map_err(external)? {
+            StoredValue::Block(block) => {
+                Ok(block.find(group).map_err(external)?.map(<[u8]>::to_vec))
+            }
+            _ => Err(external(crate::state::StateError::Corrupt {
+                table: "view_rows",
+                reason: "a value under a row block's key is not a row block".into(),
+            })),
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub state_cache_evictions: IntCounterVec,
     /// Group states an epoch wrote.
     pub state_groups_written: IntCounterVec,
+    pub view_rows_in_blocks: IntCounterVec,
     /// Stored rows (view keys) a query's scan of a view read.
     pub view_scan_keys: IntCounterVec,
     /// Queries answered by the point-query fast path (no DataFusion planning).
@@ -184,6 +185,12 @@ impl Metrics {
                 &registry,
                 "weir_state_groups_written_total",
                 "Group states written by epochs",
+                "view",
+            ),
+            view_rows_in_blocks: counter(
+                &registry,
+                "weir_view_rows_in_blocks_total",
+                "Final rows of windows that opened and closed within one epoch, written many to a value",
                 "view",
             ),
             dead_letters_dropped: counter(

@@ -27,4 +27,4 @@ pub use view::{
     GLOBAL_WINDOW,
 };
 pub use watermark::{SplitWatermark, WatermarkTracker};
-pub use window::{assign_windows, Assigned};
+pub use window::{assign_windows, Assigned, WindowRows};

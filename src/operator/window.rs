@@ -3,6 +3,7 @@
 //! Lateness is decided row by row against the watermark as it stood just before the row, so
 //! the outcome does not depend on how the input was cut into batches.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -16,23 +17,36 @@ use datafusion::common::{DataFusionError, Result};
 use super::SplitWatermark;
 use crate::plan::WindowSpec;
 
-/// A batch assigned to windows.
+/// A batch assigned to windows: its rows grouped by window, windows in start order.
 pub struct Assigned {
-    /// Input rows (repeated once per window they fall in) plus `window_start`, `window_end`.
-    pub batch: RecordBatch,
-    /// The window start of each row of `batch`.
-    pub starts: Vec<i64>,
-    /// The input row each row of `batch` was copied from.
-    pub origin: Vec<u32>,
+    /// Each window the batch reaches, in start order, with its rows (input order).
+    pub windows: Vec<WindowRows>,
     /// Rows of the input that fell in closed windows: the row, the watermark it met and how
     /// many of its windows were closed (a HOP row may be late for its oldest windows only; it
     /// is applied to the others).
     pub late: Vec<(u32, i64, u32)>,
 }
 
+/// The rows of one batch that fall in one window.
+pub struct WindowRows {
+    pub start: i64,
+    /// Those input rows plus `window_start`, `window_end`.
+    pub batch: RecordBatch,
+    /// The input row each row of `batch` was copied from.
+    pub origin: Vec<u32>,
+}
+
+/// Above this many slides between a batch's first and last window, rows are grouped through a
+/// map instead of a table indexed by window.
+const DENSE_WINDOWS: i64 = 4096;
+
 /// Assigns the rows of `batch` to windows of `spec` by the event time in column `time_col`,
 /// advancing the watermark of `split` row by row. `schema` is the batch's schema plus the
 /// window columns; columns whose `used` flag is false come out as nulls (not copied).
+///
+/// Rows are grouped by window as they are assigned and each window's rows are copied once,
+/// straight from the input: a HOP row is in `size / slide` windows, so copying every row once
+/// per window and then again to group them was the largest cost of a HOP view.
 pub fn assign_windows(
     batch: &RecordBatch,
     time_col: usize,
@@ -50,8 +64,30 @@ pub fn assign_windows(
         })?;
     let size = spec.size_ms();
     let slide = spec.slide_ms();
-    let mut rows: Vec<u32> = Vec::with_capacity(times.len() * spec.windows_per_row() as usize);
-    let mut starts: Vec<i64> = Vec::with_capacity(rows.capacity());
+    let per_row = spec.windows_per_row() as i64;
+    // The windows this batch can reach, to index them by (start - lowest) / slide.
+    let valid = || {
+        times
+            .values()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !times.is_null(*i))
+            .map(|(_, t)| t.div_euclid(slide) * slide)
+    };
+    let lowest = valid()
+        .min()
+        .map(|last| last.saturating_sub((per_row - 1) * slide));
+    let highest = valid().max();
+    let span = match (lowest, highest) {
+        (Some(lo), Some(hi)) => hi.saturating_sub(lo) / slide + 1,
+        _ => 0,
+    };
+    let mut dense: Vec<Vec<u32>> = Vec::new();
+    let mut sparse: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    if span <= DENSE_WINDOWS {
+        dense.resize_with(span as usize, Vec::new);
+    }
+    let lowest = lowest.unwrap_or(0);
     let mut late = Vec::new();
     for (i, t) in times.values().iter().enumerate() {
         if times.is_null(i) {
@@ -65,9 +101,10 @@ pub fn assign_windows(
         while start + size > t {
             if start + size <= watermark {
                 missed += 1;
+            } else if dense.is_empty() {
+                sparse.entry(start).or_default().push(i as u32);
             } else {
-                rows.push(i as u32);
-                starts.push(start);
+                dense[((start - lowest) / slide) as usize].push(i as u32);
             }
             start -= slide;
         }
@@ -76,27 +113,37 @@ pub fn assign_windows(
         }
         tracker.observe(t);
     }
-    let origin = rows.clone();
-    let indices = UInt32Array::from(rows);
-    let mut cols: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
+    let lists = dense
+        .into_iter()
         .enumerate()
-        .map(|(i, c)| match used.get(i) {
-            Some(false) => Ok(new_null_array(c.data_type(), indices.len())),
-            _ => take(c, &indices, None),
-        })
-        .collect::<Result<_, _>>()?;
-    let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
-    cols.push(Arc::new(TimestampMillisecondArray::from(starts.clone())));
-    cols.push(Arc::new(TimestampMillisecondArray::from(ends)));
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    Ok(Assigned {
-        batch,
-        starts,
-        origin,
-        late,
-    })
+        .map(|(k, rows)| (lowest + k as i64 * slide, rows))
+        .chain(sparse)
+        .filter(|(_, rows)| !rows.is_empty());
+    let mut windows = Vec::new();
+    for (start, rows) in lists {
+        let indices = UInt32Array::from(rows);
+        let n = indices.len();
+        let mut cols: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match used.get(i) {
+                Some(false) => Ok(new_null_array(c.data_type(), n)),
+                _ => take(c, &indices, None),
+            })
+            .collect::<Result<_, _>>()?;
+        cols.push(Arc::new(TimestampMillisecondArray::from(vec![start; n])));
+        cols.push(Arc::new(TimestampMillisecondArray::from(vec![
+            start + size;
+            n
+        ])));
+        windows.push(WindowRows {
+            start,
+            batch: RecordBatch::try_new(schema.clone(), cols)?,
+            origin: indices.values().to_vec(),
+        });
+    }
+    Ok(Assigned { windows, late })
 }
 
 #[cfg(test)]
@@ -121,6 +168,33 @@ mod tests {
         (batch, out)
     }
 
+    /// The window of each assigned row, in the order the windows come.
+    fn starts(a: &Assigned) -> Vec<i64> {
+        a.windows
+            .iter()
+            .flat_map(|w| std::iter::repeat_n(w.start, w.batch.num_rows()))
+            .collect()
+    }
+
+    #[test]
+    fn rows_far_apart_in_time_are_grouped_too() {
+        let far = 3_600_000 * 24 * 365;
+        let (batch, schema) = input(&[far, 0, far + 1, 1]);
+        let mut tracker = WatermarkTracker::new(i64::MAX / 4);
+        let a = assign_windows(
+            &batch,
+            0,
+            WindowSpec::Tumble { size_ms: 1_000 },
+            &mut tracker.split(0),
+            &schema,
+            &[true],
+        )
+        .unwrap();
+        assert_eq!(starts(&a), vec![0, 0, far, far]);
+        assert_eq!(a.windows[0].origin, vec![1, 3]);
+        assert_eq!(a.windows[1].origin, vec![0, 2]);
+    }
+
     #[test]
     fn tumbling_windows_and_late_rows() {
         let (batch, schema) = input(&[1_000, 61_000, 59_000, 125_000, 30_000]);
@@ -135,7 +209,8 @@ mod tests {
         )
         .unwrap();
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
-        assert_eq!(a.starts, vec![0, 60_000, 0, 120_000]);
+        assert_eq!(starts(&a), vec![0, 0, 60_000, 120_000]);
+        assert_eq!(a.windows[0].origin, vec![0, 2]);
         assert_eq!(a.late, vec![(4, 120_000, 1)]);
         assert_eq!(tracker.watermark(), 120_000);
     }
@@ -149,9 +224,16 @@ mod tests {
             size_ms: 60_000,
         };
         let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
-        assert_eq!(a.starts, vec![60_000, 40_000, 20_000]);
+        assert_eq!(starts(&a), vec![20_000, 40_000, 60_000]);
         assert_eq!(a.late, vec![(1, 65_000, 3)]);
-        assert_eq!(a.batch.num_rows(), 3);
+        let w = &a.windows[1];
+        assert_eq!((w.batch.num_rows(), w.batch.num_columns()), (1, 3));
+        let end = w
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>();
+        assert_eq!(end.unwrap().value(0), 100_000);
     }
 
     #[test]
@@ -164,7 +246,8 @@ mod tests {
         };
         let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
         // 50_000 falls in [30_000, 90_000), still open, and [0, 60_000), closed at 70_000.
-        assert_eq!(a.starts, vec![60_000, 30_000, 30_000]);
+        assert_eq!(starts(&a), vec![30_000, 30_000, 60_000]);
+        assert_eq!(a.windows[0].origin, vec![0, 1]);
         assert_eq!(a.late, vec![(1, 70_000, 1)]);
     }
 }

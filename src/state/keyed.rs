@@ -9,11 +9,23 @@
 //! Under that key `view_rows` holds one value per group (see [`StoredValue`]): while the
 //! group's window is open, its output row and its accumulators' state together (or the state
 //! alone while HAVING hides the row), so an epoch writes one value per touched group; once
-//! the window has closed, the row alone. Readers of the view skip the state. The row format is
-//! not promised stable across Arrow releases, so [`STATE_FORMAT`] names the layout and a
-//! golden test pins its bytes: when an upgrade changes them the test fails and the format
-//! number goes up; a view stored in an older format is rebuilt from its source.
+//! the window has closed, the row alone. Readers of the view skip the state.
+//!
+//! A window that opens and closes within one epoch (every window of a catch-up or a replay)
+//! has nothing stored to replace, so its final rows go out in *row blocks* instead: up to
+//! [`BLOCK_ROWS`] rows in key order in one value, under `view \0 window_start 0xFF
+//! first_group_key` ([`ViewKeys::block`]). RocksDB's cost is mostly per key (the memtable's
+//! skip list, the write batch's and the WAL's record framing), so a block costs about what one
+//! row did. No group key starts with 0xFF (Arrow's row format starts each column with 0, 1 or
+//! 2), so a window's blocks sort after its single-group values, and the block that may hold
+//! a group is the last one at or before `0xFF group_key`.
+//!
+//! The row format is not promised stable across Arrow releases, so [`STATE_FORMAT`] names
+//! the layout and a golden test pins its bytes: when an upgrade changes them the test fails
+//! and the format number goes up; a view stored in a format older than
+//! [`OLDEST_READ_FORMAT`] is rebuilt from its source.
 
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use datafusion::arrow::array::ArrayRef;
@@ -23,11 +35,28 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use super::{window_key_prefix, window_start_bytes, StateError};
 
 /// The version of the per-group layout, stored in every value and in each view's progress.
-/// Format 5 stores the per-entity states of stateful functions (`anomaly_score`'s baselines)
-/// in a compact varint form; format 4 kept a group's row and state in one `view_rows` value
-/// too, with fixed-width entity states; format 3 kept a group's state under the same key in
-/// `group_state`.
-pub const STATE_FORMAT: u8 = 5;
+/// Format 6 adds row blocks (closed windows' rows, many to a value); format 5 stores the
+/// per-entity states of stateful functions (`anomaly_score`'s baselines) in a compact varint
+/// form; format 4 kept a group's row and state in one `view_rows` value too, with fixed-width
+/// entity states; format 3 kept a group's state under the same key in `group_state`.
+pub const STATE_FORMAT: u8 = 6;
+
+/// The oldest format this Weir reads as it is: format 6 only added a kind of value, so a view
+/// stored in format 5 goes on (and is stamped 6, so an older Weir refuses it rather than
+/// meet a block it cannot read). Older views are rebuilt from their sources.
+pub const OLDEST_READ_FORMAT: u8 = 5;
+
+/// Whether a value's first byte is a format this Weir reads.
+fn readable(format: u8) -> bool {
+    (OLDEST_READ_FORMAT..=STATE_FORMAT).contains(&format)
+}
+
+/// At most this many rows go into one row block.
+pub const BLOCK_ROWS: usize = 128;
+/// A row block is closed once it holds this many bytes.
+const BLOCK_BYTES: usize = 16 * 1024;
+/// The byte between a window start and a block's first group key.
+const BLOCK_MARK: u8 = 0xFF;
 
 /// Encodes and decodes columns of fixed types as rows.
 #[derive(Debug)]
@@ -129,7 +158,24 @@ impl ViewKeys {
         (self.prefix.clone(), super::store::prefix_end(&self.prefix))
     }
 
-    /// Splits a key of this view into window start and group key.
+    /// The key of the row block of window `start` whose first group is `first`.
+    pub fn block(&self, start: i64, first: &[u8]) -> Vec<u8> {
+        let mut key = self.window(start);
+        key.push(BLOCK_MARK);
+        key.extend_from_slice(first);
+        key
+    }
+
+    /// The key range that holds the row block of window `start` which may hold `group`, as
+    /// its last key: from the window's first block key up to just past `0xFF group`.
+    pub fn block_search(&self, start: i64, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut to = self.block(start, group);
+        to.push(0);
+        (self.block(start, &[]), to)
+    }
+
+    /// Splits a key of this view into window start and group key (for a row block, `0xFF`
+    /// and its first group key).
     pub fn parse<'a>(&self, key: &'a [u8]) -> Option<(i64, &'a [u8])> {
         let rest = key.strip_prefix(self.prefix.as_slice())?;
         let (start, group) = rest.split_at_checked(8)?;
@@ -166,11 +212,12 @@ impl<'a> StoredGroup<'a> {
 
     pub fn decode(value: &'a [u8]) -> Result<Self, StateError> {
         match value {
-            [STATE_FORMAT, shown @ (0 | 1), state @ ..] => Ok(Self {
+            [f, shown @ (0 | 1), state @ ..] if readable(*f) => Ok(Self {
                 shown: *shown == 1,
                 state,
             }),
-            [STATE_FORMAT, ..] | [] => Err(corrupt("truncated group state")),
+            [f, ..] if readable(*f) => Err(corrupt("truncated group state")),
+            [] => Err(corrupt("truncated group state")),
             [other, ..] => Err(corrupt(&format!(
                 "group state in format {other}, expected {STATE_FORMAT}"
             ))),
@@ -182,7 +229,8 @@ impl<'a> StoredGroup<'a> {
 /// - kind 0, a row alone (a closed window's group, an append-only view's row): the row;
 /// - kind 1, an open window's shown group: the row's length (u32, little-endian), the row,
 ///   the state;
-/// - kind 2, an open window's group HAVING hides: the state.
+/// - kind 2, an open window's group HAVING hides: the state;
+/// - kind 3, a row block (see [`RowBlock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredValue<'a> {
     Row(&'a [u8]),
@@ -190,11 +238,13 @@ pub enum StoredValue<'a> {
         row: Option<&'a [u8]>,
         state: &'a [u8],
     },
+    Block(RowBlock<'a>),
 }
 
 const ROW_ALONE: u8 = 0;
 const ROW_AND_STATE: u8 = 1;
 const STATE_ALONE: u8 = 2;
+const ROW_BLOCK: u8 = 3;
 
 /// The bytes before a row stored alone.
 pub const VIEW_ROW_HEADER: [u8; 2] = [STATE_FORMAT, ROW_ALONE];
@@ -215,8 +265,12 @@ impl<'a> StoredValue<'a> {
 
     pub fn decode(value: &'a [u8]) -> Result<Self, StateError> {
         match value {
-            [STATE_FORMAT, ROW_ALONE, row @ ..] => Ok(Self::Row(row)),
-            [STATE_FORMAT, ROW_AND_STATE, l0, l1, l2, l3, rest @ ..] => {
+            [f, ..] if !readable(*f) => Err(corrupt(&format!(
+                "value in format {f}, expected {STATE_FORMAT}"
+            ))),
+            [_, ROW_ALONE, row @ ..] => Ok(Self::Row(row)),
+            [_, ROW_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body)?)),
+            [_, ROW_AND_STATE, l0, l1, l2, l3, rest @ ..] => {
                 let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
                 let (row, state) = rest
                     .split_at_checked(len)
@@ -226,30 +280,48 @@ impl<'a> StoredValue<'a> {
                     state,
                 })
             }
-            [STATE_FORMAT, STATE_ALONE, state @ ..] => Ok(Self::Open { row: None, state }),
-            [STATE_FORMAT, ..] | [] => Err(corrupt("truncated value")),
-            [other, ..] => Err(corrupt(&format!(
-                "value in format {other}, expected {STATE_FORMAT}"
-            ))),
+            [_, STATE_ALONE, state @ ..] => Ok(Self::Open { row: None, state }),
+            _ => Err(corrupt("truncated value")),
         }
     }
 
-    /// The output row, if the group is in the view.
-    pub fn row(&self) -> Option<&'a [u8]> {
-        match self {
-            Self::Row(row) => Some(row),
-            Self::Open { row, .. } => *row,
-        }
-    }
-
-    /// The group as the operators cache it; None for a row stored alone (its window closed).
+    /// The group as the operators cache it; None for rows stored alone (its window closed).
     pub fn group(&self) -> Option<StoredGroup<'a>> {
         match self {
-            Self::Row(_) => None,
+            Self::Row(_) | Self::Block(_) => None,
             Self::Open { row, state } => Some(StoredGroup {
                 shown: row.is_some(),
                 state,
             }),
+        }
+    }
+
+    /// Calls `f` with each output row the value holds (none for a group HAVING hides, many
+    /// for a row block) until it breaks; says whether it did.
+    pub fn for_each_row(
+        &self,
+        mut f: impl FnMut(&'a [u8]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StateError> {
+        match *self {
+            Self::Row(row) | Self::Open { row: Some(row), .. } => Ok(f(row)),
+            Self::Open { row: None, .. } => Ok(ControlFlow::Continue(())),
+            Self::Block(block) => {
+                for entry in block.iter() {
+                    if f(entry?.1).is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            }
+        }
+    }
+
+    /// How many output rows the value holds.
+    pub fn row_count(&self) -> usize {
+        match self {
+            Self::Row(_) | Self::Open { row: Some(_), .. } => 1,
+            Self::Open { row: None, .. } => 0,
+            Self::Block(block) => block.len(),
         }
     }
 }
@@ -259,9 +331,136 @@ pub fn encode_view_row(row: &[u8]) -> Vec<u8> {
     [&VIEW_ROW_HEADER[..], row].concat()
 }
 
-/// The output row of a `view_rows` value; None for a group HAVING hides.
-pub fn decode_view_row(value: &[u8]) -> Result<Option<&[u8]>, StateError> {
-    Ok(StoredValue::decode(value)?.row())
+/// Calls `f` with each output row of a `view_rows` value (see [`StoredValue::for_each_row`]).
+pub fn for_each_view_row<'a>(
+    value: &'a [u8],
+    f: impl FnMut(&'a [u8]) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, StateError> {
+    StoredValue::decode(value)?.for_each_row(f)
+}
+
+/// Rows of a closed window in key order, many to a value: the row count (u32, little-endian),
+/// then per row its group key and its row, each as a LEB128 length and the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowBlock<'a> {
+    rows: usize,
+    body: &'a [u8],
+}
+
+impl<'a> RowBlock<'a> {
+    fn decode(bytes: &'a [u8]) -> Result<Self, StateError> {
+        let (count, body) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("truncated row block"))?;
+        Ok(Self {
+            rows: u32::from_le_bytes(*count) as usize,
+            body,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Each (group key, row), in key order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), StateError>> {
+        let mut rest = self.body;
+        (0..self.rows).map(move |_| {
+            let key = take_bytes(&mut rest)?;
+            let row = take_bytes(&mut rest)?;
+            Ok((key, row))
+        })
+    }
+
+    /// The row of `group`, if the block holds it.
+    pub fn find(&self, group: &[u8]) -> Result<Option<&'a [u8]>, StateError> {
+        for entry in self.iter() {
+            let (key, row) = entry?;
+            match key.cmp(group) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => return Ok(Some(row)),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn take_bytes<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let (byte, tail) = rest
+            .split_first()
+            .ok_or_else(|| corrupt("truncated row block"))?;
+        *rest = tail;
+        if shift > 28 {
+            return Err(corrupt("a row block's length does not fit"));
+        }
+        len |= usize::from(byte & 0x7F) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > rest.len() {
+        return Err(corrupt("a row block entry longer than the block"));
+    }
+    let (bytes, tail) = rest.split_at(len);
+    *rest = tail;
+    Ok(bytes)
+}
+
+fn put_len(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+}
+
+/// Builds row blocks: rows go in in key order; [`Self::push`] hands back a full block's key
+/// suffix (its first group key) and value when the next row does not fit.
+#[derive(Debug, Default)]
+pub struct RowBlockWriter {
+    value: Vec<u8>,
+    first: Vec<u8>,
+    rows: u32,
+}
+
+impl RowBlockWriter {
+    /// Adds a row; when the block was full it is first handed to `emit` (first key, value).
+    pub fn push(&mut self, group: &[u8], row: &[u8], emit: impl FnOnce(&[u8], &[u8])) {
+        if self.rows as usize >= BLOCK_ROWS || self.value.len() >= BLOCK_BYTES {
+            self.finish(emit);
+        }
+        if self.rows == 0 {
+            self.value.clear();
+            self.value
+                .extend_from_slice(&[STATE_FORMAT, ROW_BLOCK, 0, 0, 0, 0]);
+            self.first.clear();
+            self.first.extend_from_slice(group);
+        }
+        put_len(&mut self.value, group.len());
+        self.value.extend_from_slice(group);
+        put_len(&mut self.value, row.len());
+        self.value.extend_from_slice(row);
+        self.rows += 1;
+    }
+
+    /// Hands the block being built, if it has rows, to `emit` and starts anew.
+    pub fn finish(&mut self, emit: impl FnOnce(&[u8], &[u8])) {
+        if self.rows == 0 {
+            return;
+        }
+        self.value[2..6].copy_from_slice(&self.rows.to_le_bytes());
+        emit(&self.first, &self.value);
+        self.rows = 0;
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +528,15 @@ mod tests {
         assert!(back[0].is_null(1));
     }
 
+    fn rows_of(value: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut rows = Vec::new();
+        for_each_view_row(value, |row| {
+            rows.push(row.to_vec());
+            ControlFlow::Continue(())
+        })?;
+        Ok(rows)
+    }
+
     #[test]
     fn values_carry_their_format() {
         let value = StoredGroup::encode(true, b"xyz");
@@ -346,11 +554,14 @@ mod tests {
         );
         assert!(StoredGroup::decode(&[]).is_err());
         assert_eq!(
-            decode_view_row(&encode_view_row(b"r")).unwrap(),
-            Some(&b"r"[..])
+            rows_of(&encode_view_row(b"r")).unwrap(),
+            vec![b"r".to_vec()]
         );
-        assert!(decode_view_row(&[9, 1]).is_err());
-        assert!(decode_view_row(&[3, b'r']).is_err(), "a format 3 row");
+        assert!(rows_of(&[9, 1]).is_err());
+        assert!(rows_of(&[3, b'r']).is_err(), "a format 3 row");
+        // Format 5 values read as they are; the format byte says which.
+        assert_eq!(rows_of(&[5, 0, b'r']).unwrap(), vec![b"r".to_vec()]);
+        assert!(StoredGroup::decode(&[5, 1, b's']).unwrap().shown);
     }
 
     #[test]
@@ -358,7 +569,7 @@ mod tests {
         let (head, n) = StoredValue::open_header(Some(3));
         let shown = [&head[..n], b"row", b"st"].concat();
         let value = StoredValue::decode(&shown).unwrap();
-        assert_eq!(value.row(), Some(&b"row"[..]));
+        assert_eq!(rows_of(&shown).unwrap(), vec![b"row".to_vec()]);
         assert_eq!(
             value.group(),
             Some(StoredGroup {
@@ -369,19 +580,90 @@ mod tests {
         let (head, n) = StoredValue::open_header(None);
         let hidden = [&head[..n], b"st"].concat();
         let value = StoredValue::decode(&hidden).unwrap();
-        assert_eq!(value.row(), None);
+        assert_eq!(value.row_count(), 0);
         assert_eq!(
             value.group().map(|g| (g.shown, g.state)),
             Some((false, &b"st"[..]))
         );
         let row_alone = encode_view_row(b"row");
         let closed = StoredValue::decode(&row_alone).unwrap();
-        assert_eq!((closed.row(), closed.group()), (Some(&b"row"[..]), None));
+        assert_eq!((closed.row_count(), closed.group()), (1, None));
         // A row length past the value's end is corruption.
         let (head, n) = StoredValue::open_header(Some(9));
         assert!(StoredValue::decode(&[&head[..n], b"ab"].concat()).is_err());
         assert!(StoredValue::decode(&[STATE_FORMAT, 1, 0]).is_err());
         assert!(StoredValue::decode(&[STATE_FORMAT, 7]).is_err());
+    }
+
+    #[test]
+    fn row_blocks_hold_rows_in_key_order_and_find_each() {
+        let mut writer = RowBlockWriter::default();
+        let mut blocks: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let n = BLOCK_ROWS * 2 + 5;
+        let key = |i: usize| format!("\x02k{i:05}").into_bytes();
+        let row = |i: usize| vec![b'r'; i % 300];
+        for i in 0..n {
+            writer.push(&key(i), &row(i), |first, value| {
+                blocks.push((first.to_vec(), value.to_vec()))
+            });
+        }
+        writer.finish(|first, value| blocks.push((first.to_vec(), value.to_vec())));
+        assert_eq!(
+            blocks.len(),
+            3,
+            "full blocks of {BLOCK_ROWS} rows, then the rest"
+        );
+        let mut seen = 0;
+        for (first, value) in &blocks {
+            let StoredValue::Block(block) = StoredValue::decode(value).unwrap() else {
+                panic!("not a block");
+            };
+            assert_eq!(first, &key(seen));
+            assert_eq!(StoredValue::decode(value).unwrap().row_count(), block.len());
+            for entry in block.iter() {
+                let (k, r) = entry.unwrap();
+                assert_eq!((k, r), (&key(seen)[..], &row(seen)[..]));
+                seen += 1;
+            }
+            assert_eq!(
+                block.find(&key(seen - 1)).unwrap(),
+                Some(&row(seen - 1)[..])
+            );
+            assert_eq!(block.find(b"\x02k").unwrap(), None);
+            assert_eq!(block.find(b"\x03").unwrap(), None);
+            assert_eq!(rows_of(value).unwrap().len(), block.len());
+        }
+        assert_eq!(seen, n);
+        // Cut anywhere, a block is an error, not a panic.
+        let value = &blocks[0].1;
+        for cut in 2..value.len() {
+            if let Ok(StoredValue::Block(b)) = StoredValue::decode(&value[..cut]) {
+                assert!(b.iter().any(|e| e.is_err()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_windows_blocks_sort_after_its_groups_and_before_the_next_window() {
+        let keys = ViewKeys::new("v");
+        let codec = RowCodec::new(&[DataType::Utf8, DataType::Int64], "test").unwrap();
+        let rows = codec
+            .encode(&[
+                Arc::new(StringArray::from(vec![Some("\u{10FFFF}"), None, Some("")])),
+                Arc::new(Int64Array::from(vec![i64::MAX, -1, 0])),
+            ])
+            .unwrap();
+        for row in rows.iter() {
+            assert!(
+                row.as_ref()[0] < BLOCK_MARK,
+                "no group key starts with 0xFF"
+            );
+            let group = keys.group(0, row.as_ref());
+            assert!(group < keys.block(0, &[]));
+            assert!(keys.block(0, row.as_ref()) < keys.window(1));
+            let (from, to) = keys.block_search(0, row.as_ref());
+            assert!(from <= keys.block(0, row.as_ref()) && keys.block(0, row.as_ref()) < to);
+        }
     }
 
     #[test]

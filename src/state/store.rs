@@ -408,6 +408,27 @@ impl ReadView<'_> {
             .map(|((a, _), (b, _))| (a.into_vec(), b.into_vec())))
     }
 
+    /// The last entry with `from <= key < to`, if any (one seek backwards).
+    pub fn last_in(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<Entry>, StateError> {
+        let last = self
+            .store
+            .db
+            .iterator_cf_opt(
+                self.store.cf(table),
+                self.options(from, to),
+                IteratorMode::End,
+            )
+            .next()
+            .transpose()
+            .map_err(storage)?;
+        Ok(last.map(|(k, v)| (k.into_vec(), v.into_vec())))
+    }
+
     /// Reads many keys at this snapshot.
     pub fn multi_get(
         &self,

@@ -257,7 +257,7 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
         newer["state_format"] = 99.into();
         // And a view stored by an older Weir: rebuilt from its source, its entity states too.
         let mut older = progress(&store, "older");
-        older["state_format"] = (weir::state::STATE_FORMAT - 1).into();
+        older["state_format"] = (weir::state::OLDEST_READ_FORMAT - 1).into();
         let mut ws = WriteSet::default();
         // Its rows are gone too: only a rebuild brings them back.
         ws.delete_prefix(

@@ -15,7 +15,7 @@ use datafusion::common::{DataFusionError, Result};
 
 use super::{state_err, ChunkPlace, ViewOperator};
 use crate::plan::Upstream;
-use crate::state::{decode_view_row, RowCodec, Table, ViewKeys};
+use crate::state::{for_each_view_row, RowCodec, Table, ViewKeys};
 
 /// Rows handed to the view at once: a window with more is applied in several batches.
 const ROWS_PER_BATCH: usize = 8192;
@@ -115,9 +115,12 @@ impl ViewOperator {
                     self.upstream_window_done(up, done)?;
                 }
                 window = Some(start);
-                if let Some(row) = decode_view_row(value).map_err(state_err)? {
+                // Never breaks: every row of the window is taken.
+                let _ = for_each_view_row(value, |row| {
                     rows.push(row.to_vec());
-                }
+                    ControlFlow::Continue(())
+                })
+                .map_err(state_err)?;
                 Ok(())
             })();
             match step {

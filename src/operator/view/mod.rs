@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::array::{Array, TimestampMillisecondArray};
-use datafusion::arrow::compute::{max, take_record_batch};
+use datafusion::arrow::compute::max;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
@@ -26,9 +25,9 @@ use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    decode_view_row, encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes,
-    Log, LogLimits, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, STATE_FORMAT,
-    VIEW_ROW_HEADER,
+    encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits,
+    RowBlockWriter, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT,
+    STATE_FORMAT, VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -142,6 +141,8 @@ pub struct StateCounters {
     pub evictions: u64,
     /// Group states written.
     pub groups_written: u64,
+    /// Final rows written in row blocks (windows opened and closed within one epoch).
+    pub rows_in_blocks: u64,
     /// Rows deleted by retention.
     pub rows_expired: u64,
     /// Late rows dropped by the log limits.
@@ -261,7 +262,9 @@ impl ViewOperator {
                     p.state_format
                 )))
             }
-            Some(p) if p.state_format == STATE_FORMAT => match &p.layout {
+            // Formats from OLDEST_READ_FORMAT on are read as they are; the next epoch
+            // stamps the view with this format.
+            Some(p) if p.state_format >= OLDEST_READ_FORMAT => match &p.layout {
                 Some(stored) if *stored != codecs.layout => {
                     return Err(DataFusionError::Plan(format!(
                         "view \"{name}\" holds state of another layout ({stored}) than its \
@@ -270,8 +273,12 @@ impl ViewOperator {
                         codecs.layout
                     )))
                 }
-                Some(_) => p,
+                Some(_) => ViewProgress {
+                    state_format: STATE_FORMAT,
+                    ..p
+                },
                 None => ViewProgress {
+                    state_format: STATE_FORMAT,
                     layout: Some(codecs.layout.clone()),
                     ..p
                 },
@@ -464,27 +471,9 @@ impl ViewOperator {
                 missed_windows: Some(missed),
             });
         }
-        // Fold each window's rows; a batch usually spans one or two windows.
-        let starts = &assigned.starts;
-        if starts.windows(2).all(|w| w[0] == w[1]) {
-            if let Some(start) = starts.first() {
-                let origin = &assigned.origin;
-                self.fold(*start, assigned.batch.clone(), &|i| origin[i])?;
-            }
-        } else {
-            let mut order: Vec<u32> = (0..starts.len() as u32).collect();
-            order.sort_by_key(|i| starts[*i as usize]);
-            let mut from = 0;
-            while from < order.len() {
-                let start = starts[order[from] as usize];
-                let to = from + order[from..].partition_point(|i| starts[*i as usize] == start);
-                let indices = UInt32Array::from(order[from..to].to_vec());
-                let (origin, order) = (&assigned.origin, &order);
-                self.fold(start, take_record_batch(&assigned.batch, &indices)?, &|i| {
-                    origin[order[from + i] as usize]
-                })?;
-                from = to;
-            }
+        for window in assigned.windows {
+            let origin = &window.origin;
+            self.fold(window.start, window.batch, &|i| origin[i])?;
         }
         self.close_windows(spec.size_ms())
     }
@@ -702,6 +691,25 @@ impl ViewOperator {
         }
     }
 
+    /// Writes the final rows of a window that has nothing stored (it opened and closed within
+    /// this epoch) as row blocks: many rows to a RocksDB value, in key order.
+    fn write_blocks(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged) {
+        let keys = &self.keys;
+        let mut blocks = RowBlockWriter::default();
+        let mut emit = |first: &[u8], value: &[u8]| {
+            ws.put_parts(Table::ViewRows, &[&keys.block(start, first)], &[value]);
+        };
+        for group in merged.groups() {
+            // A group HAVING hides has nothing to store once its window closed.
+            let Some(row) = group.row else { continue };
+            self.progress.rows_written += 1;
+            self.progress.rows += 1;
+            self.counters.rows_in_blocks += 1;
+            blocks.push(group.key, row, &mut emit);
+        }
+        blocks.finish(&mut emit);
+    }
+
     /// Adds the epoch's changes to `ws`: the touched groups of every window (rows, and state
     /// while the window is open), deletes for the state of closed windows, late rows and the
     /// view's progress. `now_ms`, when given, also applies the age limit to late rows.
@@ -712,7 +720,12 @@ impl ViewOperator {
             if let Some(mut delta) = delta {
                 let merged = self.merge(start, &mut delta)?;
                 if start >= expired_before {
-                    self.write_groups(ws, start, &merged, false);
+                    if self.progress.open_windows.contains(&start) {
+                        self.write_groups(ws, start, &merged, false);
+                    } else {
+                        // Opened and closed within this epoch: nothing stored to replace.
+                        self.write_blocks(ws, start, &merged);
+                    }
                 } else {
                     // Closed already past the retention: its new rows are never written
                     // (rows it had were deleted, and counted, by `expire`).
@@ -879,8 +892,8 @@ impl ViewOperator {
         self.store
             .read_view()
             .for_each_in(Table::ViewRows, &a, &b, |_, value| {
-                if matches!(decode_view_row(value), Ok(Some(_))) {
-                    rows += 1;
+                if let Ok(value) = StoredValue::decode(value) {
+                    rows += value.row_count() as u64;
                 }
                 ControlFlow::Continue(())
             })

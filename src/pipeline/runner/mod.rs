@@ -742,6 +742,7 @@ impl Operators {
                 (&m.state_store_reads, c.store_reads),
                 (&m.state_cache_evictions, c.evictions),
                 (&m.state_groups_written, c.groups_written),
+                (&m.view_rows_in_blocks, c.rows_in_blocks),
                 (&m.view_rows_expired, c.rows_expired),
                 (&m.late_rows_dropped, c.late_rows_dropped),
             ] {
