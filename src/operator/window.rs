@@ -64,7 +64,7 @@ pub fn assign_windows(
         })?;
     let size = spec.size_ms();
     let slide = spec.slide_ms();
-    let per_row = spec.windows_per_row() as i64;
+    let per_row = spec.windows_per_row();
     // The windows this batch can reach, to index them by (start - lowest) / slide.
     let valid = || {
         times

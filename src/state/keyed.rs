@@ -530,7 +530,7 @@ mod tests {
 
     fn rows_of(value: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         let mut rows = Vec::new();
-        for_each_view_row(value, |row| {
+        let _ = for_each_view_row(value, |row| {
             rows.push(row.to_vec());
             ControlFlow::Continue(())
         })?;

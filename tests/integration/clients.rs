@@ -749,7 +749,7 @@ fn grafana_over_pgx_runs_the_shipped_dashboard() {
         String::from_utf8_lossy(&build.stderr)
     );
     // The demo pipeline, five minutes of its events at full speed.
-    let demo = include_str!("../examples/security_pipeline.sql");
+    let demo = include_str!("../../examples/security_pipeline.sql");
     let pipeline = dir.path().join("pipeline.sql");
     std::fs::write(
         &pipeline,

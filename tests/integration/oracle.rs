@@ -82,7 +82,7 @@ async fn generator_source_views_equal_batch_oracle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_pipeline_runs_and_its_alerts_name_the_compromised_users() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = include_str!("../examples/security_pipeline.sql");
+    let demo = include_str!("../../examples/security_pipeline.sql");
     // Five minutes of the demo's events, at full speed and then finished.
     let bounded = demo.replace("rate = '100'", "rate = '0', count = '30000'");
     assert_ne!(bounded, demo, "the demo's generator options changed");
