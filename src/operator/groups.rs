@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
@@ -32,10 +32,17 @@ enum Keys {
 }
 
 /// The groups and accumulators of one window (or of a whole non-windowed view).
+///
+/// Group columns that hold one value for the whole window (`window_start`, `window_end`) are
+/// not interned: the groups are told apart by the other columns alone (for `GROUP BY auction,
+/// window_start, window_end`, DataFusion's fast one-column `GroupValues` instead of its
+/// multi-column one), and those columns are put back, repeated, when the state is drained.
 pub struct GroupState {
     keys: Keys,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     indices: Vec<usize>,
+    /// Per group column: for a constant one, its value (from the first row folded in).
+    constants: Vec<Option<Option<ArrayRef>>>,
 }
 
 fn new_accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
@@ -98,11 +105,28 @@ impl AggregateInput {
 
 impl GroupState {
     pub fn new(plan: &AggregatePlan) -> Result<Self> {
-        let keys = if plan.group_exprs.is_empty() {
+        let constants: Vec<Option<Option<ArrayRef>>> = (0..plan.group_exprs.len())
+            .map(|g| {
+                plan.constant_groups
+                    .get(g)
+                    .copied()
+                    .unwrap_or(false)
+                    .then_some(None)
+            })
+            .collect();
+        let interned: Vec<FieldRef> = plan
+            .group_schema
+            .fields()
+            .iter()
+            .zip(&constants)
+            .filter(|(_, c)| c.is_none())
+            .map(|(f, _)| f.clone())
+            .collect();
+        let keys = if interned.is_empty() {
             Keys::Global { exists: false }
         } else {
             Keys::Grouped(new_group_values(
-                plan.group_schema.clone(),
+                Arc::new(Schema::new(interned)),
                 &GroupOrdering::None,
             )?)
         };
@@ -115,7 +139,26 @@ impl GroupState {
             keys,
             accumulators,
             indices: Vec::new(),
+            constants,
         })
+    }
+
+    /// The group columns of `n` groups: the interned ones as `interned` gives them, the
+    /// constant ones repeated.
+    fn group_columns(&self, interned: Vec<ArrayRef>, n: usize) -> Result<Vec<ArrayRef>> {
+        let mut interned = interned.into_iter();
+        self.constants
+            .iter()
+            .map(|c| match c {
+                None => interned.next().ok_or_else(|| {
+                    DataFusionError::Internal("fewer interned group columns than planned".into())
+                }),
+                Some(Some(value)) => ScalarValue::try_from_array(value, 0)?.to_array_of_size(n),
+                Some(None) => Err(DataFusionError::Internal(
+                    "a window's groups were drained before any row reached them".into(),
+                )),
+            })
+            .collect()
     }
 
     /// Number of groups.
@@ -140,8 +183,26 @@ impl GroupState {
         if input.rows == 0 {
             return Ok(());
         }
+        for (constant, key) in self.constants.iter_mut().zip(&input.keys) {
+            if let Some(value @ None) = constant {
+                *value = Some(key.slice(0, 1));
+            }
+        }
         match &mut self.keys {
-            Keys::Grouped(groups) => groups.intern(&input.keys, &mut self.indices)?,
+            Keys::Grouped(groups) => {
+                if self.constants.iter().any(Option::is_some) {
+                    let interned: Vec<ArrayRef> = input
+                        .keys
+                        .iter()
+                        .zip(&self.constants)
+                        .filter(|(_, c)| c.is_none())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    groups.intern(&interned, &mut self.indices)?
+                } else {
+                    groups.intern(&input.keys, &mut self.indices)?
+                }
+            }
             Keys::Global { exists } => {
                 *exists = true;
                 self.indices.clear();
@@ -165,13 +226,14 @@ impl GroupState {
             // Some accumulators cannot emit zero groups (row accumulators behind the adapter).
             empty_snapshot_columns(plan)?
         } else {
-            let mut cols = match &mut self.keys {
+            let interned = match &mut self.keys {
                 Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
                 Keys::Global { exists } => {
                     *exists = false;
                     Vec::new()
                 }
             };
+            let mut cols = self.group_columns(interned, n)?;
             for acc in &mut self.accumulators {
                 cols.extend(acc.state(EmitTo::All)?);
             }
@@ -204,10 +266,11 @@ impl GroupState {
         if n == 0 {
             return empty_output(plan);
         }
-        let mut cols: Vec<ArrayRef> = match &mut self.keys {
+        let interned: Vec<ArrayRef> = match &mut self.keys {
             Keys::Grouped(groups) => groups.emit(EmitTo::All)?,
             Keys::Global { .. } => Vec::new(),
         };
+        let mut cols = self.group_columns(interned, n)?;
         for acc in &mut self.accumulators {
             cols.push(acc.evaluate(EmitTo::All)?);
         }
@@ -329,4 +392,115 @@ fn output_batch(plan: &AggregatePlan, cols: Vec<ArrayRef>, rows: usize) -> Resul
         cols,
         &options,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+    use datafusion::prelude::SessionContext;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+    use crate::plan::{plan_view, run_steps, SourceSchema, WatermarkDef};
+
+    /// A HOP window's groups are told apart by `auction` alone; `window_start` and
+    /// `window_end` come back repeated when the state is drained or evaluated.
+    #[tokio::test]
+    async fn window_columns_are_not_interned_and_come_back_on_emit() {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let source = SourceSchema {
+            name: "bids".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("auction", DataType::Int64, true),
+                Field::new("channel", DataType::Utf8, true),
+                Field::new("ts", ts.clone(), true),
+            ])),
+            watermark: Some(WatermarkDef {
+                column: "ts".into(),
+                delay_ms: 0,
+            }),
+            upstream: None,
+        };
+        let sql = "SELECT window_start, auction, window_end, count(*) AS n \
+                   FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
+                   WHERE channel <> 'web' GROUP BY window_start, auction, window_end";
+        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not a query")
+        };
+        let find = |name: &str| Ok((name == "bids").then(|| source.clone()));
+        let plan = plan_view(&query, &find, &SessionContext::new())
+            .await
+            .unwrap();
+        assert_eq!(plan.aggregate.constant_groups, vec![true, false, true]);
+        // One window's rows, as window assignment hands them over.
+        let rows = 4;
+        let input = RecordBatch::try_new(
+            plan.input_schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![7, 8, 7, 9])),
+                Arc::new(StringArray::from(vec!["app", "app", "app", "web"])),
+                Arc::new(TimestampMillisecondArray::from(vec![1_000; rows])),
+                Arc::new(TimestampMillisecondArray::from(vec![-8_000; rows])),
+                Arc::new(TimestampMillisecondArray::from(vec![2_000; rows])),
+            ],
+        )
+        .unwrap();
+        let batch = run_steps(&plan.pre, input).unwrap();
+        let drained = |state: &mut GroupState| state.take_snapshot(&plan.aggregate).unwrap();
+        for snapshot in [false, true] {
+            let mut state = GroupState::new(&plan.aggregate).unwrap();
+            state.update(&plan.aggregate, &batch).unwrap();
+            state.update(&plan.aggregate, &batch.slice(0, 1)).unwrap();
+            assert_eq!(state.len(), 2, "auctions 7 and 8");
+            let out = if snapshot {
+                drained(&mut state)
+            } else {
+                state.evaluate(&plan.aggregate).unwrap()
+            };
+            let times = |c: usize| out.column(c).as_primitive::<TimestampMillisecondType>();
+            assert_eq!(times(0).values().to_vec(), vec![-8_000, -8_000]);
+            assert_eq!(times(2).values().to_vec(), vec![2_000, 2_000]);
+            let auctions = out.column(1).as_primitive::<Int64Type>().values().to_vec();
+            let counts = out.column(3).as_primitive::<Int64Type>().values().to_vec();
+            let mut pairs: Vec<(i64, i64)> = auctions.into_iter().zip(counts).collect();
+            pairs.sort();
+            assert_eq!(pairs, vec![(7, 3), (8, 1)]);
+        }
+        // A window with only window columns for groups: one group once a row reached it.
+        let sql = "SELECT window_start, count(*) AS n \
+                   FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY window_start";
+        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("not a query")
+        };
+        let plan = plan_view(&query, &find, &SessionContext::new())
+            .await
+            .unwrap();
+        let mut state = GroupState::new(&plan.aggregate).unwrap();
+        assert_eq!(state.len(), 0);
+        let input = RecordBatch::try_new(
+            plan.input_schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![7, 8])),
+                Arc::new(StringArray::from(vec!["app", "web"])),
+                Arc::new(TimestampMillisecondArray::from(vec![1_000; 2])),
+                Arc::new(TimestampMillisecondArray::from(vec![0; 2])),
+                Arc::new(TimestampMillisecondArray::from(vec![10_000; 2])),
+            ],
+        )
+        .unwrap();
+        let batch = run_steps(&plan.pre, input).unwrap();
+        state.update(&plan.aggregate, &batch).unwrap();
+        let out = state.evaluate(&plan.aggregate).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(out.column(1).as_primitive::<Int64Type>().value(0), 2);
+    }
 }

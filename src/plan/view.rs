@@ -87,6 +87,9 @@ pub struct AggregatePlan {
     pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// Group columns, then one column per aggregate.
     pub output_schema: SchemaRef,
+    /// Per group column: whether it holds one value in all the rows one window's groups see
+    /// (`window_start`, `window_end`), so those groups are told apart by the others alone.
+    pub constant_groups: Vec<bool>,
 }
 
 /// A materialized view split into what runs per batch, what is kept, and what runs on emit.
@@ -543,6 +546,7 @@ fn append_plan(
             aggregates: Vec::new(),
             filters: Vec::new(),
             output_schema: empty,
+            constant_groups: Vec::new(),
         },
         post: Vec::new(),
         output_schema,
@@ -677,7 +681,7 @@ fn split_plan(
                 || f.name() == WINDOW_END
         })
         .collect();
-    let group_roles = group_exprs
+    let group_roles: Vec<GroupRole> = group_exprs
         .iter()
         .map(|e| match e.downcast_ref::<PhysicalColumn>() {
             Some(c) if window.is_some() && c.name() == WINDOW_START => GroupRole::WindowStart,
@@ -685,6 +689,7 @@ fn split_plan(
             _ => GroupRole::Key,
         })
         .collect();
+    let constant_groups = group_roles.iter().map(|r| *r != GroupRole::Key).collect();
     let key_columns = key_lineage(n_groups, agg_out.fields().len(), &post);
     Ok(ViewPlan {
         retention_ms: None,
@@ -707,6 +712,7 @@ fn split_plan(
             aggregates,
             filters,
             output_schema: agg_out,
+            constant_groups,
         },
         post,
         output_schema: nullable(plan.schema().as_arrow()),
