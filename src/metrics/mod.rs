@@ -226,7 +226,7 @@ impl Metrics {
             view_scan_keys: counter(
                 &registry,
                 "weir_view_scan_keys_total",
-                "Stored rows read by queries scanning the view",
+                "Stored values read by queries scanning the view (a row block is one)",
                 "view",
             ),
             view_point_queries: counter(

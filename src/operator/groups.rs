@@ -398,13 +398,9 @@ fn output_batch(plan: &AggregatePlan, cols: Vec<ArrayRef>, rows: usize) -> Resul
 mod tests {
     use datafusion::arrow::array::{AsArray, Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
-    use datafusion::prelude::SessionContext;
-    use datafusion::sql::sqlparser::ast::Statement;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     use super::*;
-    use crate::plan::{plan_view, run_steps, SourceSchema, WatermarkDef};
+    use crate::plan::{plan_sql, run_steps, SourceSchema, WatermarkDef};
 
     /// A HOP window's groups are told apart by `auction` alone; `window_start` and
     /// `window_end` come back repeated when the state is drained or evaluated.
@@ -427,16 +423,7 @@ mod tests {
         let sql = "SELECT window_start, auction, window_end, count(*) AS n \
                    FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
                    WHERE channel <> 'web' GROUP BY window_start, auction, window_end";
-        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0)
-        else {
-            panic!("not a query")
-        };
-        let find = |name: &str| Ok((name == "bids").then(|| source.clone()));
-        let plan = plan_view(&query, &find, &SessionContext::new())
-            .await
-            .unwrap();
+        let plan = plan_sql(sql, &source).await;
         assert_eq!(plan.aggregate.constant_groups, vec![true, false, true]);
         // One window's rows, as window assignment hands them over.
         let rows = 4;
@@ -475,15 +462,7 @@ mod tests {
         // A window with only window columns for groups: one group once a row reached it.
         let sql = "SELECT window_start, count(*) AS n \
                    FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY window_start";
-        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0)
-        else {
-            panic!("not a query")
-        };
-        let plan = plan_view(&query, &find, &SessionContext::new())
-            .await
-            .unwrap();
+        let plan = plan_sql(sql, &source).await;
         let mut state = GroupState::new(&plan.aggregate).unwrap();
         assert_eq!(state.len(), 0);
         let input = RecordBatch::try_new(

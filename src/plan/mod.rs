@@ -23,6 +23,8 @@ pub use interval::interval_text_ms;
 pub use stateful::{column_name as stateful_column, StatefulCall};
 pub use steps::{nullable, run_steps, run_steps_tracked, Step};
 pub use upstream::{view_as_source, Upstream};
+#[cfg(test)]
+pub use view::plan_sql;
 pub use view::{
     plan_view, AggregatePlan, GroupRole, SourceSchema, ViewPlan, WindowSpec, WINDOW_END,
     WINDOW_START,

@@ -301,6 +301,23 @@ fn rewrite_from(query: &mut Query) -> Result<(String, Option<(WindowSpec, String
     Ok((source, Some((window, column))))
 }
 
+/// Plans the SELECT `sql` over `source` alone (tests of the planner and the operators).
+#[cfg(test)]
+pub async fn plan_sql(sql: &str, source: &SourceSchema) -> ViewPlan {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .expect("the test's SQL parses")
+        .remove(0)
+    else {
+        panic!("not a query: {sql}")
+    };
+    let find = |name: &str| Ok((name == source.name).then(|| source.clone()));
+    plan_view(&query, &find, &SessionContext::new())
+        .await
+        .expect("the test's view plans")
+}
+
 /// Plans `query` over `source`, using `ctx` (a fresh context with Weir's functions) to plan.
 pub async fn plan_view(
     query: &Query,
@@ -722,8 +739,6 @@ fn split_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     #[tokio::test]
     async fn window_assignment_copies_only_the_columns_the_view_reads() {
@@ -745,16 +760,7 @@ mod tests {
         let sql = "SELECT window_start, window_end, auction, sum(price) AS volume \
                    FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
                    WHERE channel <> 'web' GROUP BY window_start, window_end, auction";
-        let Statement::Query(query) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0)
-        else {
-            panic!("not a query")
-        };
-        let find = |name: &str| Ok((name == "bids").then(|| source.clone()));
-        let plan = plan_view(&query, &find, &SessionContext::new())
-            .await
-            .unwrap();
+        let plan = plan_sql(sql, &source).await;
         let used: Vec<(&str, bool)> = plan
             .input_schema
             .fields()
