@@ -313,3 +313,48 @@ async fn a_view_stored_in_another_layout_or_by_a_newer_weir_fails_alone_naming_i
         weir::state::STATE_FORMAT
     );
 }
+
+/// A view stored in the previous state format (5: no row blocks yet) is read as it is, not
+/// rebuilt: one of its rows deleted behind Weir's back stays deleted, and its values, whose
+/// first byte says format 5, still decode. Its next epoch stamps it with today's format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_stored_in_the_previous_format_is_read_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = finished_views(
+        dir.path(),
+        &[
+            "good AS SELECT count(*) AS n FROM s",
+            "previous AS SELECT k, count(*) AS c FROM s GROUP BY k",
+        ],
+    )
+    .await;
+    {
+        let store = Store::open(&data).unwrap();
+        let key = weir::operator::progress_key("previous");
+        let mut progress: serde_json::Value =
+            serde_json::from_slice(&store.get(Table::Progress, &key).unwrap().unwrap()).unwrap();
+        progress["state_format"] = weir::state::OLDEST_READ_FORMAT.into();
+        let prefix = weir::state::ViewKeys::new("previous").prefix().to_vec();
+        let stored = store.scan_prefix(Table::ViewRows, &prefix).unwrap();
+        assert_eq!(stored.len(), 10, "one value per group");
+        let mut ws = WriteSet::default();
+        ws.put(Table::Progress, key, serde_json::to_vec(&progress).unwrap());
+        for (i, (key, mut value)) in stored.into_iter().enumerate() {
+            if i == 0 {
+                ws.delete(Table::ViewRows, key);
+                continue;
+            }
+            value[0] = weir::state::OLDEST_READ_FORMAT;
+            ws.put(Table::ViewRows, key, value);
+        }
+        store.write(&ws).unwrap();
+    }
+    let (weir, client, views) = restart_with_good_view(&data).await;
+    assert_eq!(views[1][..2], ["previous", "finished"], "{views:?}");
+    assert_eq!(
+        rows(&client, "SELECT count(*), sum(c) FROM previous").await,
+        vec![vec!["9", "9"]],
+        "rebuilt, or its format-5 values did not decode"
+    );
+    drop(weir);
+}
