@@ -46,7 +46,7 @@ use crate::metrics::Metrics;
 use crate::operator::Codecs;
 use crate::plan::{GroupRole, ViewPlan};
 use crate::state::{
-    for_each_view_row, ReadView, RowCodec, SharedReadView, Store, StoredValue, Table, ViewKeys,
+    find_in_block, for_each_view_row, ReadView, RowCodec, SharedReadView, Store, Table, ViewKeys,
 };
 
 /// Rows per batch a scan sends.
@@ -834,15 +834,8 @@ impl Reader {
         else {
             return Ok(None);
         };
-        match StoredValue::decode(&value).map_err(external)? {
-            StoredValue::Block(block) => {
-                Ok(block.find(group).map_err(external)?.map(<[u8]>::to_vec))
-            }
-            _ => Err(external(crate::state::StateError::Corrupt {
-                table: "view_rows",
-                reason: "a value under a row block's key is not a row block".into(),
-            })),
-        }
+        let row = find_in_block(&value, group).map_err(external)?;
+        Ok(row.map(<[u8]>::to_vec))
     }
 
     /// The window starts a point read visits: GLOBAL (0) for a view without windows; for a

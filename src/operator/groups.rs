@@ -41,8 +41,18 @@ pub struct GroupState {
     keys: Keys,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     indices: Vec<usize>,
-    /// Per group column: for a constant one, its value (from the first row folded in).
-    constants: Vec<Option<Option<ArrayRef>>>,
+    /// What each group column is in this state.
+    columns: Vec<GroupColumn>,
+    /// The group columns that are interned, in order (all of them when none is constant).
+    interned: Vec<usize>,
+}
+
+/// A group column of one window's state.
+enum GroupColumn {
+    /// Interned: the groups differ in it.
+    Interned,
+    /// The same in every row of the window: its value, once a row has come.
+    Constant(Option<ArrayRef>),
 }
 
 fn new_accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
@@ -105,28 +115,27 @@ impl AggregateInput {
 
 impl GroupState {
     pub fn new(plan: &AggregatePlan) -> Result<Self> {
-        let constants: Vec<Option<Option<ArrayRef>>> = (0..plan.group_exprs.len())
-            .map(|g| {
-                plan.constant_groups
-                    .get(g)
-                    .copied()
-                    .unwrap_or(false)
-                    .then_some(None)
+        let columns: Vec<GroupColumn> = (0..plan.group_exprs.len())
+            .map(|g| match plan.constant_groups.get(g) {
+                Some(true) => GroupColumn::Constant(None),
+                _ => GroupColumn::Interned,
             })
             .collect();
-        let interned: Vec<FieldRef> = plan
-            .group_schema
-            .fields()
+        let interned: Vec<usize> = columns
             .iter()
-            .zip(&constants)
-            .filter(|(_, c)| c.is_none())
-            .map(|(f, _)| f.clone())
+            .enumerate()
+            .filter(|(_, c)| matches!(c, GroupColumn::Interned))
+            .map(|(g, _)| g)
+            .collect();
+        let fields: Vec<FieldRef> = interned
+            .iter()
+            .map(|g| plan.group_schema.field(*g).clone().into())
             .collect();
         let keys = if interned.is_empty() {
             Keys::Global { exists: false }
         } else {
             Keys::Grouped(new_group_values(
-                Arc::new(Schema::new(interned)),
+                Arc::new(Schema::new(fields)),
                 &GroupOrdering::None,
             )?)
         };
@@ -139,7 +148,8 @@ impl GroupState {
             keys,
             accumulators,
             indices: Vec::new(),
-            constants,
+            columns,
+            interned,
         })
     }
 
@@ -147,14 +157,16 @@ impl GroupState {
     /// constant ones repeated.
     fn group_columns(&self, interned: Vec<ArrayRef>, n: usize) -> Result<Vec<ArrayRef>> {
         let mut interned = interned.into_iter();
-        self.constants
+        self.columns
             .iter()
             .map(|c| match c {
-                None => interned.next().ok_or_else(|| {
+                GroupColumn::Interned => interned.next().ok_or_else(|| {
                     DataFusionError::Internal("fewer interned group columns than planned".into())
                 }),
-                Some(Some(value)) => ScalarValue::try_from_array(value, 0)?.to_array_of_size(n),
-                Some(None) => Err(DataFusionError::Internal(
+                GroupColumn::Constant(Some(value)) => {
+                    ScalarValue::try_from_array(value, 0)?.to_array_of_size(n)
+                }
+                GroupColumn::Constant(None) => Err(DataFusionError::Internal(
                     "a window's groups were drained before any row reached them".into(),
                 )),
             })
@@ -183,25 +195,22 @@ impl GroupState {
         if input.rows == 0 {
             return Ok(());
         }
-        for (constant, key) in self.constants.iter_mut().zip(&input.keys) {
-            if let Some(value @ None) = constant {
+        for (column, key) in self.columns.iter_mut().zip(&input.keys) {
+            if let GroupColumn::Constant(value @ None) = column {
                 *value = Some(key.slice(0, 1));
             }
         }
         match &mut self.keys {
+            Keys::Grouped(groups) if self.interned.len() == input.keys.len() => {
+                groups.intern(&input.keys, &mut self.indices)?
+            }
             Keys::Grouped(groups) => {
-                if self.constants.iter().any(Option::is_some) {
-                    let interned: Vec<ArrayRef> = input
-                        .keys
-                        .iter()
-                        .zip(&self.constants)
-                        .filter(|(_, c)| c.is_none())
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    groups.intern(&interned, &mut self.indices)?
-                } else {
-                    groups.intern(&input.keys, &mut self.indices)?
-                }
+                let keys: Vec<ArrayRef> = self
+                    .interned
+                    .iter()
+                    .map(|g| input.keys[*g].clone())
+                    .collect();
+                groups.intern(&keys, &mut self.indices)?
             }
             Keys::Global { exists } => {
                 *exists = true;

@@ -65,21 +65,18 @@ pub fn assign_windows(
     let size = spec.size_ms();
     let slide = spec.slide_ms();
     let per_row = spec.windows_per_row();
-    // The windows this batch can reach, to index them by (start - lowest) / slide.
-    let valid = || {
-        times
-            .values()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !times.is_null(*i))
-            .map(|(_, t)| t.div_euclid(slide) * slide)
-    };
-    let lowest = valid()
-        .min()
-        .map(|last| last.saturating_sub((per_row - 1) * slide));
-    let highest = valid().max();
-    let span = match (lowest, highest) {
-        (Some(lo), Some(hi)) => hi.saturating_sub(lo) / slide + 1,
+    // The windows this batch can reach, to index them by (start - lowest) / slide: from the
+    // oldest window of the earliest row to the newest of the latest.
+    let bounds = times
+        .iter()
+        .flatten()
+        .map(|t| t.div_euclid(slide) * slide)
+        .fold(None, |b: Option<(i64, i64)>, last| {
+            Some(b.map_or((last, last), |(lo, hi)| (lo.min(last), hi.max(last))))
+        });
+    let lowest = bounds.map(|(lo, _)| lo.saturating_sub((per_row - 1) * slide));
+    let span = match (lowest, bounds) {
+        (Some(lo), Some((_, hi))) => hi.saturating_sub(lo) / slide + 1,
         _ => 0,
     };
     let mut dense: Vec<Vec<u32>> = Vec::new();

@@ -339,6 +339,17 @@ pub fn for_each_view_row<'a>(
     StoredValue::decode(value)?.for_each_row(f)
 }
 
+/// The row of `group` in `value`, which must be a row block (the one found under the block
+/// key at or before the group's), if the block holds it.
+pub fn find_in_block<'a>(value: &'a [u8], group: &[u8]) -> Result<Option<&'a [u8]>, StateError> {
+    match StoredValue::decode(value)? {
+        StoredValue::Block(block) => block.find(group),
+        _ => Err(corrupt(
+            "a value under a row block's key is not a row block",
+        )),
+    }
+}
+
 /// Rows of a closed window in key order, many to a value: the row count (u32, little-endian),
 /// then per row its group key and its row, each as a LEB128 length and the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -337,6 +337,9 @@ impl std::fmt::Debug for SharedReadView {
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// A key and value as RocksDB's iterator hands them over.
+type RawEntry = (Box<[u8]>, Box<[u8]>);
+
 /// The first and the last key of a range.
 pub type KeyBounds = (Vec<u8>, Vec<u8>);
 
@@ -388,21 +391,8 @@ impl ReadView<'_> {
         from: &[u8],
         to: &[u8],
     ) -> Result<Option<KeyBounds>, StateError> {
-        let cf = self.store.cf(table);
-        let first = self
-            .store
-            .db
-            .iterator_cf_opt(cf, self.options(from, to), IteratorMode::Start)
-            .next()
-            .transpose()
-            .map_err(storage)?;
-        let last = self
-            .store
-            .db
-            .iterator_cf_opt(cf, self.options(from, to), IteratorMode::End)
-            .next()
-            .transpose()
-            .map_err(storage)?;
+        let first = self.edge(table, from, to, IteratorMode::Start)?;
+        let last = self.edge(table, from, to, IteratorMode::End)?;
         Ok(first
             .zip(last)
             .map(|((a, _), (b, _))| (a.into_vec(), b.into_vec())))
@@ -415,18 +405,24 @@ impl ReadView<'_> {
         from: &[u8],
         to: &[u8],
     ) -> Result<Option<Entry>, StateError> {
-        let last = self
-            .store
+        let last = self.edge(table, from, to, IteratorMode::End)?;
+        Ok(last.map(|(k, v)| (k.into_vec(), v.into_vec())))
+    }
+
+    /// The first (`Start`) or last (`End`) entry with `from <= key < to`.
+    fn edge(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        mode: IteratorMode<'_>,
+    ) -> Result<Option<RawEntry>, StateError> {
+        self.store
             .db
-            .iterator_cf_opt(
-                self.store.cf(table),
-                self.options(from, to),
-                IteratorMode::End,
-            )
+            .iterator_cf_opt(self.store.cf(table), self.options(from, to), mode)
             .next()
             .transpose()
-            .map_err(storage)?;
-        Ok(last.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .map_err(storage)
     }
 
     /// Reads many keys at this snapshot.
