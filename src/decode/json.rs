@@ -10,6 +10,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::flat_json::FlatJson;
 use super::{DeadLetter, Decoded, FutureGuard};
 use crate::source::LineChunk;
 
@@ -34,6 +35,8 @@ pub struct JsonDecoder {
     format: Format,
     /// Refuses event times too far ahead (none: every time is admitted).
     guard: Option<FutureGuard>,
+    /// The fast path for flat JSON lines, when the schema's types allow it.
+    flat: Option<Arc<FlatJson>>,
 }
 
 /// Longest raw text kept in a dead letter.
@@ -94,6 +97,7 @@ pub fn line_spans(data: &[u8]) -> Vec<(usize, usize)> {
 impl JsonDecoder {
     pub fn new(schema: SchemaRef, required: Option<usize>) -> Self {
         Self {
+            flat: FlatJson::new(schema.clone()).map(Arc::new),
             schema,
             required,
             format: Format::Json,
@@ -143,6 +147,9 @@ impl JsonDecoder {
         let capacity = spans.len() + 1;
         let batch = match self.format {
             Format::Json => {
+                if let Some(batch) = self.flat.as_ref().and_then(|f| f.decode(data, spans)) {
+                    return Ok(batch);
+                }
                 let mut decoder = ReaderBuilder::new(self.schema.clone())
                     .with_batch_size(capacity)
                     .build_decoder()?;
@@ -499,6 +506,31 @@ mod tests {
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.batch.column(1).null_count(), 1);
         assert_eq!(d.row_ends, vec![100 + 57, 100 + 87]);
+    }
+
+    #[test]
+    fn flat_chunks_take_the_fast_path_and_others_fall_back_to_arrow_json() {
+        let mut general = JsonDecoder {
+            flat: None,
+            ..decoder()
+        };
+        assert!(
+            decoder().flat.is_some(),
+            "text, integers and times are read on the fast path"
+        );
+        let flat =
+            "{\"k\":\"a\",\"v\":1,\"ts\":\"2026-01-01 00:00:00.5\"}\n{\"k\":null,\"ts\":7}\n";
+        // A nested value and an escape are the fast path's to decline, not to misread.
+        let mixed = format!("{flat}{{\"k\":\"b\\\"c\",\"v\":2,\"ts\":8,\"o\":{{\"x\":[1]}}}}\n");
+        for text in [flat.to_string(), mixed] {
+            let (fast, slow) = (
+                decoder().decode(&chunk(&text)),
+                general.decode(&chunk(&text)),
+            );
+            assert!(fast.dead.is_empty() && slow.dead.is_empty());
+            assert_eq!(fast.batch, slow.batch);
+            assert_eq!(fast.row_ends, slow.row_ends);
+        }
     }
 
     #[test]

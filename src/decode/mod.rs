@@ -4,6 +4,7 @@
 //! event-time value, an event time far ahead of the watermark ([`FutureGuard`]) — becomes a
 //! [`DeadLetter`] with the reason; the rest of the chunk goes on.
 
+mod flat_json;
 mod future;
 mod json;
 

@@ -1,0 +1,673 @@
+//! The fast path for flat JSON lines: one object per line whose values are scalars (numbers,
+//! strings without escapes, `true`, `false`, `null`), read straight into Arrow builders.
+//!
+//! arrow-json (the general path, [`super::JsonDecoder`]) first turns each line into a tape of
+//! tokens and then each column into an array; for the flat events most streams carry, that
+//! tape is the largest part of a decode thread's time. This path reads each value once and
+//! appends it to its column. It accepts only input whose meaning is beyond doubt — anything
+//! else (nesting, escapes, a string where a number belongs, a time with an offset, a number
+//! that does not fit, a repeated key) makes it give up on the whole chunk, and arrow-json
+//! decodes that chunk as before. So every batch it returns is the batch arrow-json would
+//! return; the unit tests check that on random lines.
+//!
+//! Why not a crate: the JSON crates (serde_json, simd-json, sonic-rs) build a value or a tape
+//! per document, the step this path exists to skip; none appends to Arrow builders.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
+    Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// Decodes chunks of flat JSON lines into batches of one schema, or declines.
+#[derive(Debug)]
+pub struct FlatJson {
+    schema: SchemaRef,
+    names: Vec<Box<[u8]>>,
+    kinds: Vec<Kind>,
+}
+
+/// The column types this path reads.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Boolean,
+    Text,
+    Timestamp,
+}
+
+/// One scalar JSON value, still as its bytes.
+enum Value<'a> {
+    /// A string's content (between the quotes; no escapes).
+    Str(&'a str),
+    /// A number's text, and whether it is an integer (no fraction, no exponent).
+    Num(&'a [u8], bool),
+    Bool(bool),
+    Null,
+}
+
+enum Builder {
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Text(StringBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+}
+
+impl FlatJson {
+    /// A fast path for `schema`, or None when a column has a type it does not read.
+    pub fn new(schema: SchemaRef) -> Option<Self> {
+        let kinds = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int16 => Some(Kind::Int16),
+                DataType::Int32 => Some(Kind::Int32),
+                DataType::Int64 => Some(Kind::Int64),
+                DataType::Float32 => Some(Kind::Float32),
+                DataType::Float64 => Some(Kind::Float64),
+                DataType::Boolean => Some(Kind::Boolean),
+                DataType::Utf8 => Some(Kind::Text),
+                DataType::Timestamp(TimeUnit::Millisecond, None) => Some(Kind::Timestamp),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let names = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_bytes().into())
+            .collect();
+        Some(Self {
+            schema,
+            names,
+            kinds,
+        })
+    }
+
+    /// The lines `spans` of `data` as one batch, one row per line; None when any line is not
+    /// one this path reads (arrow-json then decodes the chunk).
+    pub fn decode(&self, data: &[u8], spans: &[(usize, usize)]) -> Option<RecordBatch> {
+        let n = spans.len();
+        let mut builders: Vec<Builder> = self
+            .kinds
+            .iter()
+            .map(|kind| match kind {
+                Kind::Int16 => Builder::Int16(Int16Builder::with_capacity(n)),
+                Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(n)),
+                Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(n)),
+                Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(n)),
+                Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(n)),
+                Kind::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(n)),
+                Kind::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
+                Kind::Timestamp => {
+                    Builder::Timestamp(TimestampMillisecondBuilder::with_capacity(n))
+                }
+            })
+            .collect();
+        // The line on which each column last got a value (a repeated key declines).
+        let mut filled = vec![usize::MAX; self.names.len()];
+        for (line, &(start, end)) in spans.iter().enumerate() {
+            self.line(&data[start..end], line, &mut builders, &mut filled)?;
+        }
+        let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        RecordBatch::try_new(self.schema.clone(), columns).ok()
+    }
+
+    /// Appends one line's values (nulls for the columns it lacks) to `builders`.
+    fn line(
+        &self,
+        text: &[u8],
+        line: usize,
+        builders: &mut [Builder],
+        filled: &mut [usize],
+    ) -> Option<()> {
+        let mut c = Cursor { b: text, i: 0 };
+        c.ws();
+        c.eat(b'{')?;
+        c.ws();
+        // Keys usually come in the same order on every line: try the next column first.
+        let mut guess = 0;
+        if c.peek() == Some(b'}') {
+            c.i += 1;
+        } else {
+            loop {
+                let key = c.string()?;
+                c.ws();
+                c.eat(b':')?;
+                c.ws();
+                let value = c.value()?;
+                if let Some(col) = self.column(key.as_bytes(), guess) {
+                    if filled[col] == line {
+                        return None;
+                    }
+                    filled[col] = line;
+                    builders[col].append(value)?;
+                    guess = col + 1;
+                }
+                c.ws();
+                match c.next()? {
+                    b',' => c.ws(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        c.ws();
+        if c.i != text.len() {
+            return None;
+        }
+        for (col, builder) in builders.iter_mut().enumerate() {
+            if filled[col] != line {
+                builder.append(Value::Null)?;
+            }
+        }
+        Some(())
+    }
+
+    fn column(&self, key: &[u8], guess: usize) -> Option<usize> {
+        if self.names.get(guess).is_some_and(|n| **n == *key) {
+            return Some(guess);
+        }
+        self.names.iter().position(|n| **n == *key)
+    }
+}
+
+impl Builder {
+    /// Appends `value`; None when it is not exactly what arrow-json makes of it.
+    fn append(&mut self, value: Value<'_>) -> Option<()> {
+        if let Value::Null = value {
+            match self {
+                Builder::Int16(b) => b.append_null(),
+                Builder::Int32(b) => b.append_null(),
+                Builder::Int64(b) => b.append_null(),
+                Builder::Float32(b) => b.append_null(),
+                Builder::Float64(b) => b.append_null(),
+                Builder::Boolean(b) => b.append_null(),
+                Builder::Text(b) => b.append_null(),
+                Builder::Timestamp(b) => b.append_null(),
+            }
+            return Some(());
+        }
+        match (self, value) {
+            (Builder::Int16(b), Value::Num(t, true)) => {
+                b.append_value(i16::try_from(integer(t)?).ok()?)
+            }
+            (Builder::Int32(b), Value::Num(t, true)) => {
+                b.append_value(i32::try_from(integer(t)?).ok()?)
+            }
+            (Builder::Int64(b), Value::Num(t, true)) => b.append_value(integer(t)?),
+            (Builder::Timestamp(b), Value::Num(t, true)) => b.append_value(integer(t)?),
+            (Builder::Float32(b), Value::Num(t, _)) => b.append_value(ascii(t).parse().ok()?),
+            (Builder::Float64(b), Value::Num(t, _)) => b.append_value(ascii(t).parse().ok()?),
+            (Builder::Boolean(b), Value::Bool(v)) => b.append_value(v),
+            (Builder::Text(b), Value::Str(s)) => b.append_value(s),
+            (Builder::Timestamp(b), Value::Str(s)) => b.append_value(timestamp_ms(s.as_bytes())?),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Int16(mut b) => Arc::new(b.finish()),
+            Builder::Int32(mut b) => Arc::new(b.finish()),
+            Builder::Int64(mut b) => Arc::new(b.finish()),
+            Builder::Float32(mut b) => Arc::new(b.finish()),
+            Builder::Float64(mut b) => Arc::new(b.finish()),
+            Builder::Boolean(mut b) => Arc::new(b.finish()),
+            Builder::Text(mut b) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// A number token's text (checked to be ASCII by [`Cursor::number`]).
+fn ascii(token: &[u8]) -> &str {
+    std::str::from_utf8(token).unwrap_or("")
+}
+
+/// An integer token of at most 18 digits (so it cannot overflow).
+fn integer(token: &[u8]) -> Option<i64> {
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, token),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let magnitude = digits
+        .iter()
+        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z]` as milliseconds since the epoch (UTC); None for any
+/// other shape, which arrow-json then reads (offsets, dates alone, and so on).
+fn timestamp_ms(s: &[u8]) -> Option<i64> {
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        part.iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let at = |i: usize, expected: &[u8]| s.get(i).is_some_and(|b| expected.contains(b));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis: i64 = 0;
+    if at(i, b".") {
+        let fraction = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if !(1..=9).contains(&fraction) {
+            return None;
+        }
+        // Milliseconds are the first three digits (fewer: padded with zeros); arrow-json
+        // drops the rest too.
+        let first = &s[i + 1..i + 1 + fraction.min(3)];
+        millis = first.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'));
+        millis *= [100, 10, 1][first.len() - 1];
+        i += 1 + fraction;
+    }
+    if at(i, b"Zz") {
+        i += 1;
+    }
+    if i != s.len() {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * 1000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date: years counted from March, so
+/// the leap day ends a year; 146,097 days to a 400-year era.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// A position in one line.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, expected: u8) -> Option<()> {
+        (self.next()? == expected).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.i += 1;
+        }
+    }
+
+    /// A string without escapes or control characters, in valid UTF-8: its content. Eight
+    /// bytes at a time while none is a quote, a backslash, a control character or non-ASCII
+    /// (one test of the word for all four), then byte by byte; only a string with non-ASCII
+    /// bytes is validated as UTF-8 as well.
+    fn string(&mut self) -> Option<&'a str> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        self.eat(b'"')?;
+        let (b, start) = (self.b, self.i);
+        let mut i = start;
+        while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            let x = u64::from_le_bytes(word);
+            let quote = x ^ (ONES * u64::from(b'"'));
+            let slash = x ^ (ONES * u64::from(b'\\'));
+            // A byte's high bit is set in each term where that byte is zero (a quote, a
+            // backslash), below 0x20, or itself has its high bit set.
+            let special = (quote.wrapping_sub(ONES) & !quote)
+                | (slash.wrapping_sub(ONES) & !slash)
+                | (x.wrapping_sub(ONES * 0x20) & !x)
+                | x;
+            if special & HIGHS != 0 {
+                break;
+            }
+            i += 8;
+        }
+        let mut ascii = true;
+        loop {
+            match *b.get(i)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                0x80.. => ascii = false,
+                _ => {}
+            }
+            i += 1;
+        }
+        let content = &b[start..i];
+        self.i = i + 1;
+        if ascii {
+            // SAFETY: every byte of `content` is below 0x80, and ASCII is valid UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(content) })
+        } else {
+            std::str::from_utf8(content).ok()
+        }
+    }
+
+    /// A JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<Value<'a>> {
+        let start = self.i;
+        let digits = |c: &mut Self| {
+            let from = c.i;
+            while c.peek().is_some_and(|b| b.is_ascii_digit()) {
+                c.i += 1;
+            }
+            c.i - from
+        };
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                digits(self);
+            }
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if digits(self) == 0 {
+                return None;
+            }
+            integer = false;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return None;
+            }
+            integer = false;
+        }
+        Some(Value::Num(&self.b[start..self.i], integer))
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| {
+            self.i = end;
+            value
+        })
+    }
+
+    /// A scalar value; None for objects, arrays and anything not JSON.
+    fn value(&mut self) -> Option<Value<'a>> {
+        match self.peek()? {
+            b'"' => self.string().map(Value::Str),
+            b't' => self.literal(b"true", Value::Bool(true)),
+            b'f' => self.literal(b"false", Value::Bool(false)),
+            b'n' => self.literal(b"null", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::json::ReaderBuilder;
+
+    fn schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("n", DataType::Int32, true),
+            Field::new("s", DataType::Int16, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("f", DataType::Float32, true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("ts", ts, true),
+        ]))
+    }
+
+    /// arrow-json's batch for the lines, or None when it refuses them.
+    fn arrow(schema: &SchemaRef, lines: &[String]) -> Option<RecordBatch> {
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .with_batch_size(lines.len() + 1)
+            .build_decoder()
+            .ok()?;
+        for line in lines {
+            decoder.decode(line.as_bytes()).ok()?;
+            if decoder.has_partial_record() {
+                return None;
+            }
+        }
+        let batch = decoder.flush().ok()??;
+        (batch.num_rows() == lines.len()).then_some(batch)
+    }
+
+    fn fast(schema: &SchemaRef, lines: &[String]) -> Option<RecordBatch> {
+        let data = lines.join("\n");
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for line in lines {
+            spans.push((start, start + line.len()));
+            start += line.len() + 1;
+        }
+        FlatJson::new(schema.clone())?.decode(data.as_bytes(), &spans)
+    }
+
+    /// A small deterministic generator (splitmix64).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
+            options[(self.next() % options.len() as u64) as usize]
+        }
+    }
+
+    /// A value for column `key`, usually of its type, sometimes not, sometimes odd.
+    fn value(rng: &mut Rng, key: &str) -> String {
+        if rng.next().is_multiple_of(25) {
+            return rng
+                .pick(&[
+                    "null",
+                    "true",
+                    "\"7\"",
+                    "1.5",
+                    "-0",
+                    "1e3",
+                    "[1]",
+                    "{}",
+                    "\"a\\\"b\"",
+                    "01",
+                    "99999999999999999999",
+                    "-",
+                    "\"\"",
+                    "tru",
+                    "40000",
+                    "\"é\"",
+                ])
+                .to_string();
+        }
+        match key {
+            "id" | "n" => format!("{}", (rng.next() % 200_000) as i64 - 100_000),
+            "s" => format!("{}", (rng.next() % 60_000) as i64 - 30_000),
+            "x" | "f" => rng
+                .pick(&[
+                    "0.1",
+                    "-2.5e-3",
+                    "123456.789",
+                    "1E10",
+                    "3",
+                    "-0.0",
+                    "1.7976931348623157e308",
+                ])
+                .to_string(),
+            "ok" => rng.pick(&["true", "false"]).to_string(),
+            "name" => format!(
+                "\"{}\"",
+                rng.pick(&["alice", "b ob", "", "ü", "x/y", "tab\tin"])
+            ),
+            _ => {
+                let year = 1900 + rng.next() % 200;
+                let month = 1 + rng.next() % 12;
+                let day = 1 + rng.next() % 31;
+                let fraction = rng.pick(&[
+                    "",
+                    ".1",
+                    ".12",
+                    ".123",
+                    ".1234",
+                    ".123456789",
+                    ".1234567891",
+                ]);
+                let sep = rng.pick(&["T", " ", "t"]);
+                let zone = rng.pick(&["", "", "", "Z", "z", "+02:00"]);
+                let (h, m, s) = (rng.next() % 25, rng.next() % 60, rng.next() % 61);
+                format!(
+                    "\"{year:04}-{month:02}-{day:02}{sep}{h:02}:{m:02}:{s:02}{fraction}{zone}\""
+                )
+            }
+        }
+    }
+
+    fn line(rng: &mut Rng) -> String {
+        let mut keys = vec!["id", "n", "s", "x", "f", "ok", "name", "ts", "other"];
+        if rng.next().is_multiple_of(4) {
+            let k = (rng.next() % keys.len() as u64) as usize;
+            keys.swap(0, k);
+        }
+        let mut parts = Vec::new();
+        for key in keys {
+            match rng.next() % 12 {
+                0 => continue,
+                1 => parts.push(format!("\"{key}\" : {}", value(rng, key))),
+                _ => parts.push(format!("\"{key}\":{}", value(rng, key))),
+            }
+        }
+        if rng.next().is_multiple_of(40) {
+            parts.push(format!("\"id\":{}", rng.next() % 10));
+        }
+        let body = format!("{{{}}}", parts.join(","));
+        match rng.next() % 30 {
+            0 => format!(" {body} "),
+            1 => format!("{body}{{}}"),
+            2 => body[..body.len() - 1].to_string(),
+            _ => body,
+        }
+    }
+
+    #[test]
+    fn every_batch_it_returns_is_the_batch_arrow_json_returns() {
+        let schema = schema();
+        let mut rng = Rng(20261206);
+        let (mut agreed, mut declined) = (0, 0);
+        for case in 0..12_000 {
+            // Single lines, then chunks of three.
+            let n = if case < 9_000 { 1 } else { 3 };
+            let lines: Vec<String> = (0..n).map(|_| line(&mut rng)).collect();
+            match fast(&schema, &lines) {
+                Some(batch) => {
+                    let expected = arrow(&schema, &lines);
+                    assert_eq!(Some(&batch), expected.as_ref(), "lines {lines:?}");
+                    agreed += 1;
+                }
+                None => declined += 1,
+            }
+        }
+        // Both outcomes are common, so the comparison covers what it means to.
+        assert!(
+            agreed > 2_000 && declined > 2_000,
+            "{agreed} agreed, {declined} declined"
+        );
+    }
+
+    #[test]
+    fn plain_event_lines_take_the_fast_path() {
+        let schema = schema();
+        let lines: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    r#"{{"id":{i},"n":-{i},"s":7,"x":{i}.5,"f":0.25,"ok":true,"name":"user-{i}","ts":"2026-12-06T06:17:{:02}.{:03}"}}"#,
+                    i % 60,
+                    i * 7
+                )
+            })
+            .chain([r#"{"id":null,"other":"skipped","ts":1765000000123}"#.to_string(), "{}".into()])
+            .collect();
+        let batch = fast(&schema, &lines).expect("flat lines decode on the fast path");
+        assert_eq!(Some(batch), arrow(&schema, &lines));
+    }
+
+    #[test]
+    fn times_match_the_calendar() {
+        assert_eq!(timestamp_ms(b"1970-01-01T00:00:00"), Some(0));
+        assert_eq!(timestamp_ms(b"1969-12-31 23:59:59.999Z"), Some(-1));
+        assert_eq!(
+            timestamp_ms(b"2000-02-29T12:00:00.5"),
+            Some(951_825_600_500)
+        );
+        assert_eq!(timestamp_ms(b"2001-02-29T12:00:00"), None);
+        assert_eq!(timestamp_ms(b"2026-12-06T06:17:31+01:00"), None);
+    }
+
+    #[test]
+    fn nested_values_and_other_types_decline() {
+        let schema = schema();
+        assert!(fast(&schema, &[r#"{"id":1,"other":{"a":1}}"#.to_string()]).is_none());
+        let listy = Arc::new(Schema::new(vec![Field::new(
+            "l",
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        )]));
+        assert!(FlatJson::new(listy).is_none());
+    }
+}
