@@ -82,11 +82,16 @@ impl FlatJson {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        let names = schema
+        let names: Vec<Box<[u8]>> = schema
             .fields()
             .iter()
             .map(|f| f.name().as_bytes().into())
             .collect();
+        // Keys are matched to the one column of their name.
+        let unique: std::collections::HashSet<&[u8]> = names.iter().map(|n| &**n).collect();
+        if unique.len() != names.len() {
+            return None;
+        }
         Some(Self {
             schema,
             names,
@@ -97,6 +102,11 @@ impl FlatJson {
     /// The lines `spans` of `data` as one batch, one row per line; None when any line is not
     /// one this path reads (arrow-json then decodes the chunk).
     pub fn decode(&self, data: &[u8], spans: &[(usize, usize)]) -> Option<RecordBatch> {
+        // A text column's offsets are 32-bit: arrow-json reports an overflow where a
+        // builder would panic (chunks are far smaller than this).
+        if data.len() > i32::MAX as usize / 2 {
+            return None;
+        }
         let n = spans.len();
         let mut builders: Vec<Builder> = self
             .kinds
@@ -207,8 +217,8 @@ impl Builder {
             }
             (Builder::Int64(b), Value::Num(t, true)) => b.append_value(integer(t)?),
             (Builder::Timestamp(b), Value::Num(t, true)) => b.append_value(integer(t)?),
-            (Builder::Float32(b), Value::Num(t, _)) => b.append_value(ascii(t).parse().ok()?),
-            (Builder::Float64(b), Value::Num(t, _)) => b.append_value(ascii(t).parse().ok()?),
+            (Builder::Float32(b), Value::Num(t, _)) => b.append_value(float(t)?),
+            (Builder::Float64(b), Value::Num(t, _)) => b.append_value(float(t)?),
             (Builder::Boolean(b), Value::Bool(v)) => b.append_value(v),
             (Builder::Text(b), Value::Str(s)) => b.append_value(s),
             (Builder::Timestamp(b), Value::Str(s)) => b.append_value(timestamp_ms(s.as_bytes())?),
@@ -231,9 +241,18 @@ impl Builder {
     }
 }
 
-/// A number token's text (checked to be ASCII by [`Cursor::number`]).
-fn ascii(token: &[u8]) -> &str {
-    std::str::from_utf8(token).unwrap_or("")
+/// The longest number token read as a float. std's parser stops reading an exponent at
+/// 65,536 where arrow-json's (lexical) reads on, so a token of thousands of digits with an
+/// exponent to match (`0.000…1e700000`) would come out differently; with at most 64 digits,
+/// an exponent that large gives infinity or zero in both.
+const MAX_FLOAT_TOKEN: usize = 64;
+
+/// A number token as a float (correctly rounded, as lexical rounds it).
+fn float<F: std::str::FromStr>(token: &[u8]) -> Option<F> {
+    if token.len() > MAX_FLOAT_TOKEN {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
 }
 
 /// An integer token of at most 18 digits (so it cannot overflow).
@@ -660,9 +679,21 @@ mod tests {
     }
 
     #[test]
-    fn nested_values_and_other_types_decline() {
+    fn nested_values_long_floats_and_other_schemas_decline() {
         let schema = schema();
         assert!(fast(&schema, &[r#"{"id":1,"other":{"a":1}}"#.to_string()]).is_none());
+        // Thousands of digits with an exponent to match: std and lexical read these apart.
+        let long = format!(r#"{{"x":0.{}1e70000}}"#, "0".repeat(69_999));
+        assert!(fast(&schema, &[long]).is_none());
+        let short = r#"{"x":1.25e-3,"f":12345678901234567890123456789.5e2}"#.to_string();
+        let decoded = fast(&schema, std::slice::from_ref(&short));
+        assert!(decoded.is_some(), "{short}");
+        assert_eq!(decoded, arrow(&schema, &[short]));
+        let twice = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("a", DataType::Int64, true),
+        ]));
+        assert!(FlatJson::new(twice).is_none());
         let listy = Arc::new(Schema::new(vec![Field::new(
             "l",
             DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
