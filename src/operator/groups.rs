@@ -293,12 +293,14 @@ impl GroupState {
 /// `delta`) and the aggregate's output rows in the same order.
 ///
 /// `delta` is merged first: every group then has a row in the batch that creates it, as
-/// DataFusion's accumulators assume.
+/// DataFusion's accumulators assume. Without `keep_state` (a closing window keeps its rows
+/// alone) no state columns are made.
 pub fn merge_with_stored(
     plan: &AggregatePlan,
     delta: &RecordBatch,
     stored: &[ArrayRef],
     stored_groups: &[usize],
+    keep_state: bool,
 ) -> Result<(Vec<ArrayRef>, RecordBatch)> {
     let n = delta.num_rows();
     let own: Vec<usize> = (0..n).collect();
@@ -314,16 +316,18 @@ pub fn merge_with_stored(
                 DataFusionError::Internal("stored state has too few columns".into())
             })?)
         };
-        let mut keep = new_accumulator(aggregate)?;
-        let mut eval = new_accumulator(aggregate)?;
-        for acc in [&mut keep, &mut eval] {
+        let merged = || -> Result<_> {
+            let mut acc = new_accumulator(aggregate)?;
             acc.merge_batch(values, &own, n)?;
             if let Some(old) = old {
                 acc.merge_batch(old, stored_groups, n)?;
             }
+            Ok(acc)
+        };
+        if keep_state {
+            states.extend(merged()?.state(EmitTo::All)?);
         }
-        states.extend(keep.state(EmitTo::All)?);
-        outputs.push(eval.evaluate(EmitTo::All)?);
+        outputs.push(merged()?.evaluate(EmitTo::All)?);
         col += width;
     }
     Ok((states, output_batch(plan, outputs, n)?))

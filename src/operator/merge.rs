@@ -148,6 +148,15 @@ impl StoredValues {
         }
     }
 
+    /// `groups` groups with nothing stored and no place in the cache.
+    pub fn none(groups: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            spans: vec![None; groups],
+            slots: vec![None; groups],
+        }
+    }
+
     /// Adds the next group's value (None: nothing stored, or not known yet) and its slot in
     /// the cache, if it has one.
     pub fn push(&mut self, value: Option<&[u8]>, slot: Option<Slot>) {
@@ -255,11 +264,13 @@ impl Merged {
 }
 
 /// Merges `delta` into the stored groups. `stored` receives the keys of the delta's groups and
-/// returns each one's stored value, if any.
+/// returns each one's stored value, if any. A window that `closes` keeps its rows alone, so
+/// its merged states are not made (each group's `state` is empty).
 pub fn merge_window(
     plan: &ViewPlan,
     codecs: &Codecs,
     delta: &mut GroupState,
+    closes: bool,
     stored: impl FnOnce(&GroupKeys) -> Result<StoredValues>,
 ) -> Result<Merged> {
     let agg = &plan.aggregate;
@@ -289,7 +300,8 @@ pub fn merge_window(
     } else {
         codecs.state.decode(stored_rows).map_err(state_err)?
     };
-    let (states, output) = merge_with_stored(agg, &snapshot, &stored_states, &stored_groups)?;
+    let (states, output) =
+        merge_with_stored(agg, &snapshot, &stored_states, &stored_groups, !closes)?;
     // A view without aggregates (`SELECT k ... GROUP BY k`) keeps no state but its keys.
     let states = if states.is_empty() {
         None
@@ -522,11 +534,13 @@ mod tests {
         let codecs = Codecs::new(plan).unwrap();
         let mut states: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut shown: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        for batch in epochs {
+        for (e, batch) in epochs.iter().enumerate() {
+            // The last epoch closes the window: rows alone, no state.
+            let closes = e + 1 == epochs.len();
             let mut delta = GroupState::new(&plan.aggregate).unwrap();
             let input = run_steps(&plan.pre, batch.clone()).unwrap();
             delta.update(&plan.aggregate, &input).unwrap();
-            let merged = merge_window(plan, &codecs, &mut delta, |keys| {
+            let merged = merge_window(plan, &codecs, &mut delta, closes, |keys| {
                 let mut values = StoredValues::default();
                 for i in 0..keys.len() {
                     values.push(states.get(keys.get(i)).map(|v| v.as_slice()), None);
@@ -538,6 +552,7 @@ mod tests {
             for group in merged.groups() {
                 assert!(last.as_deref() < Some(group.key), "in key order");
                 last = Some(group.key.to_vec());
+                assert_eq!(group.state.is_empty(), closes, "state made unless closing");
                 let before = states
                     .get(group.key)
                     .map(|v| StoredGroup::decode(v).unwrap().shown);
@@ -626,7 +641,7 @@ mod tests {
         let stored = group.stored();
         let mut delta = GroupState::new(&plan.aggregate).unwrap();
         delta.update(&plan.aggregate, &epochs()[0]).unwrap();
-        let merged = merge_window(&plan, &codecs, &mut delta, |_| {
+        let merged = merge_window(&plan, &codecs, &mut delta, false, |_| {
             let mut values = StoredValues::default();
             values.push(Some(&stored), None);
             Ok(values)

@@ -607,11 +607,17 @@ impl ViewOperator {
         Ok(())
     }
 
-    /// Merges a window's partial aggregate into its stored groups.
-    fn merge(&mut self, start: i64, delta: &mut GroupState) -> Result<Merged> {
+    /// Merges a window's partial aggregate into its stored groups. A window that `closes` keeps
+    /// its rows alone; one that closes with nothing stored (it opened within this epoch) needs
+    /// neither the cache nor the store.
+    fn merge(&mut self, start: i64, delta: &mut GroupState, closes: bool) -> Result<Merged> {
         let (cache, keys, store) = (&mut self.cache, &self.keys, &self.store);
         let counters = &mut self.counters;
-        merge_window(&self.plan, &self.codecs, delta, |groups| {
+        let nothing_stored = closes && !self.progress.open_windows.contains(&start);
+        merge_window(&self.plan, &self.codecs, delta, closes, |groups| {
+            if nothing_stored {
+                return Ok(StoredValues::none(groups.len()));
+            }
             let mut values = StoredValues::with_capacity(groups.len());
             let mut missing = Vec::new();
             cache.prepare(start, groups.len());
@@ -718,7 +724,7 @@ impl ViewOperator {
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         for (start, delta) in std::mem::take(&mut self.closed) {
             if let Some(mut delta) = delta {
-                let merged = self.merge(start, &mut delta)?;
+                let merged = self.merge(start, &mut delta, true)?;
                 if start >= expired_before {
                     if self.progress.open_windows.contains(&start) {
                         self.write_groups(ws, start, &merged, false);
@@ -755,7 +761,7 @@ impl ViewOperator {
             };
             // The drained delta is not reused: DataFusion's vectorized group values are not
             // meant to intern again after `emit(EmitTo::All)` (they index past their end).
-            let merged = self.merge(start, &mut delta)?;
+            let merged = self.merge(start, &mut delta, false)?;
             self.write_groups(ws, start, &merged, true);
         }
         self.write_appended(ws)?;
