@@ -143,11 +143,13 @@ impl JsonDecoder {
         &self,
         data: &[u8],
         spans: &[(usize, usize)],
+        try_flat: bool,
     ) -> Result<RecordBatch, ArrowError> {
         let capacity = spans.len() + 1;
         let batch = match self.format {
             Format::Json => {
-                if let Some(batch) = self.flat.as_ref().and_then(|f| f.decode(data, spans)) {
+                let flat = self.flat.as_ref().filter(|_| try_flat);
+                if let Some(batch) = flat.and_then(|f| f.decode(data, spans)) {
                     return Ok(batch);
                 }
                 let mut decoder = ReaderBuilder::new(self.schema.clone())
@@ -220,53 +222,18 @@ impl JsonDecoder {
         }
         let lines = Lines { chunk, spans };
         let mut dead = Vec::new();
-        // JSON nested deeper than MAX_JSON_DEPTH is refused before arrow-json sees it: its
-        // error message prints the value recursively, and 100,000 `[` overflow the stack.
-        let decodable: Vec<(usize, usize)> = match self.format {
-            Format::Json => lines
-                .spans
-                .iter()
-                .copied()
-                .filter(|&span| match json_too_deep(&data[span.0..span.1]) {
-                    false => true,
-                    true => {
-                        let reason = format!("JSON nested deeper than {MAX_JSON_DEPTH} levels");
-                        dead.push(lines.dead_letter(span, reason));
-                        false
-                    }
-                })
-                .collect(),
-            Format::Csv { .. } => lines.spans.clone(),
+        // Flat lines (most chunks) are read whole by the fast path, which declines any nesting,
+        // so they need no depth check.
+        let flat = match self.format {
+            Format::Json => self
+                .flat
+                .as_ref()
+                .and_then(|f| f.decode(data, &lines.spans)),
+            Format::Csv { .. } => None,
         };
-        // Fast path: the whole chunk at once. Slow path on any error: line by line.
-        // From the first line kept (a CSV header before it is not data).
-        let (batch, good_spans) = match self.decode_lines(data, &decodable) {
-            Ok(batch) if batch.num_rows() == decodable.len() => (batch, decodable),
-            _ => {
-                let mut good = Vec::with_capacity(decodable.len());
-                let mut rows = Vec::with_capacity(decodable.len());
-                for &span in &decodable {
-                    match self.decode_lines(data, &[span]) {
-                        Ok(b) if b.num_rows() == 1 => {
-                            good.push(span);
-                            rows.push(b);
-                        }
-                        Ok(b) => dead.push(lines.dead_letter(
-                            span,
-                            format!("expected one record on the line, found {}", b.num_rows()),
-                        )),
-                        Err(e) => dead.push(lines.dead_letter(span, e.to_string())),
-                    }
-                }
-                // Lines that decode alone decode together; should they not, the rows of
-                // each line are joined as they are.
-                let batch = match self.decode_lines(data, &good) {
-                    Ok(b) if b.num_rows() == good.len() => b,
-                    _ => concat_batches(&self.schema, &rows)
-                        .expect("every line's batch has the decoder's schema"),
-                };
-                (batch, good)
-            }
+        let (batch, good_spans) = match flat {
+            Some(batch) => (batch, lines.spans.clone()),
+            None => self.decode_checked(&lines, &mut dead),
         };
         let (batch, good_spans) = self.drop_null_event_times(batch, good_spans, &lines, &mut dead);
         let batch = match &chunk.extra {
@@ -290,6 +257,66 @@ impl JsonDecoder {
             rows: good_spans,
             spans: lines.spans,
             dead,
+        }
+    }
+
+    /// Decodes the lines of a chunk the fast path declined: lines nested too deep and lines
+    /// arrow-json refuses become dead letters; returns the rest and their spans.
+    fn decode_checked(
+        &self,
+        lines: &Lines<'_>,
+        dead: &mut Vec<DeadLetter>,
+    ) -> (RecordBatch, Vec<(usize, usize)>) {
+        let data = &lines.chunk.data;
+        // JSON nested deeper than MAX_JSON_DEPTH is refused before arrow-json sees it: its
+        // error message prints the value recursively, and 100,000 `[` overflow the stack.
+        let decodable: Vec<(usize, usize)> = match self.format {
+            Format::Json => lines
+                .spans
+                .iter()
+                .copied()
+                .filter(|&span| match json_too_deep(&data[span.0..span.1]) {
+                    false => true,
+                    true => {
+                        let reason = format!("JSON nested deeper than {MAX_JSON_DEPTH} levels");
+                        dead.push(lines.dead_letter(span, reason));
+                        false
+                    }
+                })
+                .collect(),
+            Format::Csv { .. } => lines.spans.clone(),
+        };
+        // Fast path: the whole chunk at once. Slow path on any error: line by line.
+        // From the first line kept (a CSV header before it is not data).
+        // Without a line refused above, the fast path has declined this chunk already.
+        let flat = decodable.len() != lines.spans.len();
+        match self.decode_lines(data, &decodable, flat) {
+            Ok(batch) if batch.num_rows() == decodable.len() => (batch, decodable),
+            _ => {
+                let mut good = Vec::with_capacity(decodable.len());
+                let mut rows = Vec::with_capacity(decodable.len());
+                for &span in &decodable {
+                    match self.decode_lines(data, &[span], true) {
+                        Ok(b) if b.num_rows() == 1 => {
+                            good.push(span);
+                            rows.push(b);
+                        }
+                        Ok(b) => dead.push(lines.dead_letter(
+                            span,
+                            format!("expected one record on the line, found {}", b.num_rows()),
+                        )),
+                        Err(e) => dead.push(lines.dead_letter(span, e.to_string())),
+                    }
+                }
+                // Lines that decode alone decode together; should they not, the rows of
+                // each line are joined as they are.
+                let batch = match self.decode_lines(data, &good, true) {
+                    Ok(b) if b.num_rows() == good.len() => b,
+                    _ => concat_batches(&self.schema, &rows)
+                        .expect("every line's batch has the decoder's schema"),
+                };
+                (batch, good)
+            }
         }
     }
 
