@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use super::{print_result, BenchError, BenchQuery, QUERIES, SOURCE_SQL};
+use super::{cpu, print_result, BenchError, BenchQuery, QUERIES, SOURCE_SQL};
 use crate::config::BenchArgs;
 use crate::decode::JsonDecoder;
 use crate::engine::Engine;
@@ -40,6 +40,9 @@ struct KafkaResult {
     decode_eps: f64,
     ratio: f64,
     produce_eps: f64,
+    /// This process's CPU per event by thread role during the stream run (the broker's own
+    /// CPU, in its process, is not in it).
+    cpu_us_per_event: BTreeMap<String, f64>,
 }
 
 /// Partitions needed so the embedded cluster keeps every event.
@@ -147,7 +150,11 @@ fn decode_only(topic: &BenchTopic, events: u64) -> Result<f64, BenchError> {
 }
 
 /// The whole pipeline: Kafka source, decode, view, epochs; until every event is counted.
-async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, BenchError> {
+async fn stream(
+    topic: &BenchTopic,
+    q: &BenchQuery,
+    events: u64,
+) -> Result<(f64, BTreeMap<String, f64>), BenchError> {
     let dir = tempfile::tempdir()?;
     let engine = Engine::open(
         // Progress is visible per epoch: a short one keeps the end time precise.
@@ -171,6 +178,7 @@ async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, 
     );
     run_script(&engine, &source).await?;
     let started = Instant::now();
+    let (roles_before, cpu_before) = (cpu::by_role(), cpu::process_seconds());
     run_script(
         &engine,
         &format!("CREATE MATERIALIZED VIEW q AS {}", q.view),
@@ -192,8 +200,14 @@ async fn stream(topic: &BenchTopic, q: &BenchQuery, events: u64) -> Result<f64, 
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let eps = events as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu::per_event_us(
+        &roles_before,
+        &cpu::by_role(),
+        cpu::process_seconds() - cpu_before,
+        events,
+    );
     engine.shutdown().await;
-    Ok(eps)
+    Ok((eps, cpu))
 }
 
 /// Produces the bids once, then runs the decode-only ceiling and each selected query.
@@ -235,7 +249,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let decode_eps = decode_only(&topic, args.events)?;
     for q in selected {
-        let stream_eps = stream(&topic, q, args.events).await?;
+        let (stream_eps, cpu_us_per_event) = stream(&topic, q, args.events).await?;
         let result = KafkaResult {
             query: format!("kafka_{}", q.name),
             events: args.events,
@@ -245,10 +259,16 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             decode_eps,
             ratio: stream_eps / decode_eps,
             produce_eps,
+            cpu_us_per_event,
         };
         let line = format!(
-            "{:<14} stream {:>10.0} ev/s   read+decode only {:>10.0} ev/s   ratio {:.2}",
-            result.query, result.stream_eps, result.decode_eps, result.ratio
+            "{:<14} stream {:>10.0} ev/s   read+decode only {:>10.0} ev/s   ratio {:.2}\n{:<14} stream CPU µs/event: {}",
+            result.query,
+            result.stream_eps,
+            result.decode_eps,
+            result.ratio,
+            "",
+            cpu::describe(&result.cpu_us_per_event)
         );
         print_result(args.json, &result, line);
     }

@@ -749,10 +749,16 @@ impl Operators {
                 counter.with_label_values(&labels).inc_by(value);
             }
         }
+        let (groups_written, rows_in_blocks) =
+            epoch.counters.iter().fold((0, 0), |(g, r), (_, c)| {
+                (g + c.groups_written, r + c.rows_in_blocks)
+            });
         tracing::debug!(
             source = %name,
             bytes = epoch.bytes,
             open_windows = epoch.open_windows,
+            groups_written,
+            rows_in_blocks,
             flush_ms = epoch.flushed.as_millis() as u64,
             millis = epoch.started.elapsed().as_millis() as u64,
             "epoch written"
