@@ -12,6 +12,7 @@
 
 mod align;
 mod config;
+mod queue;
 mod round;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,9 +30,10 @@ use super::{Chunk, Frontier, Reader, Resume, SourceError, SplitStatus};
 use crate::plan::IncludeColumn;
 use align::{must_wait, slowest_with_backlog, PartitionTime};
 pub use config::check_config;
+use queue::Record;
 use round::{PartitionRound, WantedMetadata};
 
-type PartitionQueue = rdkafka::consumer::base_consumer::PartitionQueue<ObservingContext>;
+type PartitionQueue = queue::BatchQueue<ObservingContext>;
 
 /// Where a source starts reading a partition it has never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,9 +258,9 @@ impl KafkaReader {
         for p in new {
             let next = self.start_offset(p, first_assignment)?;
             // Its own queue, split off before the partition is assigned.
-            if let Some(mut queue) = self.consumer.split_partition_queue(&self.spec.topic, p) {
+            if let Some(mut queue) = PartitionQueue::split(&self.consumer, &self.spec.topic, p) {
                 let wake = self.wake.clone();
-                queue.set_nonempty_callback(move || wake.notify());
+                queue.on_messages(move || wake.notify());
                 self.queues.insert(p, queue);
             }
             self.partitions.insert(
@@ -379,10 +381,11 @@ impl KafkaReader {
         while let Some(polled) = self.consumer.poll(Duration::ZERO) {
             match polled {
                 Ok(m) => {
-                    rounds
-                        .entry(m.partition())
-                        .or_default()
-                        .add(&m, max_bytes, &self.wants);
+                    rounds.entry(m.partition()).or_default().add(
+                        &Record::of_message(&m),
+                        max_bytes,
+                        &self.wants,
+                    );
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "kafka consumer error");
@@ -403,19 +406,16 @@ impl KafkaReader {
             let mut bytes = 0;
             for k in 0..ids.len() {
                 let p = ids[(self.rotation + k) % ids.len()];
-                let queue = &self.queues[&p];
-                for _ in 0..share {
-                    match queue.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Ok(m)) => {
-                            bytes += rounds.entry(p).or_default().add(&m, max_bytes, &self.wants);
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, partition = p, "kafka consumer error");
-                            error = true;
-                            break;
-                        }
+                let round = rounds.entry(p).or_default();
+                self.queues[&p].take(share, |m| match m {
+                    Ok(m) => bytes += round.add(&m, max_bytes, &self.wants),
+                    Err(e) => {
+                        tracing::debug!(error = %e, partition = p, "kafka consumer error");
+                        error = true;
                     }
+                });
+                if round.is_empty() {
+                    rounds.remove(&p);
                 }
                 if bytes >= ROUND_BYTES {
                     break;

@@ -8,8 +8,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use rdkafka::message::{BorrowedMessage, Message};
 
+use super::queue::Record;
 use crate::plan::{IncludeColumn, KafkaMeta};
 use crate::source::{LineChunk, RejectedRecord};
 
@@ -55,14 +55,14 @@ impl PartitionRound {
     /// as skipped, messages over `max_bytes` are refused.
     pub(super) fn add(
         &mut self,
-        message: &BorrowedMessage<'_>,
+        message: &Record<'_>,
         max_bytes: usize,
         wants: &WantedMetadata,
     ) -> usize {
-        let offset = message.offset();
+        let offset = message.offset;
         self.first_offset.get_or_insert(offset as u64);
         self.end = offset as u64 + 1;
-        let payload = message.payload().unwrap_or_default();
+        let payload = message.payload;
         if payload.iter().all(|b| b.is_ascii_whitespace()) {
             self.skipped += 1;
             return 0;
@@ -94,22 +94,23 @@ impl PartitionRound {
         self.data.push(b'\n');
         self.record_ends.push(offset as u64 + 1);
         if wants.any {
-            self.partition.push(message.partition());
+            self.partition.push(message.partition);
             self.offset.push(offset);
-            self.timestamp.push(
-                message
-                    .timestamp()
-                    .to_millis()
-                    .filter(|t| *t >= 0 && wants.timestamp),
-            );
+            self.timestamp
+                .push(message.timestamp_ms.filter(|_| wants.timestamp));
             self.key.push(
                 message
-                    .key()
+                    .key
                     .filter(|_| wants.key)
                     .map(|k| String::from_utf8_lossy(k).into_owned()),
             );
         }
         payload.len()
+    }
+
+    /// Whether the round took no message.
+    pub(super) fn is_empty(&self) -> bool {
+        self.first_offset.is_none()
     }
 
     /// The round of partition `p` as a chunk.
