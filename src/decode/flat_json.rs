@@ -399,11 +399,15 @@ impl<'a> Cursor<'a> {
             let slash = x ^ (ONES * u64::from(b'\\'));
             // A byte's high bit is set in each term where that byte is zero (a quote, a
             // backslash), below 0x20, or itself has its high bit set.
-            let special = (quote.wrapping_sub(ONES) & !quote)
+            let special = ((quote.wrapping_sub(ONES) & !quote)
                 | (slash.wrapping_sub(ONES) & !slash)
                 | (x.wrapping_sub(ONES * 0x20) & !x)
-                | x;
-            if special & HIGHS != 0 {
+                | x)
+                & HIGHS;
+            if special != 0 {
+                // A borrow can mark bytes after the first special byte, never before it: the
+                // lowest mark is that byte, where the loop below goes on.
+                i += (special.trailing_zeros() / 8) as usize;
                 break;
             }
             i += 8;
@@ -684,6 +688,31 @@ mod tests {
             .collect();
         let batch = fast(&schema, &lines).expect("flat lines decode on the fast path");
         assert_eq!(Some(batch), arrow(&schema, &lines));
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_special_byte_wherever_it_is() {
+        let read = |text: &str| {
+            let mut c = Cursor {
+                b: text.as_bytes(),
+                i: 0,
+            };
+            c.string().map(|s| (s.to_string(), c.i))
+        };
+        for at in 0..24 {
+            let plain = "a".repeat(at);
+            // The closing quote, with another string after it.
+            let text = format!("\"{plain}\" \"{}\"", "b".repeat(30));
+            assert_eq!(read(&text), Some((plain.clone(), at + 2)), "{text}");
+            // An escape or a control byte: declined.
+            for special in ["\\n", "\u{1}", "\t"] {
+                assert_eq!(read(&format!("\"{plain}{special}xxxxxxxxxx\"")), None);
+            }
+            // Non-ASCII: read on to the quote, whole.
+            let text = format!("\"{plain}é{plain}\"");
+            let expected = format!("{plain}é{plain}");
+            assert_eq!(read(&text), Some((expected, text.len())), "{text}");
+        }
     }
 
     #[test]
