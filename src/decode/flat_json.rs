@@ -61,7 +61,7 @@ enum Builder {
     Float64(Float64Builder),
     Boolean(BooleanBuilder),
     Text(StringBuilder),
-    Timestamp(TimestampMillisecondBuilder),
+    Timestamp(TimestampMillisecondBuilder, LastMinute),
 }
 
 impl FlatJson {
@@ -119,9 +119,10 @@ impl FlatJson {
                 Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(n)),
                 Kind::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(n)),
                 Kind::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
-                Kind::Timestamp => {
-                    Builder::Timestamp(TimestampMillisecondBuilder::with_capacity(n))
-                }
+                Kind::Timestamp => Builder::Timestamp(
+                    TimestampMillisecondBuilder::with_capacity(n),
+                    LastMinute::default(),
+                ),
             })
             .collect();
         // The line on which each column last got a value (a repeated key declines).
@@ -224,7 +225,7 @@ impl Builder {
                 Builder::Float64(b) => b.append_null(),
                 Builder::Boolean(b) => b.append_null(),
                 Builder::Text(b) => b.append_null(),
-                Builder::Timestamp(b) => b.append_null(),
+                Builder::Timestamp(b, _) => b.append_null(),
             }
             return Some(());
         }
@@ -236,12 +237,14 @@ impl Builder {
                 b.append_value(i32::try_from(integer(t)?).ok()?)
             }
             (Builder::Int64(b), Value::Num(t, true)) => b.append_value(integer(t)?),
-            (Builder::Timestamp(b), Value::Num(t, true)) => b.append_value(integer(t)?),
+            (Builder::Timestamp(b, _), Value::Num(t, true)) => b.append_value(integer(t)?),
             (Builder::Float32(b), Value::Num(t, _)) => b.append_value(float(t)?),
             (Builder::Float64(b), Value::Num(t, _)) => b.append_value(float(t)?),
             (Builder::Boolean(b), Value::Bool(v)) => b.append_value(v),
             (Builder::Text(b), Value::Str(s)) => b.append_value(s),
-            (Builder::Timestamp(b), Value::Str(s)) => b.append_value(timestamp_ms(s.as_bytes())?),
+            (Builder::Timestamp(b, last), Value::Str(s)) => {
+                b.append_value(timestamp_ms(s.as_bytes(), last)?)
+            }
             _ => return None,
         }
         Some(())
@@ -256,7 +259,7 @@ impl Builder {
             Builder::Float64(mut b) => Arc::new(b.finish()),
             Builder::Boolean(mut b) => Arc::new(b.finish()),
             Builder::Text(mut b) => Arc::new(b.finish()),
-            Builder::Timestamp(mut b) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b, _) => Arc::new(b.finish()),
         }
     }
 }
@@ -290,30 +293,70 @@ fn integer(token: &[u8]) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
+/// Bytes of a time's date, hour and minute with their separators: `YYYY-MM-DD?HH:MM:`.
+const MINUTE_PREFIX: usize = 17;
+
+/// The last minute a column's times were in: times of one stream mostly share their date,
+/// hour and minute with the time before, and then only seconds and fraction are read.
+#[derive(Default)]
+struct LastMinute {
+    /// A validated `YYYY-MM-DD?HH:MM:`.
+    prefix: [u8; MINUTE_PREFIX],
+    /// Its minute in milliseconds since the epoch; None before the first time.
+    ms: Option<i64>,
+}
+
 /// `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z]` as milliseconds since the epoch (UTC); None for any
 /// other shape, which arrow-json then reads (offsets, dates alone, and so on).
-fn timestamp_ms(s: &[u8]) -> Option<i64> {
-    let digits = |from: usize, len: usize| -> Option<i64> {
-        let part = s.get(from..from + len)?;
-        part.iter().try_fold(0i64, |n, d| {
-            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
-        })
+fn timestamp_ms(s: &[u8], last: &mut LastMinute) -> Option<i64> {
+    let prefix = s.get(..MINUTE_PREFIX)?;
+    let minute = match last.ms {
+        Some(ms) if same_key(prefix, &last.prefix) => ms,
+        _ => {
+            let ms = minute_ms(prefix)?;
+            last.prefix.copy_from_slice(prefix);
+            last.ms = Some(ms);
+            ms
+        }
     };
+    Some(minute + within_minute_ms(&s[MINUTE_PREFIX..])?)
+}
+
+/// The digits `s[from..from + len]` as a number.
+fn digits(s: &[u8], from: usize, len: usize) -> Option<i64> {
+    let part = s.get(from..from + len)?;
+    part.iter().try_fold(0i64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+    })
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:` as its minute in milliseconds since the epoch.
+fn minute_ms(s: &[u8]) -> Option<i64> {
     let at = |i: usize, expected: &[u8]| s.get(i).is_some_and(|b| expected.contains(b));
     if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":")) {
         return None;
     }
-    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
-    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let (year, month, day) = (digits(s, 0, 4)?, digits(s, 5, 2)?, digits(s, 8, 2)?);
+    let (hour, minute) = (digits(s, 11, 2)?, digits(s, 14, 2)?);
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    if hour > 23 || minute > 59 || second > 59 {
+    if hour > 23 || minute > 59 {
         return None;
     }
-    let mut i = 19;
+    let minutes = days_from_civil(year, month, day) * 1440 + hour * 60 + minute;
+    Some(minutes * 60_000)
+}
+
+/// `SS[.f{1,9}][Z]` (the rest of a time after its minute) as milliseconds.
+fn within_minute_ms(s: &[u8]) -> Option<i64> {
+    let second = digits(s, 0, 2)?;
+    if second > 59 {
+        return None;
+    }
+    let mut i = 2;
     let mut millis: i64 = 0;
-    if at(i, b".") {
+    if s.get(i) == Some(&b'.') {
         let fraction = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
         if !(1..=9).contains(&fraction) {
             return None;
@@ -325,14 +368,10 @@ fn timestamp_ms(s: &[u8]) -> Option<i64> {
         millis *= [100, 10, 1][first.len() - 1];
         i += 1 + fraction;
     }
-    if at(i, b"Zz") {
+    if matches!(s.get(i), Some(b'Z' | b'z')) {
         i += 1;
     }
-    if i != s.len() {
-        return None;
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(seconds * 1000 + millis)
+    (i == s.len()).then_some(second * 1000 + millis)
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -739,14 +778,32 @@ mod tests {
 
     #[test]
     fn times_match_the_calendar() {
-        assert_eq!(timestamp_ms(b"1970-01-01T00:00:00"), Some(0));
-        assert_eq!(timestamp_ms(b"1969-12-31 23:59:59.999Z"), Some(-1));
-        assert_eq!(
-            timestamp_ms(b"2000-02-29T12:00:00.5"),
-            Some(951_825_600_500)
-        );
-        assert_eq!(timestamp_ms(b"2001-02-29T12:00:00"), None);
-        assert_eq!(timestamp_ms(b"2026-12-06T06:17:31+01:00"), None);
+        let fresh = |s: &[u8]| timestamp_ms(s, &mut LastMinute::default());
+        assert_eq!(fresh(b"1970-01-01T00:00:00"), Some(0));
+        assert_eq!(fresh(b"1969-12-31 23:59:59.999Z"), Some(-1));
+        assert_eq!(fresh(b"2000-02-29T12:00:00.5"), Some(951_825_600_500));
+        assert_eq!(fresh(b"2001-02-29T12:00:00"), None);
+        assert_eq!(fresh(b"2026-12-06T06:17:31+01:00"), None);
+        assert_eq!(fresh(b"2026-12-06T06:17"), None);
+        // Times in the minute of the time before read their seconds alone, with the same
+        // checks; any other time is read whole, and a bad one leaves the last minute as it was.
+        let mut last = LastMinute::default();
+        let minute = 1_796_537_820_000;
+        for (time, expected) in [
+            (&b"2026-12-06T06:17:31.5"[..], Some(minute + 31_500)),
+            (b"2026-12-06T06:17:59Z", Some(minute + 59_000)),
+            (b"2026-12-06T06:17:60", None),
+            (b"2026-12-06T06:17:5", None),
+            (b"2026-12-06T06:17:05.1234567891", None),
+            (b"2026-13-06T06:17:00", None),
+            (b"2026-12-06T06:17:00.001", Some(minute + 1)),
+            (b"2026-12-06 06:17:02", Some(minute + 2_000)),
+            (b"2026-12-06T06:18:00", Some(minute + 60_000)),
+            (b"2026-12-06T06:17:03z", Some(minute + 3_000)),
+        ] {
+            assert_eq!(timestamp_ms(time, &mut last), expected, "{time:?}");
+            assert_eq!(fresh(time), expected, "{time:?}");
+        }
     }
 
     #[test]
