@@ -176,3 +176,82 @@ impl<C: ConsumerContext + 'static> Drop for BatchQueue<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::source::EmbeddedKafka;
+
+    /// A partition's messages come out of its queue once each, in offset order, with payload,
+    /// key and timestamp, at most `max` per call; the callback fires when messages arrive.
+    #[test]
+    fn a_partition_queue_hands_out_its_messages_in_order_in_batches() {
+        let kafka = EmbeddedKafka::start(1, "batched", 2).unwrap();
+        for n in 0..1_000i32 {
+            let key = format!("k{n}");
+            kafka
+                .send(n % 2, Some(&key), format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        kafka.flush().unwrap();
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", kafka.bootstrap())
+                .set("group.id", "weir-batch-test")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap(),
+        );
+        let mut queue = BatchQueue::split(&consumer, "batched", 1).unwrap();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        queue.on_messages(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset("batched", 1, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..1_000 {
+            if seen.len() >= 500 {
+                break;
+            }
+            // The consumer's own queue is served too, as the reader does.
+            let _ = consumer.poll(Duration::ZERO);
+            let took = queue.take(64, |m| {
+                let m = m.expect("no consumer error");
+                seen.push((
+                    m.partition,
+                    m.offset,
+                    m.payload.to_vec(),
+                    m.key.map(<[u8]>::to_vec),
+                    m.timestamp_ms,
+                ));
+            });
+            assert!(took <= 64, "took {took}");
+            if took == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert_eq!(seen.len(), 500);
+        for (i, (partition, offset, payload, key, timestamp)) in seen.iter().enumerate() {
+            // Partition 1 holds the odd messages.
+            let n = 2 * i + 1;
+            assert_eq!((*partition, *offset), (1, i as i64));
+            assert_eq!(payload.as_slice(), format!("{{\"n\":{n}}}").as_bytes());
+            assert_eq!(key.as_deref(), Some(format!("k{n}").as_bytes()));
+            assert!(timestamp.is_some_and(|t| t > 0), "{timestamp:?}");
+        }
+        assert!(
+            woken.load(Ordering::Relaxed) > 0,
+            "the callback never fired"
+        );
+    }
+}
