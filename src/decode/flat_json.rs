@@ -584,11 +584,9 @@ mod tests {
     struct Rng(u64);
     impl Rng {
         fn next(&mut self) -> u64 {
+            let at = self.0;
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            crate::source::generator::mix(at)
         }
         fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
             options[(self.next() % options.len() as u64) as usize]

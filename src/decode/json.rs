@@ -289,8 +289,8 @@ impl JsonDecoder {
         // Fast path: the whole chunk at once. Slow path on any error: line by line.
         // From the first line kept (a CSV header before it is not data).
         // Without a line refused above, the fast path has declined this chunk already.
-        let flat = decodable.len() != lines.spans.len();
-        match self.decode_lines(data, &decodable, flat) {
+        let retry_flat = decodable.len() != lines.spans.len();
+        match self.decode_lines(data, &decodable, retry_flat) {
             Ok(batch) if batch.num_rows() == decodable.len() => (batch, decodable),
             _ => {
                 let mut good = Vec::with_capacity(decodable.len());

@@ -8,7 +8,7 @@
 mod embedded_kafka;
 mod file;
 mod file_registry;
-mod generator;
+pub(crate) mod generator;
 mod kafka;
 mod labelled_logins;
 mod options;
