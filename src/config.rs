@@ -33,7 +33,7 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct ServerArgs {
     /// TOML file with any of: pg_addr, http_addr, data_dir, pipeline, epoch_ms, max_epoch_ms,
-    /// state_cache_mb, query_memory_mb, decode_threads,
+    /// state_cache_mb, query_memory_mb, decode_threads, ingest_nice,
     /// error_rows_max, error_rows_max_age_hours, password, allow_no_password, tls_cert,
     /// tls_key, [[users]] entries (name, password, role = "admin" or "reader"), and an [llm]
     /// table that turns llm_analyze on (url, model, api_key_env, timeout_ms, max_concurrent,
@@ -70,6 +70,11 @@ pub struct ServerArgs {
     /// the reader's own thread [default: the machine's cores, at most 4].
     #[arg(long, env = "WEIR_DECODE_THREADS")]
     pub decode_threads: Option<usize>,
+    /// How many nice steps below the query threads the ingest threads (reading, decoding,
+    /// operators, epoch writes) run, so queries get a core at once while ingestion keeps the
+    /// cores busy; 0 runs them alike [default: 10].
+    #[arg(long, env = "WEIR_INGEST_NICE")]
+    pub ingest_nice: Option<i32>,
     /// Memory one client query may use, in MiB (sorts, joins, aggregates); a query that needs
     /// more fails with SQLSTATE 53200 and the connection goes on [default: 1024].
     #[arg(long, env = "WEIR_QUERY_MEMORY_MB")]
@@ -251,6 +256,10 @@ pub struct BenchArgs {
     /// Decode threads per source [default: the machine's cores, at most 4].
     #[arg(long)]
     pub decode_threads: Option<usize>,
+    /// Nice steps the ingest threads run below the query threads (as the server's
+    /// --ingest-nice) [default: 10].
+    #[arg(long)]
+    pub ingest_nice: Option<i32>,
     /// Print one JSON object per query instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -278,6 +287,7 @@ pub struct ServerConfig {
     pub max_epoch: Duration,
     pub state_cache_bytes: usize,
     pub decode_threads: usize,
+    pub ingest_nice: i32,
     pub query_memory_bytes: usize,
     pub logs: crate::state::LogLimits,
     pub password: Option<Secret>,
@@ -422,6 +432,11 @@ impl ServerArgs {
                 .or(file.decode_threads)
                 .unwrap_or_else(default_decode_threads)
                 .max(1),
+            ingest_nice: self
+                .ingest_nice
+                .or(file.ingest_nice)
+                .unwrap_or(crate::pipeline::priority::DEFAULT_INGEST_NICE)
+                .clamp(0, 19),
             query_memory_bytes: (self
                 .query_memory_mb
                 .or(file.query_memory_mb)
@@ -456,7 +471,7 @@ mod tests {
         let path = dir.path().join("weir.toml");
         std::fs::write(
             &path,
-            "pg_addr = \"127.0.0.1:7000\"\nepoch_ms = 50\ndata_dir = \"/tmp/x\"\n",
+            "pg_addr = \"127.0.0.1:7000\"\nepoch_ms = 50\ndata_dir = \"/tmp/x\"\ningest_nice = 4\n",
         )
         .unwrap();
         let args = ServerArgs {
@@ -469,6 +484,17 @@ mod tests {
         assert_eq!(c.http_addr.port(), 6876);
         assert_eq!(c.epoch, Duration::from_millis(20));
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.ingest_nice, 4);
+        let nice = |n| ServerArgs {
+            ingest_nice: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(
+            nice(40).resolve().unwrap().ingest_nice,
+            19,
+            "nice values end at 19"
+        );
+        assert_eq!(ServerArgs::default().resolve().unwrap().ingest_nice, 10);
         std::fs::write(&path, "unknown = 1\n").unwrap();
         assert!(args.resolve().is_err());
     }

@@ -97,6 +97,7 @@ pub async fn run(
             max_epoch: config.max_epoch,
             state_cache_bytes: config.state_cache_bytes,
             decode_threads: config.decode_threads,
+            ingest_nice: config.ingest_nice,
             logs: config.logs,
             llm: config.llm.clone(),
         },

@@ -3,8 +3,9 @@
 //! For each K it writes the same number of events (key `key<(i * 7919) mod K>`, a value, a
 //! time) into a followed directory, runs `SELECT k, count(*), sum(v) FROM s GROUP BY k`
 //! through the whole pipeline and reports events/s, peak RSS during the run, bytes written per
-//! epoch and group states read back from RocksDB, with nothing else running. Then, while twice
-//! as many events again ingest, sixteen tasks send point queries (`WHERE k = ...`) planned by
+//! epoch and group states read back from RocksDB, with nothing else running. Then, while more
+//! events ingest (as many as the bulk's rate reads in the time the query phases take, so the
+//! source stays busy throughout), sixteen tasks send point queries (`WHERE k = ...`) planned by
 //! DataFusion (the baseline), then sixteen and one send them as the server answers them (the
 //! point-query fast path), and it reports their p50/p99 latency and rate; then the same
 //! questions travel over TCP from tokio-postgres clients (`bench/wire.rs`): prepared, as
@@ -46,6 +47,8 @@ pub struct KeysResult {
     pub point_qps_16: f64,
     /// Whether the source was still ingesting when the last query phase ended.
     pub queries_during_ingest: bool,
+    /// Events the views applied per second while the query phases ran.
+    pub eps_during_queries: f64,
     /// The same 16 connections with every query planned by DataFusion (no fast path).
     pub planned_p50_ms_16: f64,
     pub planned_p99_ms_16: f64,
@@ -54,6 +57,13 @@ pub struct KeysResult {
     pub wire_prepared_p50_ms_16: f64,
     pub wire_prepared_p99_ms_16: f64,
     pub wire_prepared_qps_16: f64,
+    /// The same at 125 queries/s per connection (2,000 in all), latency counted from when
+    /// each query was due.
+    pub wire_paced_p50_ms_16: f64,
+    pub wire_paced_p99_ms_16: f64,
+    pub wire_paced_qps_16: f64,
+    /// Events the views applied per second during the paced phase.
+    pub eps_during_paced: f64,
     /// The same with 64 connections.
     pub wire_prepared_p50_ms_64: f64,
     pub wire_prepared_p99_ms_64: f64,
@@ -103,6 +113,30 @@ async fn trickle(path: &std::path::Path, seconds: u64) -> Result<f64, BenchError
     Ok((cpu::process_seconds() - cpu0) / started.elapsed().as_secs_f64())
 }
 
+/// Awaits one query phase, logging how long it took.
+async fn timed<T>(phase: &str, work: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    tracing::debug!(
+        phase,
+        seconds = started.elapsed().as_secs_f64(),
+        "query phase done"
+    );
+    out
+}
+
+/// Query phases that run while the second file ingests, each for the same window.
+const QUERY_PHASES: usize = 9;
+
+/// How often each client of the paced phase sends a query.
+const PACE: Duration = Duration::from_millis(8);
+
+/// Seconds the query phases take beyond their windows (connecting, preparing, draining).
+const QUERY_SLACK_SECS: f64 = 4.0;
+
+/// At most this many times the bulk's events are written for the query phases.
+const MAX_MORE: u64 = 6;
+
 fn key(i: u64, keys: u64) -> String {
     format!("key{}", (i.wrapping_mul(7919)) % keys)
 }
@@ -149,8 +183,6 @@ pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Latencies of the queries `sql(i)` sent back to back by `tasks` tasks for `duration`;
-/// (p50 ms, p99 ms, qps).
 /// How the benchmark's queries run.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Route {
@@ -160,6 +192,8 @@ pub(super) enum Route {
     Planned,
 }
 
+/// Latencies of the queries `sql(i)` sent back to back by `tasks` tasks for `duration`;
+/// (p50 ms, p99 ms, qps).
 pub(super) async fn query_latencies(
     engine: &Arc<Engine>,
     tasks: usize,
@@ -191,6 +225,10 @@ pub(super) async fn query_latencies(
                 }
                 latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
                 i += tasks as u64;
+                // A fast-path answer never waits, so without this the tasks would hold every
+                // worker and the timer that stops them would not run until each had sent its
+                // 100,000 queries (a client's own I/O yields the same way).
+                tokio::task::yield_now().await;
             }
             latencies
         }));
@@ -243,9 +281,6 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input)?;
     write_events(&input.join("a-bulk.jsonl"), 0..events, keys)?;
-    // Ingested while the queries run, after the bulk has been measured alone.
-    let more = dir.path().join("b-more.jsonl");
-    write_events(&more, events..3 * events, keys)?;
     let metrics = Arc::new(Metrics::new());
     reset_peak_rss();
     let engine = Engine::open(
@@ -283,60 +318,101 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         events,
     );
     let peak = peak_rss_mb();
+    // Ingested while the queries run: enough to keep the source busy through every phase at
+    // the bulk's rate, written while the engine is idle and added to the directory at once.
+    let window = Duration::from_millis(1500);
+    let busy_for = QUERY_PHASES as f64 * window.as_secs_f64() + QUERY_SLACK_SECS;
+    let more_events =
+        ((events as f64 / elapsed * busy_for) as u64).clamp(2 * events, MAX_MORE * events);
     tracing::info!(
         "K={keys}: {events} events ingested in {elapsed:.2} s ({:.0} ev/s), CPU per event {}; \
-         next: point queries while {} more events ingest, then a trickle",
+         next: writing {more_events} more events to ingest while point queries run, then a trickle",
         events as f64 / elapsed,
         cpu::describe(&cpu_us_per_event),
-        2 * events
     );
-    // Point queries while twice as many events ingest: the DataFusion-planned baseline with
-    // sixteen clients, then as served (the fast path) with sixteen and with one.
+    let more = dir.path().join("b-more.jsonl");
+    write_events(&more, events..events + more_events, keys)?;
+    let total = events + more_events;
+    // The views' progress is counted in the bytes they applied (committed events lag by up
+    // to a grown epoch, 5 s), in events at the second file's bytes per event.
+    let more_bytes = std::fs::metadata(&more)?.len();
+    let bytes_per_event = more_bytes as f64 / more_events as f64;
+    let source_bytes = metrics.source_bytes.with_label_values(&["s"]);
+    let applied = || source_bytes.get();
+    let rate =
+        |bytes: u64, since: Instant| bytes as f64 / bytes_per_event / since.elapsed().as_secs_f64();
+    // Point queries while the events ingest: the DataFusion-planned baseline with sixteen
+    // clients, then as served (the fast path) with sixteen and with one.
     std::fs::rename(&more, input.join("b-more.jsonl"))?;
+    let (queries_started, applied_before) = (Instant::now(), applied());
     let point = move |i: u64| format!("SELECT n, total FROM q WHERE k = '{}'", key(i * 31, keys));
-    let window = Duration::from_millis(1500);
-    let planned = query_latencies(&engine, 16, window, point, Route::Planned).await;
-    let sixteen = query_latencies(&engine, 16, window, point, Route::AsServed).await;
-    let one = query_latencies(&engine, 1, window, point, Route::AsServed).await;
+    let planned = timed(
+        "planned",
+        query_latencies(&engine, 16, window, point, Route::Planned),
+    )
+    .await;
+    let sixteen = timed(
+        "sixteen",
+        query_latencies(&engine, 16, window, point, Route::AsServed),
+    )
+    .await;
+    let one = timed(
+        "one",
+        query_latencies(&engine, 1, window, point, Route::AsServed),
+    )
+    .await;
     // The same questions as a driver asks them over TCP.
     let (addr, server) = listen(&engine).await?;
     let wire_key = move |i: u64| key(i * 31, keys);
     let by_key = "SELECT n, total FROM q WHERE k = $1";
-    let wire = |connections, template: &str, mode| {
+    let wire_paced = |connections, template: &str, mode, pace| {
         wire_latencies(
             addr,
             connections,
             window,
             template.to_string(),
             wire_key,
-            mode,
+            (mode, pace),
         )
     };
-    let wire_planned = wire(16, &format!("{by_key} LIMIT 1"), WireMode::Prepared).await;
-    let wire_prepared = wire(16, by_key, WireMode::Prepared).await;
-    let wire_prepared_1 = wire(1, by_key, WireMode::Prepared).await;
-    let wire_prepared_64 = wire(64, by_key, WireMode::Prepared).await;
-    let wire_simple = wire(16, by_key, WireMode::Simple).await;
+    let wire =
+        |connections, template: &str, mode: WireMode| wire_paced(connections, template, mode, None);
+    // Sixteen clients at a dashboard's pace (2,000 queries/s in all), which leaves the cores
+    // to ingestion, unlike the saturating loops after it.
+    let paced_from = (Instant::now(), applied());
+    let paced = timed(
+        "wire_paced",
+        wire_paced(16, by_key, WireMode::Prepared, Some(PACE)),
+    )
+    .await;
+    let eps_during_paced = rate(applied() - paced_from.1, paced_from.0);
+    let wire_planned = timed(
+        "wire_planned",
+        wire(16, &format!("{by_key} LIMIT 1"), WireMode::Prepared),
+    )
+    .await;
+    let wire_prepared = timed("wire_prepared", wire(16, by_key, WireMode::Prepared)).await;
+    let wire_prepared_1 = timed("wire_prepared_1", wire(1, by_key, WireMode::Prepared)).await;
+    let wire_prepared_64 = timed("wire_prepared_64", wire(64, by_key, WireMode::Prepared)).await;
+    let wire_simple = timed("wire_simple", wire(16, by_key, WireMode::Simple)).await;
     server.abort();
-    let (wire_planned, wire_prepared, wire_prepared_1, wire_prepared_64, wire_simple) = (
+    let (paced, wire_planned, wire_prepared, wire_prepared_1, wire_prepared_64, wire_simple) = (
+        paced?,
         wire_planned?,
         wire_prepared?,
         wire_prepared_1?,
         wire_prepared_64?,
         wire_simple?,
     );
-    let committed = engine
-        .board()
-        .sources
-        .read()
-        .get("s")
-        .map_or(0, |s| s.events);
-    let ingesting = committed < 3 * events;
+    let applied_after = applied();
+    let ingesting = applied_after - applied_before < more_bytes;
+    let eps_during_queries = rate(applied_after - applied_before, queries_started);
     tracing::info!(
-        "K={keys}: queries done; waiting for the rest of the {} events",
-        3 * events
+        "K={keys}: queries done in {:.1} s, {eps_during_queries:.0} ev/s ingested meanwhile; \
+         waiting for the rest of the {total} events",
+        queries_started.elapsed().as_secs_f64()
     );
-    wait_for_events(&engine, "s", "q", 3 * events).await?;
+    wait_for_events(&engine, "s", "q", total).await?;
     tracing::info!("K={keys}: all ingested; letting RocksDB settle, then a 5 s trickle");
     // Let the reader go idle and RocksDB finish the bulk load's compactions (at most 60 s)
     // before measuring the trickle: its cost is what a quiet view with K keys costs.
@@ -380,9 +456,14 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         point_p99_ms_16: sixteen.1,
         point_qps_16: sixteen.2,
         queries_during_ingest: ingesting,
+        eps_during_queries,
         planned_p50_ms_16: planned.0,
         planned_p99_ms_16: planned.1,
         planned_qps_16: planned.2,
+        wire_paced_p50_ms_16: paced.p50_ms,
+        wire_paced_p99_ms_16: paced.p99_ms,
+        wire_paced_qps_16: paced.qps,
+        eps_during_paced,
         wire_prepared_p50_ms_16: wire_prepared.p50_ms,
         wire_prepared_p99_ms_16: wire_prepared.p99_ms,
         wire_prepared_qps_16: wire_prepared.qps,
@@ -415,7 +496,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "K={:<9} {:>9.0} ev/s ({:.2}x of smallest K)  peak RSS {:>6.0} MB  {:>5} epochs, {:>9.0} B/epoch  \
              store reads {}  evictions {}  point query 1 conn p50 {:.2} ms p99 {:.2} ms {:.0} q/s; \
              16 conns p50 {:.2} ms p99 {:.2} ms {:.0} q/s (all planned by DataFusion: p50 {:.2} ms \
-             p99 {:.2} ms {:.0} q/s; ingesting throughout: {}); over TCP, 16 conns: prepared p50 {:.2} ms \
+             p99 {:.2} ms {:.0} q/s; ingesting throughout: {}, at {:.0} ev/s); over TCP, 16 conns: paced at 2,000 q/s \
+             p50 {:.2} ms p99 {:.2} ms {:.0} q/s while {:.0} ev/s ingest; prepared p50 {:.2} ms \
              p99 {:.2} ms {:.0} q/s, simple p50 {:.2} ms p99 {:.2} ms {:.0} q/s, prepared and planned \
              (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 64 conns prepared p50 {:.2} ms p99 {:.2} ms \
              {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
@@ -423,7 +505,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
             r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.planned_p50_ms_16,
-            r.planned_p99_ms_16, r.planned_qps_16, r.queries_during_ingest,
+            r.planned_p99_ms_16, r.planned_qps_16, r.queries_during_ingest, r.eps_during_queries,
+            r.wire_paced_p50_ms_16, r.wire_paced_p99_ms_16, r.wire_paced_qps_16, r.eps_during_paced,
             r.wire_prepared_p50_ms_16, r.wire_prepared_p99_ms_16, r.wire_prepared_qps_16,
             r.wire_simple_p50_ms_16, r.wire_simple_p99_ms_16, r.wire_simple_qps_16,
             r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,

@@ -115,6 +115,9 @@ const SOURCE_SQL: &str =
 /// Decode threads of every engine a benchmark starts (`--decode-threads`).
 static DECODE_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
+/// Nice steps of every engine's ingest threads (`--ingest-nice`).
+static INGEST_NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
 /// An engine's settings for a benchmark: Weir's defaults, state under `data_dir`, epochs of
 /// `epoch`, no LLM.
 pub(super) fn engine_config(data_dir: std::path::PathBuf, epoch: Duration) -> EngineConfig {
@@ -124,6 +127,7 @@ pub(super) fn engine_config(data_dir: std::path::PathBuf, epoch: Duration) -> En
         max_epoch: Duration::from_millis(crate::config::DEFAULT_MAX_EPOCH_MS),
         state_cache_bytes: (crate::config::DEFAULT_STATE_CACHE_MB << 20) as usize,
         decode_threads: *DECODE_THREADS.get_or_init(crate::config::default_decode_threads),
+        ingest_nice: *INGEST_NICE.get_or_init(|| crate::pipeline::priority::DEFAULT_INGEST_NICE),
         logs: Default::default(),
         llm: None,
     }
@@ -246,6 +250,9 @@ fn print_result(json: bool, result: &impl serde::Serialize, line: String) {
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if let Some(threads) = args.decode_threads {
         let _ = DECODE_THREADS.set(threads.max(1));
+    }
+    if let Some(nice) = args.ingest_nice {
+        let _ = INGEST_NICE.set(nice.clamp(0, 19));
     }
     if args.kafka {
         return kafka::run(&args).await;

@@ -76,16 +76,19 @@ async fn connect(addr: SocketAddr) -> Result<Client, BenchError> {
     Ok(client)
 }
 
-/// Sends `template` (with `$1` for a text key) back to back from `connections` clients for
-/// `duration`, the key of query `i` being `key(i)`. A query that fails or returns no row is
-/// an error: the bench measures answers, not refusals.
+/// Sends `template` (with `$1` for a text key) from `connections` clients for `duration`, the
+/// key of query `i` being `key(i)`: back to back, or with `pace` each client one query per
+/// `pace` (a dashboard's rate rather than a saturating loop). Latency runs from sending to
+/// the answer: counted from when a paced query was due it would include the timer's
+/// millisecond granularity. A query that fails or returns no row is an error: the bench
+/// measures answers, not refusals.
 pub(super) async fn wire_latencies(
     addr: SocketAddr,
     connections: usize,
     duration: Duration,
     template: String,
     key: impl Fn(u64) -> String + Clone + Send + 'static,
-    mode: WireMode,
+    (mode, pace): (WireMode, Option<Duration>),
 ) -> Result<Latencies, BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -99,8 +102,14 @@ pub(super) async fn wire_latencies(
             };
             let mut latencies = Vec::new();
             let mut i = t as u64;
+            // Paced clients start spread over one interval, not all at once.
+            let first = Instant::now() + pace.unwrap_or_default() * t as u32 / connections as u32;
             while !stop.load(Ordering::Relaxed) && latencies.len() < 100_000 {
                 let k = key(i);
+                if let Some(pace) = pace {
+                    let due = first + pace * latencies.len() as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let t0 = Instant::now();
                 let rows = match &statement {
                     Some(s) => client.query(s, &[&k]).await?.len(),

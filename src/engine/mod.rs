@@ -58,6 +58,8 @@ pub struct EngineConfig {
     pub state_cache_bytes: usize,
     /// Threads decoding each source's input (1: on its reader's thread).
     pub decode_threads: usize,
+    /// Nice steps the pipeline threads run below the query threads.
+    pub ingest_nice: i32,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
     /// Where `llm_analyze` sends prompts (`None`: off).
@@ -147,6 +149,7 @@ impl Engine {
                 max_epoch: config.max_epoch,
                 cache: Arc::new(CacheBudget::new(config.state_cache_bytes)),
                 decode_threads: config.decode_threads,
+                ingest_nice: config.ingest_nice,
                 logs: config.logs,
                 llm: llm.clone(),
             },

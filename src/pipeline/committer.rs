@@ -41,13 +41,14 @@ pub struct Committer<T> {
 }
 
 impl<T: Send + 'static> Committer<T> {
-    /// Starts the writer thread of pipeline `name`.
-    pub fn start(store: Arc<Store>, name: &str) -> Self {
+    /// Starts the writer thread of pipeline `name`, `nice` steps behind the query threads.
+    pub fn start(store: Arc<Store>, name: &str, nice: i32) -> Self {
         let (jobs, inbox) = sync_channel::<(WriteSet, T)>(1);
         let (outbox, done) = sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("commit-{name}"))
             .spawn(move || {
+                super::priority::lower_current_thread(nice);
                 for (mut set, after) in inbox {
                     let result = store.write(&set);
                     set.clear();
@@ -147,7 +148,7 @@ mod tests {
     fn epochs_are_written_in_order_and_settle_after_their_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let mut committer = Committer::start(store.clone(), "test");
+        let mut committer = Committer::start(store.clone(), "test", 0);
         assert!(committer.settle().is_none(), "nothing in flight yet");
         for epoch in 0..50u32 {
             let mut set = committer.take_set();

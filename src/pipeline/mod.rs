@@ -9,12 +9,14 @@
 //! commit and starts a new one; each view resumes from its own stored position. A new view on
 //! a running source replays the source's history from a second reader while the other views
 //! go on, and joins them once it caught up (`catchup`). A panic in any thread fails that
-//! pipeline only (`panics`).
+//! pipeline only (`panics`). Every pipeline thread runs at a lower priority than the
+//! threads answering queries (`priority`).
 
 mod catchup;
 mod committer;
 mod decode_pool;
 mod panics;
+pub mod priority;
 mod progress;
 mod reader;
 mod report;

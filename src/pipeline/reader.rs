@@ -165,11 +165,13 @@ pub fn spawn_reader(
     durable: Receiver<Frontier>,
     stop: Arc<AtomicBool>,
     report: PanicReport,
-    decode_threads: usize,
+    (decode_threads, nice): (usize, i32),
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
+            // Before the decode workers start: they inherit it.
+            super::priority::lower_current_thread(nice);
             let failed = tx.clone();
             let panicked = report.run("reader", || {
                 run_reader(reader, decoder, (feed, tx), durable, stop, decode_threads)

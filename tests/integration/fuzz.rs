@@ -869,6 +869,7 @@ async fn open_engine(dir: &Path) -> Arc<Engine> {
             max_epoch: Duration::from_millis(weir::config::DEFAULT_MAX_EPOCH_MS),
             state_cache_bytes: 16 << 20,
             decode_threads: 2,
+            ingest_nice: 0,
             logs: LogLimits::default(),
             llm: None,
         },

@@ -2,7 +2,7 @@
 //! LIMIT, what EXPLAIN shows, and retention. Each answer is checked against values computed
 //! here, and the keys each scan read against `weir_view_scan_keys_total`.
 
-use crate::common::{http_get, rows, wait_views_finished, write_lines, Weir};
+use crate::common::{http_get, rows, wait_for, wait_views_finished, write_lines, Weir};
 
 /// 2026-01-01 00:00:00 UTC in milliseconds.
 const BASE: i64 = 1_767_225_600_000;
@@ -337,4 +337,81 @@ async fn retention_deletes_windows_older_than_it() {
     assert_eq!(views[0][0], "7", "the view's row count follows the deletes");
     let page = http_get(s.weir.http_port, "/metrics").await;
     assert_eq!(counter(&page, "weir_view_rows_expired_total", "recent"), 13);
+}
+
+/// Each thread of process `pid`: its name and nice value (`/proc/<pid>/task/<tid>/stat`).
+#[cfg(target_os = "linux")]
+fn threads_and_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // `tid (name) state ...`: the name may hold spaces, the fields after it do not;
+        // nice is the 19th field, the 17th after the name.
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        threads.push((
+            stat[open + 1..close].to_string(),
+            fields[16].parse().unwrap(),
+        ));
+    }
+    threads
+}
+
+/// Reading, decoding, the operators and the epoch writer run `--ingest-nice` steps behind the
+/// threads that answer queries, so a query gets a core at once while ingestion keeps every
+/// core busy; the query threads keep the process's priority.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_threads_run_behind_the_query_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    write_lines(&input.join("a.jsonl"), &events()[..100]);
+    let pipeline = dir.path().join("pipeline.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE s (k TEXT, v BIGINT, ts TIMESTAMP) \
+             WITH (connector = 'file', path = '{}', mode = 'follow');\n\
+             CREATE MATERIALIZED VIEW per_key AS SELECT k, count(*) AS n FROM s GROUP BY k;\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let weir = Weir::start(
+        &dir.path().join("data"),
+        &[
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--ingest-nice",
+            "7",
+        ],
+    );
+    let client = weir.client().await;
+    wait_for(&client, "SELECT sum(n) FROM per_key", "100").await;
+    let pid = weir.pid().unwrap();
+    let threads = threads_and_nice(pid);
+    let base = threads
+        .iter()
+        .find(|(name, _)| name.starts_with("tokio-rt-worker"))
+        .map(|(_, nice)| *nice)
+        .expect("a runtime worker");
+    for role in ["read-s", "views-s", "commit-s"] {
+        let niced: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(role))
+            .collect();
+        assert!(!niced.is_empty(), "no {role} thread in {threads:?}");
+        for (name, nice) in niced {
+            assert_eq!(*nice, (base + 7).min(19), "{name} in {threads:?}");
+        }
+    }
+    for (name, nice) in threads.iter().filter(|(n, _)| n.starts_with("tokio-rt")) {
+        assert_eq!(
+            *nice, base,
+            "{name} answers queries at the process's priority"
+        );
+    }
 }

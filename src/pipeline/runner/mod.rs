@@ -17,6 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::catchup;
 use super::committer::Committer;
 use super::panics::{injected_panic, PanicReport};
+use super::priority;
 use super::reader::{spawn_reader, Feed, Message};
 use super::report::{Report, ViewReport};
 use super::{PipelineError, SourceProgress};
@@ -38,6 +39,8 @@ pub struct RunnerConfig {
     pub cache: Arc<CacheBudget>,
     /// Threads decoding each reader's chunks (1: on the reader's thread).
     pub decode_threads: usize,
+    /// How much lower than the query threads' the pipeline threads' priority is (nice steps).
+    pub ingest_nice: i32,
     /// How many dead letters and late rows to keep, and for how long.
     pub logs: LogLimits,
     /// Answers the `llm_analyze` requests of written epochs.
@@ -227,8 +230,8 @@ impl Runner {
             .iter()
             .map(|o| (o.progress().late_rows, o.progress().rows_written))
             .collect();
-        let committer = Committer::start(store.clone(), &source.name);
-        let decode_threads = config.decode_threads;
+        let committer = Committer::start(store.clone(), &source.name, config.ingest_nice);
+        let (decode_threads, nice) = (config.decode_threads, config.ingest_nice);
         let ctx = Context {
             source: source.clone(),
             store,
@@ -280,6 +283,7 @@ impl Runner {
             let thread = std::thread::Builder::new()
                 .name(format!("views-{}", source.name))
                 .spawn(move || {
+                    priority::lower_current_thread(nice);
                     report.run("operator", || {
                         operators.commit_or_fail(true, "finished", Wait::Yes);
                         operators.publish_idle();
@@ -315,7 +319,7 @@ impl Runner {
             durable_rx,
             stop.clone(),
             report.clone(),
-            decode_threads,
+            (decode_threads, nice),
         )];
         if let Some(catch_up) = catch_up {
             tracing::info!(source = %name, "views created on the running source replay its history from their own reader");
@@ -328,7 +332,7 @@ impl Runner {
                 no_durable,
                 catch_up_stop.clone(),
                 report.clone(),
-                decode_threads,
+                (decode_threads, nice),
             ));
         }
         let op_stop = stop.clone();
@@ -336,6 +340,7 @@ impl Runner {
             std::thread::Builder::new()
                 .name(format!("views-{name}"))
                 .spawn(move || {
+                    priority::lower_current_thread(nice);
                     report.run("operator", || operators.run(rx, op_stop));
                 })
                 .expect("spawn operator thread"),
