@@ -27,6 +27,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 pub struct FlatJson {
     schema: SchemaRef,
     names: Vec<Box<[u8]>>,
+    /// Per column, whether its name has no byte a JSON string would escape (a quote, a
+    /// backslash, a control character): a key then is that name exactly when its bytes are.
+    plain: Vec<bool>,
     kinds: Vec<Kind>,
 }
 
@@ -47,8 +50,9 @@ enum Kind {
 enum Value<'a> {
     /// A string's content (between the quotes; no escapes).
     Str(&'a str),
-    /// A number's text, and whether it is an integer (no fraction, no exponent).
-    Num(&'a [u8], bool),
+    /// A number's text, and its value when it is an integer (no fraction, no exponent) of at
+    /// most 18 digits (so it cannot overflow).
+    Num(&'a [u8], Option<i64>),
     Bool(bool),
     Null,
 }
@@ -92,9 +96,14 @@ impl FlatJson {
         if unique.len() != names.len() {
             return None;
         }
+        let plain = names
+            .iter()
+            .map(|n| !n.iter().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)))
+            .collect();
         Some(Self {
             schema,
             names,
+            plain,
             kinds,
         })
     }
@@ -152,12 +161,15 @@ impl FlatJson {
             c.i += 1;
         } else {
             loop {
-                let key = c.string()?;
+                let col = match self.expected_key(&mut c, guess) {
+                    Some(col) => Some(col),
+                    None => self.column(c.string()?.as_bytes(), guess),
+                };
                 c.ws();
                 c.eat(b':')?;
                 c.ws();
                 let value = c.value()?;
-                if let Some(col) = self.column(key.as_bytes(), guess) {
+                if let Some(col) = col {
                     if filled[col] == line {
                         return None;
                     }
@@ -183,6 +195,24 @@ impl FlatJson {
             }
         }
         Some(())
+    }
+
+    /// Column `guess` when the cursor is at its name as a key (quotes included), past it;
+    /// otherwise None and the cursor stays. Keys mostly come in the schema's order, so this
+    /// skips scanning the key as a string and searching the names.
+    #[inline]
+    fn expected_key(&self, c: &mut Cursor<'_>, guess: usize) -> Option<usize> {
+        let name = self.names.get(guess)?;
+        let end = c.i + name.len() + 2;
+        let quoted = c.b.get(c.i..end)?;
+        let matches = self.plain[guess]
+            && quoted[0] == b'"'
+            && quoted[quoted.len() - 1] == b'"'
+            && same_key(&quoted[1..quoted.len() - 1], name);
+        matches.then(|| {
+            c.i = end;
+            guess
+        })
     }
 
     fn column(&self, key: &[u8], guess: usize) -> Option<usize> {
@@ -230,14 +260,10 @@ impl Builder {
             return Some(());
         }
         match (self, value) {
-            (Builder::Int16(b), Value::Num(t, true)) => {
-                b.append_value(i16::try_from(integer(t)?).ok()?)
-            }
-            (Builder::Int32(b), Value::Num(t, true)) => {
-                b.append_value(i32::try_from(integer(t)?).ok()?)
-            }
-            (Builder::Int64(b), Value::Num(t, true)) => b.append_value(integer(t)?),
-            (Builder::Timestamp(b, _), Value::Num(t, true)) => b.append_value(integer(t)?),
+            (Builder::Int16(b), Value::Num(_, Some(v))) => b.append_value(i16::try_from(v).ok()?),
+            (Builder::Int32(b), Value::Num(_, Some(v))) => b.append_value(i32::try_from(v).ok()?),
+            (Builder::Int64(b), Value::Num(_, Some(v))) => b.append_value(v),
+            (Builder::Timestamp(b, _), Value::Num(_, Some(v))) => b.append_value(v),
             (Builder::Float32(b), Value::Num(t, _)) => b.append_value(float(t)?),
             (Builder::Float64(b), Value::Num(t, _)) => b.append_value(float(t)?),
             (Builder::Boolean(b), Value::Bool(v)) => b.append_value(v),
@@ -276,21 +302,6 @@ fn float<F: std::str::FromStr>(token: &[u8]) -> Option<F> {
         return None;
     }
     std::str::from_utf8(token).ok()?.parse().ok()
-}
-
-/// An integer token of at most 18 digits (so it cannot overflow).
-fn integer(token: &[u8]) -> Option<i64> {
-    let (negative, digits) = match token.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, token),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    let magnitude = digits
-        .iter()
-        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// Bytes of a time's date, hour and minute with their separators: `YYYY-MM-DD?HH:MM:`.
@@ -471,7 +482,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    /// A JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; an integer's
+    /// value is read in the same pass.
     fn number(&mut self) -> Option<Value<'a>> {
         let start = self.i;
         let digits = |c: &mut Self| {
@@ -481,16 +493,24 @@ impl<'a> Cursor<'a> {
             }
             c.i - from
         };
-        if self.peek() == Some(b'-') {
+        let negative = self.peek() == Some(b'-');
+        if negative {
             self.i += 1;
         }
+        let mut magnitude: i64 = 0;
+        let whole = self.i;
         match self.peek()? {
             b'0' => self.i += 1,
             b'1'..=b'9' => {
-                digits(self);
+                // At most 18 digits cannot overflow; wrapping past that is never used.
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    magnitude = magnitude.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
+                    self.i += 1;
+                }
             }
             _ => return None,
         }
+        let value = (self.i - whole <= 18).then_some(if negative { -magnitude } else { magnitude });
         let mut integer = true;
         if self.peek() == Some(b'.') {
             self.i += 1;
@@ -509,7 +529,10 @@ impl<'a> Cursor<'a> {
             }
             integer = false;
         }
-        Some(Value::Num(&self.b[start..self.i], integer))
+        Some(Value::Num(
+            &self.b[start..self.i],
+            value.filter(|_| integer),
+        ))
     }
 
     fn literal(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
@@ -675,6 +698,12 @@ mod tests {
         }
         if rng.next().is_multiple_of(40) {
             parts.push(format!("\"id\":{}", rng.next() % 10));
+        }
+        // Keys a byte away from a column's name, or that name with an escape in it.
+        if rng.next().is_multiple_of(10) {
+            let near = rng.pick(&["nam", "names", "i", "ids", "Id", r"i\u0064", r#"n\"ame"#]);
+            let at = (rng.next() % (parts.len() as u64 + 1)) as usize;
+            parts.insert(at, format!("\"{near}\":{}", rng.next() % 10));
         }
         let body = format!("{{{}}}", parts.join(","));
         match rng.next() % 30 {
