@@ -8,8 +8,10 @@
 //! source stays busy throughout), sixteen tasks send point queries (`WHERE k = ...`) planned by
 //! DataFusion (the baseline), then sixteen and one send them as the server answers them (the
 //! point-query fast path), and it reports their p50/p99 latency and rate; then the same
-//! questions travel over TCP from tokio-postgres clients (`bench/wire.rs`): prepared, as
-//! simple-query text, and prepared but planned by DataFusion at each execution. Once the
+//! questions travel over TCP from tokio-postgres clients (`bench/wire.rs`): first sixteen at
+//! a dashboard's pace (2,000 queries/s in all, with the ingest rate they leave), then in
+//! saturating loops prepared, as simple-query text, and prepared but planned by DataFusion
+//! at each execution. Once the
 //! view holds all K keys, a trickle of 1,000 events/s into 100 other keys runs for a few
 //! seconds and the CPU the process spends per second is reported: it should not depend on K.
 //! Throughput at each K is also given as a ratio to the smallest K of the same run.
