@@ -60,7 +60,7 @@ pub struct KeysResult {
     pub wire_prepared_p99_ms_16: f64,
     pub wire_prepared_qps_16: f64,
     /// The same at 125 queries/s per connection (2,000 in all), latency counted from when
-    /// each query was due.
+    /// each query was sent.
     pub wire_paced_p50_ms_16: f64,
     pub wire_paced_p99_ms_16: f64,
     pub wire_paced_qps_16: f64,
@@ -127,7 +127,8 @@ async fn timed<T>(phase: &str, work: impl std::future::Future<Output = T>) -> T 
     out
 }
 
-/// Query phases that run while the second file ingests, each for the same window.
+/// Query phases that run while the second file ingests, each for the same window (the
+/// `timed` calls in `run_one`).
 const QUERY_PHASES: usize = 9;
 
 /// How often each client of the paced phase sends a query.

@@ -252,7 +252,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         let _ = DECODE_THREADS.set(threads.max(1));
     }
     if let Some(nice) = args.ingest_nice {
-        let _ = INGEST_NICE.set(nice.clamp(0, 19));
+        // `priority::lower_current_thread` keeps it within 0..=19.
+        let _ = INGEST_NICE.set(nice);
     }
     if args.kafka {
         return kafka::run(&args).await;
