@@ -136,7 +136,7 @@ fn decode_only(topic: &BenchTopic, events: u64) -> Result<f64, BenchError> {
             return Err(BenchError::Timeout("decode-only".into(), LIMIT));
         }
         if let Chunk::Lines(chunk) = reader.next_chunk()? {
-            let decoded = decoder.decode(&chunk);
+            let decoded = decoder.decode(chunk);
             seen += (decoded.batch.num_rows() + decoded.dead.len()) as u64;
             chunks += 1;
         }

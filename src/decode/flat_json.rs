@@ -16,14 +16,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    new_null_array, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int16Builder,
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// Decodes chunks of flat JSON lines into batches of one schema, or declines.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FlatJson {
     schema: SchemaRef,
     names: Vec<Box<[u8]>>,
@@ -31,6 +31,8 @@ pub struct FlatJson {
     /// backslash, a control character): a key then is that name exactly when its bytes are.
     plain: Vec<bool>,
     kinds: Vec<Kind>,
+    /// Per column, whether no reader of the batches needs it ([`FlatJson::skipping`]).
+    skipped: Vec<bool>,
 }
 
 /// The column types this path reads.
@@ -57,6 +59,17 @@ enum Value<'a> {
     Null,
 }
 
+/// A value as its column's type reads it: what arrow-json stores for it.
+enum Typed<'a> {
+    Null,
+    Int(i64),
+    Float32(f32),
+    Float64(f64),
+    Bool(bool),
+    Str(&'a str),
+}
+
+/// Where one column's values go.
 enum Builder {
     Int16(Int16Builder),
     Int32(Int32Builder),
@@ -65,7 +78,18 @@ enum Builder {
     Float64(Float64Builder),
     Boolean(BooleanBuilder),
     Text(StringBuilder),
-    Timestamp(TimestampMillisecondBuilder, LastMinute),
+    Timestamp(TimestampMillisecondBuilder),
+    /// A column no reader of the batch needs: its values are checked as if kept, so a line
+    /// declines exactly when it would with the column read, and the column comes out null.
+    Skipped,
+}
+
+/// One column of a chunk being decoded.
+struct Column {
+    kind: Kind,
+    /// The minute of the column's last time (timestamp columns).
+    last: LastMinute,
+    out: Builder,
 }
 
 impl FlatJson {
@@ -101,11 +125,22 @@ impl FlatJson {
             .map(|n| !n.iter().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)))
             .collect();
         Some(Self {
+            skipped: vec![false; names.len()],
             schema,
             names,
             plain,
             kinds,
         })
+    }
+
+    /// The same fast path keeping only the columns not marked in `skipped`; the others come
+    /// out all null (nullable columns only: a non-nullable one is always kept). Their values
+    /// are still checked, so which lines decode does not change.
+    pub fn skipping(mut self, skipped: &[bool]) -> Self {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            self.skipped[i] = field.is_nullable() && skipped.get(i).copied().unwrap_or(false);
+        }
+        self
     }
 
     /// The lines `spans` of `data` as one batch, one row per line; None when any line is not
@@ -117,38 +152,47 @@ impl FlatJson {
             return None;
         }
         let n = spans.len();
-        let mut builders: Vec<Builder> = self
+        let mut columns: Vec<Column> = self
             .kinds
             .iter()
-            .map(|kind| match kind {
-                Kind::Int16 => Builder::Int16(Int16Builder::with_capacity(n)),
-                Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(n)),
-                Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(n)),
-                Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(n)),
-                Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(n)),
-                Kind::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(n)),
-                Kind::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
-                Kind::Timestamp => Builder::Timestamp(
-                    TimestampMillisecondBuilder::with_capacity(n),
-                    LastMinute::default(),
-                ),
+            .zip(&self.skipped)
+            .map(|(&kind, &skipped)| Column {
+                kind,
+                last: LastMinute::default(),
+                out: match kind {
+                    _ if skipped => Builder::Skipped,
+                    Kind::Int16 => Builder::Int16(Int16Builder::with_capacity(n)),
+                    Kind::Int32 => Builder::Int32(Int32Builder::with_capacity(n)),
+                    Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(n)),
+                    Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(n)),
+                    Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(n)),
+                    Kind::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(n)),
+                    Kind::Text => Builder::Text(StringBuilder::with_capacity(n, n * 16)),
+                    Kind::Timestamp => {
+                        Builder::Timestamp(TimestampMillisecondBuilder::with_capacity(n))
+                    }
+                },
             })
             .collect();
         // The line on which each column last got a value (a repeated key declines).
         let mut filled = vec![usize::MAX; self.names.len()];
         for (line, &(start, end)) in spans.iter().enumerate() {
-            self.line(&data[start..end], line, &mut builders, &mut filled)?;
+            self.line(&data[start..end], line, &mut columns, &mut filled)?;
         }
-        let columns: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        let columns: Vec<ArrayRef> = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(column, field)| column.out.finish(field.data_type(), n))
+            .collect();
         RecordBatch::try_new(self.schema.clone(), columns).ok()
     }
 
-    /// Appends one line's values (nulls for the columns it lacks) to `builders`.
+    /// Appends one line's values (nulls for the columns it lacks) to `columns`.
     fn line(
         &self,
         text: &[u8],
         line: usize,
-        builders: &mut [Builder],
+        columns: &mut [Column],
         filled: &mut [usize],
     ) -> Option<()> {
         let mut c = Cursor { b: text, i: 0 };
@@ -174,7 +218,7 @@ impl FlatJson {
                         return None;
                     }
                     filled[col] = line;
-                    builders[col].append(value)?;
+                    columns[col].append(value)?;
                     guess = col + 1;
                 }
                 c.ws();
@@ -189,9 +233,9 @@ impl FlatJson {
         if c.i != text.len() {
             return None;
         }
-        for (col, builder) in builders.iter_mut().enumerate() {
+        for (col, column) in columns.iter_mut().enumerate() {
             if filled[col] != line {
-                builder.append(Value::Null)?;
+                column.out.push(Typed::Null);
             }
         }
         Some(())
@@ -243,40 +287,63 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     tail(a) == tail(b)
 }
 
-impl Builder {
+impl Column {
     /// Appends `value`; None when it is not exactly what arrow-json makes of it.
+    #[inline]
     fn append(&mut self, value: Value<'_>) -> Option<()> {
-        if let Value::Null = value {
-            match self {
-                Builder::Int16(b) => b.append_null(),
-                Builder::Int32(b) => b.append_null(),
-                Builder::Int64(b) => b.append_null(),
-                Builder::Float32(b) => b.append_null(),
-                Builder::Float64(b) => b.append_null(),
-                Builder::Boolean(b) => b.append_null(),
-                Builder::Text(b) => b.append_null(),
-                Builder::Timestamp(b, _) => b.append_null(),
-            }
-            return Some(());
-        }
-        match (self, value) {
-            (Builder::Int16(b), Value::Num(_, Some(v))) => b.append_value(i16::try_from(v).ok()?),
-            (Builder::Int32(b), Value::Num(_, Some(v))) => b.append_value(i32::try_from(v).ok()?),
-            (Builder::Int64(b), Value::Num(_, Some(v))) => b.append_value(v),
-            (Builder::Timestamp(b, _), Value::Num(_, Some(v))) => b.append_value(v),
-            (Builder::Float32(b), Value::Num(t, _)) => b.append_value(float(t)?),
-            (Builder::Float64(b), Value::Num(t, _)) => b.append_value(float(t)?),
-            (Builder::Boolean(b), Value::Bool(v)) => b.append_value(v),
-            (Builder::Text(b), Value::Str(s)) => b.append_value(s),
-            (Builder::Timestamp(b, last), Value::Str(s)) => {
-                b.append_value(timestamp_ms(s.as_bytes(), last)?)
-            }
-            _ => return None,
-        }
+        let typed = typed(self.kind, value, &mut self.last)?;
+        self.out.push(typed);
         Some(())
     }
+}
 
-    fn finish(self) -> ArrayRef {
+/// `value` as a column of `kind` reads it; None when arrow-json would read it otherwise or
+/// refuse it. Every value it gives is `Null` or the one variant that `kind` stores.
+#[inline]
+fn typed<'a>(kind: Kind, value: Value<'a>, last: &mut LastMinute) -> Option<Typed<'a>> {
+    Some(match (kind, value) {
+        (_, Value::Null) => Typed::Null,
+        (Kind::Int16, Value::Num(_, Some(v))) => Typed::Int(i16::try_from(v).ok()?.into()),
+        (Kind::Int32, Value::Num(_, Some(v))) => Typed::Int(i32::try_from(v).ok()?.into()),
+        (Kind::Int64 | Kind::Timestamp, Value::Num(_, Some(v))) => Typed::Int(v),
+        (Kind::Float32, Value::Num(t, _)) => Typed::Float32(float(t)?),
+        (Kind::Float64, Value::Num(t, _)) => Typed::Float64(float(t)?),
+        (Kind::Boolean, Value::Bool(v)) => Typed::Bool(v),
+        (Kind::Text, Value::Str(s)) => Typed::Str(s),
+        (Kind::Timestamp, Value::Str(s)) => Typed::Int(timestamp_ms(s.as_bytes(), last)?),
+        _ => return None,
+    })
+}
+
+impl Builder {
+    /// Appends a value [`typed`] gave for this builder's kind.
+    #[inline(always)]
+    fn push(&mut self, value: Typed<'_>) {
+        // The integer casts cannot truncate: `typed` checked the range of its kind.
+        match (self, value) {
+            (Builder::Skipped, _) => {}
+            (Builder::Int16(b), Typed::Int(v)) => b.append_value(v as i16),
+            (Builder::Int32(b), Typed::Int(v)) => b.append_value(v as i32),
+            (Builder::Int64(b), Typed::Int(v)) => b.append_value(v),
+            (Builder::Timestamp(b), Typed::Int(v)) => b.append_value(v),
+            (Builder::Float32(b), Typed::Float32(v)) => b.append_value(v),
+            (Builder::Float64(b), Typed::Float64(v)) => b.append_value(v),
+            (Builder::Boolean(b), Typed::Bool(v)) => b.append_value(v),
+            (Builder::Text(b), Typed::Str(s)) => b.append_value(s),
+            // `Null`: `typed` gives a kind no other variant.
+            (Builder::Int16(b), _) => b.append_null(),
+            (Builder::Int32(b), _) => b.append_null(),
+            (Builder::Int64(b), _) => b.append_null(),
+            (Builder::Timestamp(b), _) => b.append_null(),
+            (Builder::Float32(b), _) => b.append_null(),
+            (Builder::Float64(b), _) => b.append_null(),
+            (Builder::Boolean(b), _) => b.append_null(),
+            (Builder::Text(b), _) => b.append_null(),
+        }
+    }
+
+    /// The column: `len` nulls of `data_type` when it was skipped.
+    fn finish(self, data_type: &DataType, len: usize) -> ArrayRef {
         match self {
             Builder::Int16(mut b) => Arc::new(b.finish()),
             Builder::Int32(mut b) => Arc::new(b.finish()),
@@ -285,7 +352,8 @@ impl Builder {
             Builder::Float64(mut b) => Arc::new(b.finish()),
             Builder::Boolean(mut b) => Arc::new(b.finish()),
             Builder::Text(mut b) => Arc::new(b.finish()),
-            Builder::Timestamp(mut b, _) => Arc::new(b.finish()),
+            Builder::Timestamp(mut b) => Arc::new(b.finish()),
+            Builder::Skipped => new_null_array(data_type, len),
         }
     }
 }
@@ -593,6 +661,14 @@ mod tests {
     }
 
     fn fast(schema: &SchemaRef, lines: &[String]) -> Option<RecordBatch> {
+        fast_skipping(schema, lines, &[])
+    }
+
+    fn fast_skipping(
+        schema: &SchemaRef,
+        lines: &[String],
+        skipped: &[bool],
+    ) -> Option<RecordBatch> {
         let data = lines.join("\n");
         let mut spans = Vec::new();
         let mut start = 0;
@@ -600,7 +676,23 @@ mod tests {
             spans.push((start, start + line.len()));
             start += line.len() + 1;
         }
-        FlatJson::new(schema.clone())?.decode(data.as_bytes(), &spans)
+        FlatJson::new(schema.clone())?
+            .skipping(skipped)
+            .decode(data.as_bytes(), &spans)
+    }
+
+    /// `batch` with the columns marked in `skipped` all null.
+    fn nulled(batch: &RecordBatch, skipped: &[bool]) -> RecordBatch {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(skipped)
+            .map(|(c, skip)| match skip {
+                true => new_null_array(c.data_type(), c.len()),
+                false => c.clone(),
+            })
+            .collect();
+        RecordBatch::try_new(batch.schema(), columns).unwrap()
     }
 
     /// A small deterministic generator (splitmix64).
@@ -723,14 +815,21 @@ mod tests {
             // Single lines, then chunks of three.
             let n = if case < 9_000 { 1 } else { 3 };
             let lines: Vec<String> = (0..n).map(|_| line(&mut rng)).collect();
-            match fast(&schema, &lines) {
+            let full = fast(&schema, &lines);
+            match &full {
                 Some(batch) => {
                     let expected = arrow(&schema, &lines);
-                    assert_eq!(Some(&batch), expected.as_ref(), "lines {lines:?}");
+                    assert_eq!(Some(batch), expected.as_ref(), "lines {lines:?}");
                     agreed += 1;
                 }
                 None => declined += 1,
             }
+            // Columns no reader needs are checked all the same: the same lines decline, and
+            // the rest of the batch is the same.
+            let skipped: Vec<bool> = (0..8).map(|_| rng.next().is_multiple_of(2)).collect();
+            let part = fast_skipping(&schema, &lines, &skipped);
+            let expected = full.map(|b| nulled(&b, &skipped));
+            assert_eq!(part, expected, "lines {lines:?}, skipped {skipped:?}");
         }
         // Both outcomes are common, so the comparison covers what it means to.
         assert!(

@@ -47,6 +47,34 @@ impl FutureGuard {
         }
     }
 
+    /// Whether every one of `times` (ms, rows of `split` in order) is admitted, decided at
+    /// once: they are when none is ahead of the limit that holds before the first of them,
+    /// since admitting a row never lowers the limit for the rows after it. Then they count
+    /// as admitted; otherwise nothing changes and each row goes through [`Self::admit`].
+    pub fn admits_all(&mut self, split: u32, times: &[i64], now_ms: i64) -> bool {
+        let split = if self.per_split { split } else { 0 };
+        let Some(max) = times.iter().copied().max() else {
+            return true;
+        };
+        let watermark = self
+            .max_event_time
+            .get(&split)
+            .map(|m| m.saturating_sub(self.delay_ms));
+        let reference = match watermark {
+            Some(w) if self.live => w.max(now_ms),
+            Some(w) => w,
+            None if self.live => now_ms,
+            // The first time of a split sets the limit: row by row.
+            None => return false,
+        };
+        if max > reference.saturating_add(self.max_future_ms) {
+            return false;
+        }
+        let seen = self.max_event_time.entry(split).or_insert(max);
+        *seen = (*seen).max(max);
+        true
+    }
+
     /// `Err(reason)` when `time` (ms) of a row of `split` is too far ahead; otherwise the row
     /// is admitted and counts for the rows after it. `now_ms` is the wall clock.
     pub fn admit(&mut self, split: u32, time: i64, now_ms: i64) -> Result<(), String> {
@@ -103,5 +131,58 @@ mod tests {
         let mut g = FutureGuard::new(DAY, 0, false, true, [(0, 50 * DAY)]);
         assert!(g.admit(0, 52 * DAY, 0).is_err());
         assert!(g.admit(1, 52 * DAY, 0).is_ok());
+    }
+
+    /// A batch admitted at once is admitted row by row too, and leaves the guard as rows
+    /// admitted one by one do; a batch it does not admit at once leaves the guard unchanged.
+    #[test]
+    fn deciding_a_batch_at_once_agrees_with_row_by_row() {
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as i64
+        };
+        let (mut at_once, mut row_by_row) = (0, 0);
+        for case in 0..2_000 {
+            let (live, per_split) = (case % 2 == 0, case % 3 == 0);
+            let seen: Vec<(u32, i64)> = match case % 4 {
+                0 => vec![],
+                _ => vec![(0, 100 * DAY + next() % DAY)],
+            };
+            let now = 100 * DAY + next() % (2 * DAY);
+            let mut batch_guard = FutureGuard::new(DAY, 5_000, live, per_split, seen.clone());
+            let mut row_guard = FutureGuard::new(DAY, 5_000, live, per_split, seen);
+            for _ in 0..4 {
+                let split = (next() % 2) as u32;
+                let times: Vec<i64> = (0..1 + next() % 6)
+                    .map(|_| 100 * DAY + next() % (3 * DAY) - DAY / 2)
+                    .collect();
+                let before = batch_guard.max_event_time.clone();
+                let all = batch_guard.admits_all(split, &times, now);
+                if !all {
+                    assert_eq!(batch_guard.max_event_time, before);
+                    for &t in &times {
+                        let _ = batch_guard.admit(split, t, now);
+                    }
+                }
+                let admitted: Vec<bool> = times
+                    .iter()
+                    .map(|&t| row_guard.admit(split, t, now).is_ok())
+                    .collect();
+                if all {
+                    assert!(admitted.iter().all(|a| *a), "{times:?}");
+                    at_once += 1;
+                } else {
+                    row_by_row += 1;
+                }
+                assert_eq!(batch_guard.max_event_time, row_guard.max_event_time);
+            }
+        }
+        assert!(
+            at_once > 1_000 && row_by_row > 1_000,
+            "{at_once} {row_by_row}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::flat_json::FlatJson;
+use super::skipped::{Skipping, SourceLines};
 use super::{DeadLetter, Decoded, FutureGuard};
 use crate::source::LineChunk;
 
@@ -37,6 +38,8 @@ pub struct JsonDecoder {
     guard: Option<FutureGuard>,
     /// The fast path for flat JSON lines, when the schema's types allow it.
     flat: Option<Arc<FlatJson>>,
+    /// The columns the fast path leaves out ([`JsonDecoder::reading_only`]).
+    skipping: Option<Skipping>,
 }
 
 /// Longest raw text kept in a dead letter.
@@ -102,7 +105,43 @@ impl JsonDecoder {
             required,
             format: Format::Json,
             guard: None,
+            skipping: None,
         }
+    }
+
+    /// The same decoder keeping only the columns `read` marks (indexes of the decoded
+    /// schema) and the event-time column. The fast path checks the others but leaves them
+    /// null, and each [`Decoded`] then carries its chunk's lines ([`SourceLines`]) to show a
+    /// row whole. Lines arrow-json decodes keep every column. Set the format first.
+    pub fn reading_only(mut self, read: &[bool]) -> Self {
+        let mask: Vec<bool> = (0..self.schema.fields().len())
+            .map(|i| !read.get(i).copied().unwrap_or(true) && Some(i) != self.required)
+            .collect();
+        let Some(flat) = self.flat.as_ref().filter(|_| self.format == Format::Json) else {
+            return self;
+        };
+        if !mask.contains(&true) {
+            return self;
+        }
+        let flat = Arc::new(flat.as_ref().clone().skipping(&mask));
+        let whole = Arc::new(Self {
+            skipping: None,
+            ..self.without_guard()
+        });
+        self.flat = Some(flat);
+        self.skipping = Some(Skipping {
+            mask: mask.into(),
+            whole,
+        });
+        self
+    }
+
+    /// The one line `span` of `data` decoded alone, every column read; None when it does not
+    /// decode to one row.
+    pub(super) fn decode_line(&self, data: &[u8], span: (usize, usize)) -> Option<RecordBatch> {
+        self.decode_lines(data, &[span], true)
+            .ok()
+            .filter(|b| b.num_rows() == 1)
     }
 
     /// The same decoder without its future guard, for [`JsonDecoder::decode_unguarded`] on
@@ -202,8 +241,8 @@ impl JsonDecoder {
     }
 
     /// Decodes every line of `chunk`; bad lines become dead letters.
-    pub fn decode(&mut self, chunk: &LineChunk) -> Decoded {
-        let unguarded = self.decode_unguarded(chunk);
+    pub fn decode(&mut self, chunk: LineChunk) -> Decoded {
+        let unguarded = self.decode_unguarded(&chunk);
         self.admit(chunk, unguarded)
     }
 
@@ -322,14 +361,17 @@ impl JsonDecoder {
 
     /// Applies the future guard to a chunk decoded by [`JsonDecoder::decode_unguarded`]:
     /// rows whose event time is too far ahead become dead letters. Takes chunks in order.
-    pub fn admit(&mut self, chunk: &LineChunk, unguarded: Unguarded) -> Decoded {
+    pub fn admit(&mut self, chunk: LineChunk, unguarded: Unguarded) -> Decoded {
         let Unguarded {
             batch,
-            rows,
+            mut rows,
             spans,
             mut dead,
         } = unguarded;
-        let lines = Lines { chunk, spans };
+        let lines = Lines {
+            chunk: &chunk,
+            spans,
+        };
         let times = self.required.and_then(|col| {
             batch
                 .column(col)
@@ -337,39 +379,55 @@ impl JsonDecoder {
                 .downcast_ref::<TimestampMillisecondArray>()
                 .cloned()
         });
-        let (Some(guard), Some(times)) = (self.guard.as_mut(), times) else {
-            let row_ends = rows.iter().map(|s| lines.end_of(*s)).collect();
-            return Decoded {
-                batch,
-                row_ends,
-                dead,
-            };
-        };
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut keep = Vec::with_capacity(rows.len());
-        let mut row_ends = Vec::with_capacity(rows.len());
-        for (i, span) in rows.into_iter().enumerate() {
-            match guard.admit(chunk.split, times.value(i), now_ms) {
-                Ok(()) => {
-                    keep.push(true);
-                    row_ends.push(lines.end_of(span));
+        // Most chunks are admitted whole, decided from their largest time.
+        let checked = match (self.guard.as_mut(), times) {
+            (Some(guard), Some(times)) => {
+                let all = guard.admits_all(chunk.split, times.values(), now_ms);
+                (!all).then_some((guard, times))
+            }
+            _ => None,
+        };
+        let (batch, row_ends) = match checked {
+            Some((guard, times)) => {
+                let mut keep = Vec::with_capacity(rows.len());
+                let mut row_ends = Vec::with_capacity(rows.len());
+                for (i, span) in rows.iter().enumerate() {
+                    match guard.admit(chunk.split, times.value(i), now_ms) {
+                        Ok(()) => {
+                            keep.push(true);
+                            row_ends.push(lines.end_of(*span));
+                        }
+                        Err(reason) => {
+                            keep.push(false);
+                            dead.push(lines.dead_letter(*span, reason));
+                        }
+                    }
                 }
-                Err(reason) => {
-                    keep.push(false);
-                    dead.push(lines.dead_letter(span, reason));
+                if row_ends.len() == keep.len() {
+                    (batch, row_ends)
+                } else {
+                    let mut kept = keep.iter();
+                    rows.retain(|_| *kept.next().expect("a mask entry per row"));
+                    let batch = filter_record_batch(&batch, &BooleanArray::from(keep))
+                        .expect("mask matches batch length");
+                    (batch, row_ends)
                 }
             }
-        }
-        let batch = if row_ends.len() == keep.len() {
-            batch
-        } else {
-            filter_record_batch(&batch, &BooleanArray::from(keep))
-                .expect("mask matches batch length")
+            _ => {
+                let row_ends = rows.iter().map(|s| lines.end_of(*s)).collect();
+                (batch, row_ends)
+            }
         };
+        let lines = self
+            .skipping
+            .clone()
+            .map(|skipping| SourceLines::new(chunk.data, rows, skipping));
         Decoded {
             batch,
             row_ends,
             dead,
+            lines,
         }
     }
 
@@ -526,7 +584,7 @@ mod tests {
 
     #[test]
     fn good_lines_decode_with_positions() {
-        let d = decoder().decode(&chunk(
+        let d = decoder().decode(chunk(
             "{\"k\":\"a\",\"v\":1,\"ts\":\"2026-01-01T00:00:00Z\",\"extra\":true}\n\n{\"k\":\"b\",\"ts\":1767225600000}\n",
         ));
         assert!(d.dead.is_empty(), "{:?}", d.dead);
@@ -550,10 +608,7 @@ mod tests {
         // A nested value and an escape are the fast path's to decline, not to misread.
         let mixed = format!("{flat}{{\"k\":\"b\\\"c\",\"v\":2,\"ts\":8,\"o\":{{\"x\":[1]}}}}\n");
         for text in [flat.to_string(), mixed] {
-            let (fast, slow) = (
-                decoder().decode(&chunk(&text)),
-                general.decode(&chunk(&text)),
-            );
+            let (fast, slow) = (decoder().decode(chunk(&text)), general.decode(chunk(&text)));
             assert!(fast.dead.is_empty() && slow.dead.is_empty());
             assert_eq!(fast.batch, slow.batch);
             assert_eq!(fast.row_ends, slow.row_ends);
@@ -563,7 +618,7 @@ mod tests {
     #[test]
     fn bad_lines_become_dead_letters_and_good_ones_stay() {
         let text = "{\"k\":\"a\",\"ts\":1}\nnot json\n{\"k\":\"b\",\"v\":\"x\",\"ts\":2}\n{\"k\":\"c\"}\n{\"k\":\"d\",\"ts\":3}\n";
-        let d = decoder().decode(&chunk(text));
+        let d = decoder().decode(chunk(text));
         assert_eq!(d.batch.num_rows(), 2);
         let errors: Vec<_> = d.dead.iter().map(|x| x.raw.as_str()).collect();
         assert_eq!(
@@ -602,7 +657,7 @@ mod tests {
         let text = format!(
             "{{\"k\":{deep},\"ts\":1}}\n{{\"ts\":2,\"other\":{fine}}}\n{{\"k\":{brackets_in_text},\"ts\":3}}\n"
         );
-        let d = decoder().decode(&chunk(&text));
+        let d = decoder().decode(chunk(&text));
         assert_eq!(d.batch.num_rows(), 2, "{:?}", d.dead);
         assert_eq!(d.dead.len(), 1);
         assert_eq!(d.dead[0].error, "JSON nested deeper than 128 levels");
@@ -616,7 +671,7 @@ mod tests {
         // Found by tests/integration/fuzz.rs: decoded as one stream, two objects on the first line and
         // an object split over the last two made as many rows as lines, each on the wrong
         // line.
-        let d = decoder().decode(&chunk(
+        let d = decoder().decode(chunk(
             "{\"ts\":1}{\"ts\":2}\n{\"ts\":3,\"k\":\n\"a\"}\n{\"ts\":4}\n",
         ));
         assert_eq!(
@@ -650,7 +705,7 @@ mod tests {
     fn a_csv_quote_or_carriage_return_never_moves_rows_to_another_line() {
         // Found by tests/integration/fuzz.rs: a quoted field ran into the next line and a bare carriage
         // return split a line, so the rows after them shifted.
-        let d = csv_decoder().decode(&chunk(
+        let d = csv_decoder().decode(chunk(
             "a,1,1970-01-01T00:00:00.001Z\rb,2,1970-01-01T00:00:00.002Z\n\"c,3,1970-01-01T00:00:00.003Z\nd\",4,1970-01-01T00:00:00.004Z\ne,5,1970-01-01T00:00:00.005Z\n\
              f,6,1970-01-01T00:00:00.006Z\r\"g\nh,8,1970-01-01T00:00:00.008Z\n",
         ));
@@ -665,7 +720,7 @@ mod tests {
 
     #[test]
     fn csv_lines_ending_in_crlf_decode() {
-        let d = csv_decoder().decode(&chunk(
+        let d = csv_decoder().decode(chunk(
             "a,1,1970-01-01T00:00:00.001Z\r\n\"b\r\",2,1970-01-01T00:00:00.002Z\r\nc,3,1970-01-01T00:00:00.003Z",
         ));
         assert_eq!(outcome(&d), (vec![1, 2, 3], vec![]));
@@ -688,7 +743,7 @@ mod tests {
             raw: "{\"k\":".into(),
             reason: "too large".into(),
         }];
-        let d = decoder().decode(&c);
+        let d = decoder().decode(c);
         assert_eq!(d.batch.num_rows(), 1);
         assert_eq!(d.row_ends, vec![8]);
         assert_eq!(d.dead.len(), 1);
@@ -700,5 +755,36 @@ mod tests {
             ),
             ("3/8", "too large", 9)
         );
+    }
+
+    /// Columns no view reads come out null on the fast path, their values still checked, and
+    /// a row is shown whole from its line; the event-time column is always read.
+    #[test]
+    fn unread_columns_are_checked_left_null_and_shown_whole_from_the_line() {
+        let mut d = decoder().reading_only(&[false, true, false]);
+        let text = "{\"k\":\"a\",\"v\":1,\"ts\":5}\n{\"k\":\"b\",\"v\":2,\"ts\":6}\n";
+        let decoded = d.decode(chunk(text));
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        assert_eq!(decoded.batch.column(0).null_count(), 2, "k is not read");
+        assert_eq!(decoded.batch.column(2).null_count(), 0, "ts is always read");
+        let lines = decoded.lines.expect("lines kept while columns are skipped");
+        let whole = lines.whole_row(decoded.batch.slice(1, 1), 1);
+        let k = whole
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!((k.len(), k.value(0)), (1, "b"));
+        // A value of the wrong type in an unread column is a dead letter all the same.
+        let bad = d.decode(chunk(
+            "{\"k\":7,\"v\":1,\"ts\":5}\n{\"k\":\"c\",\"ts\":6}\n",
+        ));
+        assert_eq!((bad.batch.num_rows(), bad.dead.len()), (1, 1));
+        // Nothing skipped: no lines kept.
+        assert!(decoder()
+            .reading_only(&[true, true, false])
+            .decode(chunk(text))
+            .lines
+            .is_none());
     }
 }

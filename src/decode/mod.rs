@@ -7,9 +7,11 @@
 mod flat_json;
 mod future;
 mod json;
+mod skipped;
 
 pub use future::{FutureGuard, DEFAULT_MAX_FUTURE_BOUNDED_MS, DEFAULT_MAX_FUTURE_LIVE_MS};
 pub use json::{line_spans, Format, JsonDecoder, Unguarded};
+pub use skipped::SourceLines;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -34,4 +36,6 @@ pub struct Decoded {
     /// The position (offset in the chunk's file) after each row of `batch`.
     pub row_ends: Vec<u64>,
     pub dead: Vec<DeadLetter>,
+    /// The chunk's lines, when the decoder skipped columns no view reads.
+    pub lines: Option<SourceLines>,
 }

@@ -160,7 +160,7 @@ mod tests {
         for (chunk, decoded) in seen {
             assert_eq!(chunk.file_name, format!("f{next}"));
             let mut decoder = JsonDecoder::new(chunk_schema(), None);
-            let rows = decoder.admit(&chunk, decoded).batch;
+            let rows = decoder.admit(chunk, decoded).batch;
             let x = rows
                 .column(0)
                 .as_any()

@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::decode_pool::DecodePool;
 use super::panics::PanicReport;
-use crate::decode::{DeadLetter, Decoded, JsonDecoder, Unguarded};
+use crate::decode::{DeadLetter, Decoded, JsonDecoder, SourceLines, Unguarded};
 use crate::source::{Chunk, Frontier, LineChunk, Reader, SplitStatus};
 
 /// What the reader thread sends.
@@ -31,6 +31,8 @@ pub enum Message {
         skipped: u64,
         /// Bytes of raw records in the chunk.
         bytes: u64,
+        /// The chunk's lines, when the decoder skipped columns (to show a row whole).
+        lines: Option<SourceLines>,
     },
     /// No new input for now.
     Idle,
@@ -82,7 +84,7 @@ pub fn run_reader(
                 }
                 None => {
                     let unguarded = decoder.decode_unguarded(&chunk);
-                    Some(admitted(&mut decoder, reader.as_mut(), &chunk, unguarded))
+                    Some(admitted(&mut decoder, reader.as_mut(), chunk, unguarded))
                 }
             },
             Ok(Chunk::Typed(chunk)) => Some(Message::Data {
@@ -94,6 +96,7 @@ pub fn run_reader(
                 dead: Vec::new(),
                 skipped: 0,
                 bytes: 0,
+                lines: None,
             }),
             Ok(Chunk::Idle) => Some(Message::Idle),
             Ok(Chunk::Splits(splits)) => Some(Message::Splits(splits)),
@@ -114,7 +117,7 @@ pub fn run_reader(
                     let wait = pause || !pool.has_room();
                     match pool.take(wait) {
                         Some((chunk, unguarded)) => {
-                            admitted(&mut decoder, reader.as_mut(), &chunk, unguarded)
+                            admitted(&mut decoder, reader.as_mut(), chunk, unguarded)
                         }
                         None => break,
                     }
@@ -137,22 +140,25 @@ pub fn run_reader(
 fn admitted(
     decoder: &mut JsonDecoder,
     reader: &mut dyn Reader,
-    chunk: &LineChunk,
+    chunk: LineChunk,
     unguarded: Unguarded,
 ) -> Message {
+    let (split, start, end) = (chunk.split, chunk.start_offset, chunk.end);
+    let (skipped, bytes) = (chunk.skipped, chunk.data.len() as u64);
     let decoded: Decoded = decoder.admit(chunk, unguarded);
     if let Some(max) = decoder.max_event_time(&decoded.batch) {
-        reader.event_time(chunk.split, max);
+        reader.event_time(split, max);
     }
     Message::Data {
         batch: decoded.batch,
-        split: chunk.split,
+        split,
         row_ends: decoded.row_ends,
         dead: decoded.dead,
-        start: chunk.start_offset,
-        end: chunk.end,
-        skipped: chunk.skipped,
-        bytes: chunk.data.len() as u64,
+        start,
+        end,
+        skipped,
+        bytes,
+        lines: decoded.lines,
     }
 }
 

@@ -311,3 +311,67 @@ async fn a_row_a_view_fails_on_is_a_dead_letter_and_the_view_goes_on() {
     assert!(dead.iter().all(|d| d[1].contains("\"a\":0")), "{dead:?}");
     assert!(dead[2][0].contains("Divide by zero"), "{dead:?}");
 }
+
+/// Columns no view reads are not kept by the decoder, but nothing a user sees changes: a value
+/// of the wrong type in one is a dead letter, and a row a view refuses or finds late is shown
+/// whole, unread columns included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_columns_are_still_checked_and_shown_in_refused_and_late_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let line = |a: i64, note: &str, code: &str, ts: i64| {
+        format!("{{\"a\":{a},\"note\":\"{note}\",\"code\":{code},\"ts\":{ts}}}")
+    };
+    let lines = vec![
+        line(1, "first", "7", 1_000),
+        line(0, "zero", "8", 2_000),
+        line(2, "wrong", "\"eight\"", 3_000),
+        line(2, "fine", "9", 4_000),
+    ];
+    crate::common::write_lines(&input, &lines);
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE s (a BIGINT, note TEXT, code BIGINT, ts TIMESTAMP, \
+               WATERMARK FOR ts AS ts) \
+             WITH (connector = 'file', path = '{}', mode = 'follow'); \
+             CREATE MATERIALIZED VIEW quotients AS SELECT count(*) AS n, sum(10 / a) AS q FROM s; \
+             CREATE MATERIALIZED VIEW per_second AS SELECT window_start, count(*) AS n \
+               FROM TUMBLE(s, ts, INTERVAL '1 second') GROUP BY window_start, window_end",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    crate::common::wait_for(&client, "SELECT n FROM quotients", "2").await;
+    let dead = rows(
+        &client,
+        "SELECT error, raw FROM weir_catalog.dead_letters ORDER BY position",
+    )
+    .await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead[0][0].starts_with("view quotients"), "{dead:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&dead[0][1]).unwrap(),
+        serde_json::json!({"a": 0, "note": "zero", "code": 8, "ts": "1970-01-01T00:00:02"}),
+        "the refused row is whole: {dead:?}"
+    );
+    assert_eq!(
+        dead[1][1], lines[2],
+        "a string in the unread BIGINT column: {dead:?}"
+    );
+
+    let late = line(5, "late one", "10", 500);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{late}\n").as_bytes()))
+        .unwrap();
+    crate::common::wait_for(&client, "SELECT count(*) FROM weir_catalog.late_rows", "1").await;
+    let raw = rows(&client, "SELECT raw FROM weir_catalog.late_rows").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&raw[0][0]).unwrap(),
+        serde_json::json!({"a": 5, "note": "late one", "code": 10, "ts": "1970-01-01T00:00:00.500"}),
+    );
+    crate::common::wait_for(&client, "SELECT q FROM quotients", "17").await;
+}

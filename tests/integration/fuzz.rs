@@ -487,7 +487,7 @@ fn chunk_of(case: &DecodeCase) -> LineChunk {
 fn check_decode(case: &DecodeCase) -> Result<(), String> {
     let schema = decoder_schema();
     let decoder = || JsonDecoder::new(schema.clone(), Some(4)).with_format(case.format);
-    let whole = decoder().decode(&chunk_of(case));
+    let whole = decoder().decode(chunk_of(case));
     let mut spans = line_spans(&case.data);
     if matches!(case.format, Format::Csv { header: true, .. })
         && case.record_ends.is_none()
@@ -525,7 +525,7 @@ fn check_decode(case: &DecodeCase) -> Result<(), String> {
             valid_starts: Vec::new(),
         };
         // (Only a CSV header can be at offset 0 of a file, and it is not in `spans`.)
-        let one = decoder().decode(&chunk_of(&alone));
+        let one = decoder().decode(chunk_of(&alone));
         if one.batch.num_rows() + one.dead.len() != 1 {
             return Err(format!(
                 "line at {start} alone gave {} rows and {} dead letters: {}",

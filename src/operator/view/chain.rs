@@ -161,6 +161,7 @@ impl ViewOperator {
             row_ends: &row_ends,
             end,
             watermark_split: 0,
+            lines: None,
         };
         self.apply_rows(&batch, place, 0)?;
         self.progress.upstream_rows = end;

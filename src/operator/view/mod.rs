@@ -21,6 +21,7 @@ use super::merge::{empty_global_group, merge_window, Codecs, Merged, StoredValue
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
+use crate::decode::SourceLines;
 use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
@@ -159,6 +160,26 @@ pub struct ChunkPlace<'a> {
     pub end: u64,
     /// The split whose watermark the rows advance (0 for sequential sources).
     pub watermark_split: u32,
+    /// The lines the rows came from, when the decoder skipped columns no view reads.
+    pub lines: Option<&'a SourceLines>,
+}
+
+impl ChunkPlace<'_> {
+    /// Row `row` of `batch` (rows `first..` of the chunk) as a JSON object, for late and
+    /// refused rows: whole, with any column the decoder skipped read from its line.
+    fn row_json(&self, batch: &RecordBatch, first: usize, row: usize) -> String {
+        let mut one = batch.slice(row, 1);
+        if let Some(lines) = self.lines {
+            one = lines.whole_row(one, first + row);
+        }
+        let mut writer = LineDelimitedWriter::new(Vec::new());
+        if writer.write(&one).is_err() || writer.finish().is_err() {
+            return String::new();
+        }
+        String::from_utf8_lossy(&writer.into_inner())
+            .trim_end()
+            .to_string()
+    }
 }
 
 /// The progress key of a view.
@@ -168,17 +189,6 @@ pub fn progress_key(view: &str) -> Vec<u8> {
 
 fn state_err(e: crate::state::StateError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// One row of `batch` as a JSON object, for late rows.
-fn row_json(batch: &RecordBatch, row: usize) -> String {
-    let mut writer = LineDelimitedWriter::new(Vec::new());
-    if writer.write(&batch.slice(row, 1)).is_err() || writer.finish().is_err() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&writer.into_inner())
-        .trim_end()
-        .to_string()
 }
 
 /// Loads the stored groups of a view's open windows into its cache while they fit; returns
@@ -344,6 +354,11 @@ impl ViewOperator {
         std::mem::take(&mut self.counters)
     }
 
+    /// What the view computes.
+    pub fn plan(&self) -> &ViewPlan {
+        &self.plan
+    }
+
     pub fn progress(&self) -> &ViewProgress {
         &self.progress
     }
@@ -403,7 +418,7 @@ impl ViewOperator {
             match self.plan.window {
                 _ if self.plan.append => self.apply_append(batch, chunk, first)?,
                 Some((spec, time_col)) => {
-                    self.apply_windowed(batch, spec, time_col, chunk.watermark_split)?
+                    self.apply_windowed(batch, (spec, time_col), chunk, first)?
                 }
                 None => self.apply_global(batch, chunk.watermark_split)?,
             }
@@ -411,7 +426,7 @@ impl ViewOperator {
         for (row, error) in std::mem::take(&mut self.refusing) {
             self.refused.push(RefusedRow {
                 end: chunk.row_ends[first + row as usize],
-                raw: row_json(batch, row as usize),
+                raw: chunk.row_json(batch, first, row as usize),
                 error,
             });
         }
@@ -437,13 +452,16 @@ impl ViewOperator {
         Ok(())
     }
 
+    /// Folds `batch` (rows `first..` of the chunk) into its windows; rows behind the
+    /// watermark are set aside as late.
     fn apply_windowed(
         &mut self,
         batch: &RecordBatch,
-        spec: crate::plan::WindowSpec,
-        time_col: usize,
-        split: u32,
+        (spec, time_col): (crate::plan::WindowSpec, usize),
+        chunk: ChunkPlace<'_>,
+        first: usize,
     ) -> Result<()> {
+        let split = chunk.watermark_split;
         let tracker = self
             .progress
             .watermark
@@ -466,7 +484,7 @@ impl ViewOperator {
             self.late.push(LateRow {
                 event_time,
                 watermark,
-                raw: row_json(batch, row as usize),
+                raw: chunk.row_json(batch, first, row as usize),
                 at_ms: 0,
                 missed_windows: Some(missed),
             });

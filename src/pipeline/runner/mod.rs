@@ -22,7 +22,7 @@ use super::reader::{spawn_reader, Feed, Message};
 use super::report::{Report, ViewReport};
 use super::{PipelineError, SourceProgress};
 use crate::catalog::{PartitionStatus, SourceDef, StatusBoard, ViewDef};
-use crate::decode::{DeadLetter, FutureGuard, JsonDecoder};
+use crate::decode::{DeadLetter, FutureGuard, JsonDecoder, SourceLines};
 use crate::metrics::Metrics;
 use crate::operator::{written_at, CacheBudget, ChunkPlace, StateCounters, ViewOperator};
 use crate::source::{open_reader, Frontier, Resume, SharedFiles, SplitStatus};
@@ -59,8 +59,12 @@ pub struct Runner {
 }
 
 /// A decoder for the source, its `max_future` guard seeded with the event times the source
-/// stored, so a replay decides as the first pass did.
-fn decoder(source: &SourceDef, progress: &SourceProgress) -> Result<JsonDecoder, PipelineError> {
+/// stored, so a replay decides as the first pass did; it keeps the columns `read` marks.
+fn decoder(
+    source: &SourceDef,
+    progress: &SourceProgress,
+    read: &[bool],
+) -> Result<JsonDecoder, PipelineError> {
     let delay = source.decl.watermark.as_ref().map_or(0, |w| w.delay_ms);
     let format = crate::source::parse_format(&source.decl.options)?;
     let live = !source.spec.is_bounded();
@@ -78,8 +82,31 @@ fn decoder(source: &SourceDef, progress: &SourceProgress) -> Result<JsonDecoder,
     Ok(
         JsonDecoder::new(source.decoded_schema(), source.required_decoded_column())
             .with_format(format)
+            .reading_only(read)
             .with_future_guard(guard),
     )
+}
+
+/// Per decoded column of `source`, whether one of `views` that reads the source reads it
+/// (views over views read the store, not the source's rows).
+fn columns_read(source: &SourceDef, views: &[ViewOperator]) -> Vec<bool> {
+    let plans: Vec<_> = views
+        .iter()
+        .filter(|v| !v.is_chained())
+        .map(ViewOperator::plan)
+        .collect();
+    source
+        .decoded_schema()
+        .fields()
+        .iter()
+        .map(|field| {
+            plans.iter().any(|plan| {
+                plan.input_schema
+                    .index_of(field.name())
+                    .is_ok_and(|i| plan.used_columns.get(i).copied().unwrap_or(true))
+            })
+        })
+        .collect()
 }
 
 /// Shared services of the operator thread.
@@ -296,14 +323,15 @@ impl Runner {
                 threads: vec![thread],
             });
         };
+        let read = columns_read(&source, &operators.views);
         let main = (
             open_reader(&source.spec, source.schema.clone(), &from)?,
-            decoder(&source, &operators.progress)?,
+            decoder(&source, &operators.progress, &read)?,
         );
         let catch_up = match &catch_up_from {
             Some(from) => Some((
                 open_reader(&source.spec, source.schema.clone(), from)?,
-                decoder(&source, &operators.progress)?,
+                decoder(&source, &operators.progress, &read)?,
             )),
             None => None,
         };
@@ -406,6 +434,7 @@ impl Operators {
                         end,
                         skipped,
                         bytes,
+                        lines,
                     },
                 )) => {
                     self.ctx
@@ -416,7 +445,8 @@ impl Operators {
                     if self.stalled.take().is_some() {
                         self.publish("running", None);
                     }
-                    self.process(&batch, split, &row_ends, dead, (start, end), skipped);
+                    let rows = (split, &row_ends[..], lines.as_ref());
+                    self.process(&batch, rows, dead, (start, end), skipped);
                     dirty = true;
                 }
                 Ok((Feed::Main, Message::Splits(splits))) => {
@@ -500,11 +530,11 @@ impl Operators {
         backlogged && self.views.iter().map(ViewOperator::pending).sum::<usize>() < room
     }
 
+    /// Applies a chunk of the main feed: `batch`, its rows' split, end offsets and lines.
     fn process(
         &mut self,
         batch: &RecordBatch,
-        split: u32,
-        row_ends: &[u64],
+        (split, row_ends, lines): (u32, &[u64], Option<&SourceLines>),
         dead: Vec<DeadLetter>,
         (start, end): (u64, u64),
         skipped: u64,
@@ -537,6 +567,7 @@ impl Operators {
             row_ends,
             end,
             watermark_split,
+            lines,
         };
         self.apply(batch, place, false);
     }
@@ -580,6 +611,7 @@ impl Operators {
                 split,
                 row_ends,
                 end,
+                lines,
                 ..
             } => {
                 let watermark_split = if self.per_split_watermarks { split } else { 0 };
@@ -588,6 +620,7 @@ impl Operators {
                     row_ends: &row_ends,
                     end,
                     watermark_split,
+                    lines: lines.as_ref(),
                 };
                 self.apply(&batch, place, true);
                 self.join_caught_up();
