@@ -316,7 +316,8 @@ fn typed<'a>(kind: Kind, value: Value<'a>, last: &mut LastMinute) -> Option<Type
 }
 
 impl Builder {
-    /// Appends a value [`typed`] gave for this builder's kind.
+    /// Appends a value [`typed`] gave for this builder's kind. Always inlined: as a call per
+    /// value it was 15% of a decode thread's samples.
     #[inline(always)]
     fn push(&mut self, value: Typed<'_>) {
         // The integer casts cannot truncate: `typed` checked the range of its kind.

@@ -19,12 +19,22 @@ pub(super) struct Skipping {
 }
 
 /// The text of a decoded chunk and the line of each of its rows.
-#[derive(Debug)]
 pub struct SourceLines {
     data: Vec<u8>,
     /// The line (`start`, `end` in `data`) of each row of the chunk's batch.
     rows: Vec<(usize, usize)>,
     skipping: Skipping,
+}
+
+impl std::fmt::Debug for SourceLines {
+    /// Sizes, not the chunk's megabyte of text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceLines")
+            .field("bytes", &self.data.len())
+            .field("rows", &self.rows.len())
+            .field("skipped", &self.skipping.mask)
+            .finish()
+    }
 }
 
 impl SourceLines {
