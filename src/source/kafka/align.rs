@@ -12,7 +12,14 @@
 //! the source.
 
 /// How far (event time, ms) a partition may run ahead of the slowest partition with a backlog.
-pub(super) const MAX_DRIFT_MS: i64 = 5_000;
+/// It must exceed what a partition advances before the reader learns its event time: a round
+/// takes up to a few hundred messages per partition, and a partition's time is known only once
+/// its chunks are decoded. At 5 s (less than one round's advance in the Kafka bench: 48
+/// partitions, ~16 s of one partition's event time per round) nearly every partition waited
+/// behind a slowest one whose time was stale, the reader read one partition at a time, and
+/// partitions ended up 200-400 s apart (hundreds of HOP windows open); at 30 s they stay
+/// within about that.
+pub(super) const MAX_DRIFT_MS: i64 = 30_000;
 
 /// What alignment needs to know of one partition.
 #[derive(Debug, Clone, Copy)]
