@@ -137,12 +137,10 @@ mod tests {
     /// admitted one by one do; a batch it does not admit at once leaves the guard unchanged.
     #[test]
     fn deciding_a_batch_at_once_agrees_with_row_by_row() {
-        let mut state = 0x5eed_u64;
+        let mut at = 0x5eed_u64;
         let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as i64
+            at += 1;
+            (crate::source::generator::mix(at) >> 33) as i64
         };
         let (mut at_once, mut row_by_row) = (0, 0);
         for case in 0..2_000 {

@@ -379,17 +379,17 @@ impl JsonDecoder {
                 .downcast_ref::<TimestampMillisecondArray>()
                 .cloned()
         });
-        let now_ms = chrono::Utc::now().timestamp_millis();
         // Most chunks are admitted whole, decided from their largest time.
         let checked = match (self.guard.as_mut(), times) {
             (Some(guard), Some(times)) => {
+                let now_ms = chrono::Utc::now().timestamp_millis();
                 let all = guard.admits_all(chunk.split, times.values(), now_ms);
-                (!all).then_some((guard, times))
+                (!all).then_some((guard, times, now_ms))
             }
             _ => None,
         };
         let (batch, row_ends) = match checked {
-            Some((guard, times)) => {
+            Some((guard, times, now_ms)) => {
                 let mut keep = Vec::with_capacity(rows.len());
                 let mut row_ends = Vec::with_capacity(rows.len());
                 for (i, span) in rows.iter().enumerate() {

@@ -386,6 +386,9 @@ fn sort_by_prefix(items: &mut Vec<(u64, usize)>) {
         .iter()
         .fold((u64::MAX, 0u64), |(all, any), (p, _)| (all & p, any | p));
     let varying = all ^ any;
+    if varying == 0 {
+        return; // one prefix: already in index order
+    }
     let mut scratch = vec![(0u64, 0usize); items.len()];
     for shift in (0..64).step_by(8) {
         if (varying >> shift) & 0xFF == 0 {
