@@ -1,4 +1,5 @@
-//! One window's groups: group keys interned by DataFusion's `GroupValues`, aggregates kept by
+//! One window's groups: group keys interned by a `GroupValues` table (ours from `interning`
+//! for one integer or string column, else DataFusion's), aggregates kept by
 //! `GroupsAccumulator`s, updated a whole batch at a time.
 //!
 //! A `GroupState` holds one epoch's partial aggregate of a window. At commit it is drained as
@@ -134,10 +135,17 @@ impl GroupState {
         let keys = if interned.is_empty() {
             Keys::Global { exists: false }
         } else {
-            Keys::Grouped(new_group_values(
-                Arc::new(Schema::new(fields)),
-                &GroupOrdering::None,
-            )?)
+            let ours = match fields.as_slice() {
+                [one] => super::interning::one_column_table(one.data_type()),
+                _ => None,
+            };
+            match ours {
+                Some(table) => Keys::Grouped(table),
+                None => Keys::Grouped(new_group_values(
+                    Arc::new(Schema::new(fields)),
+                    &GroupOrdering::None,
+                )?),
+            }
         };
         let accumulators = plan
             .aggregates

@@ -17,6 +17,7 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use hashbrown::HashTable;
 use weir_udfs::stateful::EntityState;
 
+use super::prefetch::prefetch;
 use crate::plan::StatefulCall;
 use crate::state::{Store, Table, ViewKeys, WriteSet};
 
@@ -265,25 +266,6 @@ impl EntityStates {
 /// How many rows ahead [`EntityStates::evaluate`] asks for an entity's state to be brought
 /// into the CPU's cache.
 const PREFETCH_DISTANCE: usize = 8;
-
-/// Asks the CPU to bring `value`'s memory into its cache. With a million entities, each row's
-/// entity is cold: scoring waited on those misses one row at a time.
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let at = (value as *const T).cast::<i8>();
-        // Every cache line the value spans, from the one it starts in.
-        let skew = at as usize % 64;
-        let first = at.wrapping_sub(skew);
-        for line in (0..skew + std::mem::size_of::<T>()).step_by(64) {
-            // SAFETY: prefetching is a hint that never faults, and SSE is part of x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(line)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
-}
 
 /// A call's results, built as they come.
 enum Output {
