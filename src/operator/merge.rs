@@ -7,7 +7,8 @@
 //! evaluated and pass the view's HAVING and projection, and each touched group's state and row
 //! are written back. Nothing here costs more than the groups the epoch touched.
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Rows;
@@ -100,6 +101,33 @@ impl Codecs {
             }
             None => Ok(GroupKeys::Empty(snapshot.num_rows())),
         }
+    }
+}
+
+impl Codecs {
+    /// A window's snapshot and its groups' keys, both reordered as `order` says.
+    pub fn in_order(
+        &self,
+        snapshot: RecordBatch,
+        keys: GroupKeys,
+        order: &[usize],
+    ) -> Result<(RecordBatch, GroupKeys)> {
+        if order.iter().enumerate().all(|(at, i)| at == *i) {
+            return Ok((snapshot, keys));
+        }
+        let indices = UInt32Array::from_iter_values(order.iter().map(|i| *i as u32));
+        let snapshot = take_record_batch(&snapshot, &indices)?;
+        let keys = match (keys, &self.key) {
+            (GroupKeys::Rows(rows), Some(codec)) => {
+                let mut sorted = codec.empty_rows(rows.num_rows(), rows.size());
+                for i in order {
+                    sorted.push(rows.row(*i));
+                }
+                GroupKeys::Rows(sorted)
+            }
+            (keys, _) => keys,
+        };
+        Ok((snapshot, keys))
     }
 }
 
@@ -198,7 +226,6 @@ pub struct Merged {
     was_shown: Vec<bool>,
     /// Per group: its slot in the view's cache.
     slots: Vec<Option<Slot>>,
-    order: Vec<usize>,
 }
 
 const HIDDEN: u32 = u32::MAX;
@@ -239,18 +266,17 @@ impl Merged {
             row_of: Vec::new(),
             was_shown: Vec::new(),
             slots: Vec::new(),
-            order: Vec::new(),
         }
     }
 
     /// Number of groups.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.was_shown.len()
     }
 
     /// The groups in key order.
     pub fn groups(&self) -> impl Iterator<Item = MergedGroup<'_>> {
-        self.order.iter().map(|&i| MergedGroup {
+        (0..self.len()).map(|i| MergedGroup {
             key: self.keys.get(i),
             state: self.states.as_ref().map_or(&[][..], |s| s.row(i).data()),
             row: match (self.row_of[i], &self.rows) {
@@ -279,7 +305,13 @@ pub fn merge_window(
     if n == 0 {
         return Ok(Merged::empty());
     }
+    // Everything from here runs in key order: the store writes the groups in the order given
+    // (RocksDB inserts keys that arrive in order several times faster), and the groups' keys,
+    // states and rows are then read front to back. Read in a scattered order, with a million
+    // groups, each of those reads waited on a cache miss.
     let keys = codecs.group_keys(&snapshot)?;
+    let order = key_order(&keys);
+    let (snapshot, keys) = codecs.in_order(snapshot, keys, &order)?;
     let mut previous = stored(&keys)?;
     let slots = std::mem::take(&mut previous.slots);
     let mut was_shown = vec![false; n];
@@ -314,9 +346,6 @@ pub fn merge_window(
     for (j, i) in origin.iter().enumerate() {
         row_of[*i as usize] = j as u32;
     }
-    // In key order: the store writes them in the order given, and RocksDB inserts keys that
-    // arrive in order several times faster.
-    let order = key_order(&keys);
     Ok(Merged {
         keys,
         states,
@@ -324,7 +353,6 @@ pub fn merge_window(
         row_of,
         was_shown,
         slots,
-        order,
     })
 }
 
@@ -425,7 +453,6 @@ pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<Merged> {
         rows: Some(rows),
         was_shown: vec![false],
         slots: vec![None],
-        order: vec![0],
     })
 }
 
