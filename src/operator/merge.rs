@@ -117,15 +117,10 @@ impl Codecs {
         }
         let indices = UInt32Array::from_iter_values(order.iter().map(|i| *i as u32));
         let snapshot = take_record_batch(&snapshot, &indices)?;
-        let keys = match (keys, &self.key) {
-            (GroupKeys::Rows(rows), Some(codec)) => {
-                let mut sorted = codec.empty_rows(rows.num_rows(), rows.size());
-                for i in order {
-                    sorted.push(rows.row(*i));
-                }
-                GroupKeys::Rows(sorted)
-            }
-            (keys, _) => keys,
+        // Encoding the reordered key columns again costs less than copying each key row.
+        let keys = match keys {
+            GroupKeys::Rows(_) => self.group_keys(&snapshot)?,
+            empty => empty,
         };
         Ok((snapshot, keys))
     }

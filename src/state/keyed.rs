@@ -85,11 +85,6 @@ impl RowCodec {
         Self::new(&types, what)
     }
 
-    /// Rows to push up to `rows` rows of about `bytes` bytes into, from [`RowCodec::encode`]s.
-    pub fn empty_rows(&self, rows: usize, bytes: usize) -> Rows {
-        self.converter.empty_rows(rows, bytes)
-    }
-
     /// One row per index of `columns` (which must all have the same length).
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows, StateError> {
         Ok(self.converter.convert_columns(columns)?)
