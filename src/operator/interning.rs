@@ -95,7 +95,7 @@ struct Slot {
 }
 
 /// Open addressing with linear probing, at most half full. Its slots are allocated when the
-/// first batch comes: a window's table that is emitted and then dropped costs nothing more.
+/// first batch comes (a drained table allocates nothing until it is used again).
 struct Table {
     slots: Vec<Slot>,
     mask: usize,
@@ -192,7 +192,7 @@ impl Table {
     }
 }
 
-/// `x` scrambled so that every bit depends on every bit of `x` (a folded multiply).
+/// `x` scrambled by a folded multiply: keys that differ in a few bits land far apart.
 #[inline(always)]
 fn mix(x: u64, seed: u64) -> u64 {
     let p = u128::from(x ^ seed) * 0x9E37_79B9_7F4A_7C15;
@@ -327,8 +327,7 @@ where
         let (values, null) = match emit_to {
             EmitTo::All => {
                 let values = std::mem::take(&mut self.values);
-                // The next epoch of this window likely touches as many groups.
-                self.table = Table::unallocated(values.len());
+                self.table = Table::unallocated(0);
                 (values, self.null.take())
             }
             EmitTo::First(n) => {
@@ -472,8 +471,7 @@ impl GroupValues for StrGroups {
     fn emit(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let (offsets, bytes, null) = match emit_to {
             EmitTo::All => {
-                let n = self.len();
-                self.table = Table::unallocated(n);
+                self.table = Table::unallocated(0);
                 let offsets = std::mem::replace(&mut self.offsets, vec![0]);
                 (offsets, std::mem::take(&mut self.bytes), self.null.take())
             }
@@ -560,20 +558,36 @@ mod tests {
         assert!(ours.is_empty());
     }
 
+    /// Twelve batches of up to 9,000 keys, each made by `key` from a random word; one key in
+    /// 50 is null.
+    fn random_batches<T>(
+        state: &mut u64,
+        key: impl Fn(u64) -> T,
+        array: impl Fn(Vec<Option<T>>) -> ArrayRef,
+    ) -> Vec<ArrayRef> {
+        (0..12)
+            .map(|_| {
+                let rows = (splitmix(state) % 9000) as usize;
+                let keys = (0..rows)
+                    .map(|_| {
+                        let r = splitmix(state);
+                        (!r.is_multiple_of(50)).then(|| key(r >> 8))
+                    })
+                    .collect();
+                array(keys)
+            })
+            .collect()
+    }
+
     #[test]
     fn integer_keys_are_numbered_and_emitted_as_datafusion_does() {
         let mut state = 7u64;
-        for (range, emit_every) in [(10u64, 3), (5_000, 4), (200_000, 1000)] {
-            let batches: Vec<ArrayRef> = (0..12)
-                .map(|_| {
-                    let rows = (splitmix(&mut state) % 9000) as usize;
-                    let keys = (0..rows).map(|_| {
-                        let r = splitmix(&mut state);
-                        (!r.is_multiple_of(50)).then(|| (r >> 8) as i64 % range as i64 - 3)
-                    });
-                    Arc::new(keys.collect::<Int64Array>()) as ArrayRef
-                })
-                .collect();
+        for (range, emit_every) in [(10i64, 3), (5_000, 4), (200_000, 1000)] {
+            let batches = random_batches(
+                &mut state,
+                |r| r as i64 % range - 3,
+                |keys| Arc::new(Int64Array::from(keys)),
+            );
             same_as_datafusion(&DataType::Int64, &batches, emit_every);
         }
     }
@@ -582,22 +596,15 @@ mod tests {
     fn string_keys_are_numbered_and_emitted_as_datafusion_does() {
         let mut state = 11u64;
         for (range, emit_every) in [(10u64, 3), (5_000, 4), (100_000, 1000)] {
-            let batches: Vec<ArrayRef> = (0..12)
-                .map(|_| {
-                    let rows = (splitmix(&mut state) % 9000) as usize;
-                    let keys: Vec<Option<String>> = (0..rows)
-                        .map(|_| {
-                            let r = splitmix(&mut state);
-                            // Empty strings and the null key are different groups.
-                            (!r.is_multiple_of(50)).then(|| match (r >> 8) % range {
-                                0 => String::new(),
-                                k => format!("user-{}-é", k * 7919),
-                            })
-                        })
-                        .collect();
-                    Arc::new(StringArray::from(keys)) as ArrayRef
-                })
-                .collect();
+            // Empty strings and the null key are different groups.
+            let batches = random_batches(
+                &mut state,
+                |r| match r % range {
+                    0 => String::new(),
+                    k => format!("user-{}-é", k * 7919),
+                },
+                |keys| Arc::new(StringArray::from(keys)),
+            );
             same_as_datafusion(&DataType::Utf8, &batches, emit_every);
         }
     }

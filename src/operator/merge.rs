@@ -102,9 +102,7 @@ impl Codecs {
             None => Ok(GroupKeys::Empty(snapshot.num_rows())),
         }
     }
-}
 
-impl Codecs {
     /// A window's snapshot and its groups' keys, both reordered as `order` says.
     pub fn in_order(
         &self,
