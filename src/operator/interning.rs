@@ -174,6 +174,16 @@ impl Table {
         Ok(true)
     }
 
+    /// Puts a key the table does not hold, in a table sized to take it (a rebuild).
+    fn put_new(&mut self, hash: u64, word: u64, group: usize) -> Result<()> {
+        let at = self
+            .find(hash, |_| false)
+            .expect_err("a key that is not held finds an empty slot");
+        let put = self.put(at, word, group)?;
+        debug_assert!(put, "a rebuilt table is sized for its groups");
+        Ok(())
+    }
+
     /// Doubles the table; `hash` gives a slot's hash from its word.
     fn grow(&mut self, hash: impl Fn(u64) -> u64) {
         let mut bigger = Table::new(self.slots.len());
@@ -194,7 +204,7 @@ impl Table {
 
 /// `x` scrambled by a folded multiply: keys that differ in a few bits land far apart.
 #[inline(always)]
-fn mix(x: u64, seed: u64) -> u64 {
+fn scramble(x: u64, seed: u64) -> u64 {
     let p = u128::from(x ^ seed) * 0x9E37_79B9_7F4A_7C15;
     (p as u64) ^ ((p >> 64) as u64)
 }
@@ -254,11 +264,7 @@ where
                 continue;
             }
             let bits = v.bits();
-            let at = self
-                .table
-                .find(mix(bits, self.seed), |_| false)
-                .expect_err("each key is put once");
-            self.table.put(at, bits, g)?;
+            self.table.put_new(scramble(bits, self.seed), bits, g)?;
         }
         Ok(())
     }
@@ -275,7 +281,7 @@ where
         self.table.ready();
         self.hashes.clear();
         self.hashes
-            .extend(keys.values().iter().map(|v| mix(v.bits(), seed)));
+            .extend(keys.values().iter().map(|v| scramble(v.bits(), seed)));
         for (i, value) in keys.values().iter().enumerate() {
             if let Some(ahead) = self.hashes.get(i + LOOK_AHEAD) {
                 self.table.prefetch(*ahead);
@@ -300,7 +306,7 @@ where
                             self.values.push(*value);
                             break g;
                         }
-                        self.table.grow(|w| mix(w, seed));
+                        self.table.grow(|w| scramble(w, seed));
                     }
                 }
             };
@@ -397,11 +403,7 @@ impl StrGroups {
             let hash = self
                 .hasher
                 .hash_one(Self::key(&self.offsets, &self.bytes, g));
-            let at = self
-                .table
-                .find(hash, |_| false)
-                .expect_err("each key is put once");
-            self.table.put(at, hash, g)?;
+            self.table.put_new(hash, hash, g)?;
         }
         Ok(())
     }
