@@ -515,19 +515,20 @@ impl Operators {
     /// now. It grows while the previous epoch is still being written, or while the input is
     /// `backlogged` (it never ran dry during the epoch): then a group touched several times is
     /// merged and written once, so the views catch up faster (mini-batching, as Flink's
-    /// `allow-latency` does). A written-behind epoch grows up to `MAX_EPOCH_STRETCH` intervals;
-    /// a backlogged one up to `max_epoch`, and only while the views' pending groups (or
-    /// appended rows) fit in what the state cache budget allows.
+    /// `allow-latency` does). A written-behind epoch grows up to `MAX_EPOCH_STRETCH` intervals,
+    /// a backlogged one up to `max_epoch`; either only while the views' pending groups (or
+    /// appended rows) fit in what the state cache budget allows, which bounds an epoch's
+    /// transient memory.
     fn stretch(&self, due: Duration, backlogged: bool) -> bool {
         let epoch = self.ctx.config.epoch;
+        let room = (self.ctx.config.cache.limit() >> 20).max(1) * PENDING_GROUPS_PER_MIB;
+        if self.views.iter().map(ViewOperator::pending).sum::<usize>() >= room {
+            return false;
+        }
         if self.committer.in_flight() && due < epoch * MAX_EPOCH_STRETCH {
             return true;
         }
-        if due >= self.ctx.config.max_epoch.max(epoch) {
-            return false;
-        }
-        let room = (self.ctx.config.cache.limit() >> 20).max(1) * PENDING_GROUPS_PER_MIB;
-        backlogged && self.views.iter().map(ViewOperator::pending).sum::<usize>() < room
+        backlogged && due < self.ctx.config.max_epoch.max(epoch)
     }
 
     /// Applies a chunk of the main feed: `batch`, its rows' split, end offsets and lines.
