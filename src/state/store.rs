@@ -105,6 +105,12 @@ impl Store {
                 // over the memtable's keys answers most of those without a skiplist search.
                 cf_opts.set_memtable_whole_key_filtering(true);
                 cf_opts.set_memtable_prefix_bloom_ratio(0.05);
+                // The same for the table files: a lookup of a key that a file does not hold
+                // skips that file's index and data blocks. Without it, each group an epoch
+                // reads back seeks every level-0 file and one file per level.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf_opts.set_block_based_table_factory(&table);
             }
             ColumnFamilyDescriptor::new(t.cf_name(), cf_opts)
         });
