@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::prefetch::prefetch;
+
 /// Bytes the caches of all views may hold together.
 #[derive(Debug)]
 pub struct CacheBudget {
@@ -39,8 +41,15 @@ impl CacheBudget {
     }
 }
 
-/// Bytes an entry costs beyond its key and value (table slot, allocation header).
+/// Bytes an entry costs beyond its key and value (index slots, entry, allocation header).
 const ENTRY_OVERHEAD: usize = 48;
+
+/// How many groups ahead [`GroupCache::lookup_each`] asks for a group's index slot (and half
+/// that for its entry): enough misses in flight to cover a trip to memory.
+const LOOK_AHEAD: usize = 16;
+
+/// The smallest index, in slots.
+const MIN_SLOTS: usize = 64;
 
 /// One cached group: its key and stored value in one allocation, so a lookup that finds the
 /// key has the value in the same cache lines.
@@ -48,8 +57,11 @@ struct Entry {
     /// The key, then the value; the value is empty while the entry is only claimed (the
     /// group's value is being read or merged this epoch).
     data: Box<[u8]>,
+    hash: u64,
+    /// The epoch that last touched it (epochs are counted modulo 2^32: at ten a second,
+    /// thirteen years).
+    epoch: u32,
     key_len: u32,
-    epoch: u64,
 }
 
 impl Entry {
@@ -71,15 +83,121 @@ impl Entry {
     }
 }
 
+/// One window's cached groups: the entries in a slab, found through an index with open
+/// addressing and linear probing, at most half full.
+///
+/// Why not hashbrown: a window of a million groups is cold, and an epoch looks up its groups
+/// all at once; hashbrown cannot be asked where a key's slot is, so each lookup waited for
+/// its own misses. Here a lookup asks for the slot of the group [`LOOK_AHEAD`] on, and a
+/// group's place in the slab (its [`Slot`]) holds while the window grows.
 #[derive(Default)]
 struct WindowCache {
-    groups: hashbrown::HashTable<Entry>,
+    /// Per slot: 0 when empty, else the entry's hash tag (its hash's high 32 bits) and its
+    /// place in `entries` plus one (low 32 bits).
+    index: Vec<u64>,
+    entries: Vec<Entry>,
     complete: bool,
 }
 
-/// Where a looked-up group sits in its window's table, so that writing its new value does
-/// not search again. Valid until the window gains entries beyond those `prepare` made room
-/// for, or loses any (eviction, the window's removal).
+impl WindowCache {
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & (self.index.len() - 1)
+    }
+
+    /// Makes room for `more` entries without the index going over half full.
+    fn reserve(&mut self, more: usize) {
+        let wanted = ((self.entries.len() + more) * 2)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
+        if wanted > self.index.len() {
+            self.index = vec![0; wanted];
+            self.reindex();
+        }
+    }
+
+    /// Puts every entry into the (empty) index again.
+    fn reindex(&mut self) {
+        self.index.fill(0);
+        for (at, e) in self.entries.iter().enumerate() {
+            let mut pos = e.hash as usize & (self.index.len() - 1);
+            while self.index[pos] != 0 {
+                pos = (pos + 1) & (self.index.len() - 1);
+            }
+            self.index[pos] = slot_word(e.hash, at);
+        }
+    }
+
+    fn prefetch_slot(&self, hash: u64) {
+        prefetch(&self.index[self.home(hash)]);
+    }
+
+    /// Asks for the entry the key of `hash` most likely is, when its home slot holds one.
+    fn prefetch_entry(&self, hash: u64) {
+        let word = self.index[self.home(hash)];
+        if word != 0 && word >> 32 == hash >> 32 {
+            prefetch(&self.entries[(word as u32 - 1) as usize]);
+        }
+    }
+
+    /// The entry of `key`, claimed (an entry without a value) when there is none. Call
+    /// [`WindowCache::reserve`] first.
+    fn find_or_claim(&mut self, hash: u64, key: &[u8], epoch: u32) -> usize {
+        let mask = self.index.len() - 1;
+        let mut pos = hash as usize & mask;
+        loop {
+            let word = self.index[pos];
+            if word == 0 {
+                let at = self.entries.len();
+                self.entries.push(Entry {
+                    data: key.into(),
+                    hash,
+                    epoch,
+                    key_len: key.len() as u32,
+                });
+                self.index[pos] = slot_word(hash, at);
+                return at;
+            }
+            if word >> 32 == hash >> 32 {
+                let at = (word as u32 - 1) as usize;
+                if self.entries[at].key() == key {
+                    return at;
+                }
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Keeps the entries `keep` says; returns the bytes of those it dropped.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+        let mut freed = 0;
+        let before = self.entries.len();
+        self.entries.retain(|e| {
+            let kept = keep(e);
+            if !kept {
+                freed += e.cost();
+            }
+            kept
+        });
+        if self.entries.len() == before {
+            return freed;
+        }
+        let slots = (self.entries.len() * 2).next_power_of_two().max(MIN_SLOTS);
+        if slots < self.index.len() {
+            self.index = vec![0; slots];
+        }
+        self.reindex();
+        freed
+    }
+}
+
+/// An index slot's word for the entry at `at` whose key hashes to `hash`.
+fn slot_word(hash: u64, at: usize) -> u64 {
+    (hash >> 32 << 32) | (at as u64 + 1)
+}
+
+/// Where a looked-up group sits in its window (its place in the slab), so that writing its
+/// new value does not search again. Valid until the window loses entries (eviction, the
+/// window's removal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot(usize);
 
@@ -88,7 +206,7 @@ pub struct GroupCache {
     windows: BTreeMap<i64, WindowCache>,
     hasher: ahash::RandomState,
     bytes: usize,
-    epoch: u64,
+    epoch: u32,
     budget: std::sync::Arc<CacheBudget>,
 }
 
@@ -100,6 +218,16 @@ pub enum Lookup<'a> {
     New,
     /// Not cached and the window is incomplete: read the store.
     Unknown,
+}
+
+impl<'a> Lookup<'a> {
+    fn of(entry: &'a Entry, complete: bool) -> Self {
+        match entry.value() {
+            [] if complete => Lookup::New,
+            [] => Lookup::Unknown,
+            value => Lookup::Found(value),
+        }
+    }
 }
 
 impl GroupCache {
@@ -115,7 +243,7 @@ impl GroupCache {
 
     /// Starts the next epoch: groups touched from now on are the most recent.
     pub fn next_epoch(&mut self) {
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Whether the cache can take `bytes` more without going over the budget.
@@ -127,8 +255,8 @@ impl GroupCache {
     /// inserted (a new window, or one being loaded whole).
     pub fn open_window(&mut self, start: i64, complete: bool) {
         self.windows.entry(start).or_insert_with(|| WindowCache {
-            groups: hashbrown::HashTable::new(),
             complete,
+            ..WindowCache::default()
         });
     }
 
@@ -139,15 +267,9 @@ impl GroupCache {
         }
     }
 
-    /// Makes room in window `start` for `groups` lookups of groups it may not hold, so that
-    /// the slots they return stay valid until their values are written.
+    /// Makes room in window `start` for `groups` lookups of groups it may not hold.
     pub fn prepare(&mut self, start: i64, groups: usize) {
-        let hasher = &self.hasher;
-        self.windows
-            .entry(start)
-            .or_default()
-            .groups
-            .reserve(groups, |e| hasher.hash_one(e.key()));
+        self.windows.entry(start).or_default().reserve(groups);
     }
 
     /// Finds group `group` of window `start`, claiming a slot for it when it is not cached;
@@ -155,54 +277,57 @@ impl GroupCache {
     pub fn lookup(&mut self, start: i64, group: &[u8]) -> (Lookup<'_>, Slot) {
         let epoch = self.epoch;
         let hash = self.hasher.hash_one(group);
-        let hasher = &self.hasher;
         let window = self.windows.entry(start).or_default();
-        let complete = window.complete;
-        let entry = window
-            .groups
-            .entry(hash, |e| e.key() == group, |e| hasher.hash_one(e.key()));
-        let occupied = match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => o,
-            hashbrown::hash_table::Entry::Vacant(v) => v.insert(Entry {
-                data: group.into(),
-                key_len: group.len() as u32,
-                epoch,
-            }),
-        };
-        let slot = Slot(occupied.bucket_index());
-        let entry = occupied.into_mut();
+        window.reserve(1);
+        let at = window.find_or_claim(hash, group, epoch);
+        let entry = &mut window.entries[at];
         entry.epoch = epoch;
-        let found = match entry.value() {
-            [] if complete => Lookup::New,
-            [] => Lookup::Unknown,
-            value => Lookup::Found(value),
-        };
-        (found, slot)
+        (Lookup::of(entry, window.complete), Slot(at))
+    }
+
+    /// Looks up groups `0..groups` of window `start` (`key(i)` is group i's key) as
+    /// [`GroupCache::lookup`] does, and hands each to `found` in order. The groups' keys are
+    /// hashed first, so that each lookup can ask for the slots of the groups ahead of it.
+    pub fn lookup_each<'k>(
+        &mut self,
+        start: i64,
+        groups: usize,
+        key: impl Fn(usize) -> &'k [u8],
+        mut found: impl FnMut(usize, Lookup<'_>, Slot),
+    ) {
+        let epoch = self.epoch;
+        let hashes: Vec<u64> = (0..groups).map(|i| self.hasher.hash_one(key(i))).collect();
+        let window = self.windows.entry(start).or_default();
+        window.reserve(groups);
+        for (i, hash) in hashes.iter().enumerate() {
+            if let Some(ahead) = hashes.get(i + LOOK_AHEAD) {
+                window.prefetch_slot(*ahead);
+            }
+            if let Some(ahead) = hashes.get(i + LOOK_AHEAD / 2) {
+                window.prefetch_entry(*ahead);
+            }
+            let at = window.find_or_claim(*hash, key(i), epoch);
+            let entry = &mut window.entries[at];
+            entry.epoch = epoch;
+            found(i, Lookup::of(entry, window.complete), Slot(at));
+        }
     }
 
     /// Writes the concatenation of `parts` as the value of the group `lookup` gave `slot`.
     /// A value that keeps its size (most do: fixed-width states) is overwritten in place.
     pub fn put(&mut self, start: i64, slot: Slot, group: &[u8], parts: &[&[u8]]) {
         let epoch = self.epoch;
-        let hasher = &self.hasher;
         let window = self.windows.entry(start).or_default();
-        let entry = match window.groups.get_bucket_mut(slot.0) {
-            Some(e) if e.key() == group => e,
+        let at = match window.entries.get(slot.0) {
+            Some(e) if e.key() == group => slot.0,
             // The slot moved (it should not): find the group, or add it.
             _ => {
-                let hash = hasher.hash_one(group);
-                window
-                    .groups
-                    .entry(hash, |e| e.key() == group, |e| hasher.hash_one(e.key()))
-                    .or_insert_with(|| Entry {
-                        data: group.into(),
-                        key_len: group.len() as u32,
-                        epoch,
-                    })
-                    .into_mut()
+                let hash = self.hasher.hash_one(group);
+                window.reserve(1);
+                window.find_or_claim(hash, group, epoch)
             }
         };
-        let (added, freed) = Self::write(entry, parts, epoch);
+        let (added, freed) = Self::write(&mut window.entries[at], parts, epoch);
         self.grow(added, freed);
     }
 
@@ -220,7 +345,7 @@ impl GroupCache {
     }
 
     /// Sets `entry`'s value; returns the bytes it added to and freed from the budget.
-    fn write(entry: &mut Entry, parts: &[&[u8]], epoch: u64) -> (usize, usize) {
+    fn write(entry: &mut Entry, parts: &[&[u8]], epoch: u32) -> (usize, usize) {
         let freed = entry.cost();
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if entry.value().len() == len {
@@ -253,7 +378,7 @@ impl GroupCache {
     /// Forgets window `start` (it closed).
     pub fn remove_window(&mut self, start: i64) {
         if let Some(w) = self.windows.remove(&start) {
-            let bytes: usize = w.groups.iter().map(Entry::cost).sum();
+            let bytes: usize = w.entries.iter().map(Entry::cost).sum();
             self.grow(0, bytes);
         }
     }
@@ -275,9 +400,9 @@ impl GroupCache {
             .budget
             .used()
             .saturating_sub(self.budget.limit() / 10 * 9);
-        let mut by_epoch: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut by_epoch: BTreeMap<u32, usize> = BTreeMap::new();
         for w in self.windows.values() {
-            for e in &w.groups {
+            for e in &w.entries {
                 *by_epoch.entry(e.epoch).or_default() += e.cost();
             }
         }
@@ -295,11 +420,10 @@ impl GroupCache {
         let mut freed = 0;
         for w in self.windows.values_mut() {
             let mut lost = 0u64;
-            w.groups.retain(|e| {
+            freed += w.retain(|e| {
                 // A claimed entry without a value (a merge that failed) holds nothing.
                 let keep = e.epoch > cutoff && !e.value().is_empty();
                 if !keep && !e.value().is_empty() {
-                    freed += e.cost();
                     lost += 1;
                 }
                 keep
@@ -394,6 +518,84 @@ mod tests {
         cache.next_epoch();
         cache.remove_window(0);
         cache.remove_window(60);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn lookups_of_many_groups_agree_with_a_map_across_growth_and_eviction() {
+        use crate::source::generator::mix;
+        use std::collections::HashMap;
+        let budget = Arc::new(CacheBudget::new(usize::MAX));
+        let mut cache = GroupCache::new(budget.clone());
+        cache.open_window(0, true);
+        let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for round in 0..6u64 {
+            cache.next_epoch();
+            // Groups from a space that grows each round: some seen before, most new; keys
+            // of several lengths.
+            let keys: Vec<Vec<u8>> = (0..5_000u64)
+                .map(|i| {
+                    let k = mix(round * 10_000 + i) % (4_000 * (round + 1));
+                    let mut key = format!("g{k}").into_bytes();
+                    key.resize(key.len() + (k % 3) as usize * 7, b'.');
+                    key
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut slots = Vec::new();
+            cache.lookup_each(
+                0,
+                keys.len(),
+                |i| &keys[i],
+                |i, found, slot| {
+                    match (found, model.get(&keys[i])) {
+                        (Lookup::Found(v), Some(m)) => assert_eq!(v, &m[..]),
+                        (Lookup::New, None) => {}
+                        _ => panic!("group {i} of round {round} disagrees with the map"),
+                    }
+                    slots.push(slot);
+                },
+            );
+            for (key, slot) in keys.iter().zip(slots) {
+                let value = format!("{round}:{}", key.len()).into_bytes();
+                cache.put(0, slot, key, &[&value]);
+                model.insert(key.clone(), value);
+            }
+        }
+        let held: usize = model
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+            .sum();
+        assert_eq!(cache.bytes(), held);
+        // Evicting the older half: what is left is found, what went is unknown.
+        let cutoff = cache.epoch - 3;
+        let freed = cache
+            .windows
+            .get_mut(&0)
+            .unwrap()
+            .retain(|e| e.epoch > cutoff);
+        cache.grow(0, freed);
+        cache.set_complete(0, false);
+        let kept: Vec<(Vec<u8>, bool)> = model
+            .keys()
+            .map(|k| {
+                let w = &cache.windows[&0];
+                (k.clone(), w.entries.iter().any(|e| e.key() == &k[..]))
+            })
+            .collect();
+        assert!(kept.iter().any(|(_, k)| *k) && kept.iter().any(|(_, k)| !*k));
+        cache.lookup_each(
+            0,
+            kept.len(),
+            |i| &kept[i].0,
+            |i, found, _| match found {
+                Lookup::Found(v) => assert!(kept[i].1 && v == &model[&kept[i].0][..]),
+                Lookup::Unknown => assert!(!kept[i].1),
+                Lookup::New => panic!("an incomplete window never says new"),
+            },
+        );
+        cache.remove_window(0);
         assert_eq!(budget.used(), 0);
     }
 

@@ -638,17 +638,19 @@ impl ViewOperator {
             }
             let mut values = StoredValues::with_capacity(groups.len());
             let mut missing = Vec::new();
-            cache.prepare(start, groups.len());
-            for i in 0..groups.len() {
-                match cache.lookup(start, groups.get(i)) {
-                    (Lookup::Found(v), slot) => values.push(Some(v), Some(slot)),
-                    (Lookup::New, slot) => values.push(None, Some(slot)),
-                    (Lookup::Unknown, slot) => {
+            cache.lookup_each(
+                start,
+                groups.len(),
+                |i| groups.get(i),
+                |i, found, slot| match found {
+                    Lookup::Found(v) => values.push(Some(v), Some(slot)),
+                    Lookup::New => values.push(None, Some(slot)),
+                    Lookup::Unknown => {
                         missing.push(i);
                         values.push(None, Some(slot));
                     }
-                }
-            }
+                },
+            );
             if !missing.is_empty() {
                 let wanted: Vec<Vec<u8>> = missing
                     .iter()
