@@ -116,6 +116,13 @@ impl AggregateInput {
 
 impl GroupState {
     pub fn new(plan: &AggregatePlan) -> Result<Self> {
+        Self::sized(plan, 0)
+    }
+
+    /// A state whose key table starts with room for about `groups` groups: a window of a
+    /// windowed view is sized from the last window that closed, so that its table does not
+    /// grow (rehashing every group) a dozen times as rows come.
+    pub fn sized(plan: &AggregatePlan, groups: usize) -> Result<Self> {
         let columns: Vec<GroupColumn> = (0..plan.group_exprs.len())
             .map(|g| match plan.constant_groups.get(g) {
                 Some(true) => GroupColumn::Constant(None),
@@ -136,7 +143,7 @@ impl GroupState {
             Keys::Global { exists: false }
         } else {
             let ours = match fields.as_slice() {
-                [one] => super::interning::one_column_table(one.data_type()),
+                [one] => super::interning::one_column_table(one.data_type(), groups),
                 _ => None,
             };
             match ours {

@@ -37,34 +37,34 @@ const LOOK_AHEAD: usize = 16;
 /// The smallest table, in slots.
 const MIN_SLOTS: usize = 64;
 
-/// A table for one group column of `data_type`, or None where DataFusion's is used.
-pub fn one_column_table(data_type: &DataType) -> Option<Box<dyn GroupValues>> {
-    fn ints<T: ArrowPrimitiveType>(data_type: &DataType) -> Option<Box<dyn GroupValues>>
-    where
-        T::Native: IntKey,
-    {
-        Some(Box::new(IntGroups::<T>::new(data_type.clone())))
-    }
+/// A table for one group column of `data_type`, or None where DataFusion's is used. Its
+/// slots are allocated at the first batch, with room for `groups` groups (a guess; the table
+/// grows past it as needed).
+pub fn one_column_table(data_type: &DataType, groups: usize) -> Option<Box<dyn GroupValues>> {
+    let ints =
+        |make: fn(DataType, usize) -> Box<dyn GroupValues>| Some(make(data_type.clone(), groups));
     match data_type {
-        DataType::Int8 => ints::<Int8Type>(data_type),
-        DataType::Int16 => ints::<Int16Type>(data_type),
-        DataType::Int32 => ints::<Int32Type>(data_type),
-        DataType::Int64 => ints::<Int64Type>(data_type),
-        DataType::UInt8 => ints::<UInt8Type>(data_type),
-        DataType::UInt16 => ints::<UInt16Type>(data_type),
-        DataType::UInt32 => ints::<UInt32Type>(data_type),
-        DataType::UInt64 => ints::<UInt64Type>(data_type),
-        DataType::Date32 => ints::<Date32Type>(data_type),
-        DataType::Date64 => ints::<Date64Type>(data_type),
-        DataType::Timestamp(TimeUnit::Second, _) => ints::<TimestampSecondType>(data_type),
+        DataType::Int8 => ints(IntGroups::<Int8Type>::boxed),
+        DataType::Int16 => ints(IntGroups::<Int16Type>::boxed),
+        DataType::Int32 => ints(IntGroups::<Int32Type>::boxed),
+        DataType::Int64 => ints(IntGroups::<Int64Type>::boxed),
+        DataType::UInt8 => ints(IntGroups::<UInt8Type>::boxed),
+        DataType::UInt16 => ints(IntGroups::<UInt16Type>::boxed),
+        DataType::UInt32 => ints(IntGroups::<UInt32Type>::boxed),
+        DataType::UInt64 => ints(IntGroups::<UInt64Type>::boxed),
+        DataType::Date32 => ints(IntGroups::<Date32Type>::boxed),
+        DataType::Date64 => ints(IntGroups::<Date64Type>::boxed),
+        DataType::Timestamp(TimeUnit::Second, _) => ints(IntGroups::<TimestampSecondType>::boxed),
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            ints::<TimestampMillisecondType>(data_type)
+            ints(IntGroups::<TimestampMillisecondType>::boxed)
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            ints::<TimestampMicrosecondType>(data_type)
+            ints(IntGroups::<TimestampMicrosecondType>::boxed)
         }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => ints::<TimestampNanosecondType>(data_type),
-        DataType::Utf8 => Some(Box::new(StrGroups::new())),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            ints(IntGroups::<TimestampNanosecondType>::boxed)
+        }
+        DataType::Utf8 => Some(Box::new(StrGroups::new(groups))),
         _ => None,
     }
 }
@@ -244,16 +244,20 @@ impl<T: ArrowPrimitiveType> IntGroups<T>
 where
     T::Native: IntKey,
 {
-    fn new(data_type: DataType) -> Self {
+    fn new(data_type: DataType, groups: usize) -> Self {
         Self {
             data_type,
-            table: Table::unallocated(0),
+            table: Table::unallocated(groups),
             values: Vec::new(),
             null: None,
             seed: seed(),
             hashes: Vec::new(),
             _type: PhantomData,
         }
+    }
+
+    fn boxed(data_type: DataType, groups: usize) -> Box<dyn GroupValues> {
+        Box::new(Self::new(data_type, groups))
     }
 
     /// Puts every group again, numbered as `values` now are.
@@ -371,9 +375,9 @@ struct StrGroups {
 }
 
 impl StrGroups {
-    fn new() -> Self {
+    fn new(groups: usize) -> Self {
         Self {
-            table: Table::unallocated(0),
+            table: Table::unallocated(groups),
             offsets: vec![0],
             bytes: Vec::new(),
             null: None,
@@ -533,9 +537,10 @@ mod tests {
     }
 
     /// Interns `batches` into ours and DataFusion's table, emitting now and then, and checks
-    /// the same group numbers and the same emitted keys.
+    /// the same group numbers and the same emitted keys. Ours is sized for `emit_every`
+    /// hundred groups at first (a guess that is too small or too large, as the test goes).
     fn same_as_datafusion(data_type: &DataType, batches: &[ArrayRef], emit_every: usize) {
-        let mut ours = one_column_table(data_type).expect("a table of ours");
+        let mut ours = one_column_table(data_type, emit_every * 100).expect("a table of ours");
         let mut theirs = datafusion_table(data_type);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for (i, batch) in batches.iter().enumerate() {
@@ -582,6 +587,37 @@ mod tests {
     }
 
     #[test]
+    fn a_table_sized_for_its_groups_does_not_grow() {
+        let keys: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10_000));
+        let mut groups = Vec::new();
+        let mut sized = IntGroups::<Int64Type>::new(DataType::Int64, 10_000);
+        sized
+            .intern(std::slice::from_ref(&keys), &mut groups)
+            .unwrap();
+        let mut unsized_ = IntGroups::<Int64Type>::new(DataType::Int64, 0);
+        unsized_
+            .intern(std::slice::from_ref(&keys), &mut groups)
+            .unwrap();
+        // Both end at the same size; a table that grew was made anew, sized for its old
+        // slots, so its hint says whether it did.
+        assert_eq!(sized.table.slots.len(), unsized_.table.slots.len());
+        assert_eq!(
+            sized.table.hint, 10_000,
+            "allocated once, at the size asked for"
+        );
+        assert_ne!(unsized_.table.hint, 0, "grew as rows came");
+        let mut strings = StrGroups::new(10_000);
+        let keys: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..10_000).map(|i| format!("k{i}")),
+        ));
+        strings
+            .intern(std::slice::from_ref(&keys), &mut groups)
+            .unwrap();
+        assert_eq!(strings.table.hint, 10_000);
+        assert_eq!(strings.len(), 10_000);
+    }
+
+    #[test]
     fn integer_keys_are_numbered_and_emitted_as_datafusion_does() {
         let mut state = 7u64;
         for (range, emit_every) in [(10i64, 3), (5_000, 4), (200_000, 1000)] {
@@ -623,8 +659,8 @@ mod tests {
 
     #[test]
     fn other_key_types_keep_datafusions_tables() {
-        assert!(one_column_table(&DataType::Float64).is_none());
-        assert!(one_column_table(&DataType::LargeUtf8).is_none());
-        assert!(one_column_table(&DataType::Utf8View).is_none());
+        assert!(one_column_table(&DataType::Float64, 0).is_none());
+        assert!(one_column_table(&DataType::LargeUtf8, 0).is_none());
+        assert!(one_column_table(&DataType::Utf8View, 0).is_none());
     }
 }

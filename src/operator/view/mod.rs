@@ -34,6 +34,10 @@ use crate::state::{
 /// The window key of a view without windows: all its groups live in this one "window".
 pub const GLOBAL_WINDOW: i64 = 0;
 
+/// The most groups a new window's key table is sized for from the last window (8 MiB of
+/// slots); a larger window grows its table past it.
+const MAX_WINDOW_GROUPS_HINT: usize = 1 << 18;
+
 /// What a view has durably done; written in the same batch as its rows and state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ViewProgress {
@@ -112,6 +116,9 @@ pub struct ViewOperator {
     /// Open windows that got rows since the last commit.
     touched: BTreeSet<i64>,
     cache: GroupCache,
+    /// Groups of the last window that opened and closed within one epoch (0 if none yet):
+    /// new windows' key tables start with room for that many.
+    last_window_groups: usize,
     progress: ViewProgress,
     /// Windows the watermark closed since the last flush, with their partial aggregates.
     closed: Vec<(i64, Option<GroupState>)>,
@@ -335,6 +342,7 @@ impl ViewOperator {
             keys,
             windows,
             cache,
+            last_window_groups: 0,
             progress,
             closed: Vec::new(),
             late: Vec::new(),
@@ -584,7 +592,8 @@ impl ViewOperator {
             }
         };
         if delta.is_none() {
-            *delta = Some(GroupState::new(&self.plan.aggregate)?);
+            let groups = self.last_window_groups;
+            *delta = Some(GroupState::sized(&self.plan.aggregate, groups)?);
         }
         delta
             .as_mut()
@@ -744,6 +753,10 @@ impl ViewOperator {
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         for (start, delta) in std::mem::take(&mut self.closed) {
             if let Some(mut delta) = delta {
+                if !self.progress.open_windows.contains(&start) {
+                    // A whole window's groups: what the next window will likely hold.
+                    self.last_window_groups = delta.len().min(MAX_WINDOW_GROUPS_HINT);
+                }
                 let merged = self.merge(start, &mut delta, true)?;
                 if start >= expired_before {
                     if self.progress.open_windows.contains(&start) {
