@@ -41,8 +41,9 @@ impl CacheBudget {
     }
 }
 
-/// Bytes an entry costs beyond its key and value (index slots, entry, allocation header).
-const ENTRY_OVERHEAD: usize = 48;
+/// Bytes an entry is counted beyond its key and value: the entry is 40 bytes, its share of
+/// the index 16 to 32 (the index is a quarter to half full), its allocation's header 8.
+const ENTRY_OVERHEAD: usize = 64;
 
 /// How many groups ahead [`GroupCache::lookup_each`] asks for a group's index slot (and half
 /// that for its entry): enough misses in flight to cover a trip to memory.

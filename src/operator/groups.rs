@@ -119,9 +119,9 @@ impl GroupState {
         Self::sized(plan, 0)
     }
 
-    /// A state whose key table starts with room for about `groups` groups: a window of a
-    /// windowed view is sized from the last window that closed, so that its table does not
-    /// grow (rehashing every group) a dozen times as rows come.
+    /// A state whose key table starts with room for about `groups` groups: a view sizes a
+    /// new window's table from the last window that opened and closed within one epoch, so
+    /// that the table does not grow (rehashing every group) a dozen times as rows come.
     pub fn sized(plan: &AggregatePlan, groups: usize) -> Result<Self> {
         let columns: Vec<GroupColumn> = (0..plan.group_exprs.len())
             .map(|g| match plan.constant_groups.get(g) {
