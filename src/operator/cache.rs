@@ -41,7 +41,7 @@ impl CacheBudget {
     }
 }
 
-/// Bytes an entry is counted beyond its key and value: the entry is 40 bytes, its share of
+/// Bytes an entry is counted beyond its key and value: the entry is 32 bytes, its share of
 /// the index 16 to 32 (the index is a quarter to half full), its allocation's header 8.
 const ENTRY_OVERHEAD: usize = 64;
 
