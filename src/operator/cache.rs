@@ -116,9 +116,8 @@ impl WindowCache {
         }
     }
 
-    /// Puts every entry into the (empty) index again.
+    /// Puts every entry into the index, which must be empty.
     fn reindex(&mut self) {
-        self.index.fill(0);
         for (at, e) in self.entries.iter().enumerate() {
             let mut pos = e.hash as usize & (self.index.len() - 1);
             while self.index[pos] != 0 {
@@ -168,6 +167,15 @@ impl WindowCache {
         }
     }
 
+    /// Finds or claims the entry of `key` (see [`WindowCache::find_or_claim`]), marks it
+    /// touched in `epoch`, and says what the cache knows of it.
+    fn touch(&mut self, hash: u64, key: &[u8], epoch: u32) -> (Lookup<'_>, Slot) {
+        let at = self.find_or_claim(hash, key, epoch);
+        let entry = &mut self.entries[at];
+        entry.epoch = epoch;
+        (Lookup::of(entry, self.complete), Slot(at))
+    }
+
     /// Keeps the entries `keep` says; returns the bytes of those it dropped.
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
         let mut freed = 0;
@@ -185,6 +193,8 @@ impl WindowCache {
         let slots = (self.entries.len() * 2).next_power_of_two().max(MIN_SLOTS);
         if slots < self.index.len() {
             self.index = vec![0; slots];
+        } else {
+            self.index.fill(0);
         }
         self.reindex();
         freed
@@ -268,22 +278,14 @@ impl GroupCache {
         }
     }
 
-    /// Makes room in window `start` for `groups` lookups of groups it may not hold.
-    pub fn prepare(&mut self, start: i64, groups: usize) {
-        self.windows.entry(start).or_default().reserve(groups);
-    }
-
     /// Finds group `group` of window `start`, claiming a slot for it when it is not cached;
-    /// [`GroupCache::put`] writes its new value there. Call [`GroupCache::prepare`] first.
+    /// [`GroupCache::put`] writes its new value there.
     pub fn lookup(&mut self, start: i64, group: &[u8]) -> (Lookup<'_>, Slot) {
         let epoch = self.epoch;
         let hash = self.hasher.hash_one(group);
         let window = self.windows.entry(start).or_default();
         window.reserve(1);
-        let at = window.find_or_claim(hash, group, epoch);
-        let entry = &mut window.entries[at];
-        entry.epoch = epoch;
-        (Lookup::of(entry, window.complete), Slot(at))
+        window.touch(hash, group, epoch)
     }
 
     /// Looks up groups `0..groups` of window `start` (`key(i)` is group i's key) as
@@ -307,10 +309,8 @@ impl GroupCache {
             if let Some(ahead) = hashes.get(i + LOOK_AHEAD / 2) {
                 window.prefetch_entry(*ahead);
             }
-            let at = window.find_or_claim(*hash, key(i), epoch);
-            let entry = &mut window.entries[at];
-            entry.epoch = epoch;
-            found(i, Lookup::of(entry, window.complete), Slot(at));
+            let (what, slot) = window.touch(*hash, key(i), epoch);
+            found(i, what, slot);
         }
     }
 
@@ -334,7 +334,6 @@ impl GroupCache {
 
     /// Caches the concatenation of `parts` as group `group`'s stored value in window `start`.
     pub fn insert_parts(&mut self, start: i64, group: &[u8], parts: &[&[u8]]) {
-        self.prepare(start, 1);
         let (_, slot) = self.lookup(start, group);
         self.put(start, slot, group, parts);
     }
@@ -494,7 +493,6 @@ mod tests {
         let budget = Arc::new(CacheBudget::new(10_000));
         let mut cache = GroupCache::new(budget.clone());
         cache.open_window(0, true);
-        cache.prepare(0, 3);
         let (found, a) = cache.lookup(0, b"a");
         assert!(matches!(found, Lookup::New));
         let (_, b) = cache.lookup(0, b"b");
@@ -504,8 +502,7 @@ mod tests {
         assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v == b"123"));
         assert!(matches!(cache.lookup(0, b"b").0, Lookup::Found(v) if v == b"4"));
         assert_eq!(cache.bytes(), (1 + 3) + (1 + 1) + 2 * ENTRY_OVERHEAD);
-        // A slot that no longer holds the group (the table grew past what was prepared) is
-        // not trusted: the group is found again.
+        // A slot keeps its group while the window grows: the value is written where it was.
         for i in 0..100u8 {
             cache.insert(0, &[b'x', i], &[i]);
         }
@@ -513,7 +510,6 @@ mod tests {
         assert!(matches!(cache.lookup(0, b"a").0, Lookup::Found(v) if v == b"999"));
         // In an incomplete window a claimed group is unknown until written.
         cache.open_window(60, false);
-        cache.prepare(60, 1);
         assert!(matches!(cache.lookup(60, b"a").0, Lookup::Unknown));
         assert!(matches!(cache.lookup(60, b"a").0, Lookup::Unknown));
         cache.next_epoch();
