@@ -243,6 +243,55 @@ impl GroupState {
         Ok(())
     }
 
+    /// Folds a drained partial state (a [`take_snapshot`](Self::take_snapshot) of the same
+    /// plan) into the groups, as if the rows behind it came here. `constants` gives the value
+    /// (one row) of each group column that is constant here, in order: a HOP pane's snapshot
+    /// holds the pane's bounds where each of its windows has its own.
+    pub fn merge_snapshot(
+        &mut self,
+        plan: &AggregatePlan,
+        snapshot: &RecordBatch,
+        constants: &[ArrayRef],
+    ) -> Result<()> {
+        let n = snapshot.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut given = constants.iter();
+        for column in self.columns.iter_mut() {
+            if let GroupColumn::Constant(value) = column {
+                let constant = given.next().ok_or_else(|| {
+                    DataFusionError::Internal("fewer constants than constant group columns".into())
+                })?;
+                value.get_or_insert_with(|| constant.clone());
+            }
+        }
+        match &mut self.keys {
+            Keys::Grouped(groups) => {
+                let keys: Vec<ArrayRef> = self
+                    .interned
+                    .iter()
+                    .map(|g| snapshot.column(*g).clone())
+                    .collect();
+                groups.intern(&keys, &mut self.indices)?
+            }
+            Keys::Global { exists } => {
+                *exists = true;
+                self.indices.clear();
+                self.indices.resize(n, 0);
+            }
+        }
+        let total = self.len();
+        for (acc, values) in self
+            .accumulators
+            .iter_mut()
+            .zip(state_columns(plan, snapshot)?)
+        {
+            acc.merge_batch(values, &self.indices, total)?;
+        }
+        Ok(())
+    }
+
     /// Drains the state into one batch: group key columns, then each accumulator's state.
     pub fn take_snapshot(&mut self, plan: &AggregatePlan) -> Result<RecordBatch> {
         let n = self.len();

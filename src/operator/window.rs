@@ -21,6 +21,10 @@ use crate::plan::WindowSpec;
 pub struct Assigned {
     /// Each window the batch reaches, in start order, with its rows (input order).
     pub windows: Vec<WindowRows>,
+    /// Assigning by panes: the rows whose windows were all open, grouped by the slide-sized
+    /// pane they fall in (`start` is the pane's; its window columns are the pane's bounds).
+    /// Such a row is in none of `windows`.
+    pub panes: Vec<WindowRows>,
     /// Rows of the input that fell in closed windows: the row, the watermark it met and how
     /// many of its windows were closed (a HOP row may be late for its oldest windows only; it
     /// is applied to the others).
@@ -40,6 +44,49 @@ pub struct WindowRows {
 /// map instead of a table indexed by window.
 const DENSE_WINDOWS: i64 = 4096;
 
+/// Rows grouped by window start: a table indexed by slide when the batch's windows span few
+/// slides, else a map.
+struct RowLists {
+    lowest: i64,
+    slide: i64,
+    dense: Vec<Vec<u32>>,
+    sparse: BTreeMap<i64, Vec<u32>>,
+}
+
+impl RowLists {
+    fn new(lowest: i64, slide: i64, span: i64) -> Self {
+        let mut dense = Vec::new();
+        if span <= DENSE_WINDOWS {
+            dense.resize_with(span as usize, Vec::new);
+        }
+        Self {
+            lowest,
+            slide,
+            dense,
+            sparse: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, start: i64, row: u32) {
+        if self.dense.is_empty() {
+            self.sparse.entry(start).or_default().push(row);
+        } else {
+            self.dense[((start - self.lowest) / self.slide) as usize].push(row);
+        }
+    }
+
+    /// Each window with rows, in start order.
+    fn into_lists(self) -> impl Iterator<Item = (i64, Vec<u32>)> {
+        let (lowest, slide) = (self.lowest, self.slide);
+        self.dense
+            .into_iter()
+            .enumerate()
+            .map(move |(k, rows)| (lowest + k as i64 * slide, rows))
+            .chain(self.sparse)
+            .filter(|(_, rows)| !rows.is_empty())
+    }
+}
+
 /// Assigns the rows of `batch` to windows of `spec` by the event time in column `time_col`,
 /// advancing the watermark of `split` row by row. `schema` is the batch's schema plus the
 /// window columns; columns whose `used` flag is false come out as nulls (not copied).
@@ -47,6 +94,9 @@ const DENSE_WINDOWS: i64 = 4096;
 /// Rows are grouped by window as they are assigned and each window's rows are copied once,
 /// straight from the input: a HOP row is in `size / slide` windows, so copying every row once
 /// per window and then again to group them was the largest cost of a HOP view.
+///
+/// `by_panes` (a HOP whose size is a whole number of slides) puts a row whose windows are all
+/// open in its pane instead, copied once: see `Assigned::panes`.
 pub fn assign_windows(
     batch: &RecordBatch,
     time_col: usize,
@@ -54,6 +104,7 @@ pub fn assign_windows(
     tracker: &mut SplitWatermark<'_>,
     schema: &SchemaRef,
     used: &[bool],
+    by_panes: bool,
 ) -> Result<Assigned> {
     let times = batch
         .column(time_col)
@@ -79,12 +130,9 @@ pub fn assign_windows(
         (Some(lo), Some((_, hi))) => hi.saturating_sub(lo) / slide + 1,
         _ => 0,
     };
-    let mut dense: Vec<Vec<u32>> = Vec::new();
-    let mut sparse: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    if span <= DENSE_WINDOWS {
-        dense.resize_with(span as usize, Vec::new);
-    }
     let lowest = lowest.unwrap_or(0);
+    let mut windows = RowLists::new(lowest, slide, span);
+    let mut panes = RowLists::new(lowest, slide, if by_panes { span } else { 0 });
     let mut late = Vec::new();
     for (i, t) in times.values().iter().enumerate() {
         if times.is_null(i) {
@@ -93,54 +141,59 @@ pub fn assign_windows(
         let t = *t;
         let watermark = tracker.watermark();
         let last = t.div_euclid(slide) * slide;
-        let mut start = last;
+        let mut oldest = last;
+        while oldest - slide + size > t {
+            oldest -= slide;
+        }
+        tracker.observe(t);
+        if by_panes && oldest + size > watermark {
+            panes.push(last, i as u32);
+            continue;
+        }
         let mut missed = 0;
-        while start + size > t {
+        for start in (oldest..=last).step_by(slide as usize) {
             if start + size <= watermark {
                 missed += 1;
-            } else if dense.is_empty() {
-                sparse.entry(start).or_default().push(i as u32);
             } else {
-                dense[((start - lowest) / slide) as usize].push(i as u32);
+                windows.push(start, i as u32);
             }
-            start -= slide;
         }
         if missed > 0 {
             late.push((i as u32, watermark, missed));
         }
-        tracker.observe(t);
     }
-    let lists = dense
-        .into_iter()
-        .enumerate()
-        .map(|(k, rows)| (lowest + k as i64 * slide, rows))
-        .chain(sparse)
-        .filter(|(_, rows)| !rows.is_empty());
-    let mut windows = Vec::new();
-    for (start, rows) in lists {
-        let indices = UInt32Array::from(rows);
-        let n = indices.len();
-        let mut cols: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match used.get(i) {
-                Some(false) => Ok(new_null_array(c.data_type(), n)),
-                _ => take(c, &indices, None),
-            })
-            .collect::<Result<_, _>>()?;
-        cols.push(Arc::new(TimestampMillisecondArray::from(vec![start; n])));
-        cols.push(Arc::new(TimestampMillisecondArray::from(vec![
-            start + size;
-            n
-        ])));
-        windows.push(WindowRows {
-            start,
-            batch: RecordBatch::try_new(schema.clone(), cols)?,
-            origin: indices.values().to_vec(),
-        });
-    }
-    Ok(Assigned { windows, late })
+    let copy = |lists: RowLists, width: i64| -> Result<Vec<WindowRows>> {
+        let mut out = Vec::new();
+        for (start, rows) in lists.into_lists() {
+            let indices = UInt32Array::from(rows);
+            let n = indices.len();
+            let mut cols: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match used.get(i) {
+                    Some(false) => Ok(new_null_array(c.data_type(), n)),
+                    _ => take(c, &indices, None),
+                })
+                .collect::<Result<_, _>>()?;
+            cols.push(Arc::new(TimestampMillisecondArray::from(vec![start; n])));
+            cols.push(Arc::new(TimestampMillisecondArray::from(vec![
+                start + width;
+                n
+            ])));
+            out.push(WindowRows {
+                start,
+                batch: RecordBatch::try_new(schema.clone(), cols)?,
+                origin: indices.values().to_vec(),
+            });
+        }
+        Ok(out)
+    };
+    Ok(Assigned {
+        windows: copy(windows, size)?,
+        panes: copy(panes, slide)?,
+        late,
+    })
 }
 
 #[cfg(test)]
@@ -185,6 +238,7 @@ mod tests {
             &mut tracker.split(0),
             &schema,
             &[true],
+            false,
         )
         .unwrap();
         assert_eq!(starts(&a), vec![0, 0, far, far]);
@@ -203,6 +257,7 @@ mod tests {
             &mut tracker.split(0),
             &schema,
             &[],
+            false,
         )
         .unwrap();
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
@@ -220,7 +275,16 @@ mod tests {
             slide_ms: 20_000,
             size_ms: 60_000,
         };
-        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
+        let a = assign_windows(
+            &batch,
+            0,
+            spec,
+            &mut tracker.split(0),
+            &schema,
+            &[true],
+            false,
+        )
+        .unwrap();
         assert_eq!(starts(&a), vec![20_000, 40_000, 60_000]);
         assert_eq!(a.late, vec![(1, 65_000, 3)]);
         let w = &a.windows[1];
@@ -241,10 +305,57 @@ mod tests {
             slide_ms: 30_000,
             size_ms: 60_000,
         };
-        let a = assign_windows(&batch, 0, spec, &mut tracker.split(0), &schema, &[true]).unwrap();
+        let a = assign_windows(
+            &batch,
+            0,
+            spec,
+            &mut tracker.split(0),
+            &schema,
+            &[true],
+            false,
+        )
+        .unwrap();
         // 50_000 falls in [30_000, 90_000), still open, and [0, 60_000), closed at 70_000.
         assert_eq!(starts(&a), vec![30_000, 30_000, 60_000]);
         assert_eq!(a.windows[0].origin, vec![0, 1]);
         assert_eq!(a.late, vec![(1, 70_000, 1)]);
+    }
+
+    #[test]
+    fn by_panes_rows_with_all_windows_open_go_to_their_pane_once() {
+        let (batch, schema) = input(&[70_000, 50_000, 95_000, 10_000]);
+        let mut tracker = WatermarkTracker::new(0);
+        let spec = WindowSpec::Hop {
+            slide_ms: 30_000,
+            size_ms: 60_000,
+        };
+        let a = assign_windows(
+            &batch,
+            0,
+            spec,
+            &mut tracker.split(0),
+            &schema,
+            &[true],
+            true,
+        )
+        .unwrap();
+        // 70_000 and 95_000 meet open windows only: their panes [60_000, 90_000) and
+        // [90_000, 120_000). 50_000 comes at watermark 70_000, when [0, 60_000) has closed: it
+        // goes to its open window [30_000, 90_000) alone. 10_000 is late for both its windows.
+        let panes: Vec<(i64, Vec<u32>)> = a
+            .panes
+            .iter()
+            .map(|p| (p.start, p.origin.clone()))
+            .collect();
+        assert_eq!(panes, vec![(60_000, vec![0]), (90_000, vec![2])]);
+        let end = a.panes[0]
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>();
+        assert_eq!(end.unwrap().value(0), 90_000);
+        assert_eq!(starts(&a), vec![30_000]);
+        assert_eq!(a.windows[0].origin, vec![1]);
+        assert_eq!(a.late, vec![(1, 70_000, 1), (3, 95_000, 2)]);
     }
 }

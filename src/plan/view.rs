@@ -98,6 +98,9 @@ pub struct ViewPlan {
     pub source: String,
     /// The window and the index of its event-time column in the source schema.
     pub window: Option<(WindowSpec, usize)>,
+    /// A HOP view aggregated by panes: each row once into its slide-sized pane, each pane
+    /// then merged into the windows it is part of (see [`by_panes`]).
+    pub panes: bool,
     /// The source's watermark: event-time column index and delay.
     pub watermark: Option<(usize, i64)>,
     /// Source columns, then `window_start`, `window_end` for windowed views.
@@ -175,6 +178,38 @@ fn key_lineage(n_groups: usize, n_outputs: usize, post: &[Step]) -> Vec<Option<u
         }
     }
     lineage
+}
+
+/// Whether a view can be aggregated by panes: it is a HOP whose windows are whole panes
+/// (size a multiple of the slide), and nothing below its GROUP BY reads `window_start` or
+/// `window_end` but group keys that are those columns themselves (a pane's rows feed several
+/// windows, each with its own values of them). A projection may pass them on unchanged.
+fn by_panes(
+    window: Option<WindowSpec>,
+    agg: &datafusion::logical_expr::Aggregate,
+) -> Result<bool, PlanError> {
+    let Some(WindowSpec::Hop { slide_ms, size_ms }) = window else {
+        return Ok(false);
+    };
+    if size_ms % slide_ms != 0 || size_ms == slide_ms {
+        return Ok(false);
+    }
+    let reads_window = |e: &Expr| {
+        e.column_refs()
+            .iter()
+            .any(|c| c.name == WINDOW_START || c.name == WINDOW_END)
+    };
+    let computes_from_window = |e: &Expr| !matches!(e, Expr::Column(_)) && reads_window(e);
+    if agg.group_expr.iter().any(computes_from_window) || agg.aggr_expr.iter().any(reads_window) {
+        return Ok(false);
+    }
+    let below = agg.input.exists(|node| {
+        Ok(match node {
+            LogicalPlan::Projection(p) => p.expr.iter().any(computes_from_window),
+            other => other.expressions().iter().any(reads_window),
+        })
+    })?;
+    Ok(!below)
 }
 
 fn unsupported(msg: impl Into<String>) -> PlanError {
@@ -552,6 +587,7 @@ fn append_plan(
         group_roles: Vec::new(),
         source,
         window: None,
+        panes: false,
         watermark,
         used_columns,
         input_schema,
@@ -707,6 +743,7 @@ fn split_plan(
         })
         .collect();
     let constant_groups = group_roles.iter().map(|r| *r != GroupRole::Key).collect();
+    let panes = by_panes(window.map(|(spec, _)| spec), agg)?;
     let key_columns = key_lineage(n_groups, agg_out.fields().len(), &post);
     Ok(ViewPlan {
         retention_ms: None,
@@ -718,6 +755,7 @@ fn split_plan(
         group_roles,
         source,
         window,
+        panes,
         watermark,
         used_columns,
         input_schema,
@@ -780,5 +818,35 @@ mod tests {
                 (WINDOW_END, true),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn hop_views_go_by_panes_unless_something_below_the_group_by_reads_the_window() {
+        let source = SourceSchema {
+            name: "bids".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("auction", DataType::Int64, true),
+                Field::new("price", DataType::Int64, true),
+                Field::new("ts", ts_type(), true),
+            ])),
+            watermark: Some(WatermarkDef {
+                column: "ts".into(),
+                delay_ms: 0,
+            }),
+            upstream: None,
+        };
+        let hop = "HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds')";
+        let cases = [
+            (format!("SELECT window_start, window_end, auction, count(*) FROM {hop} WHERE price > 5 GROUP BY window_start, window_end, auction HAVING count(*) > 1"), true),
+            (format!("SELECT window_end, sum(price) AS s FROM {hop} GROUP BY window_start, window_end"), true),
+            (format!("SELECT window_start, window_end, max(ts - window_start) FROM {hop} GROUP BY window_start, window_end"), false),
+            (format!("SELECT window_start, window_end, count(*) FROM {hop} WHERE ts < window_start + INTERVAL '1 second' GROUP BY window_start, window_end"), false),
+            (format!("SELECT window_start, window_end, count(*) FILTER (WHERE ts > window_start) FROM {hop} GROUP BY window_start, window_end"), false),
+            ("SELECT window_start, window_end, count(*) FROM HOP(bids, ts, INTERVAL '3 seconds', INTERVAL '10 seconds') GROUP BY window_start, window_end".to_string(), false),
+            ("SELECT window_start, window_end, count(*) FROM TUMBLE(bids, ts, INTERVAL '10 seconds') GROUP BY window_start, window_end".to_string(), false),
+        ];
+        for (sql, panes) in cases {
+            assert_eq!(plan_sql(&sql, &source).await.panes, panes, "{sql}");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The operator of one materialized view: applies batches, closes windows, writes epochs.
-//! `chain` feeds a view that reads another view's final rows instead of its source.
+//! `chain` feeds a view that reads another view's final rows instead of its source; `panes`
+//! aggregates a HOP view's rows once per pane instead of once per window.
 
 mod chain;
+mod panes;
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
+use super::groups::AggregateInput;
 use super::merge::{empty_global_group, merge_window, Codecs, Merged, StoredValues};
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
@@ -115,6 +118,11 @@ pub struct ViewOperator {
     windows: BTreeMap<i64, Option<GroupState>>,
     /// Open windows that got rows since the last commit.
     touched: BTreeSet<i64>,
+    /// A view by panes: the partial aggregate of each pane whose rows are not yet merged into
+    /// its windows (see `panes`).
+    panes: BTreeMap<i64, GroupState>,
+    /// Groups of the last pane merged into its windows: new panes' key tables start that big.
+    last_pane_groups: usize,
     cache: GroupCache,
     /// Groups of the last window that opened and closed within one epoch (0 if none yet):
     /// new windows' key tables start with room for that many.
@@ -343,6 +351,8 @@ impl ViewOperator {
             windows,
             cache,
             last_window_groups: 0,
+            panes: BTreeMap::new(),
+            last_pane_groups: 0,
             progress,
             closed: Vec::new(),
             late: Vec::new(),
@@ -389,7 +399,12 @@ impl ViewOperator {
     pub fn pending(&self) -> usize {
         let open = self.windows.values().flatten();
         let closed = self.closed.iter().filter_map(|(_, delta)| delta.as_ref());
-        open.chain(closed).map(GroupState::len).sum::<usize>() + self.appended.len()
+        let panes = self.panes.values();
+        open.chain(closed)
+            .chain(panes)
+            .map(GroupState::len)
+            .sum::<usize>()
+            + self.appended.len()
     }
 
     pub fn open_windows(&self) -> usize {
@@ -482,6 +497,7 @@ impl ViewOperator {
             &mut tracker.split(split),
             &self.plan.input_schema,
             &self.plan.used_columns,
+            self.plan.panes,
         )?;
         for (row, watermark, missed) in assigned.late {
             let times = batch
@@ -500,6 +516,10 @@ impl ViewOperator {
         for window in assigned.windows {
             let origin = &window.origin;
             self.fold(window.start, window.batch, &|i| origin[i])?;
+        }
+        for pane in assigned.panes {
+            let origin = &pane.origin;
+            self.fold_pane(pane.start, pane.batch, &|i| origin[i])?;
         }
         self.close_windows(spec.size_ms())
     }
@@ -574,15 +594,33 @@ impl ViewOperator {
     /// Folds `rows` into window `start`; `origin` maps a row to its row in the applied batch
     /// (a row the view's expressions fail on is refused once, whatever its windows).
     fn fold(&mut self, start: i64, rows: RecordBatch, origin: &dyn Fn(usize) -> u32) -> Result<()> {
+        let input = self.evaluate_refusing(rows, origin)?;
+        if input.is_empty() {
+            // A window (or group) exists only where a row reached it.
+            return Ok(());
+        }
+        self.window_delta(start)?.update_evaluated(&input)?;
+        self.touched.insert(start);
+        Ok(())
+    }
+
+    /// Runs the view's per-row steps over `rows`: rows they fail on are set aside as refused
+    /// (`origin` maps a row to its row in the applied batch).
+    fn evaluate_refusing(
+        &mut self,
+        rows: RecordBatch,
+        origin: &dyn Fn(usize) -> u32,
+    ) -> Result<AggregateInput> {
         let mut refused = Vec::new();
         let input = evaluate_isolating(&self.plan, rows, &mut refused)?;
         for (row, error) in refused {
             self.refusing.entry(origin(row)).or_insert(error);
         }
-        if input.is_empty() {
-            // A window (or group) exists only where a row reached it.
-            return Ok(());
-        }
+        Ok(input)
+    }
+
+    /// The partial aggregate of window `start` this epoch, opened if the window was not.
+    fn window_delta(&mut self, start: i64) -> Result<&mut GroupState> {
         let delta = match self.windows.entry(start) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
@@ -595,12 +633,7 @@ impl ViewOperator {
             let groups = self.last_window_groups;
             *delta = Some(GroupState::sized(&self.plan.aggregate, groups)?);
         }
-        delta
-            .as_mut()
-            .expect("set above")
-            .update_evaluated(&input)?;
-        self.touched.insert(start);
-        Ok(())
+        Ok(delta.as_mut().expect("set above"))
     }
 
     /// Moves every window whose end the watermark reached to the closed list.
@@ -610,6 +643,8 @@ impl ViewOperator {
             .watermark
             .as_ref()
             .map_or(i64::MIN, |w| w.watermark());
+        // A closing window's panes are merged into it (and their other windows) first.
+        self.spill_panes(watermark)?;
         while let Some(entry) = self.windows.first_entry() {
             if entry.key().saturating_add(size_ms) > watermark {
                 break;
@@ -749,6 +784,8 @@ impl ViewOperator {
     /// while the window is open), deletes for the state of closed windows, late rows and the
     /// view's progress. `now_ms`, when given, also applies the age limit to late rows.
     pub fn flush(&mut self, ws: &mut WriteSet, now_ms: Option<i64>) -> Result<()> {
+        // Open windows show what their panes hold so far.
+        self.spill_panes(i64::MAX)?;
         self.expire(ws)?;
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         for (start, delta) in std::mem::take(&mut self.closed) {
