@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::groups::AggregateInput;
-use super::merge::{empty_global_group, merge_window, Codecs, Merged, StoredValues};
+use super::merge::{empty_global_group, merge_window, Codecs, GroupKeys, Merged, StoredValues};
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
@@ -128,8 +128,8 @@ pub struct ViewOperator {
     /// new windows' key tables start with room for that many.
     last_window_groups: usize,
     progress: ViewProgress,
-    /// Windows the watermark closed since the last flush, with their partial aggregates.
-    closed: Vec<(i64, Option<GroupState>)>,
+    /// Windows the watermark closed since the last flush.
+    closed: Vec<(i64, Closed)>,
     late: Vec<LateRow>,
     /// Rows of the batch being applied that the view's expressions failed on, by their index
     /// in it, with the error.
@@ -146,6 +146,16 @@ pub struct ViewOperator {
     empty_global_pending: bool,
     counters: StateCounters,
     log_limits: LogLimits,
+}
+
+/// A window the watermark closed, waiting for the next flush to be written.
+enum Closed {
+    /// Its partial aggregate since the last flush (none if no row came), to be merged with
+    /// its stored groups.
+    Delta(Option<GroupState>),
+    /// A window with nothing stored (it opened since the last flush), merged as it closed:
+    /// its rows are final and the flush only writes them.
+    Merged(Merged),
 }
 
 /// What a view's state did since it was last asked (for metrics).
@@ -398,12 +408,13 @@ impl ViewOperator {
     /// one (not yet merged into the stored state), or an append-only view's new rows.
     pub fn pending(&self) -> usize {
         let open = self.windows.values().flatten();
-        let closed = self.closed.iter().filter_map(|(_, delta)| delta.as_ref());
         let panes = self.panes.values();
-        open.chain(closed)
-            .chain(panes)
-            .map(GroupState::len)
-            .sum::<usize>()
+        let closed = self.closed.iter().map(|(_, closed)| match closed {
+            Closed::Delta(delta) => delta.as_ref().map_or(0, GroupState::len),
+            Closed::Merged(merged) => merged.len(),
+        });
+        open.chain(panes).map(GroupState::len).sum::<usize>()
+            + closed.sum::<usize>()
             + self.appended.len()
     }
 
@@ -649,8 +660,32 @@ impl ViewOperator {
             if entry.key().saturating_add(size_ms) > watermark {
                 break;
             }
-            self.closed.push(entry.remove_entry());
+            let (start, delta) = entry.remove_entry();
+            self.close(start, delta)?;
         }
+        Ok(())
+    }
+
+    /// Sets aside a window the watermark closed. One with nothing stored (it opened since the
+    /// last flush, as most windows of a busy stream do) is merged now, as the input goes on,
+    /// rather than with every other window at the flush.
+    fn close(&mut self, start: i64, delta: Option<GroupState>) -> Result<()> {
+        let closed = match delta {
+            Some(mut delta) if !self.progress.open_windows.contains(&start) => {
+                // A whole window's groups: what the next window will likely hold.
+                self.last_window_groups = delta.len().min(MAX_WINDOW_GROUPS_HINT);
+                let none = |groups: &GroupKeys| Ok(StoredValues::none(groups.len()));
+                Closed::Merged(merge_window(
+                    &self.plan,
+                    &self.codecs,
+                    &mut delta,
+                    true,
+                    none,
+                )?)
+            }
+            delta => Closed::Delta(delta),
+        };
+        self.closed.push((start, closed));
         Ok(())
     }
 
@@ -669,17 +704,12 @@ impl ViewOperator {
         Ok(())
     }
 
-    /// Merges a window's partial aggregate into its stored groups. A window that `closes` keeps
-    /// its rows alone; one that closes with nothing stored (it opened within this epoch) needs
-    /// neither the cache nor the store.
+    /// Merges a window's partial aggregate into its stored groups (from the cache, or the
+    /// store for those not in it). A window that `closes` keeps its rows alone.
     fn merge(&mut self, start: i64, delta: &mut GroupState, closes: bool) -> Result<Merged> {
         let (cache, keys, store) = (&mut self.cache, &self.keys, &self.store);
         let counters = &mut self.counters;
-        let nothing_stored = closes && !self.progress.open_windows.contains(&start);
         merge_window(&self.plan, &self.codecs, delta, closes, |groups| {
-            if nothing_stored {
-                return Ok(StoredValues::none(groups.len()));
-            }
             let mut values = StoredValues::with_capacity(groups.len());
             let mut missing = Vec::new();
             cache.lookup_each(
@@ -788,13 +818,13 @@ impl ViewOperator {
         self.spill_panes(i64::MAX)?;
         self.expire(ws)?;
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
-        for (start, delta) in std::mem::take(&mut self.closed) {
-            if let Some(mut delta) = delta {
-                if !self.progress.open_windows.contains(&start) {
-                    // A whole window's groups: what the next window will likely hold.
-                    self.last_window_groups = delta.len().min(MAX_WINDOW_GROUPS_HINT);
-                }
-                let merged = self.merge(start, &mut delta, true)?;
+        for (start, closed) in std::mem::take(&mut self.closed) {
+            let merged = match closed {
+                Closed::Delta(Some(mut delta)) => Some(self.merge(start, &mut delta, true)?),
+                Closed::Merged(merged) => Some(merged),
+                Closed::Delta(None) => None,
+            };
+            if let Some(merged) = merged {
                 if start >= expired_before {
                     if self.progress.open_windows.contains(&start) {
                         self.write_groups(ws, start, &merged, false);
