@@ -8,6 +8,9 @@
 //! to their open windows directly), and it is merged before any of its windows closes, so each
 //! window sees exactly the rows it would have seen row by row.
 
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
 use datafusion::arrow::array::{ArrayRef, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,8 +33,8 @@ impl ViewOperator {
             return Ok(());
         }
         let pane = match self.panes.entry(start) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(GroupState::sized(
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(GroupState::sized(
                 &self.plan.aggregate,
                 self.last_pane_groups,
             )?),
@@ -46,17 +49,17 @@ impl ViewOperator {
             return Ok(());
         };
         let (size, slide) = (spec.size_ms(), spec.slide_ms());
+        let plan = Arc::clone(&self.plan);
         while let Some(entry) = self.panes.first_entry() {
             if entry.key().saturating_add(slide) > watermark {
                 break;
             }
             let (pane, mut state) = entry.remove_entry();
             self.last_pane_groups = state.len().min(MAX_WINDOW_GROUPS_HINT);
-            let snapshot = state.take_snapshot(&self.plan.aggregate)?;
+            let snapshot = state.take_snapshot(&plan.aggregate)?;
             let mut start = pane - size + slide;
             while start <= pane {
                 let constants = self.window_constants(start, start + size)?;
-                let plan = std::sync::Arc::clone(&self.plan);
                 self.window_delta(start)?
                     .merge_snapshot(&plan.aggregate, &snapshot, &constants)?;
                 self.touched.insert(start);
@@ -76,7 +79,7 @@ impl ViewOperator {
                 GroupRole::WindowEnd => end,
                 GroupRole::Key => continue,
             };
-            let array: ArrayRef = std::sync::Arc::new(TimestampMillisecondArray::from(vec![value]));
+            let array: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![value]));
             let wanted = group_schema.field(g).data_type();
             constants.push(if array.data_type() == wanted {
                 array
