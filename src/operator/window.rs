@@ -202,7 +202,9 @@ mod tests {
     use crate::operator::WatermarkTracker;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-    fn input(times: &[i64]) -> (RecordBatch, SchemaRef) {
+    /// Assigns rows with event times `times` (one column, `ts`) to the windows of `spec`
+    /// under a watermark `delay` behind; returns them and the watermark after the last row.
+    fn assign(times: &[i64], delay: i64, spec: WindowSpec, by_panes: bool) -> (Assigned, i64) {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         let schema = Arc::new(Schema::new(vec![Field::new("ts", ts.clone(), true)]));
         let out = Arc::new(Schema::new(vec![
@@ -215,7 +217,22 @@ mod tests {
             vec![Arc::new(TimestampMillisecondArray::from(times.to_vec()))],
         )
         .unwrap();
-        (batch, out)
+        let mut tracker = WatermarkTracker::new(delay);
+        let assigned = assign_windows(
+            &batch,
+            0,
+            spec,
+            &mut tracker.split(0),
+            &out,
+            &[true],
+            by_panes,
+        )
+        .unwrap();
+        (assigned, tracker.watermark())
+    }
+
+    fn hop(slide_ms: i64, size_ms: i64) -> WindowSpec {
+        WindowSpec::Hop { slide_ms, size_ms }
     }
 
     /// The window of each assigned row, in the order the windows come.
@@ -226,21 +243,18 @@ mod tests {
             .collect()
     }
 
+    fn window_end(rows: &WindowRows) -> i64 {
+        let end = rows.batch.column(2).as_any();
+        end.downcast_ref::<TimestampMillisecondArray>()
+            .unwrap()
+            .value(0)
+    }
+
     #[test]
     fn rows_far_apart_in_time_are_grouped_too() {
         let far = 3_600_000 * 24 * 365;
-        let (batch, schema) = input(&[far, 0, far + 1, 1]);
-        let mut tracker = WatermarkTracker::new(i64::MAX / 4);
-        let a = assign_windows(
-            &batch,
-            0,
-            WindowSpec::Tumble { size_ms: 1_000 },
-            &mut tracker.split(0),
-            &schema,
-            &[true],
-            false,
-        )
-        .unwrap();
+        let spec = WindowSpec::Tumble { size_ms: 1_000 };
+        let (a, _) = assign(&[far, 0, far + 1, 1], i64::MAX / 4, spec, false);
         assert_eq!(starts(&a), vec![0, 0, far, far]);
         assert_eq!(a.windows[0].origin, vec![1, 3]);
         assert_eq!(a.windows[1].origin, vec![0, 2]);
@@ -248,73 +262,29 @@ mod tests {
 
     #[test]
     fn tumbling_windows_and_late_rows() {
-        let (batch, schema) = input(&[1_000, 61_000, 59_000, 125_000, 30_000]);
-        let mut tracker = WatermarkTracker::new(5_000);
-        let a = assign_windows(
-            &batch,
-            0,
-            WindowSpec::Tumble { size_ms: 60_000 },
-            &mut tracker.split(0),
-            &schema,
-            &[],
-            false,
-        )
-        .unwrap();
+        let times = [1_000, 61_000, 59_000, 125_000, 30_000];
+        let spec = WindowSpec::Tumble { size_ms: 60_000 };
+        let (a, watermark) = assign(&times, 5_000, spec, false);
         // 59_000 is on time (watermark 56_000 < 60_000); 30_000 comes after watermark 120_000.
         assert_eq!(starts(&a), vec![0, 0, 60_000, 120_000]);
         assert_eq!(a.windows[0].origin, vec![0, 2]);
         assert_eq!(a.late, vec![(4, 120_000, 1)]);
-        assert_eq!(tracker.watermark(), 120_000);
+        assert_eq!(watermark, 120_000);
     }
 
     #[test]
     fn hopping_windows_repeat_rows() {
-        let (batch, schema) = input(&[65_000, -1]);
-        let mut tracker = WatermarkTracker::new(0);
-        let spec = WindowSpec::Hop {
-            slide_ms: 20_000,
-            size_ms: 60_000,
-        };
-        let a = assign_windows(
-            &batch,
-            0,
-            spec,
-            &mut tracker.split(0),
-            &schema,
-            &[true],
-            false,
-        )
-        .unwrap();
+        let (a, _) = assign(&[65_000, -1], 0, hop(20_000, 60_000), false);
         assert_eq!(starts(&a), vec![20_000, 40_000, 60_000]);
         assert_eq!(a.late, vec![(1, 65_000, 3)]);
         let w = &a.windows[1];
         assert_eq!((w.batch.num_rows(), w.batch.num_columns()), (1, 3));
-        let end = w
-            .batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>();
-        assert_eq!(end.unwrap().value(0), 100_000);
+        assert_eq!(window_end(w), 100_000);
     }
 
     #[test]
     fn hop_rows_late_for_some_windows_are_counted_and_applied_to_the_others() {
-        let (batch, schema) = input(&[70_000, 50_000]);
-        let mut tracker = WatermarkTracker::new(0);
-        let spec = WindowSpec::Hop {
-            slide_ms: 30_000,
-            size_ms: 60_000,
-        };
-        let a = assign_windows(
-            &batch,
-            0,
-            spec,
-            &mut tracker.split(0),
-            &schema,
-            &[true],
-            false,
-        )
-        .unwrap();
+        let (a, _) = assign(&[70_000, 50_000], 0, hop(30_000, 60_000), false);
         // 50_000 falls in [30_000, 90_000), still open, and [0, 60_000), closed at 70_000.
         assert_eq!(starts(&a), vec![30_000, 30_000, 60_000]);
         assert_eq!(a.windows[0].origin, vec![0, 1]);
@@ -323,22 +293,8 @@ mod tests {
 
     #[test]
     fn by_panes_rows_with_all_windows_open_go_to_their_pane_once() {
-        let (batch, schema) = input(&[70_000, 50_000, 95_000, 10_000]);
-        let mut tracker = WatermarkTracker::new(0);
-        let spec = WindowSpec::Hop {
-            slide_ms: 30_000,
-            size_ms: 60_000,
-        };
-        let a = assign_windows(
-            &batch,
-            0,
-            spec,
-            &mut tracker.split(0),
-            &schema,
-            &[true],
-            true,
-        )
-        .unwrap();
+        let times = [70_000, 50_000, 95_000, 10_000];
+        let (a, _) = assign(&times, 0, hop(30_000, 60_000), true);
         // 70_000 and 95_000 meet open windows only: their panes [60_000, 90_000) and
         // [90_000, 120_000). 50_000 comes at watermark 70_000, when [0, 60_000) has closed: it
         // goes to its open window [30_000, 90_000) alone. 10_000 is late for both its windows.
@@ -348,12 +304,7 @@ mod tests {
             .map(|p| (p.start, p.origin.clone()))
             .collect();
         assert_eq!(panes, vec![(60_000, vec![0]), (90_000, vec![2])]);
-        let end = a.panes[0]
-            .batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>();
-        assert_eq!(end.unwrap().value(0), 90_000);
+        assert_eq!(window_end(&a.panes[0]), 90_000);
         assert_eq!(starts(&a), vec![30_000]);
         assert_eq!(a.windows[0].origin, vec![1]);
         assert_eq!(a.late, vec![(1, 70_000, 1), (3, 95_000, 2)]);

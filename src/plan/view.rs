@@ -778,23 +778,32 @@ fn split_plan(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn window_assignment_copies_only_the_columns_the_view_reads() {
-        let source = SourceSchema {
+    /// Source `bids` with Int64 `auction` and `price`, the `text` columns given, and `ts` as
+    /// its event time.
+    fn bids(text: &[&str]) -> SourceSchema {
+        let mut fields = vec![
+            Field::new("auction", DataType::Int64, true),
+            Field::new("price", DataType::Int64, true),
+        ];
+        fields.extend(
+            text.iter()
+                .map(|name| Field::new(*name, DataType::Utf8, true)),
+        );
+        fields.push(Field::new("ts", ts_type(), true));
+        SourceSchema {
             name: "bids".into(),
-            schema: Arc::new(Schema::new(vec![
-                Field::new("auction", DataType::Int64, true),
-                Field::new("price", DataType::Int64, true),
-                Field::new("url", DataType::Utf8, true),
-                Field::new("channel", DataType::Utf8, true),
-                Field::new("ts", ts_type(), true),
-            ])),
+            schema: Arc::new(Schema::new(fields)),
             watermark: Some(WatermarkDef {
                 column: "ts".into(),
                 delay_ms: 0,
             }),
             upstream: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn window_assignment_copies_only_the_columns_the_view_reads() {
+        let source = bids(&["url", "channel"]);
         let sql = "SELECT window_start, window_end, auction, sum(price) AS volume \
                    FROM HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
                    WHERE channel <> 'web' GROUP BY window_start, window_end, auction";
@@ -822,19 +831,7 @@ mod tests {
 
     #[tokio::test]
     async fn hop_views_go_by_panes_unless_something_below_the_group_by_reads_the_window() {
-        let source = SourceSchema {
-            name: "bids".into(),
-            schema: Arc::new(Schema::new(vec![
-                Field::new("auction", DataType::Int64, true),
-                Field::new("price", DataType::Int64, true),
-                Field::new("ts", ts_type(), true),
-            ])),
-            watermark: Some(WatermarkDef {
-                column: "ts".into(),
-                delay_ms: 0,
-            }),
-            upstream: None,
-        };
+        let source = bids(&[]);
         let hop = "HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds')";
         let cases = [
             (format!("SELECT window_start, window_end, auction, count(*) FROM {hop} WHERE price > 5 GROUP BY window_start, window_end, auction HAVING count(*) > 1"), true),
