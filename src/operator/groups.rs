@@ -215,24 +215,7 @@ impl GroupState {
                 *value = Some(key.slice(0, 1));
             }
         }
-        match &mut self.keys {
-            Keys::Grouped(groups) if self.interned.len() == input.keys.len() => {
-                groups.intern(&input.keys, &mut self.indices)?
-            }
-            Keys::Grouped(groups) => {
-                let keys: Vec<ArrayRef> = self
-                    .interned
-                    .iter()
-                    .map(|g| input.keys[*g].clone())
-                    .collect();
-                groups.intern(&keys, &mut self.indices)?
-            }
-            Keys::Global { exists } => {
-                *exists = true;
-                self.indices.clear();
-                self.indices.resize(input.rows, 0);
-            }
-        }
+        self.number_groups(&input.keys, input.rows)?;
         let total = self.len();
         for (i, acc) in self.accumulators.iter_mut().enumerate() {
             let filter = input.filters[i]
@@ -241,6 +224,27 @@ impl GroupState {
             acc.update_batch(&input.args[i], &self.indices, filter, total)?;
         }
         Ok(())
+    }
+
+    /// Sets `indices` to the group of each of `rows` rows whose group columns are `keys`
+    /// (constant ones included; only the interned ones tell groups apart), creating groups
+    /// not seen before.
+    fn number_groups(&mut self, keys: &[ArrayRef], rows: usize) -> Result<()> {
+        match &mut self.keys {
+            Keys::Grouped(groups) if self.interned.len() == keys.len() => {
+                groups.intern(keys, &mut self.indices)
+            }
+            Keys::Grouped(groups) => {
+                let keys: Vec<ArrayRef> = self.interned.iter().map(|g| keys[*g].clone()).collect();
+                groups.intern(&keys, &mut self.indices)
+            }
+            Keys::Global { exists } => {
+                *exists = true;
+                self.indices.clear();
+                self.indices.resize(rows, 0);
+                Ok(())
+            }
+        }
     }
 
     /// Folds a drained partial state (a [`take_snapshot`](Self::take_snapshot) of the same
@@ -266,21 +270,7 @@ impl GroupState {
                 value.get_or_insert_with(|| constant.clone());
             }
         }
-        match &mut self.keys {
-            Keys::Grouped(groups) => {
-                let keys: Vec<ArrayRef> = self
-                    .interned
-                    .iter()
-                    .map(|g| snapshot.column(*g).clone())
-                    .collect();
-                groups.intern(&keys, &mut self.indices)?
-            }
-            Keys::Global { exists } => {
-                *exists = true;
-                self.indices.clear();
-                self.indices.resize(n, 0);
-            }
-        }
+        self.number_groups(&snapshot.columns()[..plan.group_exprs.len()], n)?;
         let total = self.len();
         for (acc, values) in self
             .accumulators

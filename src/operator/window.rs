@@ -140,11 +140,10 @@ pub fn assign_windows(
         }
         let t = *t;
         let watermark = tracker.watermark();
+        // The newest and the oldest window holding t: the oldest is the last start s, going
+        // down by slides, with s + size > t.
         let last = t.div_euclid(slide) * slide;
-        let mut oldest = last;
-        while oldest - slide + size > t {
-            oldest -= slide;
-        }
+        let oldest = last - (last + size - t - 1) / slide * slide;
         tracker.observe(t);
         if by_panes && oldest + size > watermark {
             panes.push(last, i as u32);
