@@ -834,8 +834,7 @@ impl Reader {
         else {
             return Ok(None);
         };
-        let row = find_in_block(&value, group).map_err(external)?;
-        Ok(row.map(<[u8]>::to_vec))
+        find_in_block(&value, group).map_err(external)
     }
 
     /// The window starts a point read visits: GLOBAL (0) for a view without windows; for a

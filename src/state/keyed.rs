@@ -35,15 +35,16 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use super::{window_key_prefix, window_start_bytes, StateError};
 
 /// The version of the per-group layout, stored in every value and in each view's progress.
-/// Format 6 adds row blocks (closed windows' rows, many to a value); format 5 stores the
+/// Format 7 packs row blocks (each entry's key and row keep only what differs from the entry
+/// before); format 6 adds row blocks (closed windows' rows, many to a value); format 5 stores the
 /// per-entity states of stateful functions (`anomaly_score`'s baselines) in a compact varint
 /// form; format 4 kept a group's row and state in one `view_rows` value too, with fixed-width
 /// entity states; format 3 kept a group's state under the same key in `group_state`.
-pub const STATE_FORMAT: u8 = 6;
+pub const STATE_FORMAT: u8 = 7;
 
-/// The oldest format this Weir reads as it is: format 6 only added a kind of value, so a view
-/// stored in format 5 goes on (and is stamped 6, so an older Weir refuses it rather than
-/// meet a block it cannot read). Older views are rebuilt from their sources.
+/// The oldest format this Weir reads as it is: formats 6 and 7 only added kinds of value, so a
+/// view stored in format 5 or 6 goes on (and is stamped 7, so an older Weir refuses it rather
+/// than meet a block it cannot read). Older views are rebuilt from their sources.
 pub const OLDEST_READ_FORMAT: u8 = 5;
 
 /// Whether a value's first byte is a format this Weir reads.
@@ -230,7 +231,8 @@ impl<'a> StoredGroup<'a> {
 /// - kind 1, an open window's shown group: the row's length (u32, little-endian), the row,
 ///   the state;
 /// - kind 2, an open window's group HAVING hides: the state;
-/// - kind 3, a row block (see [`RowBlock`]).
+/// - kind 3, a row block of format 6, each entry whole; kind 4, a packed row block (see
+///   [`RowBlock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredValue<'a> {
     Row(&'a [u8]),
@@ -245,6 +247,7 @@ const ROW_ALONE: u8 = 0;
 const ROW_AND_STATE: u8 = 1;
 const STATE_ALONE: u8 = 2;
 const ROW_BLOCK: u8 = 3;
+const PACKED_BLOCK: u8 = 4;
 
 /// The bytes before a row stored alone.
 pub const VIEW_ROW_HEADER: [u8; 2] = [STATE_FORMAT, ROW_ALONE];
@@ -269,7 +272,8 @@ impl<'a> StoredValue<'a> {
                 "value in format {f}, expected {STATE_FORMAT}"
             ))),
             [_, ROW_ALONE, row @ ..] => Ok(Self::Row(row)),
-            [_, ROW_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body)?)),
+            [_, ROW_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body, false)?)),
+            [_, PACKED_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body, true)?)),
             [_, ROW_AND_STATE, l0, l1, l2, l3, rest @ ..] => {
                 let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
                 let (row, state) = rest
@@ -300,19 +304,12 @@ impl<'a> StoredValue<'a> {
     /// for a row block) until it breaks; says whether it did.
     pub fn for_each_row(
         &self,
-        mut f: impl FnMut(&'a [u8]) -> ControlFlow<()>,
+        mut f: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, StateError> {
         match *self {
             Self::Row(row) | Self::Open { row: Some(row), .. } => Ok(f(row)),
             Self::Open { row: None, .. } => Ok(ControlFlow::Continue(())),
-            Self::Block(block) => {
-                for entry in block.iter() {
-                    if f(entry?.1).is_break() {
-                        return Ok(ControlFlow::Break(()));
-                    }
-                }
-                Ok(ControlFlow::Continue(()))
-            }
+            Self::Block(block) => block.for_each(|_, row| f(row)),
         }
     }
 
@@ -332,16 +329,16 @@ pub fn encode_view_row(row: &[u8]) -> Vec<u8> {
 }
 
 /// Calls `f` with each output row of a `view_rows` value (see [`StoredValue::for_each_row`]).
-pub fn for_each_view_row<'a>(
-    value: &'a [u8],
-    f: impl FnMut(&'a [u8]) -> ControlFlow<()>,
+pub fn for_each_view_row(
+    value: &[u8],
+    f: impl FnMut(&[u8]) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>, StateError> {
     StoredValue::decode(value)?.for_each_row(f)
 }
 
 /// The row of `group` in `value`, which must be a row block (the one found under the block
 /// key at or before the group's), if the block holds it.
-pub fn find_in_block<'a>(value: &'a [u8], group: &[u8]) -> Result<Option<&'a [u8]>, StateError> {
+pub fn find_in_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
     match StoredValue::decode(value)? {
         StoredValue::Block(block) => block.find(group),
         _ => Err(corrupt(
@@ -351,20 +348,30 @@ pub fn find_in_block<'a>(value: &'a [u8], group: &[u8]) -> Result<Option<&'a [u8
 }
 
 /// Rows of a closed window in key order, many to a value: the row count (u32, little-endian),
-/// then per row its group key and its row, each as a LEB128 length and the bytes.
+/// then per row its group key and its row.
+///
+/// In a packed block (kind 4, written since format 7) each of the two is stored as the length
+/// of the prefix it shares with the entry before (a LEB128 number), then the rest as a LEB128
+/// length and the bytes. A window's rows in key order share most of their bytes with the row
+/// before: the window bounds, the key's high bytes, often whole key columns. A HOP row of
+/// ~56 bytes packs into ~25, and the epoch writer's cost (the WAL, the memtable, the kernel's
+/// page cache) goes with the bytes. In a block of format 6 (kind 3) each is whole: a LEB128
+/// length and the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowBlock<'a> {
     rows: usize,
+    packed: bool,
     body: &'a [u8],
 }
 
 impl<'a> RowBlock<'a> {
-    fn decode(bytes: &'a [u8]) -> Result<Self, StateError> {
+    fn decode(bytes: &'a [u8], packed: bool) -> Result<Self, StateError> {
         let (count, body) = bytes
             .split_first_chunk::<4>()
             .ok_or_else(|| corrupt("truncated row block"))?;
         Ok(Self {
             rows: u32::from_le_bytes(*count) as usize,
+            packed,
             body,
         })
     }
@@ -377,31 +384,72 @@ impl<'a> RowBlock<'a> {
         self.rows == 0
     }
 
-    /// Each (group key, row), in key order.
-    pub fn iter(&self) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8]), StateError>> {
+    /// Calls `f` with each (group key, row), in key order, until it breaks; says whether it
+    /// did.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, StateError> {
         let mut rest = self.body;
-        (0..self.rows).map(move |_| {
-            let key = take_bytes(&mut rest)?;
-            let row = take_bytes(&mut rest)?;
-            Ok((key, row))
-        })
+        let (mut key, mut row) = (Vec::new(), Vec::new());
+        for _ in 0..self.rows {
+            let flow = if self.packed {
+                unpack(&mut rest, &mut key)?;
+                unpack(&mut rest, &mut row)?;
+                f(&key, &row)
+            } else {
+                let key = take_bytes(&mut rest)?;
+                let row = take_bytes(&mut rest)?;
+                f(key, row)
+            };
+            if flow.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
 
     /// The row of `group`, if the block holds it.
-    pub fn find(&self, group: &[u8]) -> Result<Option<&'a [u8]>, StateError> {
-        for entry in self.iter() {
-            let (key, row) = entry?;
-            match key.cmp(group) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal => return Ok(Some(row)),
-                std::cmp::Ordering::Greater => break,
+    pub fn find(&self, group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let mut found = None;
+        // It breaks at the group or past it; either way the search is over.
+        let _ = self.for_each(|key, row| match key.cmp(group) {
+            std::cmp::Ordering::Less => ControlFlow::Continue(()),
+            std::cmp::Ordering::Equal => {
+                found = Some(row.to_vec());
+                ControlFlow::Break(())
             }
-        }
-        Ok(None)
+            std::cmp::Ordering::Greater => ControlFlow::Break(()),
+        })?;
+        Ok(found)
     }
 }
 
+/// Reads one packed entry part into `last` (which holds the part before it).
+fn unpack(rest: &mut &[u8], last: &mut Vec<u8>) -> Result<(), StateError> {
+    let shared = take_len(rest)?;
+    if shared > last.len() {
+        return Err(corrupt(
+            "a row block entry shares more than the entry before",
+        ));
+    }
+    last.truncate(shared);
+    last.extend_from_slice(take_bytes(rest)?);
+    Ok(())
+}
+
 fn take_bytes<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
+    let len = take_len(rest)?;
+    if len > rest.len() {
+        return Err(corrupt("a row block entry longer than the block"));
+    }
+    let (bytes, tail) = rest.split_at(len);
+    *rest = tail;
+    Ok(bytes)
+}
+
+/// A LEB128 length.
+fn take_len(rest: &mut &[u8]) -> Result<usize, StateError> {
     let mut len = 0usize;
     let mut shift = 0;
     loop {
@@ -415,15 +463,9 @@ fn take_bytes<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], StateError> {
         len |= usize::from(byte & 0x7F) << shift;
         shift += 7;
         if byte & 0x80 == 0 {
-            break;
+            return Ok(len);
         }
     }
-    if len > rest.len() {
-        return Err(corrupt("a row block entry longer than the block"));
-    }
-    let (bytes, tail) = rest.split_at(len);
-    *rest = tail;
-    Ok(bytes)
 }
 
 fn put_len(out: &mut Vec<u8>, mut len: usize) {
@@ -434,32 +476,35 @@ fn put_len(out: &mut Vec<u8>, mut len: usize) {
     out.push(len as u8);
 }
 
-/// Builds row blocks: rows go in in key order; [`Self::push`] hands back a full block's key
-/// suffix (its first group key) and value when the next row does not fit.
+/// Builds packed row blocks: rows go in in key order; [`Self::push`] hands back a full block's
+/// key suffix (its first group key) and value when the next row does not fit. The rows pushed
+/// must outlive the writer: each entry is packed against the one before.
 #[derive(Debug, Default)]
-pub struct RowBlockWriter {
+pub struct RowBlockWriter<'a> {
     value: Vec<u8>,
     first: Vec<u8>,
     rows: u32,
+    /// The entry before (empty at a block's start).
+    last: (&'a [u8], &'a [u8]),
 }
 
-impl RowBlockWriter {
+impl<'a> RowBlockWriter<'a> {
     /// Adds a row; when the block was full it is first handed to `emit` (first key, value).
-    pub fn push(&mut self, group: &[u8], row: &[u8], emit: impl FnOnce(&[u8], &[u8])) {
+    pub fn push(&mut self, group: &'a [u8], row: &'a [u8], emit: impl FnOnce(&[u8], &[u8])) {
         if self.rows as usize >= BLOCK_ROWS || self.value.len() >= BLOCK_BYTES {
             self.finish(emit);
         }
         if self.rows == 0 {
             self.value.clear();
             self.value
-                .extend_from_slice(&[STATE_FORMAT, ROW_BLOCK, 0, 0, 0, 0]);
+                .extend_from_slice(&[STATE_FORMAT, PACKED_BLOCK, 0, 0, 0, 0]);
             self.first.clear();
             self.first.extend_from_slice(group);
+            self.last = (&[], &[]);
         }
-        put_len(&mut self.value, group.len());
-        self.value.extend_from_slice(group);
-        put_len(&mut self.value, row.len());
-        self.value.extend_from_slice(row);
+        pack(&mut self.value, self.last.0, group);
+        pack(&mut self.value, self.last.1, row);
+        self.last = (group, row);
         self.rows += 1;
     }
 
@@ -472,6 +517,33 @@ impl RowBlockWriter {
         emit(&self.first, &self.value);
         self.rows = 0;
     }
+}
+
+/// Appends `part` to `out` as the length of its prefix shared with `last`, then the rest.
+fn pack(out: &mut Vec<u8>, last: &[u8], part: &[u8]) {
+    let shared = shared_prefix(last, part);
+    put_len(out, shared);
+    put_len(out, part.len() - shared);
+    out.extend_from_slice(&part[shared..]);
+}
+
+/// How many leading bytes `a` and `b` share, compared eight at a time.
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("eight bytes"));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 #[cfg(test)]
@@ -606,15 +678,43 @@ mod tests {
         assert!(StoredValue::decode(&[STATE_FORMAT, 7]).is_err());
     }
 
+    /// A group key and its row.
+    type Entry = (Vec<u8>, Vec<u8>);
+
+    /// Each (group key, row) of a block value.
+    fn entries(value: &[u8]) -> Result<Vec<Entry>, StateError> {
+        let StoredValue::Block(block) = StoredValue::decode(value)? else {
+            panic!("not a block");
+        };
+        let mut all = Vec::new();
+        let _ = block.for_each(|k, r| {
+            all.push((k.to_vec(), r.to_vec()));
+            ControlFlow::Continue(())
+        })?;
+        assert_eq!(all.len(), block.len());
+        Ok(all)
+    }
+
     #[test]
     fn row_blocks_hold_rows_in_key_order_and_find_each() {
-        let mut writer = RowBlockWriter::default();
-        let mut blocks: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let n = BLOCK_ROWS * 2 + 5;
-        let key = |i: usize| format!("\x02k{i:05}").into_bytes();
-        let row = |i: usize| vec![b'r'; i % 300];
-        for i in 0..n {
-            writer.push(&key(i), &row(i), |first, value| {
+        // Keys and rows that share prefixes of every length with the entry before, some
+        // longer and some shorter than it.
+        let keys: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("\x02k{i:05}").into_bytes())
+            .collect();
+        let rows: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut row = vec![b'w'; 18];
+                row.extend(format!("{i:07}").bytes());
+                row.extend(std::iter::repeat_n(b'r', i % 37));
+                row
+            })
+            .collect();
+        let mut blocks: Vec<Entry> = Vec::new();
+        let mut writer = RowBlockWriter::default();
+        for (key, row) in keys.iter().zip(&rows) {
+            writer.push(key, row, |first, value| {
                 blocks.push((first.to_vec(), value.to_vec()))
             });
         }
@@ -625,32 +725,71 @@ mod tests {
             "full blocks of {BLOCK_ROWS} rows, then the rest"
         );
         let mut seen = 0;
+        let whole: usize = keys.iter().chain(&rows).map(Vec::len).sum();
+        let mut stored = 0;
         for (first, value) in &blocks {
+            stored += value.len();
+            assert_eq!(value[..2], [STATE_FORMAT, PACKED_BLOCK]);
+            assert_eq!(first, &keys[seen]);
             let StoredValue::Block(block) = StoredValue::decode(value).unwrap() else {
                 panic!("not a block");
             };
-            assert_eq!(first, &key(seen));
-            assert_eq!(StoredValue::decode(value).unwrap().row_count(), block.len());
-            for entry in block.iter() {
-                let (k, r) = entry.unwrap();
-                assert_eq!((k, r), (&key(seen)[..], &row(seen)[..]));
+            for (k, r) in entries(value).unwrap() {
+                assert_eq!((k, r), (keys[seen].clone(), rows[seen].clone()));
                 seen += 1;
             }
-            assert_eq!(
-                block.find(&key(seen - 1)).unwrap(),
-                Some(&row(seen - 1)[..])
-            );
+            let last = seen - 1;
+            assert_eq!(block.find(&keys[last]).unwrap(), Some(rows[last].clone()));
             assert_eq!(block.find(b"\x02k").unwrap(), None);
             assert_eq!(block.find(b"\x03").unwrap(), None);
             assert_eq!(rows_of(value).unwrap().len(), block.len());
         }
         assert_eq!(seen, n);
+        assert!(
+            stored * 2 < whole,
+            "packed entries keep what differs: {stored} bytes for {whole}"
+        );
         // Cut anywhere, a block is an error, not a panic.
         let value = &blocks[0].1;
         for cut in 2..value.len() {
-            if let Ok(StoredValue::Block(b)) = StoredValue::decode(&value[..cut]) {
-                assert!(b.iter().any(|e| e.is_err()));
+            if StoredValue::decode(&value[..cut]).is_ok() {
+                assert!(entries(&value[..cut]).is_err());
             }
+        }
+        // An entry that claims more shared bytes than the entry before had is corruption.
+        let mut bad = vec![STATE_FORMAT, PACKED_BLOCK, 1, 0, 0, 0];
+        bad.extend([3, 1, b'k', 0, 1, b'r']);
+        assert!(entries(&bad).is_err());
+    }
+
+    #[test]
+    fn format_6_row_blocks_read_as_they_are() {
+        // Kind 3: count, then each key and row whole.
+        let mut value = vec![6, ROW_BLOCK, 2, 0, 0, 0];
+        value.extend([2, b'k', b'1', 3, b'r', b'o', b'w', 2, b'k', b'2', 1, b's']);
+        assert_eq!(
+            entries(&value).unwrap(),
+            vec![
+                (b"k1".to_vec(), b"row".to_vec()),
+                (b"k2".to_vec(), b"s".to_vec())
+            ]
+        );
+        assert_eq!(find_in_block(&value, b"k2").unwrap(), Some(b"s".to_vec()));
+        assert_eq!(find_in_block(&value, b"k0").unwrap(), None);
+    }
+
+    #[test]
+    fn shared_prefixes_are_counted_to_the_byte() {
+        for (a, b, n) in [
+            (&b""[..], &b"abc"[..], 0),
+            (b"abcdefghij", b"abcdefghij", 10),
+            (b"abcdefghij", b"abcdefghiX", 9),
+            (b"abcdefgh12", b"abcdefgh", 8),
+            (b"abcXefgh", b"abcdefgh", 3),
+            (b"abcdefghijklmnopq", b"abcdefghijklmnopz", 16),
+        ] {
+            assert_eq!(shared_prefix(a, b), n, "{a:?} {b:?}");
+            assert_eq!(shared_prefix(b, a), n, "{b:?} {a:?}");
         }
     }
 
