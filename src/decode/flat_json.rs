@@ -930,6 +930,34 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_key_is_found_where_its_bytes_are() {
+        let mut rng = Rng(11);
+        let alphabet = b"ab\"c";
+        for _ in 0..20_000 {
+            let name: Vec<u8> = (0..rng.next() % 20)
+                .map(|_| b"abc"[(rng.next() % 3) as usize])
+                .collect();
+            let key = QuotedKey::new(&name);
+            let quoted = [&b"\""[..], &name, b"\""].concat();
+            // A line with the key (or a copy with one byte changed) at `at`, then up to 20
+            // more bytes: the key's end falls before, at and after the 16 bytes compared.
+            let at = (rng.next() % 4) as usize;
+            let mut line: Vec<u8> = (0..at).map(|_| b' ').collect();
+            line.extend(&quoted);
+            if let Some(byte) = line.get_mut(at + (rng.next() % 24) as usize) {
+                *byte = alphabet[(rng.next() % 4) as usize];
+            }
+            line.extend((0..rng.next() % 20).map(|_| alphabet[(rng.next() % 4) as usize]));
+            let expected = line.get(at..at + quoted.len()) == Some(&quoted[..]);
+            assert_eq!(
+                key.is_at(&line, at),
+                expected,
+                "{name:?} in {line:?} at {at}"
+            );
+        }
+    }
+
+    #[test]
     fn keys_compare_as_bytes_do() {
         let mut rng = Rng(7);
         let alphabet = b"ab\0\xff";
