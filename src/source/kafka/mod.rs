@@ -92,6 +92,11 @@ struct ObservingContext(Arc<Observer>);
 
 impl ClientContext for ObservingContext {
     fn stats(&self, statistics: Statistics) {
+        tracing::debug!(
+            rx_messages = statistics.rxmsgs,
+            rx_bytes = statistics.rx_bytes,
+            "kafka client statistics"
+        );
         let mut highs = self.0.high_watermarks.lock();
         for topic in statistics.topics.values() {
             for (p, stats) in &topic.partitions {
