@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `weir bench --kafka` against a Kafka-protocol broker in its own process (noida-db, installed
 # by .ci/setup), one query at a time, each with a freshly started broker: noida-db keeps every
-# message in memory, so a broker reused across runs grows and slows down.
+# message in memory, so a broker reused across runs grows and slows down. After writes it also
+# rewrites its whole state file for seconds (most of a core), so `weir bench` starts each
+# measured phase only once the machine has been quiet for 3 s.
 #
 #   examples/bench_kafka_noida.sh [EVENTS] [PARTITIONS] [QUERIES...]
 #   examples/bench_kafka_noida.sh 1000000 4 tumble hop groupby

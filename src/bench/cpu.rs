@@ -27,6 +27,47 @@ pub fn process_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Busy and total jiffies of the whole machine (the `cpu` line of `/proc/stat`).
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is quiet: less than `cores` of CPU busy in each 200 ms window
+/// of three seconds, at most `limit`. Returns how long it waited. A broker on the same
+/// machine goes on working after a load (noida-db rewrites its whole state file, 570 MB
+/// after 1M bids, using most of a core for ~5 s): a phase that starts meanwhile shares the
+/// cores with it, and its throughput says more about the broker than about Weir. noida-db
+/// starts that up to ~2.5 s after the last message it was sent, hence the three seconds.
+pub fn wait_until_quiet(cores: f64, limit: std::time::Duration) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let window = std::time::Duration::from_millis(200);
+    let Some(mut last) = machine_jiffies() else {
+        return std::time::Duration::ZERO;
+    };
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut quiet_windows = 0;
+    while started.elapsed() < limit && quiet_windows < 15 {
+        std::thread::sleep(window);
+        let Some(now) = machine_jiffies() else { break };
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        last = now;
+        let quiet = total > 0 && (busy as f64 / total as f64) * ncpu < cores;
+        quiet_windows = if quiet { quiet_windows + 1 } else { 0 };
+    }
+    started.elapsed()
+}
+
 /// The role of a thread by its name: the part before the first `-` or `:` (`views-s` is
 /// `views`, `rocksdb:high` is `rocksdb`, `tokio-rt-worker` is `tokio`).
 fn role(thread: &str) -> &str {

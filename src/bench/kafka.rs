@@ -27,6 +27,10 @@ const BID_BYTES: u64 = 200;
 const MOCK_PARTITION_MESSAGES: u64 = 80_000;
 const TOPIC: &str = "bids";
 const LIMIT: Duration = Duration::from_secs(600);
+/// CPU busy (in cores) below which the machine counts as quiet before a measured phase.
+const QUIET_CORES: f64 = 0.3;
+/// The longest wait for that.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// One Kafka benchmark result.
 #[derive(Debug, serde::Serialize)]
@@ -210,7 +214,21 @@ async fn stream(
     Ok((eps, cpu))
 }
 
-/// Produces the bids once, then runs the decode-only ceiling and each selected query.
+/// Waits (up to `SETTLE_LIMIT`) for the machine to be quiet before a measured phase, so
+/// both phases of a query start alike.
+fn settle(json: bool) {
+    let waited = cpu::wait_until_quiet(QUIET_CORES, SETTLE_LIMIT);
+    tracing::info!(
+        waited_ms = waited.as_millis() as u64,
+        "waited for the machine to be quiet"
+    );
+    if !json && waited >= SETTLE_LIMIT {
+        println!("(the machine stayed busy for {SETTLE_LIMIT:?}: measuring anyway)");
+    }
+}
+
+/// Produces the bids once, then runs the decode-only ceiling and each selected query, each
+/// once the machine is quiet when the broker runs in its own process.
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let selected: Vec<&BenchQuery> = QUERIES
         .iter()
@@ -247,8 +265,17 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             topic.partitions,
         );
     }
+    // A broker in its own process may go on working after the load (the embedded one does
+    // not, and tests run it on a busy machine).
+    let settle = |json| {
+        if topic.kind == "external" {
+            settle(json)
+        }
+    };
+    settle(args.json);
     let decode_eps = decode_only(&topic, args.events)?;
     for q in selected {
+        settle(args.json);
         let (stream_eps, cpu_us_per_event) = stream(&topic, q, args.events).await?;
         let result = KafkaResult {
             query: format!("kafka_{}", q.name),

@@ -206,7 +206,7 @@ pub trait Reader: Send {
     /// Kafka reader uses it to keep partitions aligned in event time).
     fn event_time(&mut self, _split: u32, _max: i64) {}
     /// Called after an epoch made everything up to `durable` safe (Kafka commits its
-    /// consumer-group offsets here so lag tools see progress).
+    /// consumer-group offsets from here, every few seconds, so lag tools see progress).
     fn durable(&mut self, _durable: &Frontier) {}
 }
 

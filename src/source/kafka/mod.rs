@@ -3,19 +3,23 @@
 //!
 //! Weir does not let the consumer group decide where to read: partitions are assigned by hand
 //! and seeked to the offsets in the last durable epoch, so after any crash every message is
-//! counted exactly once. Consumer-group offsets are committed after each epoch only so that
-//! standard lag tools see Weir's progress. Each partition has its own librdkafka queue and
-//! each poll round takes a fair share from every partition, one chunk per partition (see
-//! `round`), holding back a partition that runs ahead of the others in event time (see
-//! `align`); partition metadata is refreshed periodically, so partitions added later are
-//! picked up.
+//! counted exactly once. Consumer-group offsets are committed every few seconds (see
+//! `group_commit`) only so that standard lag tools see Weir's progress. Each partition has its
+//! own librdkafka queue and each poll round takes a fair share from every partition, one chunk
+//! per partition (see `round`), holding back a partition that runs ahead of the others in
+//! event time (see `align`); partition metadata is refreshed periodically, so partitions added
+//! later are picked up. A broker that answers empty fetches at once is noted in the log (see
+//! `eager_broker`).
 
 mod align;
 mod config;
+mod eager_broker;
+mod group_commit;
 mod queue;
 mod round;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,8 @@ use super::{Chunk, Frontier, Reader, Resume, SourceError, SplitStatus};
 use crate::plan::IncludeColumn;
 use align::{must_wait, slowest_with_backlog, PartitionTime};
 pub use config::check_config;
+use eager_broker::FetchRate;
+use group_commit::{GroupCommits, COMMIT_EVERY};
 use queue::Record;
 use round::{PartitionRound, WantedMetadata};
 
@@ -86,15 +92,20 @@ const ALIGN_SUSPENDED: Duration = Duration::from_secs(5);
 struct Observer {
     /// High watermark per partition, from the last statistics.
     high_watermarks: Mutex<BTreeMap<i32, i64>>,
+    fetch_rate: Mutex<FetchRate>,
+    /// Whether some broker was seen answering empty fetches at once (see `eager_broker`).
+    answers_at_once: AtomicBool,
 }
 
 struct ObservingContext(Arc<Observer>);
 
 impl ClientContext for ObservingContext {
     fn stats(&self, statistics: Statistics) {
+        let fetches = self.observe_fetches(&statistics);
         tracing::debug!(
             rx_messages = statistics.rxmsgs,
             rx_bytes = statistics.rx_bytes,
+            fetches,
             "kafka client statistics"
         );
         let mut highs = self.0.high_watermarks.lock();
@@ -114,6 +125,33 @@ impl ClientContext for ObservingContext {
 }
 
 impl ConsumerContext for ObservingContext {}
+
+impl ObservingContext {
+    /// Counts the fetches the brokers answered (returned); notes a broker that answers at
+    /// once.
+    fn observe_fetches(&self, statistics: &Statistics) -> i64 {
+        let (fetches, bytes) = statistics.brokers.values().fold((0, 0), |(f, b), broker| {
+            (
+                f + broker.req.get("Fetch").copied().unwrap_or(0),
+                b + broker.rxbytes as i64,
+            )
+        });
+        let eager = self
+            .0
+            .fetch_rate
+            .lock()
+            .answers_at_once(Instant::now(), fetches, bytes);
+        if eager && !self.0.answers_at_once.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                fetches,
+                "the Kafka broker answers empty fetches at once (it does not wait \
+                 fetch.wait.max.ms): while the source is caught up, librdkafka fetches in a loop \
+                 and the client and the broker each keep a core busy"
+            );
+        }
+        fetches
+    }
+}
 
 /// Wakes a waiting poll round when a partition queue receives messages.
 #[derive(Default)]
@@ -171,6 +209,8 @@ pub struct KafkaReader {
     blocked_since: Option<Instant>,
     /// Alignment is off until then.
     unaligned_until: Option<Instant>,
+    /// Durable offsets waiting to be committed to the consumer group (see `group_commit`).
+    group_commits: GroupCommits,
 }
 
 fn kafka_err(context: &str, e: KafkaError) -> SourceError {
@@ -201,6 +241,7 @@ impl KafkaReader {
             stalled: None,
             blocked_since: None,
             unaligned_until: None,
+            group_commits: GroupCommits::new(Instant::now(), COMMIT_EVERY),
         })
     }
 
@@ -378,6 +419,7 @@ impl KafkaReader {
     /// at once (a partition far ahead would keep many windows open). When nothing is fetched
     /// the round waits up to `ROUND_TIME` for a message.
     fn poll_round(&mut self) {
+        self.commit_group_offsets();
         let mut rounds: BTreeMap<i32, PartitionRound> = BTreeMap::new();
         let max_bytes = self.spec.max_message_bytes;
         let mut error = false;
@@ -471,6 +513,27 @@ impl KafkaReader {
         }
     }
 
+    /// Commits the newest durable offsets to the consumer group when a commit is due.
+    fn commit_group_offsets(&mut self) {
+        let Some(durable) = self.group_commits.due(Instant::now()) else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        for (p, offset) in durable.splits() {
+            if list
+                .add_partition_offset(&self.spec.topic, p as i32, Offset::Offset(offset as i64))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(error = %e, "consumer-group offset commit failed (informational only)");
+            }
+        }
+    }
+
     /// Makes the next metadata refresh due within `RECHECK_AFTER`.
     fn check_brokers_soon(&mut self) {
         let soon = Instant::now().checked_sub(METADATA_EVERY - RECHECK_AFTER);
@@ -532,20 +595,8 @@ impl Reader for KafkaReader {
     }
 
     fn durable(&mut self, durable: &Frontier) {
-        let mut list = TopicPartitionList::new();
-        for (p, offset) in durable.splits() {
-            if list
-                .add_partition_offset(&self.spec.topic, p as i32, Offset::Offset(offset as i64))
-                .is_err()
-            {
-                return;
-            }
-        }
-        if list.count() > 0 {
-            if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
-                tracing::debug!(error = %e, "consumer-group offset commit failed (informational only)");
-            }
-        }
+        self.group_commits.durable(durable);
+        self.commit_group_offsets();
     }
 }
 
