@@ -618,6 +618,45 @@ mod tests {
         }
     }
 
+    /// Durable offsets reach the consumer group once a commit is due, with no epoch after
+    /// them: the poll rounds send what waits.
+    #[test]
+    fn durable_offsets_reach_the_consumer_group_when_a_commit_is_due() {
+        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
+        for n in 0..100i32 {
+            kafka
+                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        kafka.flush().unwrap();
+        let mut reader = KafkaReader::open(spec(kafka.bootstrap()), &Resume::default()).unwrap();
+        reader.group_commits = GroupCommits::new(Instant::now(), Duration::from_millis(300));
+        assert_eq!(read_rows(&mut reader, 100).values().sum::<usize>(), 100);
+        let mut durable = Frontier::default();
+        durable.advance(0, 20);
+        durable.advance(1, 30);
+        reader.durable(&durable);
+        let committed = |reader: &KafkaReader| {
+            let mut asked = TopicPartitionList::new();
+            asked.add_partition("aligned", 0);
+            asked.add_partition("aligned", 1);
+            let list = reader
+                .consumer
+                .committed_offsets(asked, Duration::from_secs(2))
+                .unwrap();
+            list.elements()
+                .iter()
+                .map(|e| e.offset())
+                .collect::<Vec<_>>()
+        };
+        let started = Instant::now();
+        let want = vec![Offset::Offset(20), Offset::Offset(30)];
+        while committed(&reader) != want && started.elapsed() < Duration::from_secs(10) {
+            reader.next_chunk().unwrap();
+        }
+        assert_eq!(committed(&reader), want);
+    }
+
     /// Reads chunks until `rows` rows came, returning the rows read per partition.
     fn read_rows(reader: &mut KafkaReader, rows: usize) -> BTreeMap<u32, usize> {
         let mut read = BTreeMap::new();
