@@ -71,7 +71,7 @@ mod tests {
         assert!(!rate.answers_at_once(second(2), 1_012, 1_000_001_100));
         // Thousands of fetches of a hundred bytes.
         assert!(rate.answers_at_once(second(3), 14_012, 1_001_301_100));
-        // Nothing fetched at all (no partition assigned, or all paused).
+        // Nothing fetched at all (no partition assigned).
         assert!(!rate.answers_at_once(second(4), 14_012, 1_001_301_100));
     }
 }

@@ -657,6 +657,38 @@ mod tests {
         assert_eq!(committed(&reader), want);
     }
 
+    /// The statistics tell a broker that answers empty fetches at once (the mock cluster
+    /// does when `fetch.wait.max.ms` is 0, as noida-db always does) from one that waits.
+    #[test]
+    fn a_broker_answering_empty_fetches_at_once_is_noticed() {
+        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
+        for n in 0..10i32 {
+            kafka
+                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        kafka.flush().unwrap();
+        let noticed_within = |wait_ms: &str, time: Duration| {
+            let mut spec = spec(kafka.bootstrap());
+            spec.properties
+                .insert("fetch.wait.max.ms".into(), wait_ms.into());
+            spec.properties
+                .insert("statistics.interval.ms".into(), "100".into());
+            let mut reader = KafkaReader::open(spec, &Resume::default()).unwrap();
+            assert_eq!(read_rows(&mut reader, 10).values().sum::<usize>(), 10);
+            let started = Instant::now();
+            while started.elapsed() < time {
+                if reader.observer.answers_at_once.load(Ordering::Relaxed) {
+                    return true;
+                }
+                reader.next_chunk().unwrap();
+            }
+            false
+        };
+        assert!(noticed_within("0", Duration::from_secs(10)));
+        assert!(!noticed_within("500", Duration::from_secs(1)));
+    }
+
     /// Reads chunks until `rows` rows came, returning the rows read per partition.
     fn read_rows(reader: &mut KafkaReader, rows: usize) -> BTreeMap<u32, usize> {
         let mut read = BTreeMap::new();
