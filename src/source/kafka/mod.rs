@@ -622,13 +622,7 @@ mod tests {
     /// them: the poll rounds send what waits.
     #[test]
     fn durable_offsets_reach_the_consumer_group_when_a_commit_is_due() {
-        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
-        for n in 0..100i32 {
-            kafka
-                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
-                .unwrap();
-        }
-        kafka.flush().unwrap();
+        let kafka = kafka_with_numbers(100);
         let mut reader = KafkaReader::open(spec(kafka.bootstrap()), &Resume::default()).unwrap();
         reader.group_commits = GroupCommits::new(Instant::now(), Duration::from_millis(300));
         assert_eq!(read_rows(&mut reader, 100).values().sum::<usize>(), 100);
@@ -661,13 +655,7 @@ mod tests {
     /// does when `fetch.wait.max.ms` is 0, as noida-db always does) from one that waits.
     #[test]
     fn a_broker_answering_empty_fetches_at_once_is_noticed() {
-        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
-        for n in 0..10i32 {
-            kafka
-                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
-                .unwrap();
-        }
-        kafka.flush().unwrap();
+        let kafka = kafka_with_numbers(10);
         let noticed_within = |wait_ms: &str, time: Duration| {
             let mut spec = spec(kafka.bootstrap());
             spec.properties
@@ -689,6 +677,19 @@ mod tests {
         assert!(!noticed_within("500", Duration::from_secs(1)));
     }
 
+    /// A two-partition topic `aligned` holding `{"n": n}` for n below `count`, even n in
+    /// partition 0 and odd n in partition 1.
+    fn kafka_with_numbers(count: i32) -> EmbeddedKafka {
+        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
+        for n in 0..count {
+            kafka
+                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        kafka.flush().unwrap();
+        kafka
+    }
+
     /// Reads chunks until `rows` rows came, returning the rows read per partition.
     fn read_rows(reader: &mut KafkaReader, rows: usize) -> BTreeMap<u32, usize> {
         let mut read = BTreeMap::new();
@@ -706,13 +707,7 @@ mod tests {
 
     #[test]
     fn a_partition_ahead_in_event_time_waits_for_the_slower_one() {
-        let kafka = EmbeddedKafka::start(1, "aligned", 2).unwrap();
-        for n in 0..40_000i32 {
-            kafka
-                .send(n % 2, None, format!("{{\"n\":{n}}}").as_bytes())
-                .unwrap();
-        }
-        kafka.flush().unwrap();
+        let kafka = kafka_with_numbers(40_000);
         let mut reader = KafkaReader::open(spec(kafka.bootstrap()), &Resume::default()).unwrap();
         // Both partitions have a backlog; the decoder says partition 0 is a minute ahead.
         let first = read_rows(&mut reader, 1);
