@@ -215,8 +215,12 @@ async fn stream(
 }
 
 /// Waits (up to `SETTLE_LIMIT`) for the machine to be quiet before a measured phase, so
-/// both phases of a query start alike.
-fn settle(json: bool) {
+/// both phases of a query start alike. Only a broker in its own process may go on working
+/// after the load (the embedded one does not, and tests run it on a busy machine).
+fn settle(topic: &BenchTopic, json: bool) {
+    if topic.kind != "external" {
+        return;
+    }
     let waited = cpu::wait_until_quiet(QUIET_CORES, SETTLE_LIMIT);
     tracing::info!(
         waited_ms = waited.as_millis() as u64,
@@ -265,17 +269,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             topic.partitions,
         );
     }
-    // A broker in its own process may go on working after the load (the embedded one does
-    // not, and tests run it on a busy machine).
-    let settle = |json| {
-        if topic.kind == "external" {
-            settle(json)
-        }
-    };
-    settle(args.json);
+    settle(&topic, args.json);
     let decode_eps = decode_only(&topic, args.events)?;
     for q in selected {
-        settle(args.json);
+        settle(&topic, args.json);
         let (stream_eps, cpu_us_per_event) = stream(&topic, q, args.events).await?;
         let result = KafkaResult {
             query: format!("kafka_{}", q.name),

@@ -258,7 +258,7 @@ impl FlatJson {
     fn expected_key(&self, c: &mut Cursor<'_>, guess: usize) -> Option<usize> {
         let key = self.quoted.get(guess)?.as_ref()?;
         key.is_at(c.b, c.i).then(|| {
-            c.i += key.len;
+            c.i += key.bytes.len();
             guess
         })
     }
@@ -301,7 +301,6 @@ struct QuotedKey {
     /// that keep just the key's bytes of a line's words.
     words: [u64; 2],
     masks: [u64; 2],
-    len: usize,
 }
 
 impl QuotedKey {
@@ -313,7 +312,6 @@ impl QuotedKey {
             masks[i / 8] |= 0xFF << (8 * (i % 8));
         }
         Self {
-            len: bytes.len(),
             bytes,
             words,
             masks,
@@ -324,14 +322,14 @@ impl QuotedKey {
     #[inline]
     fn is_at(&self, line: &[u8], at: usize) -> bool {
         match line.get(at..at + 16) {
-            Some(next) if self.len <= 16 => {
+            Some(next) if self.bytes.len() <= 16 => {
                 let (a, b) = next.split_at(8);
                 let a = u64::from_le_bytes(a.try_into().expect("eight bytes"));
                 let b = u64::from_le_bytes(b.try_into().expect("eight bytes"));
                 (a & self.masks[0]) == self.words[0] && (b & self.masks[1]) == self.words[1]
             }
             // Near the line's end, or a long name.
-            _ => line.get(at..at + self.len) == Some(&self.bytes[..]),
+            _ => line.get(at..at + self.bytes.len()) == Some(&self.bytes[..]),
         }
     }
 }
