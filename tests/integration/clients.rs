@@ -978,8 +978,22 @@ fn bench_prints_json_for_file_and_kafka_pipelines() {
     let kafka = bench_json(&["--kafka", "--events", "20000", "--query", "tumble"]);
     assert_eq!(kafka.len(), 1);
     assert_eq!(kafka[0]["query"], "kafka_tumble");
-    for field in ["stream_eps", "decode_eps", "ratio"] {
+    for field in [
+        "stream_eps",
+        "decode_eps",
+        "ratio",
+        "stream_flow_eps",
+        "decode_flow_eps",
+        "flow_ratio",
+    ] {
         assert!(kafka[0][field].as_f64().unwrap() > 0.0, "{field}");
+    }
+    // From the first message on, a phase runs at least as fast as over its whole run.
+    for phase in ["stream", "decode"] {
+        let whole = kafka[0][format!("{phase}_eps")].as_f64().unwrap();
+        let flow = kafka[0][format!("{phase}_flow_eps")].as_f64().unwrap();
+        assert!(flow >= whole, "{phase}: {flow} < {whole}");
+        assert!(kafka[0][format!("{phase}_first_ms")].is_u64(), "{phase}");
     }
 }
 
