@@ -5,6 +5,13 @@ use weir::config::{Cli, Command};
 
 /// mimalloc instead of glibc's malloc: epochs allocate and free millions of small keys and
 /// values, and glibc spent ~10% of the view thread in its free lists (perf, 1M-key bench).
+/// Built with `override`, it is also the `malloc` of librdkafka and RocksDB. Under glibc,
+/// librdkafka's broker thread allocated each Kafka message and the reader thread freed it,
+/// and the reader spent its time waiting for the arena lock (`__lll_lock_wait_private`, the
+/// most frequent reason it slept in a Kafka run): read+decode alone from the first message
+/// on ran at 1.83-1.86M ev/s with glibc and 2.70-3.00M with mimalloc (1M bids, noida-db).
+/// mimalloc also reuses freed memory for RocksDB's memtable arenas and write batches, as
+/// glibc did only after `mallopt` told it to.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,25 +36,8 @@ fn disable_transparent_huge_pages() {
     }
 }
 
-/// Keeps the memory RocksDB frees (C++ allocations go through glibc's malloc, not mimalloc) for
-/// its next allocations instead of returning it to the kernel. By default glibc maps each
-/// block of a memtable's arena and each epoch's write batch afresh and unmaps it when freed,
-/// so the epoch writer zeroed new pages for every value it wrote: 44% of its samples in a
-/// 1M-key ingest (perf). With blocks up to 32 MiB served from the heap, and up to 256 MiB of
-/// free heap kept, HOP's epoch writer spent 1.02-1.17 us per event against 1.29-1.48
-/// (`weir bench --query hop`, alternated runs).
-fn keep_native_heap_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets two of glibc's allocation thresholds before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
 fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
-    keep_native_heap_memory();
     let cli = Cli::parse();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
