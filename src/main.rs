@@ -7,11 +7,12 @@ use weir::config::{Cli, Command};
 /// values, and glibc spent ~10% of the view thread in its free lists (perf, 1M-key bench).
 /// Built with `override`, it is also the `malloc` of librdkafka and RocksDB. Under glibc,
 /// librdkafka's broker thread allocated each Kafka message and the reader thread freed it,
-/// and the reader spent its time waiting for the arena lock (`__lll_lock_wait_private`, the
-/// most frequent reason it slept in a Kafka run): read+decode alone from the first message
-/// on ran at 1.83-1.86M ev/s with glibc and 2.70-3.00M with mimalloc (1M bids, noida-db).
-/// mimalloc also reuses freed memory for RocksDB's memtable arenas and write batches, as
-/// glibc did only after `mallopt` told it to.
+/// and a free of another thread's chunk takes that thread's arena lock: it was the reader's
+/// most frequent reason to sleep in a Kafka run (`__lll_lock_wait_private`). Read+decode
+/// alone, from the first message on, ran at 1.83-1.86M ev/s with glibc and 2.70-3.00M with
+/// mimalloc (1M bids, noida-db). RocksDB's epoch writer costs what it did under glibc with
+/// the `mallopt` settings this replaced (HOP 0.078-0.080 us/event against 0.078), which kept
+/// glibc from mapping every memtable block and write batch afresh.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

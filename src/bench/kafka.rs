@@ -43,8 +43,9 @@ struct KafkaResult {
     stream_eps: f64,
     decode_eps: f64,
     ratio: f64,
-    /// How long each phase waited for its first message (the broker's first fetch: noida-db
-    /// builds one response holding a partition's whole backlog, 0.3–0.5 s for 1M bids).
+    /// How long each phase waited for its first message: read (decode-only) or applied by the
+    /// views (stream). Mostly the broker's first fetch: noida-db builds one response holding a
+    /// partition's whole backlog, 0.45–1.1 s for 1M bids.
     stream_first_ms: u64,
     decode_first_ms: u64,
     /// The same rates from each phase's first message on, and their ratio: what the phases
