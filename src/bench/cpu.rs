@@ -6,6 +6,7 @@
 //! pipeline's stages read the per-event CPU of each role next to the events per second.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// utime + stime of a `/proc/.../stat` line, in seconds, and the command name.
 fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
@@ -43,27 +44,34 @@ fn machine_jiffies() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// Waits until the machine is quiet: less than `cores` of CPU busy in each 200 ms window
-/// of three seconds, at most `limit`. Returns how long it waited. A broker on the same
+/// Each window in which the machine must be quiet, and how long in a row.
+const QUIET_WINDOW: Duration = Duration::from_millis(200);
+const QUIET_FOR: Duration = Duration::from_secs(3);
+
+/// Waits until the machine is quiet: less than `cores` of CPU busy in each [`QUIET_WINDOW`]
+/// for [`QUIET_FOR`], at most `limit`. Returns how long it waited. A broker on the same
 /// machine goes on working after a load (noida-db rewrites its whole state file, 570 MB
 /// after 1M bids, using most of a core for ~5 s): a phase that starts meanwhile shares the
 /// cores with it, and its throughput says more about the broker than about Weir. noida-db
 /// starts that up to ~2.5 s after the last message it was sent, hence the three seconds.
-pub fn wait_until_quiet(cores: f64, limit: std::time::Duration) -> std::time::Duration {
-    let started = std::time::Instant::now();
-    let window = std::time::Duration::from_millis(200);
+pub fn wait_until_quiet(cores: f64, limit: Duration) -> Duration {
+    let started = Instant::now();
     let Some(mut last) = machine_jiffies() else {
-        return std::time::Duration::ZERO;
+        return Duration::ZERO;
     };
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let mut quiet_windows = 0;
-    while started.elapsed() < limit && quiet_windows < 15 {
-        std::thread::sleep(window);
+    let mut quiet_for = Duration::ZERO;
+    while started.elapsed() < limit && quiet_for < QUIET_FOR {
+        std::thread::sleep(QUIET_WINDOW);
         let Some(now) = machine_jiffies() else { break };
         let (busy, total) = (now.0 - last.0, now.1 - last.1);
         last = now;
         let quiet = total > 0 && (busy as f64 / total as f64) * ncpu < cores;
-        quiet_windows = if quiet { quiet_windows + 1 } else { 0 };
+        quiet_for = if quiet {
+            quiet_for + QUIET_WINDOW
+        } else {
+            Duration::ZERO
+        };
     }
     started.elapsed()
 }
