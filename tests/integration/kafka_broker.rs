@@ -186,7 +186,9 @@ async fn kill9_and_broker_restart_against_a_broker_process() {
     }
     let file = dir.path().join("pipeline.sql");
     std::fs::write(&file, pipeline).unwrap();
-    let args = ["--pipeline", file.to_str().unwrap()];
+    // Short epochs, so the counts move in small steps and the kills and the broker restart
+    // land mid-stream however fast the broker serves the topic.
+    let args = ["--pipeline", file.to_str().unwrap(), "--epoch-ms", "50"];
     let data = dir.path().join("weir");
 
     // Five kills at spread-out (pseudo-random) points of the stream, then a broker restart.
