@@ -60,6 +60,31 @@ pub struct ViewSpec {
     pub aggregates: Vec<Aggregate>,
     pub filter: Option<String>,
     pub having: Option<String>,
+    /// Client reads of the finished view, each checked against the same filter over the
+    /// batch result.
+    pub reads: Vec<Read>,
+}
+
+/// A client's read of a view: a filter over its columns and maybe a LIMIT. Filters on group
+/// keys and window bounds are what the view's scan turns into point reads and range scans,
+/// and a filter of every group key equal to a literal is the shape the point-query fast path
+/// answers without DataFusion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    pub filter: String,
+    /// The view's columns the filter names (a simpler view without one drops the read).
+    pub columns: Vec<&'static str>,
+    pub limit: Option<u64>,
+    /// Every group key equal to a literal, and nothing else.
+    pub point: bool,
+}
+
+impl Read {
+    /// `select` (a SELECT ... FROM without WHERE) with this read's filter and limit.
+    pub fn sql(&self, select: &str) -> String {
+        let limit = self.limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
+        format!("{select} WHERE {}{limit}", self.filter)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -404,6 +429,83 @@ fn random_view(rng: &mut Rng) -> ViewSpec {
         aggregates,
         filter: rng.chance(0.6).then(|| predicate(rng)),
         having,
+        reads: Vec::new(),
+    }
+}
+
+/// A literal of a group key's type: mostly values the events have, sometimes one they do not.
+fn key_literal(rng: &mut Rng, key: &str) -> String {
+    match key {
+        "k" => rng
+            .pick(&["'a'", "'b'", "'c'", "'a b'", "'zz'"])
+            .to_string(),
+        "g" => rng.pick(&["'x'", "'y'", "'q'"]).to_string(),
+        "b" => rng.pick(&["true", "false"]).to_string(),
+        _ => rng.range(-50, 50).to_string(),
+    }
+}
+
+/// A time on a 5-second boundary around the events' span (so it is some windows' start).
+fn window_bound(rng: &mut Rng) -> String {
+    let ms = BASE_MS + rng.range(-12, 120) * 5_000;
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    format!("'{}'", at.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
+    let mut parts = Vec::new();
+    let mut columns = Vec::new();
+    let mut point = false;
+    if !view.keys.is_empty() && rng.chance(0.7) {
+        match rng.range(0, 3) {
+            0 | 1 => {
+                for k in &view.keys {
+                    parts.push(format!("{k} = {}", key_literal(rng, k)));
+                    columns.push(*k);
+                }
+                point = true;
+            }
+            2 => {
+                // DataFusion turns a list of two into `k = a OR k = b`; longer ones reach
+                // the scan as IN.
+                let k = *rng.pick(&view.keys);
+                let list: Vec<String> = (0..rng.range(2, 4)).map(|_| key_literal(rng, k)).collect();
+                parts.push(format!("{k} IN ({})", list.join(", ")));
+                columns.push(k);
+            }
+            _ => {
+                let k = *rng.pick(&view.keys);
+                parts.push(format!("{k} IS NULL"));
+                columns.push(k);
+            }
+        }
+    }
+    if view.window != Window::None && rng.chance(0.6) {
+        let col = if view.with_end && rng.chance(0.3) {
+            "window_end"
+        } else {
+            "window_start"
+        };
+        let bound = window_bound(rng);
+        parts.push(match rng.range(0, 3) {
+            0 => format!("{col} >= {bound}"),
+            1 => format!("{col} < {bound}"),
+            2 => format!("{col} = {bound}"),
+            _ => format!("{col} >= {bound} AND {col} < {}", window_bound(rng)),
+        });
+        columns.push(col);
+        point = false;
+    }
+    let limit = rng.chance(0.25).then(|| rng.range(0, 3) as u64);
+    Read {
+        filter: if parts.is_empty() {
+            "true".to_string()
+        } else {
+            parts.join(" AND ")
+        },
+        columns,
+        point: point && limit.is_none(),
+        limit,
     }
 }
 
@@ -422,7 +524,7 @@ pub fn random_case(seed: u64) -> Case {
         files.push(n);
         left -= n;
     }
-    let views = (0..rng.range(1, 3))
+    let mut views: Vec<ViewSpec> = (0..rng.range(1, 3))
         .map(|_| random_view(&mut rng))
         .collect();
     let restart = match rng.range(0, 9) {
@@ -434,6 +536,14 @@ pub fn random_case(seed: u64) -> Case {
         }),
         _ => None,
     };
+    // Reads come from a stream of their own, so adding them left every case's events and
+    // views as they were.
+    let mut reads = Rng::new(seed ^ 0x5EAD_5EAD_5EAD_5EAD);
+    for view in &mut views {
+        view.reads = (0..reads.range(1, 3))
+            .map(|_| random_read(&mut reads, view))
+            .collect();
+    }
     Case {
         lines,
         files,

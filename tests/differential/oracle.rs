@@ -15,7 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
-use super::case::{Case, Event, Line, ViewSpec, Window, DELAY_MS};
+use super::case::{Case, Event, Line, Read, ViewSpec, Window, DELAY_MS};
 use super::common::oracle::to_cells;
 
 /// The table a view reads in the oracle.
@@ -128,12 +128,20 @@ fn input_table(case: &Case, window: Window) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("oracle input")
 }
 
-/// Runs the view's SELECT as a batch query; rows as text in Weir's canonical form, and the
-/// column names.
-pub async fn expected_rows(
-    case: &Case,
-    view: &ViewSpec,
-) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+/// What the batch side expects of a view.
+pub struct Expected {
+    pub names: Vec<String>,
+    /// The view's rows as text in Weir's canonical form.
+    pub rows: Rows,
+    /// The rows each of the view's reads selects (before its LIMIT), or why the batch side
+    /// refused it.
+    pub reads: Vec<Result<Rows, String>>,
+}
+
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// Runs the view's SELECT as a batch query, then each of its reads over that result.
+pub async fn expected_rows(case: &Case, view: &ViewSpec) -> Result<Expected, String> {
     let err = |e: datafusion::error::DataFusionError| e.to_string();
     let ctx = SessionContext::new();
     weir_udfs::register(&ctx);
@@ -149,14 +157,24 @@ pub async fn expected_rows(
     let result = MemTable::try_new(schema, vec![batches]).map_err(err)?;
     ctx.register_table("result", Arc::new(result))
         .map_err(err)?;
-    let text = ctx
-        .sql(&canonical_select(&names, "result"))
-        .await
-        .map_err(err)?
-        .collect()
-        .await
-        .map_err(err)?;
-    Ok((names, to_cells(&text)))
+    let text = |sql: String| {
+        let ctx = &ctx;
+        async move {
+            let batches = ctx.sql(&sql).await.map_err(err)?.collect().await;
+            batches.map(|b| to_cells(&b)).map_err(err)
+        }
+    };
+    let select = canonical_select(&names, "result");
+    let rows = text(select.clone()).await?;
+    let mut reads = Vec::new();
+    for read in &view.reads {
+        let unlimited = Read {
+            limit: None,
+            ..read.clone()
+        };
+        reads.push(text(unlimited.sql(&select)).await);
+    }
+    Ok(Expected { names, rows, reads })
 }
 
 /// Every column cast to text by DataFusion, so both sides format values the same way.

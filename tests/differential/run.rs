@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::case::{Case, Compare, Restart, ViewSpec};
-use super::common::Weir;
-use super::oracle::{canonical_select, dead_letters, expected_rows, late_rows};
+use super::common::{http_get, Weir};
+use super::oracle::{canonical_select, dead_letters, expected_rows, late_rows, Expected, Rows};
 
 /// A `weir` server shared by the cases, restarted by cases that ask for it.
 pub struct Server {
@@ -49,9 +49,10 @@ pub struct Outcome {
     /// The first disagreement, if any.
     pub failure: Option<String>,
     pub rows_compared: usize,
+    /// Reads of the point-query shape, and how many of them the fast path answered.
+    pub point_reads: u64,
+    pub fast_path_reads: u64,
 }
-
-type Rows = Vec<Vec<Option<String>>>;
 
 async fn query(client: &Client, sql: &str) -> Result<Rows, String> {
     let messages = client.simple_query(sql).await.map_err(|e| {
@@ -211,7 +212,8 @@ pub async fn run_case(server: &mut Server, case: &Case, source: &str, root: &Pat
             continue;
         }
         let name = format!("{source}_v{i}");
-        if let Err(e) = compare_view(&server.client, case, view, &name, &mut outcome).await {
+        let http = server.weir.http_port;
+        if let Err(e) = compare_view(&server.client, http, case, view, &name, &mut outcome).await {
             outcome.failure = Some(format!("view {name}: {e}"));
             return outcome;
         }
@@ -240,6 +242,7 @@ pub async fn run_case(server: &mut Server, case: &Case, source: &str, root: &Pat
 
 async fn compare_view(
     client: &Client,
+    http_port: u16,
     case: &Case,
     view: &ViewSpec,
     name: &str,
@@ -256,7 +259,11 @@ async fn compare_view(
     if status.as_deref() != Some("finished") {
         return Err(format!("status {status:?}, error {error:?}"));
     }
-    let (names, expected) = expected_rows(case, view)
+    let Expected {
+        names,
+        rows: expected,
+        reads,
+    } = expected_rows(case, view)
         .await
         .map_err(|e| format!("the oracle failed on a view Weir accepted: {e}"))?;
     let actual = query(client, &canonical_select(&names, name)).await?;
@@ -283,7 +290,80 @@ async fn compare_view(
         return Err(format!("late_rows {late:?}, expected {expected_late}"));
     }
     outcome.rows_compared += actual.len();
+    let server = (client, http_port);
+    outcome.rows_compared += compare_reads(server, view, name, &names, reads, outcome).await?;
     Ok(())
+}
+
+/// Checks the view's reads: the rows Weir returns for each filter (and LIMIT) against the
+/// batch result filtered the same way. A read of the point-query shape is also asked as
+/// `SELECT *`, which the fast path answers, and must return what DataFusion returns for it.
+async fn compare_reads(
+    (client, http_port): (&Client, u16),
+    view: &ViewSpec,
+    name: &str,
+    names: &[String],
+    expected: Vec<Result<Rows, String>>,
+    outcome: &mut Outcome,
+) -> Result<usize, String> {
+    let compare = view.column_compare();
+    let same = |a: &Vec<Option<String>>, e: &Vec<Option<String>>| {
+        a.iter()
+            .zip(e)
+            .zip(&compare)
+            .all(|((a, e), c)| cell_equal(a, e, *c))
+    };
+    let select = canonical_select(names, name);
+    let mut compared = 0;
+    for (read, want) in view.reads.iter().zip(expected) {
+        let sql = read.sql(&select);
+        let (got, want) = match (query(client, &sql).await, want) {
+            (Ok(got), Ok(want)) => (sorted(got, &compare), sorted(want, &compare)),
+            (Err(_), Err(_)) => continue,
+            (Err(e), Ok(_)) => return Err(format!("read failed: {e}\n  {sql}")),
+            (Ok(_), Err(e)) => {
+                return Err(format!(
+                    "the batch side refused a read Weir answered: {e}\n  {sql}"
+                ))
+            }
+        };
+        let equal = match read.limit {
+            None => got.len() == want.len() && got.iter().zip(&want).all(|(a, e)| same(a, e)),
+            Some(n) => {
+                got.len() == want.len().min(n as usize)
+                    && got.iter().all(|a| want.iter().any(|e| same(a, e)))
+            }
+        };
+        if !equal {
+            return Err(format!(
+                "read differs: {sql}\n  weir ({} rows):\n    {}\n  batch (before the limit, {} rows):\n    {}",
+                got.len(),
+                show(&got),
+                want.len(),
+                show(&want)
+            ));
+        }
+        compared += got.len();
+        if read.point {
+            let fast = read.sql(&format!("SELECT * FROM {name}"));
+            let planned = format!("{fast} LIMIT 1000000000");
+            let before = fast_path_answers(http_port, name).await;
+            let mut by_fast_path = query(client, &fast).await?;
+            outcome.point_reads += 1;
+            outcome.fast_path_reads += fast_path_answers(http_port, name).await - before;
+            let mut by_datafusion = query(client, &planned).await?;
+            by_fast_path.sort();
+            by_datafusion.sort();
+            if by_fast_path != by_datafusion {
+                return Err(format!(
+                    "the point query differs from DataFusion's answer: {fast}\n  fast path:\n    {}\n  DataFusion:\n    {}",
+                    show(&by_fast_path),
+                    show(&by_datafusion)
+                ));
+            }
+        }
+    }
+    Ok(compared)
 }
 
 /// Drops the case's views and source.
@@ -296,4 +376,13 @@ pub async fn drop_case(server: &Server, case: &Case, source: &str) {
         .await;
     }
     let _ = query(&server.client, &format!("DROP SOURCE IF EXISTS {source}")).await;
+}
+
+/// Queries on `view` the point-query fast path has answered (its metric).
+async fn fast_path_answers(http_port: u16, view: &str) -> u64 {
+    let page = http_get(http_port, "/metrics").await;
+    let series = format!("weir_view_point_queries_total{{view=\"{view}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -115,7 +115,8 @@ fn without_lines(case: &Case, at: usize, count: usize) -> Case {
     }
 }
 
-/// One-step simplifications of a view: an aggregate less, no WHERE, no HAVING, a key less.
+/// One-step simplifications of a view: an aggregate less, no WHERE, no HAVING, a key less (and
+/// the reads that name it), a read less.
 fn simpler_views(view: &ViewSpec) -> Vec<ViewSpec> {
     let mut out = Vec::new();
     for i in 0..view.aggregates.len() {
@@ -139,7 +140,13 @@ fn simpler_views(view: &ViewSpec) -> Vec<ViewSpec> {
     }
     for i in 0..view.keys.len() {
         let mut v = view.clone();
-        v.keys.remove(i);
+        let key = v.keys.remove(i);
+        v.reads.retain(|r| !r.columns.contains(&key));
+        out.push(v);
+    }
+    for i in 0..view.reads.len() {
+        let mut v = view.clone();
+        v.reads.remove(i);
         out.push(v);
     }
     out
@@ -168,6 +175,12 @@ pub fn reproducer(case: &Case, failure: &str) -> String {
     for sql in statements(case, "s", dir) {
         out += &sql;
         out += ";\n";
+    }
+    for (i, view) in case.views.iter().enumerate() {
+        for read in &view.reads {
+            out += &read.sql(&format!("SELECT * FROM s_v{i}"));
+            out += ";\n";
+        }
     }
     out += &format!("-- failure: {failure}\n");
     out
