@@ -77,9 +77,25 @@ pub struct Read {
     pub limit: Option<u64>,
     /// Every group key equal to a literal, and nothing else.
     pub point: bool,
+    /// `SELECT count(*)` instead of the rows: the scan then projects no column at all.
+    pub count: bool,
 }
 
 impl Read {
+    /// This read of `table`, whose columns are `names`: each column cast to text (or the
+    /// count), with the read's filter and limit.
+    pub fn text_sql(&self, names: &[String], table: &str) -> String {
+        if self.count {
+            self.sql(&format!("SELECT CAST(count(*) AS VARCHAR) FROM {table}"))
+        } else {
+            let cols: Vec<String> = names
+                .iter()
+                .map(|c| format!("CAST(\"{c}\" AS VARCHAR)"))
+                .collect();
+            self.sql(&format!("SELECT {} FROM {table}", cols.join(", ")))
+        }
+    }
+
     /// `select` (a SELECT ... FROM without WHERE) with this read's filter and limit.
     pub fn sql(&self, select: &str) -> String {
         let limit = self.limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
@@ -496,7 +512,8 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
         columns.push(col);
         point = false;
     }
-    let limit = rng.chance(0.25).then(|| rng.range(0, 3) as u64);
+    let count = rng.chance(0.2);
+    let limit = (!count && rng.chance(0.25)).then(|| rng.range(0, 3) as u64);
     Read {
         filter: if parts.is_empty() {
             "true".to_string()
@@ -504,8 +521,9 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
             parts.join(" AND ")
         },
         columns,
-        point: point && limit.is_none(),
+        point: point && limit.is_none() && !count,
         limit,
+        count,
     }
 }
 

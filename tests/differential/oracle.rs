@@ -164,15 +164,14 @@ pub async fn expected_rows(case: &Case, view: &ViewSpec) -> Result<Expected, Str
             batches.map(|b| to_cells(&b)).map_err(err)
         }
     };
-    let select = canonical_select(&names, "result");
-    let rows = text(select.clone()).await?;
+    let rows = text(canonical_select(&names, "result")).await?;
     let mut reads = Vec::new();
     for read in &view.reads {
         let unlimited = Read {
             limit: None,
             ..read.clone()
         };
-        reads.push(text(unlimited.sql(&select)).await);
+        reads.push(text(unlimited.text_sql(&names, "result")).await);
     }
     Ok(Expected { names, rows, reads })
 }

@@ -178,7 +178,8 @@ pub fn reproducer(case: &Case, failure: &str) -> String {
     }
     for (i, view) in case.views.iter().enumerate() {
         for read in &view.reads {
-            out += &read.sql(&format!("SELECT * FROM s_v{i}"));
+            let what = if read.count { "count(*)" } else { "*" };
+            out += &read.sql(&format!("SELECT {what} FROM s_v{i}"));
             out += ";\n";
         }
     }
