@@ -77,6 +77,8 @@ pub struct Read {
     pub limit: Option<u64>,
     /// Every group key equal to a literal, and nothing else.
     pub point: bool,
+    /// The key equalities of a point read: each key and its literal.
+    pub equalities: Vec<(&'static str, String)>,
     /// `SELECT count(*)` instead of the rows: the scan then projects no column at all.
     pub count: bool,
 }
@@ -471,12 +473,15 @@ fn window_bound(rng: &mut Rng) -> String {
 fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
     let mut parts = Vec::new();
     let mut columns = Vec::new();
+    let mut equalities = Vec::new();
     let mut point = false;
     if !view.keys.is_empty() && rng.chance(0.7) {
         match rng.range(0, 3) {
             0 | 1 => {
                 for k in &view.keys {
-                    parts.push(format!("{k} = {}", key_literal(rng, k)));
+                    let literal = key_literal(rng, k);
+                    parts.push(format!("{k} = {literal}"));
+                    equalities.push((*k, literal));
                     columns.push(*k);
                 }
                 point = true;
@@ -522,6 +527,7 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
         },
         columns,
         point: point && limit.is_none() && !count,
+        equalities,
         limit,
         count,
     }

@@ -74,7 +74,7 @@ async fn run(args: &Args) -> usize {
     let started = Instant::now();
     let (mut failures, mut refused, mut rows, mut views, mut restarts) = (0, 0, 0, 0, 0);
     let mut invalid = 0;
-    let (mut point_reads, mut fast_path_reads) = (0, 0);
+    let (mut point_reads, mut prepared_reads, mut fast_path_reads) = (0, 0, 0);
     let mut ran = 0;
     for i in 0..args.cases {
         ran += 1;
@@ -89,6 +89,7 @@ async fn run(args: &Args) -> usize {
         refused += outcome.refused.len();
         invalid += outcome.both_refused;
         point_reads += outcome.point_reads;
+        prepared_reads += outcome.prepared_reads;
         fast_path_reads += outcome.fast_path_reads;
         for r in &outcome.refused {
             eprintln!("case seed {seed}: refused at CREATE: {r}");
@@ -116,8 +117,8 @@ async fn run(args: &Args) -> usize {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "differential: {} cases from seed {} ({views} views, {restarts} restarts, {rows} rows compared, \
-         {refused} views refused, {invalid} refused by both engines, {point_reads} point reads of which \
-         {fast_path_reads} by the fast path) in {secs:.1} s: {:.0} cases/min, {failures} failing",
+         {refused} views refused, {invalid} refused by both engines, {point_reads} point reads and \
+         {prepared_reads} prepared ones, {fast_path_reads} of them by the fast path) in {secs:.1} s: {:.0} cases/min, {failures} failing",
         ran,
         args.seed,
         ran as f64 * 60.0 / secs

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::case::{Case, Compare, Restart, ViewSpec};
+use super::case::{Case, Compare, Read, Restart, ViewSpec, Window};
 use super::common::{http_get, Weir};
 use super::oracle::{canonical_select, dead_letters, expected_rows, late_rows, Expected, Rows};
 
@@ -49,8 +50,10 @@ pub struct Outcome {
     /// The first disagreement, if any.
     pub failure: Option<String>,
     pub rows_compared: usize,
-    /// Reads of the point-query shape, and how many of them the fast path answered.
+    /// Reads of the point-query shape (also asked as prepared statements where the keys are
+    /// text or integers), and how many of them the fast path answered.
     pub point_reads: u64,
+    pub prepared_reads: u64,
     pub fast_path_reads: u64,
 }
 
@@ -364,6 +367,23 @@ async fn compare_reads(
                     show(&by_datafusion)
                 ));
             }
+            let before = fast_path_answers(http_port, name).await;
+            if let Some(prepared) = prepared_point_read(client, view, read, name).await? {
+                outcome.prepared_reads += 1;
+                outcome.fast_path_reads += fast_path_answers(http_port, name).await - before;
+                let keys = view.keys.join(", ");
+                let planned = read.sql(&format!("SELECT {keys} FROM {name}"));
+                let mut by_datafusion =
+                    query(client, &format!("{planned} LIMIT 1000000000")).await?;
+                by_datafusion.sort();
+                if prepared != by_datafusion {
+                    return Err(format!(
+                        "the prepared point query differs from DataFusion's answer: {planned}\n  prepared:\n    {}\n  DataFusion:\n    {}",
+                        show(&prepared),
+                        show(&by_datafusion)
+                    ));
+                }
+            }
         }
     }
     Ok(compared)
@@ -388,4 +408,66 @@ async fn fast_path_answers(http_port: u16, view: &str) -> u64 {
     page.lines()
         .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A point read of a view keyed by text and integer columns only, asked as a prepared
+/// statement with its literals bound as parameters (as drivers such as asyncpg and pgJDBC
+/// ask): the view's key columns of the rows it returns, as text, sorted. `None` for other
+/// views.
+async fn prepared_point_read(
+    client: &Client,
+    view: &ViewSpec,
+    read: &Read,
+    name: &str,
+) -> Result<Option<Rows>, String> {
+    if view.window != Window::None || read.equalities.iter().any(|(k, _)| *k == "b") {
+        return Ok(None);
+    }
+    let err = |e: tokio_postgres::Error| e.to_string();
+    let wheres: Vec<String> = (1..=read.equalities.len())
+        .zip(&read.equalities)
+        .map(|(i, (k, _))| format!("{k} = ${i}"))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {name} WHERE {}",
+        view.keys.join(", "),
+        wheres.join(" AND ")
+    );
+    let statement = client.prepare(&sql).await.map_err(err)?;
+    let texts: Vec<String> = read
+        .equalities
+        .iter()
+        .map(|(_, l)| l.trim_matches('\'').to_string())
+        .collect();
+    let integers: Vec<i64> = read
+        .equalities
+        .iter()
+        .map(|(_, l)| l.parse().unwrap_or(0))
+        .collect();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    for (i, ty) in statement.params().iter().enumerate() {
+        match *ty {
+            Type::TEXT | Type::VARCHAR => params.push(&texts[i]),
+            Type::INT8 => params.push(&integers[i]),
+            ref other => return Err(format!("{sql}: parameter ${} described as {other}", i + 1)),
+        }
+    }
+    let rows = client.query(&statement, &params).await.map_err(err)?;
+    let mut out: Rows = Vec::new();
+    for row in rows {
+        let mut cells = Vec::new();
+        for (i, column) in row.columns().iter().enumerate() {
+            cells.push(match *column.type_() {
+                Type::TEXT | Type::VARCHAR => row.try_get::<_, Option<String>>(i).map_err(err)?,
+                Type::INT8 => row
+                    .try_get::<_, Option<i64>>(i)
+                    .map_err(err)?
+                    .map(|v| v.to_string()),
+                ref other => return Err(format!("{sql}: column {i} is {other}")),
+            });
+        }
+        out.push(cells);
+    }
+    out.sort();
+    Ok(Some(out))
 }
