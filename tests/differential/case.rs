@@ -81,6 +81,9 @@ pub struct Read {
     pub equalities: Vec<(&'static str, String)>,
     /// `SELECT count(*)` instead of the rows: the scan then projects no column at all.
     pub count: bool,
+    /// With a LIMIT: the columns that order the rows first (the window's start and the group
+    /// keys, which tell rows apart), so exactly those rows are expected.
+    pub order_by: Vec<&'static str>,
 }
 
 impl Read {
@@ -98,10 +101,15 @@ impl Read {
         }
     }
 
-    /// `select` (a SELECT ... FROM without WHERE) with this read's filter and limit.
+    /// `select` (a SELECT ... FROM without WHERE) with this read's filter, order and limit.
     pub fn sql(&self, select: &str) -> String {
+        let order = if self.order_by.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", self.order_by.join(", "))
+        };
         let limit = self.limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
-        format!("{select} WHERE {}{limit}", self.filter)
+        format!("{select} WHERE {}{order}{limit}", self.filter)
     }
 }
 
@@ -519,6 +527,16 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
     }
     let count = rng.chance(0.2);
     let limit = (!count && rng.chance(0.25)).then(|| rng.range(0, 3) as u64);
+    let mut order_by = Vec::new();
+    if limit.is_some() && rng.chance(0.5) {
+        if view.window != Window::None {
+            order_by.push("window_start");
+        }
+        order_by.extend(view.keys.iter().copied());
+        if rng.chance(0.5) {
+            order_by.reverse();
+        }
+    }
     Read {
         filter: if parts.is_empty() {
             "true".to_string()
@@ -530,6 +548,7 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
         equalities,
         limit,
         count,
+        order_by,
     }
 }
 
