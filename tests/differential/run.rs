@@ -120,6 +120,17 @@ fn show(rows: &Rows) -> String {
         .join("\n    ")
 }
 
+/// Two answers to one question, one under the other, each with its row count.
+fn two_sides((a, a_rows): (&str, &Rows), (b, b_rows): (&str, &Rows)) -> String {
+    format!(
+        "\n  {a} ({} rows):\n    {}\n  {b} ({} rows):\n    {}",
+        a_rows.len(),
+        show(a_rows),
+        b_rows.len(),
+        show(b_rows)
+    )
+}
+
 /// The statements that create the case's source and views in Weir.
 pub fn statements(case: &Case, source: &str, dir: &Path) -> Vec<String> {
     let mut out = vec![format!(
@@ -281,11 +292,8 @@ async fn compare_view(
         });
     if !equal {
         return Err(format!(
-            "rows differ\n  weir ({} rows):\n    {}\n  batch ({} rows):\n    {}",
-            actual.len(),
-            show(&actual),
-            expected.len(),
-            show(&expected)
+            "rows differ{}",
+            two_sides(("weir", &actual), ("batch", &expected))
         ));
     }
     let expected_late = late_rows(case, view).to_string();
@@ -344,12 +352,10 @@ async fn compare_reads(
             _ => got.len() == want.len() && got.iter().zip(&want).all(|(a, e)| same(a, e)),
         };
         if !equal {
+            let batch = ("batch (before the limit unless ordered)", &want);
             return Err(format!(
-                "read differs: {sql}\n  weir ({} rows):\n    {}\n  batch ({} rows; before the limit unless ordered):\n    {}",
-                got.len(),
-                show(&got),
-                want.len(),
-                show(&want)
+                "read differs: {sql}{}",
+                two_sides(("weir", &got), batch)
             ));
         }
         compared += got.len();
@@ -365,9 +371,8 @@ async fn compare_reads(
             by_datafusion.sort();
             if by_fast_path != by_datafusion {
                 return Err(format!(
-                    "the point query differs from DataFusion's answer: {fast}\n  fast path:\n    {}\n  DataFusion:\n    {}",
-                    show(&by_fast_path),
-                    show(&by_datafusion)
+                    "the point query differs from DataFusion's answer: {fast}{}",
+                    two_sides(("fast path", &by_fast_path), ("DataFusion", &by_datafusion))
                 ));
             }
             let before = fast_path_answers(http_port, name).await;
@@ -381,9 +386,8 @@ async fn compare_reads(
                 by_datafusion.sort();
                 if prepared != by_datafusion {
                     return Err(format!(
-                        "the prepared point query differs from DataFusion's answer: {planned}\n  prepared:\n    {}\n  DataFusion:\n    {}",
-                        show(&prepared),
-                        show(&by_datafusion)
+                        "the prepared point query differs from DataFusion's answer: {planned}{}",
+                        two_sides(("prepared", &prepared), ("DataFusion", &by_datafusion))
                     ));
                 }
             }
