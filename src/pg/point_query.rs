@@ -23,7 +23,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, ScalarValue, TableReference};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement, TableFactor, Value,
+    BinaryOperator, Expr, Ident, ObjectNamePart, SelectItem, SetExpr, Statement, TableFactor,
+    UnaryOperator, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -158,29 +159,40 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Literal)>) -> Option<()> {
         }
         BinaryOperator::Eq => {
             let (column, value) = match (left.as_ref(), right.as_ref()) {
-                (Expr::Identifier(c), Expr::Value(v)) | (Expr::Value(v), Expr::Identifier(c)) => {
-                    (c, &v.value)
-                }
+                (Expr::Identifier(c), value) | (value, Expr::Identifier(c)) => (c, value),
                 _ => return None,
             };
-            let literal = match value {
-                Value::SingleQuotedString(s) => Literal::Text(s.clone()),
-                Value::Number(n, false) => {
-                    let n = n.to_string();
-                    if !n.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    Literal::Integer(n)
-                }
-                Value::Placeholder(p) => {
-                    let n: usize = p.strip_prefix('$')?.parse().ok()?;
-                    Literal::Param(n.checked_sub(1)?)
-                }
-                _ => return None,
-            };
-            out.push((normalized(column), literal));
+            out.push((normalized(column), literal(value)?));
             Some(())
         }
+        _ => None,
+    }
+}
+
+/// A string, a whole number (a negative one is the parser's minus applied to a number), or
+/// a parameter; None for anything else.
+fn literal(expr: &Expr) -> Option<Literal> {
+    let integer = |n: &str| n.bytes().all(|b| b.is_ascii_digit()).then(|| n.to_string());
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(Literal::Text(s.clone())),
+            Value::Number(n, false) => integer(n).map(Literal::Integer),
+            Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                Some(Literal::Param(n.checked_sub(1)?))
+            }
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, false) => integer(n).map(|n| Literal::Integer(format!("-{n}"))),
+                _ => None,
+            },
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -392,7 +404,19 @@ mod tests {
                 ("id".into(), Literal::Param(1))
             ]
         );
+        let s = shape("SELECT n FROM q WHERE id = -7 AND -8 = other").unwrap();
+        assert_eq!(
+            s.equalities,
+            vec![
+                ("id".into(), Literal::Integer("-7".into())),
+                ("other".into(), Literal::Integer("-8".into()))
+            ]
+        );
         assert_eq!(shape("SELECT n FROM q WHERE k = $0"), None);
+        assert_eq!(shape("SELECT n FROM q WHERE id = - -7"), None);
+        assert_eq!(shape("SELECT n FROM q WHERE id = -'7'"), None);
+        assert_eq!(shape("SELECT n FROM q WHERE id = -1.5"), None);
+        assert_eq!(shape("SELECT n FROM q WHERE id = other"), None);
         assert_eq!(shape("SELECT n FROM q WHERE k = $$a$$"), None);
     }
 
