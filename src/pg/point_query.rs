@@ -6,8 +6,9 @@
 //! a query of exactly this shape is answered here (like Materialize's "fast path peeks"):
 //! - one view, no alias, no join; the select list is `*` or plain columns with optional aliases;
 //! - WHERE is a conjunction of `column = literal`, naming each group key column of the view
-//!   exactly once and nothing else; literals are strings for text keys and integers for
-//!   integer keys, or parameters (`$1`) of a prepared statement, bound to such values.
+//!   exactly once and nothing else; literals are strings for text keys, integers (negative
+//!   ones too) for integer keys and `true`/`false` for boolean keys, or parameters (`$1`) of a
+//!   prepared statement, bound to such values.
 //!
 //! Anything else, or anything this module is unsure of, returns None and goes the normal way.
 //! The shape is checked by rebuilding the statement from the accepted parts and comparing it
@@ -52,6 +53,7 @@ pub(crate) struct PointShape {
 enum Literal {
     Text(String),
     Integer(String),
+    Boolean(bool),
     /// A parameter of a prepared statement: its index from 0 (`$1` is 0).
     Param(usize),
 }
@@ -177,6 +179,7 @@ fn literal(expr: &Expr) -> Option<Literal> {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => Some(Literal::Text(s.clone())),
             Value::Number(n, false) => integer(n).map(Literal::Integer),
+            Value::Boolean(b) => Some(Literal::Boolean(*b)),
             Value::Placeholder(p) => {
                 let n: usize = p.strip_prefix('$')?.parse().ok()?;
                 Some(Literal::Param(n.checked_sub(1)?))
@@ -208,6 +211,7 @@ fn key_value(
     match literal {
         Literal::Text(s) => text_key(s, data_type),
         Literal::Integer(n) => integer_key(n.parse().ok()?, data_type),
+        Literal::Boolean(b) => boolean_key(*b, data_type),
         Literal::Param(i) => match params.get(*i)? {
             ScalarValue::Utf8(Some(s))
             | ScalarValue::LargeUtf8(Some(s))
@@ -216,6 +220,7 @@ fn key_value(
             ScalarValue::Int16(Some(v)) => integer_key(i64::from(*v), data_type),
             ScalarValue::Int32(Some(v)) => integer_key(i64::from(*v), data_type),
             ScalarValue::Int64(Some(v)) => integer_key(*v, data_type),
+            ScalarValue::Boolean(Some(b)) => boolean_key(*b, data_type),
             _ => None,
         },
     }
@@ -239,6 +244,11 @@ fn integer_key(n: i64, data_type: &DataType) -> Option<ScalarValue> {
         DataType::Int16 => i16::try_from(n).ok().map(|v| ScalarValue::Int16(Some(v))),
         _ => None,
     }
+}
+
+/// `b` as a value of a boolean key column.
+fn boolean_key(b: bool, data_type: &DataType) -> Option<ScalarValue> {
+    (*data_type == DataType::Boolean).then_some(ScalarValue::Boolean(Some(b)))
 }
 
 /// The answer to `sql` by a point read, when `sql` is a point query over a view of `ctx`;
@@ -412,6 +422,8 @@ mod tests {
                 ("other".into(), Literal::Integer("-8".into()))
             ]
         );
+        let s = shape("SELECT n FROM q WHERE ok = false").unwrap();
+        assert_eq!(s.equalities, vec![("ok".into(), Literal::Boolean(false))]);
         assert_eq!(shape("SELECT n FROM q WHERE k = $0"), None);
         assert_eq!(shape("SELECT n FROM q WHERE id = - -7"), None);
         assert_eq!(shape("SELECT n FROM q WHERE id = -'7'"), None);
@@ -488,6 +500,23 @@ mod tests {
             Some(ScalarValue::Utf8(Some("a".into())))
         );
         assert_eq!(key_value(&text("1"), &DataType::Int64, &[]), None);
+        assert_eq!(
+            key_value(&Literal::Boolean(true), &DataType::Boolean, &[]),
+            Some(ScalarValue::Boolean(Some(true)))
+        );
+        assert_eq!(
+            key_value(&Literal::Boolean(true), &DataType::Utf8, &[]),
+            None
+        );
+        assert_eq!(key_value(&text("true"), &DataType::Boolean, &[]), None);
+        assert_eq!(
+            key_value(
+                &Literal::Param(0),
+                &DataType::Boolean,
+                &[ScalarValue::Boolean(Some(false))]
+            ),
+            Some(ScalarValue::Boolean(Some(false)))
+        );
         assert_eq!(
             key_value(&Literal::Integer("-3".into()), &DataType::Int32, &[]),
             Some(ScalarValue::Int32(Some(-3)))

@@ -50,8 +50,8 @@ pub struct Outcome {
     /// The first disagreement, if any.
     pub failure: Option<String>,
     pub rows_compared: usize,
-    /// Reads of the point-query shape (also asked as prepared statements where the keys are
-    /// text or integers), and how many of them the fast path answered.
+    /// Reads of the point-query shape (also asked as prepared statements on views without
+    /// windows), and how many of them the fast path answered.
     pub point_reads: u64,
     pub prepared_reads: u64,
     pub fast_path_reads: u64,
@@ -417,17 +417,16 @@ async fn fast_path_answers(http_port: u16, view: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A point read of a view keyed by text and integer columns only, asked as a prepared
-/// statement with its literals bound as parameters (as drivers such as asyncpg and pgJDBC
-/// ask): the view's key columns of the rows it returns, as text, sorted. `None` for other
-/// views.
+/// A point read of a view without windows, asked as a prepared statement with its literals
+/// bound as parameters (as drivers such as asyncpg and pgJDBC ask): the view's key columns of
+/// the rows it returns, as text, sorted. `None` for a windowed view.
 async fn prepared_point_read(
     client: &Client,
     view: &ViewSpec,
     read: &Read,
     name: &str,
 ) -> Result<Option<Rows>, String> {
-    if view.window != Window::None || read.equalities.iter().any(|(k, _)| *k == "b") {
+    if view.window != Window::None {
         return Ok(None);
     }
     let err = |e: tokio_postgres::Error| e.to_string();
@@ -451,11 +450,13 @@ async fn prepared_point_read(
         .iter()
         .map(|(_, l)| l.parse().unwrap_or(0))
         .collect();
+    let booleans: Vec<bool> = read.equalities.iter().map(|(_, l)| l == "true").collect();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
     for (i, ty) in statement.params().iter().enumerate() {
         match *ty {
             Type::TEXT | Type::VARCHAR => params.push(&texts[i]),
             Type::INT8 => params.push(&integers[i]),
+            Type::BOOL => params.push(&booleans[i]),
             ref other => return Err(format!("{sql}: parameter ${} described as {other}", i + 1)),
         }
     }
@@ -470,6 +471,11 @@ async fn prepared_point_read(
                     .try_get::<_, Option<i64>>(i)
                     .map_err(err)?
                     .map(|v| v.to_string()),
+                // As the simple protocol shows a boolean.
+                Type::BOOL => row
+                    .try_get::<_, Option<bool>>(i)
+                    .map_err(err)?
+                    .map(|v| if v { "t" } else { "f" }.to_string()),
                 ref other => return Err(format!("{sql}: column {i} is {other}")),
             });
         }
