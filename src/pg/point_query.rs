@@ -171,8 +171,8 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Literal)>) -> Option<()> {
     }
 }
 
-/// A string, a whole number (a negative one is the parser's minus applied to a number), or
-/// a parameter; None for anything else.
+/// A string, a whole number (a negative one is the parser's minus applied to a number), a
+/// boolean, or a parameter; None for anything else.
 fn literal(expr: &Expr) -> Option<Literal> {
     let integer = |n: &str| n.bytes().all(|b| b.is_ascii_digit()).then(|| n.to_string());
     match expr {
@@ -202,7 +202,8 @@ fn literal(expr: &Expr) -> Option<Literal> {
 
 /// The literal as a value of a key column of type `data_type`, when it is exactly one;
 /// `params` are the values bound to a prepared statement's parameters (a string for a text
-/// key, an integer in range for an integer key; NULL and anything else go to DataFusion).
+/// key, an integer in range for an integer key, a boolean for a boolean key; NULL and
+/// anything else go to DataFusion).
 fn key_value(
     literal: &Literal,
     data_type: &DataType,
