@@ -1,6 +1,7 @@
 //! One random case: events in arrival order (with NULLs, boundaries, gaps, disorder within the
 //! watermark delay, an optional late tail and a few bad lines) and one to three random views.
 
+use super::oracle::canonical_select;
 use super::random::Rng;
 
 /// Event times start here (2026-05-01T00:00:00Z).
@@ -75,9 +76,8 @@ pub struct Read {
     /// The view's columns the filter names (a simpler view without one drops the read).
     pub columns: Vec<&'static str>,
     pub limit: Option<u64>,
-    /// Every group key equal to a literal, and nothing else.
-    pub point: bool,
-    /// The key equalities of a point read: each key and its literal.
+    /// Each group key and its literal, when the read is every key equal to a literal and
+    /// nothing else (the point-query shape); else empty.
     pub equalities: Vec<(&'static str, String)>,
     /// `SELECT count(*)` instead of the rows: the scan then projects no column at all.
     pub count: bool,
@@ -87,17 +87,18 @@ pub struct Read {
 }
 
 impl Read {
+    /// Whether the read has the point-query shape.
+    pub fn is_point(&self) -> bool {
+        !self.equalities.is_empty()
+    }
+
     /// This read of `table`, whose columns are `names`: each column cast to text (or the
     /// count), with the read's filter and limit.
     pub fn text_sql(&self, names: &[String], table: &str) -> String {
         if self.count {
             self.sql(&format!("SELECT CAST(count(*) AS VARCHAR) FROM {table}"))
         } else {
-            let cols: Vec<String> = names
-                .iter()
-                .map(|c| format!("CAST(\"{c}\" AS VARCHAR)"))
-                .collect();
-            self.sql(&format!("SELECT {} FROM {table}", cols.join(", ")))
+            self.sql(&canonical_select(names, table))
         }
     }
 
@@ -482,7 +483,6 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
     let mut parts = Vec::new();
     let mut columns = Vec::new();
     let mut equalities = Vec::new();
-    let mut point = false;
     if !view.keys.is_empty() && rng.chance(0.7) {
         match rng.range(0, 3) {
             0 | 1 => {
@@ -492,7 +492,6 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
                     equalities.push((*k, literal));
                     columns.push(*k);
                 }
-                point = true;
             }
             2 => {
                 // DataFusion turns a list of two into `k = a OR k = b`; longer ones reach
@@ -523,10 +522,13 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
             _ => format!("{col} >= {bound} AND {col} < {}", window_bound(rng)),
         });
         columns.push(col);
-        point = false;
+        equalities.clear();
     }
     let count = rng.chance(0.2);
     let limit = (!count && rng.chance(0.25)).then(|| rng.range(0, 3) as u64);
+    if count || limit.is_some() {
+        equalities.clear();
+    }
     let mut order_by = Vec::new();
     if limit.is_some() && rng.chance(0.5) {
         if view.window != Window::None {
@@ -544,7 +546,6 @@ fn random_read(rng: &mut Rng, view: &ViewSpec) -> Read {
             parts.join(" AND ")
         },
         columns,
-        point: point && limit.is_none() && !count,
         equalities,
         limit,
         count,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::case::{Case, Compare, Read, Restart, ViewSpec, Window};
@@ -359,13 +359,16 @@ async fn compare_reads(
             ));
         }
         compared += got.len();
-        if read.point {
+        if read.is_point() {
             let fast = read.sql(&format!("SELECT * FROM {name}"));
             let planned = format!("{fast} LIMIT 1000000000");
             let before = fast_path_answers(http_port, name).await;
             let mut by_fast_path = query(client, &fast).await?;
             outcome.point_reads += 1;
-            outcome.fast_path_reads += fast_path_answers(http_port, name).await - before;
+            let after = fast_path_answers(http_port, name).await;
+            outcome.fast_path_reads += after - before;
+            // (DataFusion's answers do not count: `before` for the prepared read is `after`.)
+            let before = after;
             let mut by_datafusion = query(client, &planned).await?;
             by_fast_path.sort();
             by_datafusion.sort();
@@ -375,7 +378,6 @@ async fn compare_reads(
                     two_sides(("fast path", &by_fast_path), ("DataFusion", &by_datafusion))
                 ));
             }
-            let before = fast_path_answers(http_port, name).await;
             if let Some(prepared) = prepared_point_read(client, view, read, name).await? {
                 outcome.prepared_reads += 1;
                 outcome.fast_path_reads += fast_path_answers(http_port, name).await - before;
@@ -440,26 +442,17 @@ async fn prepared_point_read(
         wheres.join(" AND ")
     );
     let statement = client.prepare(&sql).await.map_err(err)?;
-    let texts: Vec<String> = read
-        .equalities
-        .iter()
-        .map(|(_, l)| l.trim_matches('\'').to_string())
-        .collect();
-    let integers: Vec<i64> = read
-        .equalities
-        .iter()
-        .map(|(_, l)| l.parse().unwrap_or(0))
-        .collect();
-    let booleans: Vec<bool> = read.equalities.iter().map(|(_, l)| l == "true").collect();
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-    for (i, ty) in statement.params().iter().enumerate() {
-        match *ty {
-            Type::TEXT | Type::VARCHAR => params.push(&texts[i]),
-            Type::INT8 => params.push(&integers[i]),
-            Type::BOOL => params.push(&booleans[i]),
+    // Each literal as a value of the type the server describes its parameter as.
+    let mut values: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    for (i, (ty, (_, literal))) in statement.params().iter().zip(&read.equalities).enumerate() {
+        values.push(match *ty {
+            Type::TEXT | Type::VARCHAR => Box::new(literal.trim_matches('\'').to_string()),
+            Type::INT8 => Box::new(literal.parse::<i64>().map_err(|e| e.to_string())?),
+            Type::BOOL => Box::new(literal == "true"),
             ref other => return Err(format!("{sql}: parameter ${} described as {other}", i + 1)),
-        }
+        });
     }
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(AsRef::as_ref).collect();
     let rows = client.query(&statement, &params).await.map_err(err)?;
     let mut out: Rows = Vec::new();
     for row in rows {
