@@ -114,6 +114,10 @@ impl WindowCache {
             self.index = vec![0; wanted];
             self.reindex();
         }
+        if self.entries.is_empty() {
+            // A new window's first groups: one allocation, not a copy at each doubling.
+            self.entries.reserve(more);
+        }
     }
 
     /// Puts every entry into the index, which must be empty.
@@ -312,6 +316,12 @@ impl GroupCache {
             let (what, slot) = window.touch(*hash, key(i), epoch);
             found(i, what, slot);
         }
+    }
+
+    /// Makes room in window `start`'s index for `groups` more groups at once, so that looking
+    /// them up a chunk at a time does not grow it (and place every entry again) step by step.
+    pub fn reserve(&mut self, start: i64, groups: usize) {
+        self.windows.entry(start).or_default().reserve(groups);
     }
 
     /// Writes the concatenation of `parts` as the value of the group `lookup` gave `slot`.

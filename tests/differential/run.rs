@@ -21,8 +21,13 @@ pub struct Server {
 impl Server {
     pub async fn start(data: &Path) -> Server {
         // Epochs as short as possible: a case's files become several epochs, so state goes
-        // through snapshot and restore between them.
-        let weir = Weir::start(data, &["--epoch-ms", "1"]);
+        // through snapshot and restore between them. Windows are merged two groups at a time
+        // (not thousands), so that a case's few groups cross the chunks' boundaries.
+        let weir = Weir::start_with_env(
+            data,
+            &["--epoch-ms", "1"],
+            &[("WEIR_MERGE_CHUNK_GROUPS", "2")],
+        );
         let client = weir.client().await;
         Server {
             weir,

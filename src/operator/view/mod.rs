@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::groups::AggregateInput;
-use super::merge::{empty_global_group, merge_window, Codecs, GroupKeys, Merged, StoredValues};
+use super::merge::{
+    empty_global_group, merge_chunk, merge_chunk_groups, merge_window, Codecs, GroupKeys, Merged,
+    StoredValues, WindowMerge,
+};
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
@@ -156,6 +159,17 @@ enum Closed {
     /// A window with nothing stored (it opened since the last flush), merged as it closed:
     /// its rows are final and the flush only writes them.
     Merged(Merged),
+}
+
+/// What becomes of a window's groups once merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterMerge {
+    /// The window stays open: each group's row and state are written.
+    KeepOpen,
+    /// The window closes: its final rows are written, its states dropped.
+    Close,
+    /// The window closed past the retention: its rows are counted as expired, not written.
+    Expired,
 }
 
 /// What a view's state did since it was last asked (for metrics).
@@ -705,49 +719,93 @@ impl ViewOperator {
     }
 
     /// Merges a window's partial aggregate into its stored groups (from the cache, or the
-    /// store for those not in it). A window that `closes` keeps its rows alone.
-    fn merge(&mut self, start: i64, delta: &mut GroupState, closes: bool) -> Result<Merged> {
-        let (cache, keys, store) = (&mut self.cache, &self.keys, &self.store);
-        let counters = &mut self.counters;
-        merge_window(&self.plan, &self.codecs, delta, closes, |groups| {
-            let mut values = StoredValues::with_capacity(groups.len());
-            let mut missing = Vec::new();
-            cache.lookup_each(
-                start,
-                groups.len(),
-                |i| groups.get(i),
-                |i, found, slot| match found {
-                    Lookup::Found(v) => values.push(Some(v), Some(slot)),
-                    Lookup::New => values.push(None, Some(slot)),
-                    Lookup::Unknown => {
-                        missing.push(i);
-                        values.push(None, Some(slot));
-                    }
-                },
-            );
-            if !missing.is_empty() {
-                let wanted: Vec<Vec<u8>> = missing
-                    .iter()
-                    .map(|i| keys.group(start, groups.get(*i)))
-                    .collect();
-                let found = store
-                    .multi_get(Table::ViewRows, &wanted)
-                    .map_err(state_err)?;
-                counters.store_reads += wanted.len() as u64;
-                for (i, value) in missing.into_iter().zip(found) {
-                    let Some(value) = value else { continue };
-                    match StoredValue::decode(&value).map_err(state_err)?.group() {
-                        Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
-                        None => {
-                            return Err(DataFusionError::Internal(format!(
-                                "group {i} of open window {start} has a row but no state"
-                            )))
-                        }
-                    }
+    /// store for those not in it), [`merge_chunk_groups`] groups at a time in key order, and writes
+    /// each chunk as `then` says before merging the next.
+    fn merge_and_write(
+        &mut self,
+        ws: &mut WriteSet,
+        start: i64,
+        delta: &mut GroupState,
+        then: AfterMerge,
+    ) -> Result<()> {
+        let closes = then != AfterMerge::KeepOpen;
+        let mut merge = WindowMerge::start(&self.plan, &self.codecs, delta)?;
+        // Room for every group at once, so the first epoch of a large window does not copy its
+        // cache entries and its list of changes at each doubling.
+        self.cache.reserve(start, merge.len());
+        if then != AfterMerge::Expired {
+            ws.reserve(merge.len());
+        }
+        while let Some((chunk, keys)) = merge.next_chunk(&self.codecs, merge_chunk_groups())? {
+            let previous = self.stored_values(start, &keys)?;
+            let merged = merge_chunk(&self.plan, &self.codecs, chunk, keys, previous, closes)?;
+            self.take_merged(ws, start, &merged, then);
+        }
+        Ok(())
+    }
+
+    /// Writes (or, past the retention, counts) a window's merged groups as `then` says.
+    fn take_merged(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, then: AfterMerge) {
+        match then {
+            AfterMerge::KeepOpen => self.write_groups(ws, start, merged, true),
+            AfterMerge::Close if self.progress.open_windows.contains(&start) => {
+                self.write_groups(ws, start, merged, false)
+            }
+            // Opened and closed within this epoch: nothing stored to replace.
+            AfterMerge::Close => self.write_blocks(ws, start, merged),
+            // Closed already past the retention: its new rows are never written (rows it had
+            // were deleted, and counted, by `expire`).
+            AfterMerge::Expired => {
+                self.counters.rows_expired += merged
+                    .groups()
+                    .filter(|g| g.shown() && !g.was_shown)
+                    .count() as u64
+            }
+        }
+    }
+
+    /// The stored values of a window's groups `groups`: from the cache, or from the store for
+    /// those the cache does not know.
+    fn stored_values(&mut self, start: i64, groups: &GroupKeys) -> Result<StoredValues> {
+        let mut values = StoredValues::with_capacity(groups.len());
+        let mut missing = Vec::new();
+        self.cache.lookup_each(
+            start,
+            groups.len(),
+            |i| groups.get(i),
+            |i, found, slot| match found {
+                Lookup::Found(v) => values.push(Some(v), Some(slot)),
+                Lookup::New => values.push(None, Some(slot)),
+                Lookup::Unknown => {
+                    missing.push(i);
+                    values.push(None, Some(slot));
+                }
+            },
+        );
+        if missing.is_empty() {
+            return Ok(values);
+        }
+        let wanted: Vec<Vec<u8>> = missing
+            .iter()
+            .map(|i| self.keys.group(start, groups.get(*i)))
+            .collect();
+        let found = self
+            .store
+            .multi_get(Table::ViewRows, &wanted)
+            .map_err(state_err)?;
+        self.counters.store_reads += wanted.len() as u64;
+        for (i, value) in missing.into_iter().zip(found) {
+            let Some(value) = value else { continue };
+            match StoredValue::decode(&value).map_err(state_err)?.group() {
+                Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
+                None => {
+                    return Err(DataFusionError::Internal(format!(
+                        "group {i} of open window {start} has a row but no state"
+                    )))
                 }
             }
-            Ok(values)
-        })
+        }
+        Ok(values)
     }
 
     /// Writes the merged groups, each key and value straight into the write set: in an open
@@ -819,27 +877,17 @@ impl ViewOperator {
         self.expire(ws)?;
         let expired_before = self.progress.expired_before.unwrap_or(i64::MIN);
         for (start, closed) in std::mem::take(&mut self.closed) {
-            let merged = match closed {
-                Closed::Delta(Some(mut delta)) => Some(self.merge(start, &mut delta, true)?),
-                Closed::Merged(merged) => Some(merged),
-                Closed::Delta(None) => None,
+            let then = if start >= expired_before {
+                AfterMerge::Close
+            } else {
+                AfterMerge::Expired
             };
-            if let Some(merged) = merged {
-                if start >= expired_before {
-                    if self.progress.open_windows.contains(&start) {
-                        self.write_groups(ws, start, &merged, false);
-                    } else {
-                        // Opened and closed within this epoch: nothing stored to replace.
-                        self.write_blocks(ws, start, &merged);
-                    }
-                } else {
-                    // Closed already past the retention: its new rows are never written
-                    // (rows it had were deleted, and counted, by `expire`).
-                    self.counters.rows_expired += merged
-                        .groups()
-                        .filter(|g| g.shown() && !g.was_shown)
-                        .count() as u64;
+            match closed {
+                Closed::Delta(Some(mut delta)) => {
+                    self.merge_and_write(ws, start, &mut delta, then)?
                 }
+                Closed::Merged(merged) => self.take_merged(ws, start, &merged, then),
+                Closed::Delta(None) => {}
             }
             // The window's untouched groups keep their last value, row and state: readers
             // take the row and skip the state, and retention deletes both.
@@ -861,8 +909,7 @@ impl ViewOperator {
             };
             // The drained delta is not reused: DataFusion's vectorized group values are not
             // meant to intern again after `emit(EmitTo::All)` (they index past their end).
-            let merged = self.merge(start, &mut delta, false)?;
-            self.write_groups(ws, start, &merged, true);
+            self.merge_and_write(ws, start, &mut delta, AfterMerge::KeepOpen)?;
         }
         self.write_appended(ws)?;
         let wall = chrono::Utc::now().timestamp_millis();
