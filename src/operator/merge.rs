@@ -16,6 +16,7 @@ use datafusion::common::{DataFusionError, Result};
 
 use super::cache::Slot;
 use super::groups::{empty_output, merge_with_stored, state_types, GroupState};
+use super::key_order::{column_order, key_order};
 use crate::plan::{run_steps_tracked, GroupRole, ViewPlan};
 use crate::state::{RowCodec, StateError, StoredGroup};
 
@@ -86,6 +87,17 @@ impl Codecs {
             row,
             layout,
         })
+    }
+
+    /// The groups of a snapshot in key order: read from the key column itself when there is
+    /// one of a type [`column_order`] reads, else from the encoded keys.
+    pub fn key_order(&self, snapshot: &RecordBatch) -> Result<Vec<usize>> {
+        if let [column] = self.key_columns[..] {
+            if let Some(order) = column_order(snapshot.column(column)) {
+                return Ok(order);
+            }
+        }
+        Ok(key_order(&self.group_keys(snapshot)?))
     }
 
     /// The key bytes of each group of a snapshot (group columns first).
@@ -303,7 +315,7 @@ impl WindowMerge {
         // given (RocksDB inserts keys that arrive in order several times faster), and the
         // groups' keys, states and rows are then read front to back. Read in a scattered
         // order, with a million groups, each of those reads waited on a cache miss.
-        let order = key_order(&codecs.group_keys(&snapshot)?);
+        let order = codecs.key_order(&snapshot)?;
         Ok(Self {
             snapshot,
             order,
@@ -421,91 +433,6 @@ pub fn merge_chunk(
     })
 }
 
-/// The indices of `keys` in ascending key order. Comparing whole keys is mostly `memcmp` of a
-/// shared prefix: sort by the 8 bytes after the common prefix as an integer (a radix sort,
-/// [`sort_by_prefix`]), then compare whole keys only among those that tie there.
-pub fn key_order(keys: &GroupKeys) -> Vec<usize> {
-    let n = keys.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let first = keys.get(0);
-    let common = (1..n).fold(first.len(), |c, i| {
-        first[..c]
-            .iter()
-            .zip(keys.get(i))
-            .take_while(|(a, b)| a == b)
-            .count()
-    });
-    let mut sorted: Vec<(u64, usize)> = (0..n)
-        .map(|i| {
-            let k = keys.get(i);
-            let tail = &k[common.min(k.len())..];
-            let len = tail.len().min(8);
-            let mut b = [0u8; 8];
-            b[..len].copy_from_slice(&tail[..len]);
-            (u64::from_be_bytes(b), i)
-        })
-        .collect();
-    sort_by_prefix(&mut sorted);
-    let mut order: Vec<usize> = sorted.iter().map(|(_, i)| *i).collect();
-    let mut start = 0;
-    while start < sorted.len() {
-        let tie = sorted[start].0;
-        let end = start + sorted[start..].iter().take_while(|s| s.0 == tie).count();
-        if end - start > 1 {
-            order[start..end]
-                .sort_unstable_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
-        }
-        start = end;
-    }
-    order
-}
-
-/// Below this many items a comparison sort beats a pass over 256 buckets.
-const RADIX_MIN: usize = 256;
-
-/// Sorts `(prefix, index)` pairs by prefix, ties in the order they come (indices ascending,
-/// as `key_order` makes them): a least-significant-byte-first radix sort that skips the bytes
-/// every prefix shares. Group keys of one window differ in a few bytes (an integer key's low
-/// bytes; the rest is the common prefix or padding), so this is two or three passes where a
-/// comparison sort took a fifth of a HOP view's operator thread.
-fn sort_by_prefix(items: &mut Vec<(u64, usize)>) {
-    if items.len() < RADIX_MIN {
-        items.sort_unstable();
-        return;
-    }
-    let (all, any) = items
-        .iter()
-        .fold((u64::MAX, 0u64), |(all, any), (p, _)| (all & p, any | p));
-    let varying = all ^ any;
-    if varying == 0 {
-        return; // one prefix: already in index order
-    }
-    let mut scratch = vec![(0u64, 0usize); items.len()];
-    for shift in (0..64).step_by(8) {
-        if (varying >> shift) & 0xFF == 0 {
-            continue;
-        }
-        let mut starts = [0usize; 256];
-        for (p, _) in items.iter() {
-            starts[((p >> shift) & 0xFF) as usize] += 1;
-        }
-        let mut at = 0;
-        for slot in starts.iter_mut() {
-            let count = *slot;
-            *slot = at;
-            at += count;
-        }
-        for &item in items.iter() {
-            let bucket = ((item.0 >> shift) & 0xFF) as usize;
-            scratch[starts[bucket]] = item;
-            starts[bucket] += 1;
-        }
-        std::mem::swap(items, &mut scratch);
-    }
-}
-
 /// The one group of a global aggregate before any input: its row (count 0, other aggregates
 /// NULL) if HAVING keeps it, and an empty state.
 pub fn empty_global_group(plan: &ViewPlan, codecs: &Codecs) -> Result<Merged> {
@@ -563,41 +490,6 @@ mod tests {
         fn size(&self) -> usize {
             8
         }
-    }
-
-    /// The fast key order equals a plain sort: short keys, shared prefixes, duplicates.
-    #[test]
-    fn key_order_is_the_sorted_order() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize
-        };
-        let codec = RowCodec::new(&[DataType::Utf8], "test").unwrap();
-        let texts: StringArray = (0..3000)
-            .map(|_| {
-                let len = next() % 14;
-                let tail: String = (0..len).map(|_| ['a', 'b', '\0'][next() % 3]).collect();
-                Some(format!("key{tail}"))
-            })
-            .collect();
-        let keys = GroupKeys::Rows(codec.encode(&[Arc::new(texts)]).unwrap());
-        let mut expected: Vec<usize> = (0..keys.len()).collect();
-        expected.sort_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
-        assert_eq!(key_order(&keys), expected);
-        assert!(key_order(&GroupKeys::Empty(0)).is_empty());
-        // Integer keys (the radix sort's few varying bytes), shuffled, with repeats.
-        let ints: Int64Array = (0..5000)
-            .map(|i| Some(((i * 7919) % 4001) as i64 - 2000 + if i % 9 == 0 { 1 << 40 } else { 0 }))
-            .collect();
-        let codec = RowCodec::new(&[DataType::Int64], "test").unwrap();
-        let keys = GroupKeys::Rows(codec.encode(&[Arc::new(ints)]).unwrap());
-        let mut expected: Vec<usize> = (0..keys.len()).collect();
-        expected.sort_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
-        assert_eq!(key_order(&keys), expected);
-        assert_eq!(key_order(&GroupKeys::Empty(3)), vec![0, 1, 2]);
     }
 
     fn source() -> SourceSchema {

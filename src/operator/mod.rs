@@ -4,16 +4,17 @@
 //! finds late rows, `groups` keeps an epoch's partial aggregate of a window (DataFusion's
 //! vectorized `GroupValues` and `GroupsAccumulator`; `interning` has the key tables for one
 //! integer or string column, which look rows up ahead of time), `merge` folds it into the
-//! stored state of just the groups it touched, `cache` keeps recently touched group states in
-//! memory within a budget, and `view` drives them for one view: apply a batch, close windows
-//! the watermark passed, and write an epoch's changes; `append` keeps the rows of a view
-//! without aggregate; `refuse` sets aside the rows a view's expressions fail on; `prefetch`
-//! asks the CPU for memory a lookup will read.
+//! stored state of just the groups it touched, in the order `key_order` finds, `cache` keeps
+//! recently touched group states in memory within a budget, and `view` drives them for one
+//! view: apply a batch, close windows the watermark passed, and write an epoch's changes;
+//! `append` keeps the rows of a view without aggregate; `refuse` sets aside the rows a view's
+//! expressions fail on; `prefetch` asks the CPU for memory a lookup will read.
 
 mod append;
 mod cache;
 mod groups;
 mod interning;
+mod key_order;
 mod merge;
 mod prefetch;
 mod refuse;
