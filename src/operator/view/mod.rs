@@ -719,8 +719,8 @@ impl ViewOperator {
     }
 
     /// Merges a window's partial aggregate into its stored groups (from the cache, or the
-    /// store for those not in it), [`merge_chunk_groups`] groups at a time in key order, and writes
-    /// each chunk as `then` says before merging the next.
+    /// store for those not in it), [`merge_chunk_groups`] groups at a time in key order, and
+    /// writes each chunk as `then` says before merging the next.
     fn merge_and_write(
         &mut self,
         ws: &mut WriteSet,
