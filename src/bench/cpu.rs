@@ -1,23 +1,37 @@
-//! CPU time the benchmark process spends, whole and by thread role (Linux `/proc`; zero
-//! elsewhere).
+//! CPU time the benchmark process spends, whole and by thread role, and the memory each role
+//! touched for the first time (Linux `/proc`; zero elsewhere).
 //!
 //! Wall-clock throughput on a shared two-core machine moves by ±30% between identical runs;
 //! the CPU a thread spends on the same work moves far less, so A/B comparisons of the
-//! pipeline's stages read the per-event CPU of each role next to the events per second.
+//! pipeline's stages read the per-event CPU of each role next to the events per second. On
+//! this VM a page touched for the first time costs 0.5–4 µs (the host's price, which swings
+//! minute to minute), so a large epoch's CPU follows the memory it first touches; a thread's
+//! minor page faults count those pages, and do not swing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// utime + stime of a `/proc/.../stat` line, in seconds, and the command name.
-fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+/// The command name of a `/proc/.../stat` line and the fields after it (the state first).
+fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
     // The command name is in parentheses and may hold spaces; fields follow the last ')'.
     let open = stat.find('(')?;
     let (name_part, rest) = stat.rsplit_once(')')?;
     let name = name_part.get(open + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((name, rest.split_whitespace().collect()))
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds, and the command name.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (name, fields) = stat_fields(stat)?;
     // utime and stime are fields 14 and 15 of the line: 12 and 13 after ')' and the state.
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     Some((name, (ticks(11)? + ticks(12)?) / 100.0))
+}
+
+/// Minor page faults of a `/proc/.../stat` line (field 10), and the command name.
+fn stat_minor_faults(stat: &str) -> Option<(&str, u64)> {
+    let (name, fields) = stat_fields(stat)?;
+    Some((name, fields.get(7)?.parse().ok()?))
 }
 
 /// CPU seconds this process has used.
@@ -82,8 +96,10 @@ fn role(thread: &str) -> &str {
     thread.split(['-', ':']).next().unwrap_or(thread)
 }
 
-/// CPU seconds used so far by the live threads of this process, summed by role.
-pub fn by_role() -> BTreeMap<String, f64> {
+/// What `measure` reads from each live thread's stat line, summed by the thread's role.
+fn sum_by_role<T: Default + std::ops::AddAssign>(
+    measure: impl Fn(&str) -> Option<(&str, T)>,
+) -> BTreeMap<String, T> {
     let mut roles = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return roles;
@@ -92,11 +108,39 @@ pub fn by_role() -> BTreeMap<String, f64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        if let Some((name, cpu)) = stat_cpu(&stat) {
-            *roles.entry(role(name).to_string()).or_default() += cpu;
+        if let Some((name, value)) = measure(&stat) {
+            *roles.entry(role(name).to_string()).or_default() += value;
         }
     }
     roles
+}
+
+/// CPU seconds used so far by the live threads of this process, summed by role.
+pub fn by_role() -> BTreeMap<String, f64> {
+    sum_by_role(stat_cpu)
+}
+
+/// Minor page faults so far of the live threads of this process, summed by role.
+pub fn faults_by_role() -> BTreeMap<String, u64> {
+    sum_by_role(stat_minor_faults)
+}
+
+/// The bytes of memory each role touched for the first time between two `faults_by_role`
+/// readings, per item (a group, an event), at 4 KiB a fault (x86-64 Linux pages); roles below
+/// one byte per item are left out.
+pub fn first_touch_per_item(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    items: u64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(role, faults)| {
+            let new = faults.saturating_sub(before.get(role).copied().unwrap_or(0));
+            (role.clone(), (new * 4096) as f64 / items.max(1) as f64)
+        })
+        .filter(|(_, bytes)| *bytes >= 1.0)
+        .collect()
 }
 
 /// Microseconds of CPU per event each role spent between two `by_role` readings (a role
@@ -120,6 +164,15 @@ pub fn per_event_us(
     out
 }
 
+/// Per-role bytes per item as text: `commit 190 B, views 310 B, ...`.
+pub fn describe_bytes(per_item: &BTreeMap<String, f64>) -> String {
+    per_item
+        .iter()
+        .map(|(role, bytes)| format!("{role} {bytes:.0} B"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Per-role CPU per event as text: `commit 0.20 us, read 0.41 us, ...`.
 pub fn describe(per_event: &BTreeMap<String, f64>) -> String {
     per_event
@@ -140,6 +193,8 @@ mod tests {
         let spaced = "7 (a b) c) R 1 1 1 0 -1 0 0 0 0 0 1 2 0 0";
         assert_eq!(stat_cpu(spaced), Some(("a b) c", 0.03)));
         assert_eq!(stat_cpu("garbage"), None);
+        assert_eq!(stat_minor_faults(line), Some(("views-s", 100)));
+        assert_eq!(stat_minor_faults("9 (x) S 1"), None);
         assert_eq!(role("rocksdb:high"), "rocksdb");
         assert_eq!(role("tokio-rt-worker"), "tokio");
         assert_eq!(role("weir"), "weir");
@@ -154,5 +209,24 @@ mod tests {
         assert_eq!(us["commit"], 1.0);
         assert_eq!(us["total"], 4.0);
         assert!(by_role().values().sum::<f64>() >= 0.0);
+    }
+
+    #[test]
+    fn first_touches_are_new_faults_in_pages_over_the_items() {
+        let before = BTreeMap::from([("views".to_string(), 10), ("read".to_string(), 5)]);
+        let after = BTreeMap::from([
+            ("views".to_string(), 1010),
+            ("read".to_string(), 5),
+            ("commit".to_string(), 500),
+        ]);
+        let bytes = first_touch_per_item(&before, &after, 4096);
+        assert_eq!(bytes.get("views"), Some(&1000.0));
+        assert_eq!(bytes.get("commit"), Some(&500.0));
+        assert_eq!(bytes.get("read"), None, "nothing new");
+        assert_eq!(describe_bytes(&bytes), "commit 500 B, views 1000 B");
+        // This process has touched memory by now.
+        if cfg!(target_os = "linux") {
+            assert!(faults_by_role().values().sum::<u64>() > 0);
+        }
     }
 }

@@ -87,6 +87,10 @@ pub struct KeysResult {
     /// operators, `commit`: the epoch writer, `read`: reading and decoding, `rocksdb`: its
     /// flushes and compactions) and for the whole process (`total`).
     pub cpu_us_per_event: std::collections::BTreeMap<String, f64>,
+    /// Bytes of memory each thread role touched for the first time during the ingest alone,
+    /// per key (its minor page faults at 4 KiB): what a group costs in fresh memory, which on
+    /// a VM costs CPU at a price that swings, so A/B runs compare this rather than ev/s.
+    pub first_touch_bytes_per_key: std::collections::BTreeMap<String, f64>,
 }
 
 /// Appends 100 events every 100 ms to `path` for `seconds`; returns the CPU cores used.
@@ -305,6 +309,7 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
     .await?;
     let started = Instant::now();
     let (roles_before, cpu_before) = (cpu::by_role(), cpu::process_seconds());
+    let faults_before = cpu::faults_by_role();
     run_script(
         &engine,
         "CREATE MATERIALIZED VIEW q AS SELECT k, count(*) AS n, sum(v) AS total FROM s GROUP BY k",
@@ -320,6 +325,8 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         cpu::process_seconds() - cpu_before,
         events,
     );
+    let first_touch_bytes_per_key =
+        cpu::first_touch_per_item(&faults_before, &cpu::faults_by_role(), keys);
     let peak = peak_rss_mb();
     // Ingested while the queries run: enough to keep the source busy through every phase at
     // the bulk's rate, written while the engine is idle and added to the directory at once.
@@ -328,10 +335,12 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
     let more_events =
         ((events as f64 / elapsed * busy_for) as u64).clamp(2 * events, MAX_MORE * events);
     tracing::info!(
-        "K={keys}: {events} events ingested in {elapsed:.2} s ({:.0} ev/s), CPU per event {}; \
-         next: writing {more_events} more events to ingest while point queries run, then a trickle",
+        "K={keys}: {events} events ingested in {elapsed:.2} s ({:.0} ev/s), CPU per event {}, \
+         memory first touched per key {}; next: writing {more_events} more events to ingest \
+         while point queries run, then a trickle",
         events as f64 / elapsed,
         cpu::describe(&cpu_us_per_event),
+        cpu::describe_bytes(&first_touch_bytes_per_key),
     );
     let more = dir.path().join("b-more.jsonl");
     write_events(&more, events..events + more_events, keys)?;
@@ -483,6 +492,7 @@ async fn run_one(keys: u64, args: &BenchArgs) -> Result<KeysResult, BenchError> 
         wire_planned_qps_16: wire_planned.qps,
         trickle_cores,
         cpu_us_per_event,
+        first_touch_bytes_per_key,
     };
     engine.shutdown().await;
     Ok(result)
@@ -504,7 +514,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
              p99 {:.2} ms {:.0} q/s, simple p50 {:.2} ms p99 {:.2} ms {:.0} q/s, prepared and planned \
              (LIMIT 1) p50 {:.2} ms p99 {:.2} ms {:.0} q/s; 64 conns prepared p50 {:.2} ms p99 {:.2} ms \
              {:.0} q/s; 1 conn prepared p50 {:.2} ms p99 {:.2} ms; \
-             trickle 1000 ev/s: {:.3} cores; CPU per event during ingest: {}",
+             trickle 1000 ev/s: {:.3} cores; CPU per event during ingest: {}; memory first \
+             touched per key during ingest: {}",
             r.keys, r.eps, r.eps_ratio_to_smallest, r.peak_rss_mb, r.epochs, r.bytes_per_epoch,
             r.store_reads, r.evictions, r.point_p50_ms_1, r.point_p99_ms_1, r.point_qps_1,
             r.point_p50_ms_16, r.point_p99_ms_16, r.point_qps_16, r.planned_p50_ms_16,
@@ -515,7 +526,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             r.wire_planned_p50_ms_16, r.wire_planned_p99_ms_16, r.wire_planned_qps_16,
             r.wire_prepared_p50_ms_64, r.wire_prepared_p99_ms_64, r.wire_prepared_qps_64,
             r.wire_prepared_p50_ms_1, r.wire_prepared_p99_ms_1, r.trickle_cores,
-            cpu::describe(&r.cpu_us_per_event)
+            cpu::describe(&r.cpu_us_per_event),
+            cpu::describe_bytes(&r.first_touch_bytes_per_key)
         );
         super::print_result(args.json, &r, line);
     }
