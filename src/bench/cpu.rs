@@ -166,18 +166,19 @@ pub fn per_event_us(
 
 /// Per-role bytes per item as text: `commit 190 B, views 310 B, ...`.
 pub fn describe_bytes(per_item: &BTreeMap<String, f64>) -> String {
-    per_item
-        .iter()
-        .map(|(role, bytes)| format!("{role} {bytes:.0} B"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    by_role_text(per_item, |bytes| format!("{bytes:.0} B"))
 }
 
 /// Per-role CPU per event as text: `commit 0.20 us, read 0.41 us, ...`.
 pub fn describe(per_event: &BTreeMap<String, f64>) -> String {
-    per_event
+    by_role_text(per_event, |us| format!("{us:.2} us"))
+}
+
+/// Each role and its value as `show` writes it, comma-separated.
+fn by_role_text(values: &BTreeMap<String, f64>, show: impl Fn(f64) -> String) -> String {
+    values
         .iter()
-        .map(|(role, us)| format!("{role} {us:.2} us"))
+        .map(|(role, value)| format!("{role} {}", show(*value)))
         .collect::<Vec<_>>()
         .join(", ")
 }
