@@ -126,8 +126,9 @@ pub fn faults_by_role() -> BTreeMap<String, u64> {
 }
 
 /// The bytes of memory each role touched for the first time between two `faults_by_role`
-/// readings, per item (a group, an event), at 4 KiB a fault (x86-64 Linux pages); roles below
-/// one byte per item are left out.
+/// readings, per item (a group, an event), at 4 KiB a fault (x86-64 Linux pages; transparent
+/// huge pages are left to `madvise` here, which Weir does not ask for); only threads alive at
+/// both readings count; roles below one byte per item are left out.
 pub fn first_touch_per_item(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,

@@ -2,10 +2,12 @@
 //! the groups it touched.
 //!
 //! The epoch's rows were folded into a fresh [`GroupState`] (the *delta*). At commit its groups
-//! are encoded as keys, their stored states come from the cache or, on a miss in an incomplete
-//! window, from one RocksDB multi-get; delta and stored states merge, the merged groups are
+//! are put in key order and taken a chunk at a time ([`WindowMerge`]): their keys are encoded,
+//! their stored states come from the cache or, on a miss in an incomplete window, from a
+//! RocksDB multi-get; delta and stored states merge ([`merge_chunk`]), the merged groups are
 //! evaluated and pass the view's HAVING and projection, and each touched group's state and row
-//! are written back. Nothing here costs more than the groups the epoch touched.
+//! are written back before the next chunk. Nothing here costs more than the groups the epoch
+//! touched.
 
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -143,8 +145,8 @@ impl GroupKeys {
     }
 }
 
-/// The stored values of a window's groups (`StoredGroup` encodings), in one buffer, and
-/// where each group sits in the view's cache.
+/// The stored values of a chunk of a window's groups (`StoredGroup` encodings), in one buffer,
+/// and where each group sits in the view's cache.
 #[derive(Default)]
 pub struct StoredValues {
     bytes: Vec<u8>,
@@ -198,7 +200,8 @@ impl StoredValues {
     }
 }
 
-/// The groups of one window after a merge, in key order, their bytes in a few buffers.
+/// The groups of a chunk of one window after a merge, in key order, their bytes in a few
+/// buffers.
 pub struct Merged {
     keys: GroupKeys,
     /// Each group's merged accumulator state; None for a view without aggregates and for the
@@ -275,10 +278,12 @@ impl Merged {
 }
 
 /// Groups merged at a time at commit: a window's intermediate buffers (its groups' keys,
-/// states and rows, each several copies) are this many groups long, so they are allocated once
-/// and reused chunk after chunk, in memory already paged in and in the CPU's caches. Merged
-/// whole, a window of a million groups first-touched ~200 MB of such buffers: a quarter of the
-/// operator thread's page faults, each costing microseconds on a VM.
+/// states and rows, each several copies) are this many groups long, so each chunk's are freed
+/// before the next chunk's are allocated, and the allocator serves those from the same pages,
+/// already paged in and in the CPU's caches. Merged whole, a window of a million groups
+/// first-touched ~100 MB more: a quarter of the operator thread's page faults, each costing
+/// microseconds on a VM. Windows that open and close between two commits are still merged
+/// whole (`merge_window`), as they close: their merged rows wait for the commit.
 pub const MERGE_CHUNK: usize = 8 * 1024;
 
 /// The environment variable that sets another chunk size than [`MERGE_CHUNK`]: the

@@ -800,7 +800,7 @@ impl ViewOperator {
                 Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
                 None => {
                     return Err(DataFusionError::Internal(format!(
-                        "group {i} of open window {start} has a row but no state"
+                        "a group of open window {start} has a row but no state"
                     )))
                 }
             }
