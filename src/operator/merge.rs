@@ -353,7 +353,8 @@ impl WindowMerge {
             let indices = UInt32Array::from_iter_values(order.iter().map(|i| *i as u32));
             take_record_batch(&self.snapshot, &indices)?
         };
-        // Encoding the chunk's key columns again costs less than copying each key row.
+        // The chunk's keys, encoded from its key columns: less work than copying rows encoded
+        // for the ordering, which a text or integer key column does not even need.
         let keys = codecs.group_keys(&chunk)?;
         Ok(Some((chunk, keys)))
     }
