@@ -814,7 +814,6 @@ impl ViewOperator {
     fn write_groups(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, open: bool) {
         let prefix = self.keys.prefix();
         let window = window_start_bytes(start);
-        ws.reserve(merged.len());
         for group in merged.groups() {
             let key: [&[u8]; 3] = [prefix, &window, group.key];
             if let Some(row) = group.row {
