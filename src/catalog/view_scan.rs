@@ -46,7 +46,8 @@ use crate::metrics::Metrics;
 use crate::operator::Codecs;
 use crate::plan::{GroupRole, ViewPlan};
 use crate::state::{
-    find_in_block, for_each_view_row, ReadView, RowCodec, SharedReadView, Store, Table, ViewKeys,
+    find_row_in_blocks, for_each_view_row, for_each_view_value, ReadView, RowCodec, SharedReadView,
+    Store, Table, ViewKeys,
 };
 
 /// Rows per batch a scan sends.
@@ -761,7 +762,7 @@ impl Reader {
                     _ => self.keys.all(),
                 };
                 let mut error = None;
-                read.for_each_in(Table::ViewRows, &from, &to, |key, value| {
+                for_each_view_value(read, &self.keys, &from, &to, |key, value| {
                     sink.keys_read += 1;
                     match sink.push(key, value) {
                         Ok(flow) => flow,
@@ -793,23 +794,21 @@ impl Reader {
                 };
                 keys.sort();
                 keys.dedup();
-                // A closed window's rows may be in row blocks: a key not stored alone is
+                // A group may be in a row block or an open one: a key not stored alone is
                 // looked for in the block that would hold it.
-                let blocks = self.plan.window.is_some();
                 for chunk in keys.chunks(BATCH_ROWS) {
                     let values = read.multi_get(Table::ViewRows, chunk).map_err(external)?;
                     sink.keys_read += chunk.len() as u64;
                     for (key, value) in chunk.iter().zip(&values) {
                         let flow = match value {
                             Some(value) => sink.push(key, value)?,
-                            None if blocks => match self.block_row(read, key)? {
+                            None => match self.block_row(read, key)? {
                                 Some(row) => {
                                     sink.keys_read += 1;
                                     sink.push_row(key, &row)?
                                 }
                                 None => ControlFlow::Continue(()),
                             },
-                            None => ControlFlow::Continue(()),
                         };
                         if flow.is_break() {
                             return Ok(());
@@ -821,20 +820,13 @@ impl Reader {
         }
     }
 
-    /// The row of the group whose key (`view \0 window_start group`) is `key`, from the row
-    /// block of its window that would hold it, if there is one and it does.
+    /// The row of the group whose key (`view \0 window_start group`) is `key`, from the open
+    /// row block or row block of its window that would hold it, if there is one and it does.
     fn block_row(&self, read: &ReadView<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let Some((start, group)) = self.keys.parse(key) else {
             return Ok(None);
         };
-        let (from, to) = self.keys.block_search(start, group);
-        let Some((_, value)) = read
-            .last_in(Table::ViewRows, &from, &to)
-            .map_err(external)?
-        else {
-            return Ok(None);
-        };
-        find_in_block(&value, group).map_err(external)
+        find_row_in_blocks(read, &self.keys, start, group).map_err(external)
     }
 
     /// The window starts a point read visits: GLOBAL (0) for a view without windows; for a

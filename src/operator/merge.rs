@@ -9,6 +9,8 @@
 //! are written back before the next chunk. Nothing here costs more than the groups the epoch
 //! touched.
 
+use std::sync::OnceLock;
+
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::DataType;
@@ -292,13 +294,34 @@ pub const MERGE_CHUNK_VAR: &str = "WEIR_MERGE_CHUNK_GROUPS";
 
 /// Groups merged at a time: [`MERGE_CHUNK`], or what [`MERGE_CHUNK_VAR`] says.
 pub fn merge_chunk_groups() -> usize {
-    static GROUPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *GROUPS.get_or_init(|| {
-        std::env::var(MERGE_CHUNK_VAR)
+    static GROUPS: OnceLock<usize> = OnceLock::new();
+    count_from_env(&GROUPS, MERGE_CHUNK_VAR, MERGE_CHUNK)
+}
+
+/// An open window that had nothing stored is written in open row blocks when its first epoch
+/// brings at least this many groups. Fewer are written one value each: a block's entries that
+/// later epochs change stay behind, shadowed, until the window is deleted, which a few groups
+/// are not worth.
+pub const OPEN_BLOCK_MIN_GROUPS: usize = 1024;
+
+/// The environment variable that sets another threshold than [`OPEN_BLOCK_MIN_GROUPS`]: the
+/// differential test sets a tiny one, so that its small windows are written in open blocks.
+pub const OPEN_BLOCK_MIN_VAR: &str = "WEIR_OPEN_BLOCK_MIN_GROUPS";
+
+/// [`OPEN_BLOCK_MIN_GROUPS`], or what [`OPEN_BLOCK_MIN_VAR`] says.
+pub fn open_block_min_groups() -> usize {
+    static GROUPS: OnceLock<usize> = OnceLock::new();
+    count_from_env(&GROUPS, OPEN_BLOCK_MIN_VAR, OPEN_BLOCK_MIN_GROUPS)
+}
+
+/// A positive count from environment variable `var` (read once into `cell`), else `default`.
+fn count_from_env(cell: &OnceLock<usize>, var: &str, default: usize) -> usize {
+    *cell.get_or_init(|| {
+        std::env::var(var)
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
-            .unwrap_or(MERGE_CHUNK)
+            .unwrap_or(default)
     })
 }
 

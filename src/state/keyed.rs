@@ -20,6 +20,15 @@
 //! 2), so a window's blocks sort after its single-group values, and the block that may hold
 //! a group is the last one at or before `0xFF group_key`.
 //!
+//! A window whose first epoch brings many groups (a bulk load, a view's first epoch after a
+//! replay) has nothing stored to replace either, but stays open: its groups go out in *open
+//! row blocks*, each entry a group's whole open value (row and state), under `view \0
+//! window_start 0xFE first_group_key` ([`ViewKeys::open_block`]). A later epoch that changes
+//! such a group writes its single value as usual; the single value *shadows* the block's
+//! entry, which is never rewritten. So a group of such a window is its single value if it has
+//! one, else its entry in the open block at or before it; readers of ranges merge the two
+//! (`view_read`), point readers look for the single value first.
+//!
 //! The row format is not promised stable across Arrow releases, so [`STATE_FORMAT`] names
 //! the layout and a golden test pins its bytes: when an upgrade changes them the test fails
 //! and the format number goes up; a view stored in a format older than
@@ -35,15 +44,16 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use super::{window_key_prefix, window_start_bytes, StateError};
 
 /// The version of the per-group layout, stored in every value and in each view's progress.
-/// Format 7 packs row blocks (each entry's key and row keep only what differs from the entry
+/// Format 8 adds open row blocks (a window's first groups, shadowed by later single values);
+/// format 7 packs row blocks (each entry's key and row keep only what differs from the entry
 /// before); format 6 adds row blocks (closed windows' rows, many to a value); format 5 stores the
 /// per-entity states of stateful functions (`anomaly_score`'s baselines) in a compact varint
 /// form; format 4 kept a group's row and state in one `view_rows` value too, with fixed-width
 /// entity states; format 3 kept a group's state under the same key in `group_state`.
-pub const STATE_FORMAT: u8 = 7;
+pub const STATE_FORMAT: u8 = 8;
 
-/// The oldest format this Weir reads as it is: formats 6 and 7 only added kinds of value, so a
-/// view stored in format 5 or 6 goes on (and is stamped 7, so an older Weir refuses it rather
+/// The oldest format this Weir reads as it is: formats 6 to 8 only added kinds of value, so a
+/// view stored in format 5 to 7 goes on (and is stamped 8, so an older Weir refuses it rather
 /// than meet a block it cannot read). Older views are rebuilt from their sources.
 pub const OLDEST_READ_FORMAT: u8 = 5;
 
@@ -56,8 +66,11 @@ fn readable(format: u8) -> bool {
 pub const BLOCK_ROWS: usize = 128;
 /// A row block is closed once it holds this many bytes.
 const BLOCK_BYTES: usize = 16 * 1024;
-/// The byte between a window start and a block's first group key.
-const BLOCK_MARK: u8 = 0xFF;
+/// The byte between a window start and a row block's first group key.
+pub(super) const BLOCK_MARK: u8 = 0xFF;
+/// The byte between a window start and an open row block's first group key: a window's open
+/// blocks sort after its single values and before its row blocks.
+pub(super) const OPEN_BLOCK_MARK: u8 = 0xFE;
 
 /// Encodes and decodes columns of fixed types as rows.
 #[derive(Debug)]
@@ -161,8 +174,17 @@ impl ViewKeys {
 
     /// The key of the row block of window `start` whose first group is `first`.
     pub fn block(&self, start: i64, first: &[u8]) -> Vec<u8> {
+        self.marked(start, BLOCK_MARK, first)
+    }
+
+    /// The key of the open row block of window `start` whose first group is `first`.
+    pub fn open_block(&self, start: i64, first: &[u8]) -> Vec<u8> {
+        self.marked(start, OPEN_BLOCK_MARK, first)
+    }
+
+    fn marked(&self, start: i64, mark: u8, first: &[u8]) -> Vec<u8> {
         let mut key = self.window(start);
-        key.push(BLOCK_MARK);
+        key.push(mark);
         key.extend_from_slice(first);
         key
     }
@@ -170,9 +192,18 @@ impl ViewKeys {
     /// The key range that holds the row block of window `start` which may hold `group`, as
     /// its last key: from the window's first block key up to just past `0xFF group`.
     pub fn block_search(&self, start: i64, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut to = self.block(start, group);
+        self.floor_search(start, BLOCK_MARK, group)
+    }
+
+    /// The same for the window's open row blocks.
+    pub fn open_block_search(&self, start: i64, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        self.floor_search(start, OPEN_BLOCK_MARK, group)
+    }
+
+    fn floor_search(&self, start: i64, mark: u8, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut to = self.marked(start, mark, group);
         to.push(0);
-        (self.block(start, &[]), to)
+        (self.marked(start, mark, &[]), to)
     }
 
     /// Splits a key of this view into window start and group key (for a row block, `0xFF`
@@ -232,7 +263,8 @@ impl<'a> StoredGroup<'a> {
 ///   the state;
 /// - kind 2, an open window's group HAVING hides: the state;
 /// - kind 3, a row block of format 6, each entry whole; kind 4, a packed row block (see
-///   [`RowBlock`]).
+///   [`RowBlock`]);
+/// - kind 5, a packed open row block: each entry's row is a whole value of kind 1 or 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredValue<'a> {
     Row(&'a [u8]),
@@ -241,6 +273,7 @@ pub enum StoredValue<'a> {
         state: &'a [u8],
     },
     Block(RowBlock<'a>),
+    OpenBlock(RowBlock<'a>),
 }
 
 const ROW_ALONE: u8 = 0;
@@ -248,6 +281,7 @@ const ROW_AND_STATE: u8 = 1;
 const STATE_ALONE: u8 = 2;
 const ROW_BLOCK: u8 = 3;
 const PACKED_BLOCK: u8 = 4;
+const PACKED_OPEN_BLOCK: u8 = 5;
 
 /// The bytes before a row stored alone.
 pub const VIEW_ROW_HEADER: [u8; 2] = [STATE_FORMAT, ROW_ALONE];
@@ -274,6 +308,7 @@ impl<'a> StoredValue<'a> {
             [_, ROW_ALONE, row @ ..] => Ok(Self::Row(row)),
             [_, ROW_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body, false)?)),
             [_, PACKED_BLOCK, body @ ..] => Ok(Self::Block(RowBlock::decode(body, true)?)),
+            [_, PACKED_OPEN_BLOCK, body @ ..] => Ok(Self::OpenBlock(RowBlock::decode(body, true)?)),
             [_, ROW_AND_STATE, l0, l1, l2, l3, rest @ ..] => {
                 let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
                 let (row, state) = rest
@@ -292,7 +327,7 @@ impl<'a> StoredValue<'a> {
     /// The group as the operators cache it; None for rows stored alone (its window closed).
     pub fn group(&self) -> Option<StoredGroup<'a>> {
         match self {
-            Self::Row(_) | Self::Block(_) => None,
+            Self::Row(_) | Self::Block(_) | Self::OpenBlock(_) => None,
             Self::Open { row, state } => Some(StoredGroup {
                 shown: row.is_some(),
                 state,
@@ -310,16 +345,45 @@ impl<'a> StoredValue<'a> {
             Self::Row(row) | Self::Open { row: Some(row), .. } => Ok(f(row)),
             Self::Open { row: None, .. } => Ok(ControlFlow::Continue(())),
             Self::Block(block) => block.for_each(|_, row| f(row)),
+            Self::OpenBlock(block) => {
+                let mut error = None;
+                let flow = block.for_each(|_, entry| match open_entry_row(entry) {
+                    Ok(Some(row)) => f(row),
+                    Ok(None) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        error = Some(e);
+                        ControlFlow::Break(())
+                    }
+                })?;
+                error.map_or(Ok(flow), Err)
+            }
         }
     }
 
-    /// How many output rows the value holds.
+    /// How many output rows the value holds (an open block's entries that do not decode
+    /// count none: reading them reports the corruption).
     pub fn row_count(&self) -> usize {
         match self {
             Self::Row(_) | Self::Open { row: Some(_), .. } => 1,
             Self::Open { row: None, .. } => 0,
             Self::Block(block) => block.len(),
+            Self::OpenBlock(block) => {
+                let mut rows = 0;
+                let _ = block.for_each(|_, entry| {
+                    rows += usize::from(matches!(open_entry_row(entry), Ok(Some(_))));
+                    ControlFlow::Continue(())
+                });
+                rows
+            }
         }
+    }
+}
+
+/// The row of an open block's entry (a whole open value), None while HAVING hides it.
+pub(super) fn open_entry_row(entry: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    match StoredValue::decode(entry)? {
+        StoredValue::Open { row, .. } => Ok(row),
+        _ => Err(corrupt("an open row block's entry is not an open group")),
     }
 }
 
@@ -336,13 +400,28 @@ pub fn for_each_view_row(
     StoredValue::decode(value)?.for_each_row(f)
 }
 
-/// The row of `group` in `value`, which must be a row block (the one found under the block
-/// key at or before the group's), if the block holds it.
+/// The row of `group` in `value`, which must be a row block or an open one (the one found
+/// under the block key at or before the group's), if the block holds it and shows it.
 pub fn find_in_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
     match StoredValue::decode(value)? {
         StoredValue::Block(block) => block.find(group),
+        StoredValue::OpenBlock(block) => match block.find(group)? {
+            Some(entry) => Ok(open_entry_row(&entry)?.map(<[u8]>::to_vec)),
+            None => Ok(None),
+        },
         _ => Err(corrupt(
             "a value under a row block's key is not a row block",
+        )),
+    }
+}
+
+/// The whole open value (row and state) of `group` in `value`, which must be an open row
+/// block, if the block holds the group.
+pub fn find_in_open_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    match StoredValue::decode(value)? {
+        StoredValue::OpenBlock(block) => block.find(group),
+        _ => Err(corrupt(
+            "a value under an open row block's key is not an open row block",
         )),
     }
 }
@@ -481,6 +560,8 @@ fn put_len(out: &mut Vec<u8>, mut len: usize) {
 /// must outlive the writer: each entry is packed against the one before.
 #[derive(Debug, Default)]
 pub struct RowBlockWriter<'a> {
+    /// Whether each row is a whole open value (an open row block).
+    open: bool,
     value: Vec<u8>,
     first: Vec<u8>,
     rows: u32,
@@ -489,6 +570,14 @@ pub struct RowBlockWriter<'a> {
 }
 
 impl<'a> RowBlockWriter<'a> {
+    /// A writer of open row blocks: each row pushed is a group's whole open value.
+    pub fn open_groups() -> Self {
+        Self {
+            open: true,
+            ..Self::default()
+        }
+    }
+
     /// Adds a row; when the block was full it is first handed to `emit` (first key, value).
     pub fn push(&mut self, group: &'a [u8], row: &'a [u8], emit: impl FnOnce(&[u8], &[u8])) {
         if self.rows as usize >= BLOCK_ROWS || self.value.len() >= BLOCK_BYTES {
@@ -496,8 +585,13 @@ impl<'a> RowBlockWriter<'a> {
         }
         if self.rows == 0 {
             self.value.clear();
+            let kind = if self.open {
+                PACKED_OPEN_BLOCK
+            } else {
+                PACKED_BLOCK
+            };
             self.value
-                .extend_from_slice(&[STATE_FORMAT, PACKED_BLOCK, 0, 0, 0, 0]);
+                .extend_from_slice(&[STATE_FORMAT, kind, 0, 0, 0, 0]);
             self.first.clear();
             self.first.extend_from_slice(group);
             self.last = (&[], &[]);

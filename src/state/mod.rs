@@ -2,7 +2,7 @@
 //!
 //! One RocksDB database holds the tables (column families): the catalog, per-view and
 //! per-source progress (positions, watermarks, counters), view rows and group state (one
-//! entry per group, laid out by `keyed`), dead letters and late rows. An epoch's changes for
+//! entry per group, laid out by `keyed` and read back by `view_read`), dead letters and late rows. An epoch's changes for
 //! one source — the groups it touched, windows it closed and the positions that produced
 //! them — go to disk in one atomic [`WriteSet`], so after a crash the store always holds a
 //! consistent cut of the pipeline.
@@ -11,6 +11,7 @@ mod codec;
 mod keyed;
 mod log;
 mod store;
+mod view_read;
 
 pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
 pub use keyed::{
@@ -19,6 +20,7 @@ pub use keyed::{
 };
 pub use log::{log_key, Log, LogLimits};
 pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet, STORE_FORMAT};
+pub use view_read::{find_open_group, find_row_in_blocks, for_each_view_value};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]

@@ -62,7 +62,7 @@ impl Table {
     }
 }
 
-fn storage(e: rocksdb::Error) -> StateError {
+pub(super) fn storage(e: rocksdb::Error) -> StateError {
     StateError::Storage(e.into_string())
 }
 
@@ -340,6 +340,9 @@ impl std::fmt::Debug for SharedReadView {
     }
 }
 
+/// A RocksDB cursor at a read view's snapshot.
+pub(super) type Cursor<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
+
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -366,6 +369,14 @@ impl ReadView<'_> {
             ControlFlow::Continue(())
         })?;
         Ok(out)
+    }
+
+    /// A cursor over the entries with `from <= key < to`, unpositioned: for readers that
+    /// step through a range and seek within it.
+    pub(super) fn cursor(&self, table: Table, from: &[u8], to: &[u8]) -> Cursor<'_> {
+        self.store
+            .db
+            .raw_iterator_cf_opt(self.store.cf(table), self.options(from, to))
     }
 
     /// Calls `f` on each entry with `from <= key < to`, in key order, until it breaks.

@@ -22,11 +22,16 @@ impl Server {
     pub async fn start(data: &Path) -> Server {
         // Epochs as short as possible: a case's files become several epochs, so state goes
         // through snapshot and restore between them. Windows are merged two groups at a time
-        // (not thousands), so that a case's few groups cross the chunks' boundaries.
+        // (not thousands), so that a case's few groups cross the chunks' boundaries, and a
+        // window's first epoch with two groups or more is written in open row blocks (not
+        // from a thousand on), so that later epochs' values shadow their entries.
         let weir = Weir::start_with_env(
             data,
             &["--epoch-ms", "1"],
-            &[("WEIR_MERGE_CHUNK_GROUPS", "2")],
+            &[
+                ("WEIR_MERGE_CHUNK_GROUPS", "2"),
+                ("WEIR_OPEN_BLOCK_MIN_GROUPS", "2"),
+            ],
         );
         let client = weir.client().await;
         Server {

@@ -15,7 +15,7 @@ use datafusion::common::{DataFusionError, Result};
 
 use super::{state_err, ChunkPlace, ViewOperator};
 use crate::plan::Upstream;
-use crate::state::{for_each_view_row, RowCodec, Table, ViewKeys};
+use crate::state::{for_each_view_row, for_each_view_value, RowCodec, ViewKeys};
 
 /// Rows handed to the view at once: a window with more is applied in several batches.
 const ROWS_PER_BATCH: usize = 8192;
@@ -100,7 +100,7 @@ impl ViewOperator {
         let mut rows: Vec<Vec<u8>> = Vec::new();
         let mut window: Option<i64> = None;
         let mut failure = None;
-        read.for_each_in(Table::ViewRows, &a, &b, |key, value| {
+        for_each_view_value(&read, &keys, &a, &b, |key, value| {
             let step = (|| -> Result<()> {
                 let (start, _) = keys.parse(key).ok_or_else(|| {
                     DataFusionError::Internal(format!(

@@ -21,8 +21,8 @@ use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::groups::AggregateInput;
 use super::merge::{
-    empty_global_group, merge_chunk, merge_chunk_groups, merge_window, Codecs, GroupKeys, Merged,
-    StoredValues, WindowMerge,
+    empty_global_group, merge_chunk, merge_chunk_groups, merge_window, open_block_min_groups,
+    Codecs, GroupKeys, Merged, MergedGroup, StoredValues, WindowMerge,
 };
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
@@ -32,9 +32,9 @@ use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    encode_view_row, log_key, prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits,
-    RowBlockWriter, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT,
-    STATE_FORMAT, VIEW_ROW_HEADER,
+    encode_view_row, find_open_group, for_each_view_value, log_key, prefix_end, window_key_prefix,
+    window_start_bytes, Log, LogLimits, RowBlockWriter, Store, StoredGroup, StoredValue, Table,
+    ViewKeys, WriteSet, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -63,6 +63,10 @@ pub struct ViewProgress {
     /// Windows that have group state stored (open windows; window 0 of a view without windows).
     #[serde(default)]
     pub open_windows: BTreeSet<i64>,
+    /// Open windows whose first groups were written in open row blocks: a group without a
+    /// single value is looked for there.
+    #[serde(default)]
+    pub open_blocks: BTreeSet<i64>,
     pub late_rows: u64,
     /// The first late row still kept (older ones were dropped by the limits).
     #[serde(default)]
@@ -166,6 +170,9 @@ enum Closed {
 enum AfterMerge {
     /// The window stays open: each group's row and state are written.
     KeepOpen,
+    /// The window stays open and had nothing stored: its groups' rows and states go out in
+    /// open row blocks.
+    OpenInBlocks,
     /// The window closes: its final rows are written, its states dropped.
     Close,
     /// The window closed past the retention: its rows are counted as expired, not written.
@@ -244,7 +251,7 @@ fn preload(
     for start in open_windows {
         let from = keys.window(*start);
         let to = prefix_end(&from);
-        read.for_each_in(Table::ViewRows, &from, &to, |key, value| {
+        for_each_view_value(&read, keys, &from, &to, |key, value| {
             let group = keys.parse(key).map(|(_, group)| group);
             let stored = StoredValue::decode(value).map(|v| v.group());
             let (Some(group), Ok(Some(stored))) = (group, stored) else {
@@ -728,8 +735,19 @@ impl ViewOperator {
         delta: &mut GroupState,
         then: AfterMerge,
     ) -> Result<()> {
-        let closes = then != AfterMerge::KeepOpen;
         let mut merge = WindowMerge::start(&self.plan, &self.codecs, delta)?;
+        let then = match then {
+            // Nothing stored to replace: many groups are cheaper written many to a value.
+            AfterMerge::KeepOpen
+                if !self.progress.open_windows.contains(&start)
+                    && merge.len() >= open_block_min_groups() =>
+            {
+                self.progress.open_blocks.insert(start);
+                AfterMerge::OpenInBlocks
+            }
+            then => then,
+        };
+        let closes = matches!(then, AfterMerge::Close | AfterMerge::Expired);
         // Room for every group at once, so the first epoch of a large window does not copy its
         // cache entries and its list of changes at each doubling.
         self.cache.reserve(start, merge.len());
@@ -748,6 +766,7 @@ impl ViewOperator {
     fn take_merged(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, then: AfterMerge) {
         match then {
             AfterMerge::KeepOpen => self.write_groups(ws, start, merged, true),
+            AfterMerge::OpenInBlocks => self.write_open_blocks(ws, start, merged),
             AfterMerge::Close if self.progress.open_windows.contains(&start) => {
                 self.write_groups(ws, start, merged, false)
             }
@@ -794,8 +813,22 @@ impl ViewOperator {
             .multi_get(Table::ViewRows, &wanted)
             .map_err(state_err)?;
         self.counters.store_reads += wanted.len() as u64;
-        for (i, value) in missing.into_iter().zip(found) {
-            let Some(value) = value else { continue };
+        let in_blocks = self.progress.open_blocks.contains(&start);
+        let read = self.store.read_view();
+        for ((i, value), key) in missing.into_iter().zip(found).zip(&wanted) {
+            let value = match value {
+                Some(value) => value,
+                // A group without a single value may still have its entry in an open block.
+                None if in_blocks => {
+                    let group = &key[key.len() - groups.get(i).len()..];
+                    self.counters.store_reads += 1;
+                    match find_open_group(&read, &self.keys, start, group).map_err(state_err)? {
+                        Some(value) => value,
+                        None => continue,
+                    }
+                }
+                None => continue,
+            };
             match StoredValue::decode(&value).map_err(state_err)?.group() {
                 Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
                 None => {
@@ -812,33 +845,24 @@ impl ViewOperator {
     /// window one value per group holding its row (when shown) and its state; in a closed
     /// window the row alone, and a delete for a group that has none.
     fn write_groups(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, open: bool) {
-        let prefix = self.keys.prefix();
+        let prefix = self.keys.prefix().to_vec();
         let window = window_start_bytes(start);
         for group in merged.groups() {
-            let key: [&[u8]; 3] = [prefix, &window, group.key];
-            if let Some(row) = group.row {
-                self.progress.rows_written += 1;
-                if !group.was_shown {
-                    self.progress.rows += 1;
-                }
-                if !open {
-                    ws.put_parts(Table::ViewRows, &key, &[&VIEW_ROW_HEADER, row]);
-                }
-            } else if group.was_shown {
-                self.progress.rows = self.progress.rows.saturating_sub(1);
-            }
+            let key: [&[u8]; 3] = [&prefix, &window, group.key];
+            self.count_rows(&group);
             if open {
                 let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
                 let row = group.row.unwrap_or_default();
                 ws.put_parts(Table::ViewRows, &key, &[&head[..len], row, group.state]);
-                let cached = StoredGroup::header(group.shown());
-                let parts: [&[u8]; 2] = [&cached, group.state];
-                match group.slot {
-                    Some(slot) => self.cache.put(start, slot, group.key, &parts),
-                    None => self.cache.insert_parts(start, group.key, &parts),
-                }
-                self.counters.groups_written += 1;
-            } else if group.row.is_none() {
+                self.cache_open(start, &group);
+            } else if let Some(row) = group.row {
+                ws.put_parts(Table::ViewRows, &key, &[&VIEW_ROW_HEADER, row]);
+            } else if self.progress.open_blocks.contains(&start) {
+                // Its value shadows its entry in an open block, which would show again if the
+                // value were deleted: it stays, with no row, as long as the window.
+                let (head, len) = StoredValue::open_header(None);
+                ws.put_parts(Table::ViewRows, &key, &[&head[..len], group.state]);
+            } else {
                 // Its state (and row, if it had one) stay no longer than its window.
                 ws.delete_parts(Table::ViewRows, &key);
             }
@@ -846,6 +870,58 @@ impl ViewOperator {
         if open {
             self.progress.open_windows.insert(start);
         }
+    }
+
+    /// Writes the merged groups of an open window that had nothing stored as open row blocks:
+    /// many groups to a RocksDB value, each entry the group's whole open value, in key order.
+    /// A block never spans two chunks of the merge (the chunk's rows are gone by the next).
+    fn write_open_blocks(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged) {
+        let mut values = Vec::new();
+        let mut ends = Vec::with_capacity(merged.len());
+        for group in merged.groups() {
+            let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
+            values.extend_from_slice(&head[..len]);
+            values.extend_from_slice(group.row.unwrap_or_default());
+            values.extend_from_slice(group.state);
+            ends.push(values.len());
+            self.count_rows(&group);
+            self.cache_open(start, &group);
+        }
+        let keys = &self.keys;
+        let mut blocks = RowBlockWriter::open_groups();
+        let mut emit = |first: &[u8], value: &[u8]| {
+            ws.put_parts(Table::ViewRows, &[&keys.open_block(start, first)], &[value]);
+        };
+        let mut from = 0;
+        for (group, end) in merged.groups().zip(ends) {
+            blocks.push(group.key, &values[from..end], &mut emit);
+            from = end;
+        }
+        blocks.finish(&mut emit);
+        self.progress.open_windows.insert(start);
+    }
+
+    /// Counts a merged group's row in the view's row counts.
+    fn count_rows(&mut self, group: &MergedGroup<'_>) {
+        if group.row.is_some() {
+            self.progress.rows_written += 1;
+            if !group.was_shown {
+                self.progress.rows += 1;
+            }
+        } else if group.was_shown {
+            self.progress.rows = self.progress.rows.saturating_sub(1);
+        }
+    }
+
+    /// Caches the stored value of a merged group of an open window, and counts it written.
+    fn cache_open(&mut self, start: i64, group: &MergedGroup<'_>) {
+        let cached = StoredGroup::header(group.shown());
+        let parts: [&[u8]; 2] = [&cached, group.state];
+        match group.slot {
+            Some(slot) => self.cache.put(start, slot, group.key, &parts),
+            None => self.cache.insert_parts(start, group.key, &parts),
+        }
+        self.counters.groups_written += 1;
     }
 
     /// Writes the final rows of a window that has nothing stored (it opened and closed within
@@ -892,6 +968,7 @@ impl ViewOperator {
             // take the row and skip the state, and retention deletes both.
             self.cache.remove_window(start);
             self.progress.open_windows.remove(&start);
+            self.progress.open_blocks.remove(&start);
         }
         let touched: Vec<i64> = std::mem::take(&mut self.touched)
             .into_iter()
@@ -1041,15 +1118,14 @@ impl ViewOperator {
         };
         let (a, b) = self.keys.windows(from, cutoff);
         let mut rows = 0u64;
-        self.store
-            .read_view()
-            .for_each_in(Table::ViewRows, &a, &b, |_, value| {
-                if let Ok(value) = StoredValue::decode(value) {
-                    rows += value.row_count() as u64;
-                }
-                ControlFlow::Continue(())
-            })
-            .map_err(state_err)?;
+        let read = self.store.read_view();
+        for_each_view_value(&read, &self.keys, &a, &b, |_, value| {
+            if let Ok(value) = StoredValue::decode(value) {
+                rows += value.row_count() as u64;
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(state_err)?;
         ws.delete_range(Table::LlmAnalyses, &a, &b);
         ws.delete_range(Table::ViewRows, a, b);
         self.progress.rows = self.progress.rows.saturating_sub(rows);
