@@ -415,3 +415,92 @@ async fn ingest_threads_run_behind_the_query_threads() {
         );
     }
 }
+
+fn append_line(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+/// Each group of `per_k` as `key=sum`, in key order.
+async fn sums(client: &tokio_postgres::Client) -> Vec<String> {
+    rows(client, "SELECT k, s FROM per_k ORDER BY k")
+        .await
+        .into_iter()
+        .map(|r| format!("{}={}", r[0], r[1]))
+        .collect()
+}
+
+/// A window whose first epoch went out in open row blocks, then changed: later values shadow
+/// their entries in scans and point reads, a group HAVING hid stays hidden once the window
+/// closes (its value is kept, not deleted, or its block entry would show again), across a
+/// kill -9. The server writes open blocks from two groups on, not from 1,024.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_row_blocks_are_shadowed_by_later_epochs_across_close_and_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("live.jsonl");
+    let data = dir.path().join("data");
+    let env = [("WEIR_OPEN_BLOCK_MIN_GROUPS", "2")];
+    for k in ["a", "b", "c"] {
+        append_line(
+            &input,
+            &format!(r#"{{"k":"{k}","v":5,"ts":"2026-01-01T00:00:10Z"}}"#),
+        );
+    }
+    let mut weir = Weir::start_with_env(&data, &[], &env);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE live (k TEXT, v BIGINT, ts TIMESTAMP, \
+             WATERMARK FOR ts AS ts - INTERVAL '5 seconds') \
+             WITH (connector = 'file', path = '{}', mode = 'follow'); \
+             CREATE MATERIALIZED VIEW per_k AS SELECT window_start, k, sum(v) AS s \
+             FROM TUMBLE(live, ts, INTERVAL '1 hour') GROUP BY window_start, window_end, k \
+             HAVING sum(v) > 0",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    wait_for(&client, "SELECT count(*) FROM per_k", "3").await;
+    // The next epoch hides a (its block entry still shows it) and changes b.
+    append_line(&input, r#"{"k":"a","v":-10,"ts":"2026-01-01T00:00:20Z"}"#);
+    append_line(&input, r#"{"k":"b","v":1,"ts":"2026-01-01T00:00:30Z"}"#);
+    wait_for(&client, "SELECT count(*) FROM per_k", "2").await;
+    wait_for(&client, "SELECT s FROM per_k WHERE k = 'b'", "6").await;
+    assert_eq!(sums(&client).await, ["b=6", "c=5"]);
+    assert_eq!(
+        rows(&client, "SELECT s FROM per_k WHERE k = 'c'").await,
+        [["5"]]
+    );
+    assert!(rows(&client, "SELECT s FROM per_k WHERE k = 'a'")
+        .await
+        .is_empty());
+
+    weir.kill9();
+    let weir = Weir::start_with_env(&data, &[], &env);
+    let client = weir.client().await;
+    wait_for(&client, "SELECT count(*) FROM per_k", "2").await;
+    assert_eq!(sums(&client).await, ["b=6", "c=5"]);
+    // After the restart c's state, still its block entry, comes back from the store.
+    append_line(&input, r#"{"k":"c","v":2,"ts":"2026-01-01T00:00:40Z"}"#);
+    wait_for(&client, "SELECT s FROM per_k WHERE k = 'c'", "7").await;
+    // A row two hours on closes the window in the epoch that touches a again, still hidden.
+    append_line(
+        &input,
+        concat!(
+            r#"{"k":"a","v":1,"ts":"2026-01-01T00:00:50Z"}"#,
+            "\n",
+            r#"{"k":"d","v":1,"ts":"2026-01-01T02:00:00Z"}"#
+        ),
+    );
+    wait_for(&client, "SELECT count(*) FROM per_k", "3").await;
+    wait_for(&client, "SELECT open_windows FROM weir_catalog.views", "1").await;
+    assert_eq!(sums(&client).await, ["b=6", "c=7", "d=1"]);
+    assert!(rows(&client, "SELECT s FROM per_k WHERE k = 'a'")
+        .await
+        .is_empty());
+}
