@@ -268,13 +268,21 @@ impl Store {
 
     /// Whether RocksDB is flushing or compacting, or has compactions waiting.
     pub fn background_busy(&self) -> bool {
-        [
+        let int = |v: Result<Option<u64>, rocksdb::Error>| v.ok().flatten().unwrap_or(0);
+        let running = [
             "rocksdb.num-running-compactions",
             "rocksdb.num-running-flushes",
-            "rocksdb.compaction-pending",
         ]
         .iter()
-        .any(|p| self.db.property_int_value(*p).ok().flatten().unwrap_or(0) > 0)
+        .any(|p| int(self.db.property_int_value(*p)) > 0);
+        // Pending compactions are counted per column family.
+        running
+            || self.all_cfs().into_iter().any(|cf| {
+                int(self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.compaction-pending"))
+                    > 0
+            })
     }
 
     /// Approximate bytes on disk, for metrics.
