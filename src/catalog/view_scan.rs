@@ -762,7 +762,8 @@ impl Reader {
                     _ => self.keys.all(),
                 };
                 let mut error = None;
-                for_each_view_value(read, &self.keys, &from, &to, |key, value| {
+                let grouped = !self.plan.append;
+                for_each_view_value(read, &self.keys, grouped, &from, &to, |key, value| {
                     sink.keys_read += 1;
                     match sink.push(key, value) {
                         Ok(flow) => flow,

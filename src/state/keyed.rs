@@ -415,17 +415,6 @@ pub fn find_in_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, Stat
     }
 }
 
-/// The whole open value (row and state) of `group` in `value`, which must be an open row
-/// block, if the block holds the group.
-pub fn find_in_open_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-    match StoredValue::decode(value)? {
-        StoredValue::OpenBlock(block) => block.find(group),
-        _ => Err(corrupt(
-            "a value under an open row block's key is not an open row block",
-        )),
-    }
-}
-
 /// Rows of a closed window in key order, many to a value: the row count (u32, little-endian),
 /// then per row its group key and its row.
 ///

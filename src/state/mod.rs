@@ -20,7 +20,7 @@ pub use keyed::{
 };
 pub use log::{log_key, Log, LogLimits};
 pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet, STORE_FORMAT};
-pub use view_read::{find_open_group, find_row_in_blocks, for_each_view_value};
+pub use view_read::{find_row_in_blocks, for_each_view_value, OpenBlockFinder};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]

@@ -12,8 +12,7 @@ use std::cmp::Ordering;
 use std::ops::ControlFlow;
 
 use super::keyed::{
-    find_in_block, find_in_open_block, open_entry_row, StoredValue, ViewKeys, BLOCK_MARK,
-    OPEN_BLOCK_MARK,
+    find_in_block, open_entry_row, StoredValue, ViewKeys, BLOCK_MARK, OPEN_BLOCK_MARK,
 };
 use super::store::{storage, Cursor, ReadView, Table};
 use super::StateError;
@@ -31,15 +30,23 @@ fn corrupt(reason: &str) -> StateError {
 /// Calls `f` with each stored value of the view in `[from, to)`, which must be whole windows,
 /// in key order, until it breaks. Single values and row blocks come as stored; each entry of
 /// an open row block that no single value shadows comes as the group's key and its open value.
+/// `grouped` is false for an append-only view: its rows are never in blocks (and each event
+/// time is a "window" of its own, so looking for blocks would cost a seek per row).
 pub fn for_each_view_value(
     read: &ReadView<'_>,
     keys: &ViewKeys,
+    grouped: bool,
     from: &[u8],
     to: &[u8],
     mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
 ) -> Result<(), StateError> {
+    if !grouped {
+        return read.for_each_in(Table::ViewRows, from, to, f);
+    }
     let mut a = read.cursor(Table::ViewRows, from, to);
     a.seek(from);
+    // Looks ahead for each window's open blocks.
+    let mut b = read.cursor(Table::ViewRows, from, to);
     while let (Some(key), Some(value)) = (a.key(), a.value()) {
         let Some((start, group)) = keys.parse(key) else {
             return Err(corrupt("a key of the view does not parse"));
@@ -60,17 +67,19 @@ pub fn for_each_view_value(
             }
             _ => {
                 // The window's first single value.
-                let blocks = keys.open_block(start, &[]);
-                let past_blocks = keys.block(start, &[]);
-                let mut b = read.cursor(Table::ViewRows, &blocks, &past_blocks);
-                b.seek(&blocks);
+                let window = Span {
+                    start,
+                    blocks: keys.open_block(start, &[]),
+                    past_blocks: keys.block(start, &[]),
+                };
+                b.seek(&window.blocks);
                 b.status().map_err(storage)?;
-                let flow = if b.valid() {
-                    let flow = merge_window(keys, start, &mut a, &mut b, &blocks, &mut f)?;
-                    a.seek(&past_blocks);
+                let flow = if window.holds(b.key()) {
+                    let flow = merge_window(keys, &window, &mut a, &mut b, &mut f)?;
+                    a.seek(&window.past_blocks);
                     flow
                 } else {
-                    singles(&mut a, &blocks, &mut f)
+                    singles(&mut a, &window.blocks, &mut f)
                 };
                 if flow.is_break() {
                     return Ok(());
@@ -79,6 +88,20 @@ pub fn for_each_view_value(
         }
     }
     a.status().map_err(storage)
+}
+
+/// Where one window's open blocks lie: from `blocks` up to `past_blocks`.
+struct Span {
+    start: i64,
+    blocks: Vec<u8>,
+    past_blocks: Vec<u8>,
+}
+
+impl Span {
+    /// Whether `key` is one of the window's open blocks.
+    fn holds(&self, key: Option<&[u8]>) -> bool {
+        key.is_some_and(|k| k >= self.blocks.as_slice() && k < self.past_blocks.as_slice())
+    }
 }
 
 /// Hands `f` the single values from `a` on, up to `end`.
@@ -132,38 +155,43 @@ fn block_entries(b: &Cursor<'_>) -> Result<Vec<BlockEntry>, StateError> {
     Ok(entries)
 }
 
-/// Merges window `start`'s single values (from `a`, up to `blocks`, where its open blocks
-/// start) with the entries of its open blocks (from `b`), in group order; a single value wins
-/// over the entry of its group.
+/// Merges a window's single values (from `a`, up to where its open blocks start) with the
+/// entries of its open blocks (from `b`, on the first of them), in group order; a single value
+/// wins over the entry of its group.
 fn merge_window(
     keys: &ViewKeys,
-    start: i64,
+    window: &Span,
     a: &mut Cursor<'_>,
     b: &mut Cursor<'_>,
-    blocks: &[u8],
     f: &mut impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>, StateError> {
-    let window = keys.window(start).len();
-    let mut key = keys.window(start);
+    let mut key = keys.window(window.start);
+    let prefix = key.len();
     let mut entries: Vec<BlockEntry> = Vec::new();
     let mut next = 0;
     loop {
-        while next == entries.len() && b.valid() {
+        while next == entries.len() && window.holds(b.key()) {
             entries = block_entries(b)?;
             next = 0;
             b.next();
         }
         b.status().map_err(storage)?;
         let single = match (a.key(), a.value()) {
-            (Some(k), Some(v)) if k < blocks => Some((k, v)),
-            _ => None,
+            (Some(k), Some(v)) if k < window.blocks.as_slice() => Some((k, v)),
+            (Some(_), Some(_)) => None,
+            _ => {
+                // An error must not pass for the end of the single values: the entries they
+                // shadow would show.
+                a.status().map_err(storage)?;
+                None
+            }
         };
         let entry = entries.get(next);
         let order = match (&single, entry) {
             (None, None) => break,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some((k, _)), Some((group, _))) => k[window..].cmp(group),
+            (Some((k, _)), Some((group, _))) => k[prefix..].cmp(group),
         };
         let flow = match (single, entry) {
             (Some((k, v)), _) if order != Ordering::Greater => {
@@ -176,7 +204,7 @@ fn merge_window(
                 flow
             }
             (_, Some((group, value))) => {
-                key.truncate(window);
+                key.truncate(prefix);
                 key.extend_from_slice(group);
                 next += 1;
                 f(&key, value)
@@ -187,7 +215,6 @@ fn merge_window(
             return Ok(ControlFlow::Break(()));
         }
     }
-    a.status().map_err(storage)?;
     Ok(ControlFlow::Continue(()))
 }
 
@@ -218,10 +245,60 @@ pub fn find_open_group(
     start: i64,
     group: &[u8],
 ) -> Result<Option<Vec<u8>>, StateError> {
-    let (from, to) = keys.open_block_search(start, group);
-    match read.last_in(Table::ViewRows, &from, &to)? {
-        Some((_, value)) => find_in_open_block(&value, group),
-        None => Ok(None),
+    OpenBlockFinder::new(read, keys, start).find(group)
+}
+
+/// Finds groups of one window in its open row blocks. Asked for groups in key order, it reads
+/// and decodes each block once for all the groups it holds.
+pub struct OpenBlockFinder<'r> {
+    keys: &'r ViewKeys,
+    start: i64,
+    cursor: Cursor<'r>,
+    /// The key of the block last read, and its entries.
+    label: Vec<u8>,
+    entries: Vec<BlockEntry>,
+}
+
+impl<'r> OpenBlockFinder<'r> {
+    pub fn new(read: &'r ReadView<'_>, keys: &'r ViewKeys, start: i64) -> Self {
+        let cursor = read.cursor(
+            Table::ViewRows,
+            &keys.open_block(start, &[]),
+            &keys.block(start, &[]),
+        );
+        Self {
+            keys,
+            start,
+            cursor,
+            label: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The open value of `group`, if the window's open blocks hold it.
+    pub fn find(&mut self, group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let in_last = matches!(
+            (self.entries.first(), self.entries.last()),
+            (Some((first, _)), Some((last, _))) if first.as_slice() <= group && group <= last.as_slice()
+        );
+        if !in_last {
+            // The last block whose first group is at or before `group`.
+            self.cursor
+                .seek_for_prev(self.keys.open_block(self.start, group));
+            self.cursor.status().map_err(storage)?;
+            let Some(label) = self.cursor.key() else {
+                return Ok(None);
+            };
+            if label != self.label.as_slice() {
+                self.label = label.to_vec();
+                self.entries = block_entries(&self.cursor)?;
+            }
+        }
+        Ok(self
+            .entries
+            .binary_search_by(|(key, _)| key.as_slice().cmp(group))
+            .ok()
+            .map(|i| self.entries[i].1.clone()))
     }
 }
 
@@ -250,7 +327,7 @@ mod tests {
         to: &[u8],
     ) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
         let mut out = Vec::new();
-        for_each_view_value(&store.read_view(), keys, from, to, |key, value| {
+        for_each_view_value(&store.read_view(), keys, true, from, to, |key, value| {
             let mut rows = Vec::new();
             let _ = for_each_view_row(value, |row| {
                 rows.push(row.to_vec());
@@ -351,7 +428,7 @@ mod tests {
         assert_eq!(read_all(&store, &keys, &a, &b).len(), 1);
         // A reader that stops stops.
         let mut seen = 0;
-        for_each_view_value(&store.read_view(), &keys, &from, &to, |_, _| {
+        for_each_view_value(&store.read_view(), &keys, true, &from, &to, |_, _| {
             seen += 1;
             ControlFlow::Break(())
         })
@@ -367,6 +444,23 @@ mod tests {
         assert_eq!(row(0, 1000), None, "past every entry");
         assert_eq!(row(2, 8), Some(b"c8".to_vec()), "a closed window's block");
         assert_eq!(row(1, 5), None, "a window without blocks");
+        // Groups asked in key order, through one finder: in a block, before the first, in the
+        // gaps between entries and between blocks, past the last.
+        let mut finder = OpenBlockFinder::new(&read, &keys, 0);
+        for (i, expected) in [
+            (1, None),
+            (2, Some(0)),
+            (3, None),
+            (256, Some(127)),
+            (257, None),
+            (258, Some(128)),
+            (600, Some(299)),
+            (601, None),
+        ] {
+            let found = finder.find(&group(i)).unwrap();
+            let expected = expected.map(|e: usize| values[e].1.clone());
+            assert_eq!(found, expected, "group {i}");
+        }
         let open = find_open_group(&read, &keys, 0, &group(260))
             .unwrap()
             .unwrap();

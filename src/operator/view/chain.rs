@@ -100,7 +100,7 @@ impl ViewOperator {
         let mut rows: Vec<Vec<u8>> = Vec::new();
         let mut window: Option<i64> = None;
         let mut failure = None;
-        for_each_view_value(&read, &keys, &a, &b, |key, value| {
+        for_each_view_value(&read, &keys, true, &a, &b, |key, value| {
             let step = (|| -> Result<()> {
                 let (start, _) = keys.parse(key).ok_or_else(|| {
                     DataFusionError::Internal(format!(

@@ -32,9 +32,9 @@ use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    encode_view_row, find_open_group, for_each_view_value, log_key, prefix_end, window_key_prefix,
-    window_start_bytes, Log, LogLimits, RowBlockWriter, Store, StoredGroup, StoredValue, Table,
-    ViewKeys, WriteSet, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
+    encode_view_row, for_each_view_value, log_key, prefix_end, window_key_prefix,
+    window_start_bytes, Log, LogLimits, OpenBlockFinder, RowBlockWriter, Store, StoredGroup,
+    StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -251,7 +251,7 @@ fn preload(
     for start in open_windows {
         let from = keys.window(*start);
         let to = prefix_end(&from);
-        for_each_view_value(&read, keys, &from, &to, |key, value| {
+        for_each_view_value(&read, keys, true, &from, &to, |key, value| {
             let group = keys.parse(key).map(|(_, group)| group);
             let stored = StoredValue::decode(value).map(|v| v.group());
             let (Some(group), Ok(Some(stored))) = (group, stored) else {
@@ -813,21 +813,24 @@ impl ViewOperator {
             .multi_get(Table::ViewRows, &wanted)
             .map_err(state_err)?;
         self.counters.store_reads += wanted.len() as u64;
-        let in_blocks = self.progress.open_blocks.contains(&start);
-        let read = self.store.read_view();
-        for ((i, value), key) in missing.into_iter().zip(found).zip(&wanted) {
-            let value = match value {
-                Some(value) => value,
-                // A group without a single value may still have its entry in an open block.
-                None if in_blocks => {
-                    let group = &key[key.len() - groups.get(i).len()..];
-                    self.counters.store_reads += 1;
-                    match find_open_group(&read, &self.keys, start, group).map_err(state_err)? {
-                        Some(value) => value,
-                        None => continue,
-                    }
-                }
-                None => continue,
+        // A group without a single value may still have its entry in an open block; the
+        // groups come in key order, so each block is read once.
+        let read = self
+            .progress
+            .open_blocks
+            .contains(&start)
+            .then(|| self.store.read_view());
+        let mut blocks = read
+            .as_ref()
+            .map(|read| OpenBlockFinder::new(read, &self.keys, start));
+        for (i, value) in missing.into_iter().zip(found) {
+            let value = match (value, blocks.as_mut()) {
+                (Some(value), _) => value,
+                (None, Some(blocks)) => match blocks.find(groups.get(i)).map_err(state_err)? {
+                    Some(value) => value,
+                    None => continue,
+                },
+                (None, None) => continue,
             };
             match StoredValue::decode(&value).map_err(state_err)?.group() {
                 Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
@@ -1119,7 +1122,7 @@ impl ViewOperator {
         let (a, b) = self.keys.windows(from, cutoff);
         let mut rows = 0u64;
         let read = self.store.read_view();
-        for_each_view_value(&read, &self.keys, &a, &b, |_, value| {
+        for_each_view_value(&read, &self.keys, !self.plan.append, &a, &b, |_, value| {
             if let Ok(value) = StoredValue::decode(value) {
                 rows += value.row_count() as u64;
             }
