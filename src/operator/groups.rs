@@ -13,7 +13,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{new_empty_array, Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -74,6 +75,32 @@ fn evaluate_to_array(
     expr.evaluate(batch)?.into_array(batch.num_rows())
 }
 
+/// Whether `aggregate` folds each distinct value of its argument once, so that what counts as
+/// the same value changes its result (count, sum, avg DISTINCT; not min or max).
+fn counts_distinct_values(aggregate: &AggregateFunctionExpr) -> bool {
+    aggregate.is_distinct() && !matches!(aggregate.fun().name(), "min" | "max")
+}
+
+/// `array` with -0.0 made 0.0, when it holds floats. SQL compares -0.0 equal to 0.0, and
+/// DataFusion's batch plans (DISTINCT rewritten as GROUP BY) count them as one value, but its
+/// DISTINCT accumulators hash a float's bytes and keep both.
+fn without_negative_zero(array: ArrayRef) -> ArrayRef {
+    // Adding 0.0 turns -0.0 into 0.0 and leaves every other value as it is.
+    match array.data_type() {
+        DataType::Float64 => Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(|v| v + 0.0),
+        ),
+        DataType::Float32 => Arc::new(
+            array
+                .as_primitive::<Float32Type>()
+                .unary::<_, Float32Type>(|v| v + 0.0),
+        ),
+        _ => array,
+    }
+}
+
 /// What a batch feeds an aggregate, evaluated: group keys, each aggregate's arguments and
 /// FILTER. Evaluating is where a row can fail (division by zero, a bad cast), so it happens
 /// before any group is touched.
@@ -103,7 +130,14 @@ impl AggregateInput {
             args: plan
                 .aggregates
                 .iter()
-                .map(|a| all(&a.expressions()))
+                .map(|a| {
+                    let args = all(&a.expressions())?;
+                    Ok(if counts_distinct_values(a) {
+                        args.into_iter().map(without_negative_zero).collect()
+                    } else {
+                        args
+                    })
+                })
                 .collect::<Result<_>>()?,
             filters: plan
                 .filters
