@@ -356,10 +356,19 @@ fn predicate(rng: &mut Rng) -> String {
     }
 }
 
+/// `expr` (a DOUBLE) with -0.0 made 0.0. Weir's DISTINCT takes -0.0 and 0.0 as one value, as
+/// SQL does (sql/aggregates.slt checks it); DataFusion's batch plans take them as one value or
+/// two depending on the plan's shape (one when DISTINCT is rewritten as a GROUP BY), so the
+/// cases keep -0.0 out of the arguments that may be DISTINCT. (`+ 0.0` would do it, but
+/// DataFusion's simplifier drops it.)
+fn zero_unsigned(expr: &str) -> String {
+    format!("CASE WHEN {expr} = 0 THEN 0.0 ELSE {expr} END")
+}
+
 fn random_aggregate(rng: &mut Rng) -> Aggregate {
     let any = |rng: &mut Rng| match rng.range(0, 3) {
         0 => int_expr(rng),
-        1 => float_expr(rng),
+        1 => zero_unsigned(&float_expr(rng)),
         2 => text_expr(rng),
         _ => bool_expr(rng),
     };
@@ -376,7 +385,7 @@ fn random_aggregate(rng: &mut Rng) -> Aggregate {
         ),
         3 => (format!("sum({})", float_expr(rng)), Compare::Exact),
         4 => (
-            format!("avg({}{})", distinct(rng), float_expr(rng)),
+            format!("avg({}{})", distinct(rng), zero_unsigned(&float_expr(rng))),
             Compare::Float,
         ),
         5 => (format!("min({})", any(rng)), Compare::Exact),
