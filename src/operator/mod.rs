@@ -14,6 +14,7 @@ mod append;
 mod cache;
 mod groups;
 mod interning;
+mod key_filter;
 mod key_order;
 mod merge;
 mod prefetch;

@@ -20,7 +20,10 @@ pub use keyed::{
 };
 pub use log::{log_key, Log, LogLimits};
 pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet, STORE_FORMAT};
-pub use view_read::{find_row_in_blocks, for_each_view_value, OpenBlockFinder};
+pub use view_read::{
+    find_row_in_blocks, for_each_open_block_key, for_each_view_value, open_block_entries,
+    OpenBlockFinder,
+};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]

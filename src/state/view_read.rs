@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::ops::ControlFlow;
 
 use super::keyed::{
-    find_in_block, open_entry_row, StoredValue, ViewKeys, BLOCK_MARK, OPEN_BLOCK_MARK,
+    find_in_block, open_entry_row, RowBlock, StoredValue, ViewKeys, BLOCK_MARK, OPEN_BLOCK_MARK,
 };
 use super::store::{storage, Cursor, ReadView, Table};
 use super::StateError;
@@ -246,6 +246,64 @@ pub fn find_open_group(
     group: &[u8],
 ) -> Result<Option<Vec<u8>>, StateError> {
     OpenBlockFinder::new(read, keys, start).find(group)
+}
+
+/// Calls `f` with each open row block of window `start`, in key order, until it fails.
+fn for_each_open_block(
+    read: &ReadView<'_>,
+    keys: &ViewKeys,
+    start: i64,
+    mut f: impl FnMut(&RowBlock<'_>) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let (from, to) = (keys.open_block(start, &[]), keys.block(start, &[]));
+    let mut error = None;
+    read.for_each_in(Table::ViewRows, &from, &to, |_, value| {
+        let done = match StoredValue::decode(value) {
+            Ok(StoredValue::OpenBlock(block)) => f(&block),
+            Ok(_) => Err(corrupt("a value under an open row block's key is not one")),
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    error.map_or(Ok(()), Err)
+}
+
+/// How many entries (shadowed or not) window `start`'s open row blocks hold.
+pub fn open_block_entries(
+    read: &ReadView<'_>,
+    keys: &ViewKeys,
+    start: i64,
+) -> Result<usize, StateError> {
+    let mut count = 0;
+    for_each_open_block(read, keys, start, |block| {
+        count += block.len();
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+/// Calls `f` with the group key of every entry (shadowed or not) of window `start`'s open row
+/// blocks, in key order.
+pub fn for_each_open_block_key(
+    read: &ReadView<'_>,
+    keys: &ViewKeys,
+    start: i64,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), StateError> {
+    for_each_open_block(read, keys, start, |block| {
+        block
+            .for_each(|group, _| {
+                f(group);
+                ControlFlow::Continue(())
+            })
+            .map(|_| ())
+    })
 }
 
 /// Finds groups of one window in its open row blocks. Asked for groups in key order, it reads

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::append::{self, AppendedRow};
 use super::cache::{CacheBudget, GroupCache, Lookup};
 use super::groups::AggregateInput;
+use super::key_filter::KeyFilter;
 use super::merge::{
     empty_global_group, merge_chunk, merge_chunk_groups, merge_window, open_block_min_groups,
     Codecs, GroupKeys, Merged, MergedGroup, StoredValues, WindowMerge,
@@ -32,9 +33,10 @@ use crate::llm::{record_key, LlmRecord, LlmRequest};
 use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
-    encode_view_row, for_each_view_value, log_key, prefix_end, window_key_prefix,
-    window_start_bytes, Log, LogLimits, OpenBlockFinder, RowBlockWriter, Store, StoredGroup,
-    StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
+    encode_view_row, for_each_open_block_key, for_each_view_value, log_key, open_block_entries,
+    prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits, OpenBlockFinder,
+    RowBlockWriter, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT,
+    STATE_FORMAT, VIEW_ROW_HEADER,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -131,6 +133,8 @@ pub struct ViewOperator {
     /// Groups of the last pane merged into its windows: new panes' key tables start that big.
     last_pane_groups: usize,
     cache: GroupCache,
+    /// Per open window with open row blocks: which groups the blocks may hold.
+    block_keys: BTreeMap<i64, KeyFilter>,
     /// Groups of the last window that opened and closed within one epoch (0 if none yet):
     /// new windows' key tables start with room for that many.
     last_window_groups: usize,
@@ -280,6 +284,24 @@ fn preload(
     Ok(complete)
 }
 
+/// Rebuilds the filters of the groups each window's open row blocks hold.
+fn load_block_keys(
+    store: &Store,
+    keys: &ViewKeys,
+    windows: &BTreeSet<i64>,
+) -> Result<BTreeMap<i64, KeyFilter>> {
+    let read = store.read_view();
+    let mut filters = BTreeMap::new();
+    for start in windows {
+        let count = open_block_entries(&read, keys, *start).map_err(state_err)?;
+        let mut filter = KeyFilter::with_capacity(count);
+        for_each_open_block_key(&read, keys, *start, |group| filter.insert(group))
+            .map_err(state_err)?;
+        filters.insert(*start, filter);
+    }
+    Ok(filters)
+}
+
 impl ViewOperator {
     /// Loads the view's stored progress and open windows (a new view starts empty), and as
     /// many stored groups as the cache budget allows.
@@ -372,8 +394,10 @@ impl ViewOperator {
                 cache.set_complete(*start, true);
             }
         }
+        let block_keys = load_block_keys(store, &keys, &progress.open_blocks)?;
         Ok(Self {
             name: name.to_string(),
+            block_keys,
             codecs,
             empty_global_pending: is_new && global && plan.aggregate.group_exprs.is_empty(),
             plan,
@@ -743,6 +767,8 @@ impl ViewOperator {
                     && merge.len() >= open_block_min_groups() =>
             {
                 self.progress.open_blocks.insert(start);
+                self.block_keys
+                    .insert(start, KeyFilter::with_capacity(merge.len()));
                 AfterMerge::OpenInBlocks
             }
             then => then,
@@ -823,10 +849,14 @@ impl ViewOperator {
         let mut blocks = read
             .as_ref()
             .map(|read| OpenBlockFinder::new(read, &self.keys, start));
+        // Most groups missing everywhere are new; the filter says so without a block read.
+        let filter = self.block_keys.get(&start);
         for (i, value) in missing.into_iter().zip(found) {
+            let group = groups.get(i);
             let value = match (value, blocks.as_mut()) {
                 (Some(value), _) => value,
-                (None, Some(blocks)) => match blocks.find(groups.get(i)).map_err(state_err)? {
+                (None, Some(_)) if filter.is_some_and(|f| !f.may_hold(group)) => continue,
+                (None, Some(blocks)) => match blocks.find(group).map_err(state_err)? {
                     Some(value) => value,
                     None => continue,
                 },
@@ -889,6 +919,9 @@ impl ViewOperator {
             ends.push(values.len());
             self.count_rows(&group);
             self.cache_open(start, &group);
+            if let Some(filter) = self.block_keys.get_mut(&start) {
+                filter.insert(group.key);
+            }
         }
         let keys = &self.keys;
         let mut blocks = RowBlockWriter::open_groups();
@@ -972,6 +1005,7 @@ impl ViewOperator {
             self.cache.remove_window(start);
             self.progress.open_windows.remove(&start);
             self.progress.open_blocks.remove(&start);
+            self.block_keys.remove(&start);
         }
         let touched: Vec<i64> = std::mem::take(&mut self.touched)
             .into_iter()
