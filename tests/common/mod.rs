@@ -220,6 +220,17 @@ pub async fn wait_views_finished(client: &Client) {
 }
 
 /// Writes `lines` as a JSON-lines file.
+/// Appends `line` and a newline to the file at `path` (made if missing).
+pub fn append_line(path: &Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
 pub fn write_lines(path: &Path, lines: &[String]) {
     let mut text = lines.join("\n");
     text.push('\n');

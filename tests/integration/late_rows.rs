@@ -1,18 +1,7 @@
 //! Late rows, through a followed file: a row appended after its window closed lands in
 //! `weir_catalog.late_rows` and leaves the view unchanged; on-time rows keep flowing.
 
-use std::io::Write;
-
-use crate::common::{rows, wait_for, Weir};
-
-fn append(path: &std::path::Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-}
+use crate::common::{append_line as append, rows, wait_for, Weir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_after_window_close_is_late_and_view_unchanged() {

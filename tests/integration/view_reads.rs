@@ -2,7 +2,9 @@
 //! LIMIT, what EXPLAIN shows, and retention. Each answer is checked against values computed
 //! here, and the keys each scan read against `weir_view_scan_keys_total`.
 
-use crate::common::{http_get, rows, wait_for, wait_views_finished, write_lines, Weir};
+use crate::common::{
+    append_line, http_get, rows, wait_for, wait_views_finished, write_lines, Weir,
+};
 
 /// 2026-01-01 00:00:00 UTC in milliseconds.
 const BASE: i64 = 1_767_225_600_000;
@@ -414,16 +416,6 @@ async fn ingest_threads_run_behind_the_query_threads() {
             "{name} answers queries at the process's priority"
         );
     }
-}
-
-fn append_line(path: &std::path::Path, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
 }
 
 /// Each group of `per_k` as `key=sum`, in key order.
