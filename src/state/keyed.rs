@@ -192,18 +192,9 @@ impl ViewKeys {
     /// The key range that holds the row block of window `start` which may hold `group`, as
     /// its last key: from the window's first block key up to just past `0xFF group`.
     pub fn block_search(&self, start: i64, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        self.floor_search(start, BLOCK_MARK, group)
-    }
-
-    /// The same for the window's open row blocks.
-    pub fn open_block_search(&self, start: i64, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        self.floor_search(start, OPEN_BLOCK_MARK, group)
-    }
-
-    fn floor_search(&self, start: i64, mark: u8, group: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut to = self.marked(start, mark, group);
+        let mut to = self.block(start, group);
         to.push(0);
-        (self.marked(start, mark, &[]), to)
+        (self.block(start, &[]), to)
     }
 
     /// Splits a key of this view into window start and group key (for a row block, `0xFF`
@@ -400,15 +391,12 @@ pub fn for_each_view_row(
     StoredValue::decode(value)?.for_each_row(f)
 }
 
-/// The row of `group` in `value`, which must be a row block or an open one (the one found
-/// under the block key at or before the group's), if the block holds it and shows it.
+/// The row of `group` in `value`, which must be a row block (the one found under the block
+/// key at or before the group's), if the block holds it. (Open row blocks are searched by
+/// `view_read::OpenBlockFinder`.)
 pub fn find_in_block(value: &[u8], group: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
     match StoredValue::decode(value)? {
         StoredValue::Block(block) => block.find(group),
-        StoredValue::OpenBlock(block) => match block.find(group)? {
-            Some(entry) => Ok(open_entry_row(&entry)?.map(<[u8]>::to_vec)),
-            None => Ok(None),
-        },
         _ => Err(corrupt(
             "a value under a row block's key is not a row block",
         )),

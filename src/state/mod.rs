@@ -15,8 +15,8 @@ mod view_read;
 
 pub use codec::{window_key, window_key_prefix, window_start_bytes, window_start_of_key};
 pub use keyed::{
-    encode_view_row, find_in_block, for_each_view_row, RowBlockWriter, RowCodec, StoredGroup,
-    StoredValue, ViewKeys, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
+    encode_view_row, for_each_view_row, RowBlockWriter, RowCodec, StoredGroup, StoredValue,
+    ViewKeys, OLDEST_READ_FORMAT, STATE_FORMAT, VIEW_ROW_HEADER,
 };
 pub use log::{log_key, Log, LogLimits};
 pub use store::{prefix_end, ReadView, SharedReadView, Store, Table, WriteSet, STORE_FORMAT};
