@@ -1,8 +1,10 @@
 //! The operator of one materialized view: applies batches, closes windows, writes epochs.
 //! `chain` feeds a view that reads another view's final rows instead of its source; `panes`
-//! aggregates a HOP view's rows once per pane instead of once per window.
+//! aggregates a HOP view's rows once per pane instead of once per window; `commit` merges a
+//! window's epoch into its stored groups and writes it.
 
 mod chain;
+mod commit;
 mod panes;
 
 use std::collections::btree_map::Entry;
@@ -18,13 +20,10 @@ use datafusion::common::{DataFusionError, Result};
 use serde::{Deserialize, Serialize};
 
 use super::append::{self, AppendedRow};
-use super::cache::{CacheBudget, GroupCache, Lookup};
+use super::cache::{CacheBudget, GroupCache};
 use super::groups::AggregateInput;
 use super::key_filter::KeyFilter;
-use super::merge::{
-    empty_global_group, merge_chunk, merge_chunk_groups, merge_window, open_block_min_groups,
-    Codecs, GroupKeys, Merged, MergedGroup, StoredValues, WindowMerge,
-};
+use super::merge::{empty_global_group, merge_window, Codecs, GroupKeys, Merged, StoredValues};
 use super::refuse::{evaluate_isolating, RefusedRow};
 use super::stateful::EntityStates;
 use super::{assign_windows, GroupState, WatermarkTracker};
@@ -34,9 +33,8 @@ use crate::plan::ViewPlan;
 use crate::source::Frontier;
 use crate::state::{
     encode_view_row, for_each_open_block_key, for_each_view_value, log_key, open_block_entries,
-    prefix_end, window_key_prefix, window_start_bytes, Log, LogLimits, OpenBlockFinder,
-    RowBlockWriter, Store, StoredGroup, StoredValue, Table, ViewKeys, WriteSet, OLDEST_READ_FORMAT,
-    STATE_FORMAT, VIEW_ROW_HEADER,
+    prefix_end, window_key_prefix, Log, LogLimits, Store, StoredGroup, StoredValue, Table,
+    ViewKeys, WriteSet, OLDEST_READ_FORMAT, STATE_FORMAT,
 };
 
 /// The window key of a view without windows: all its groups live in this one "window".
@@ -122,7 +120,7 @@ pub struct ViewOperator {
     plan: Arc<ViewPlan>,
     store: Arc<Store>,
     keys: ViewKeys,
-    codecs: Codecs,
+    codecs: Arc<Codecs>,
     /// Open windows, each with the partial aggregate of the rows it got this epoch.
     windows: BTreeMap<i64, Option<GroupState>>,
     /// Open windows that got rows since the last commit.
@@ -398,7 +396,7 @@ impl ViewOperator {
         Ok(Self {
             name: name.to_string(),
             block_keys,
-            codecs,
+            codecs: Arc::new(codecs),
             empty_global_pending: is_new && global && plan.aggregate.group_exprs.is_empty(),
             plan,
             store: store.clone(),
@@ -749,236 +747,6 @@ impl ViewOperator {
         Ok(())
     }
 
-    /// Merges a window's partial aggregate into its stored groups (from the cache, or the
-    /// store for those not in it), [`merge_chunk_groups`] groups at a time in key order, and
-    /// writes each chunk as `then` says before merging the next.
-    fn merge_and_write(
-        &mut self,
-        ws: &mut WriteSet,
-        start: i64,
-        delta: &mut GroupState,
-        then: AfterMerge,
-    ) -> Result<()> {
-        let mut merge = WindowMerge::start(&self.plan, &self.codecs, delta)?;
-        let then = match then {
-            // Nothing stored to replace: many groups are cheaper written many to a value.
-            AfterMerge::KeepOpen
-                if !self.progress.open_windows.contains(&start)
-                    && merge.len() >= open_block_min_groups() =>
-            {
-                self.progress.open_blocks.insert(start);
-                self.block_keys
-                    .insert(start, KeyFilter::with_capacity(merge.len()));
-                AfterMerge::OpenInBlocks
-            }
-            then => then,
-        };
-        let closes = matches!(then, AfterMerge::Close | AfterMerge::Expired);
-        // Room for every group at once, so the first epoch of a large window does not copy its
-        // cache entries and its list of changes at each doubling.
-        self.cache.reserve(start, merge.len());
-        if then != AfterMerge::Expired {
-            ws.reserve(merge.len());
-        }
-        while let Some((chunk, keys)) = merge.next_chunk(&self.codecs, merge_chunk_groups())? {
-            let previous = self.stored_values(start, &keys)?;
-            let merged = merge_chunk(&self.plan, &self.codecs, chunk, keys, previous, closes)?;
-            self.take_merged(ws, start, &merged, then);
-        }
-        Ok(())
-    }
-
-    /// Writes (or, past the retention, counts) a window's merged groups as `then` says.
-    fn take_merged(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, then: AfterMerge) {
-        match then {
-            AfterMerge::KeepOpen => self.write_groups(ws, start, merged, true),
-            AfterMerge::OpenInBlocks => self.write_open_blocks(ws, start, merged),
-            AfterMerge::Close if self.progress.open_windows.contains(&start) => {
-                self.write_groups(ws, start, merged, false)
-            }
-            // Opened and closed within this epoch: nothing stored to replace.
-            AfterMerge::Close => self.write_blocks(ws, start, merged),
-            // Closed already past the retention: its new rows are never written (rows it had
-            // were deleted, and counted, by `expire`).
-            AfterMerge::Expired => {
-                self.counters.rows_expired += merged
-                    .groups()
-                    .filter(|g| g.shown() && !g.was_shown)
-                    .count() as u64
-            }
-        }
-    }
-
-    /// The stored values of a window's groups `groups`: from the cache, or from the store for
-    /// those the cache does not know.
-    fn stored_values(&mut self, start: i64, groups: &GroupKeys) -> Result<StoredValues> {
-        let mut values = StoredValues::with_capacity(groups.len());
-        let mut missing = Vec::new();
-        self.cache.lookup_each(
-            start,
-            groups.len(),
-            |i| groups.get(i),
-            |i, found, slot| match found {
-                Lookup::Found(v) => values.push(Some(v), Some(slot)),
-                Lookup::New => values.push(None, Some(slot)),
-                Lookup::Unknown => {
-                    missing.push(i);
-                    values.push(None, Some(slot));
-                }
-            },
-        );
-        if missing.is_empty() {
-            return Ok(values);
-        }
-        let wanted: Vec<Vec<u8>> = missing
-            .iter()
-            .map(|i| self.keys.group(start, groups.get(*i)))
-            .collect();
-        let found = self
-            .store
-            .multi_get(Table::ViewRows, &wanted)
-            .map_err(state_err)?;
-        self.counters.store_reads += wanted.len() as u64;
-        // A group without a single value may still have its entry in an open block; the
-        // groups come in key order, so each block is read once.
-        let read = self
-            .progress
-            .open_blocks
-            .contains(&start)
-            .then(|| self.store.read_view());
-        let mut blocks = read
-            .as_ref()
-            .map(|read| OpenBlockFinder::new(read, &self.keys, start));
-        // Most groups missing everywhere are new; the filter says so without a block read.
-        let filter = self.block_keys.get(&start);
-        for (i, value) in missing.into_iter().zip(found) {
-            let group = groups.get(i);
-            let value = match (value, blocks.as_mut()) {
-                (Some(value), _) => value,
-                (None, Some(_)) if filter.is_some_and(|f| !f.may_hold(group)) => continue,
-                (None, Some(blocks)) => match blocks.find(group).map_err(state_err)? {
-                    Some(value) => value,
-                    None => continue,
-                },
-                (None, None) => continue,
-            };
-            match StoredValue::decode(&value).map_err(state_err)?.group() {
-                Some(g) => values.set_parts(i, &[&StoredGroup::header(g.shown), g.state]),
-                None => {
-                    return Err(DataFusionError::Internal(format!(
-                        "a group of open window {start} has a row but no state"
-                    )))
-                }
-            }
-        }
-        Ok(values)
-    }
-
-    /// Writes the merged groups, each key and value straight into the write set: in an open
-    /// window one value per group holding its row (when shown) and its state; in a closed
-    /// window the row alone, and a delete for a group that has none.
-    fn write_groups(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged, open: bool) {
-        let prefix = self.keys.prefix().to_vec();
-        let window = window_start_bytes(start);
-        for group in merged.groups() {
-            let key: [&[u8]; 3] = [&prefix, &window, group.key];
-            self.count_rows(&group);
-            if open {
-                let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
-                let row = group.row.unwrap_or_default();
-                ws.put_parts(Table::ViewRows, &key, &[&head[..len], row, group.state]);
-                self.cache_open(start, &group);
-            } else if let Some(row) = group.row {
-                ws.put_parts(Table::ViewRows, &key, &[&VIEW_ROW_HEADER, row]);
-            } else if self.progress.open_blocks.contains(&start) {
-                // Its value shadows its entry in an open block, which would show again if the
-                // value were deleted: it stays, with no row, as long as the window.
-                let (head, len) = StoredValue::open_header(None);
-                ws.put_parts(Table::ViewRows, &key, &[&head[..len], group.state]);
-            } else {
-                // Its state (and row, if it had one) stay no longer than its window.
-                ws.delete_parts(Table::ViewRows, &key);
-            }
-        }
-        if open {
-            self.progress.open_windows.insert(start);
-        }
-    }
-
-    /// Writes the merged groups of an open window that had nothing stored as open row blocks:
-    /// many groups to a RocksDB value, each entry the group's whole open value, in key order.
-    /// A block never spans two chunks of the merge (the chunk's rows are gone by the next).
-    fn write_open_blocks(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged) {
-        let mut values = Vec::new();
-        let mut ends = Vec::with_capacity(merged.len());
-        for group in merged.groups() {
-            let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
-            values.extend_from_slice(&head[..len]);
-            values.extend_from_slice(group.row.unwrap_or_default());
-            values.extend_from_slice(group.state);
-            ends.push(values.len());
-            self.count_rows(&group);
-            self.cache_open(start, &group);
-            if let Some(filter) = self.block_keys.get_mut(&start) {
-                filter.insert(group.key);
-            }
-        }
-        let keys = &self.keys;
-        let mut blocks = RowBlockWriter::open_groups();
-        let mut emit = |first: &[u8], value: &[u8]| {
-            ws.put_parts(Table::ViewRows, &[&keys.open_block(start, first)], &[value]);
-        };
-        let mut from = 0;
-        for (group, end) in merged.groups().zip(ends) {
-            blocks.push(group.key, &values[from..end], &mut emit);
-            from = end;
-        }
-        blocks.finish(&mut emit);
-        self.progress.open_windows.insert(start);
-    }
-
-    /// Counts a merged group's row in the view's row counts.
-    fn count_rows(&mut self, group: &MergedGroup<'_>) {
-        if group.row.is_some() {
-            self.progress.rows_written += 1;
-            if !group.was_shown {
-                self.progress.rows += 1;
-            }
-        } else if group.was_shown {
-            self.progress.rows = self.progress.rows.saturating_sub(1);
-        }
-    }
-
-    /// Caches the stored value of a merged group of an open window, and counts it written.
-    fn cache_open(&mut self, start: i64, group: &MergedGroup<'_>) {
-        let cached = StoredGroup::header(group.shown());
-        let parts: [&[u8]; 2] = [&cached, group.state];
-        match group.slot {
-            Some(slot) => self.cache.put(start, slot, group.key, &parts),
-            None => self.cache.insert_parts(start, group.key, &parts),
-        }
-        self.counters.groups_written += 1;
-    }
-
-    /// Writes the final rows of a window that has nothing stored (it opened and closed within
-    /// this epoch) as row blocks: many rows to a RocksDB value, in key order.
-    fn write_blocks(&mut self, ws: &mut WriteSet, start: i64, merged: &Merged) {
-        let keys = &self.keys;
-        let mut blocks = RowBlockWriter::default();
-        let mut emit = |first: &[u8], value: &[u8]| {
-            ws.put_parts(Table::ViewRows, &[&keys.block(start, first)], &[value]);
-        };
-        for group in merged.groups() {
-            // A group HAVING hides has nothing to store once its window closed.
-            let Some(row) = group.row else { continue };
-            self.progress.rows_written += 1;
-            self.progress.rows += 1;
-            self.counters.rows_in_blocks += 1;
-            blocks.push(group.key, row, &mut emit);
-        }
-        blocks.finish(&mut emit);
-    }
-
     /// Adds the epoch's changes to `ws`: the touched groups of every window (rows, and state
     /// while the window is open), deletes for the state of closed windows, late rows and the
     /// view's progress. `now_ms`, when given, also applies the age limit to late rows.
@@ -1013,7 +781,7 @@ impl ViewOperator {
             .collect();
         if self.empty_global_pending && !touched.contains(&GLOBAL_WINDOW) {
             let group = empty_global_group(&self.plan, &self.codecs)?;
-            self.write_groups(ws, GLOBAL_WINDOW, &group, true);
+            self.take_merged(ws, GLOBAL_WINDOW, &group, AfterMerge::KeepOpen);
         }
         self.empty_global_pending = false;
         for start in touched {
