@@ -9,7 +9,7 @@
 //! from the blocks when the view loads. (A crate would add a dependency for fifty lines and
 //! still need the same building.)
 
-/// Bits per key (~1.2% false positives with blocks of eight probes).
+/// Bits per key (~1% false positives with blocks of eight probes).
 const BITS_PER_KEY: usize = 10;
 
 /// Multipliers that make a key's eight bit positions in its block from one 32-bit hash; odd,

@@ -219,7 +219,6 @@ pub async fn wait_views_finished(client: &Client) {
     .await;
 }
 
-/// Writes `lines` as a JSON-lines file.
 /// Appends `line` and a newline to the file at `path` (made if missing).
 pub fn append_line(path: &Path, line: &str) {
     use std::io::Write;
@@ -231,6 +230,7 @@ pub fn append_line(path: &Path, line: &str) {
     writeln!(f, "{line}").unwrap();
 }
 
+/// Writes `lines` as a JSON-lines file.
 pub fn write_lines(path: &Path, lines: &[String]) {
     let mut text = lines.join("\n");
     text.push('\n');

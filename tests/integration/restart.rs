@@ -310,6 +310,50 @@ async fn a_failed_view_leaves_its_finished_source_finished_after_restart() {
     );
 }
 
+/// A view whose rows fail to evaluate in the middle of a window of several merge chunks
+/// (merged on two threads) is failed with that error, not a generic one, and the source's
+/// other view holds every group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_failing_midway_through_a_two_thread_merge_names_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // 40,000 keys with two events each, but k25000 with one, whose row divides by zero; in
+    // key order k25000 comes after ~17,000 others, so in the third of the window's five
+    // chunks of 8K groups, and the view's thread is looking up the fourth as it fails.
+    let lines: Vec<String> = (0..80_000u32)
+        .filter(|i| *i != 65_000)
+        .map(|i| format!("{{\"k\":\"k{}\"}}", i % 40_000))
+        .collect();
+    crate::common::write_lines(&input, &lines);
+    let weir = Weir::start(&dir.path().join("data"), &[]);
+    let client = weir.client().await;
+    client
+        .simple_query(&format!(
+            "CREATE SOURCE s (k TEXT) WITH (connector = 'file', path = '{}'); \
+             CREATE MATERIALIZED VIEW good AS SELECT k, count(*) AS n FROM s GROUP BY k; \
+             CREATE MATERIALIZED VIEW bad AS SELECT k, 10 / (count(*) - 1) AS q FROM s GROUP BY k",
+            input.display()
+        ))
+        .await
+        .unwrap();
+    crate::common::wait_for(
+        &client,
+        "SELECT count(*) FROM weir_catalog.views WHERE status IN ('finished', 'failed')",
+        "2",
+    )
+    .await;
+    let views = rows(
+        &client,
+        "SELECT name, status, error FROM weir_catalog.views ORDER BY name",
+    )
+    .await;
+    assert_eq!(views[0][..2], ["bad", "failed"], "{views:?}");
+    assert!(views[0][2].contains("Divide by zero"), "{views:?}");
+    assert_eq!(views[1][..2], ["good", "finished"], "{views:?}");
+    let good = rows(&client, "SELECT count(*), sum(n) FROM good").await;
+    assert_eq!(good, vec![vec!["40000", "79999"]]);
+}
+
 /// Writes `n` events `{"k": "<prefix><i % 3>", "v": i}` as a new file; returns their count and
 /// sum of v.
 fn write_numbered(path: &std::path::Path, prefix: &str, n: u64) -> (u64, u64) {

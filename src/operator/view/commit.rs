@@ -263,22 +263,39 @@ impl ViewOperator {
                 .name("merge".into())
                 .spawn_scoped(scope, move || helper.run(merge, ws))
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            // Every chunk the helper wrote is accounted for, even after a failure on either
+            // side: the failed view's write still goes out with its progress.
+            let mut to_helper = Some(to_helper);
+            let mut failure = None;
             while let Ok(message) = from_helper.recv() {
-                match message? {
-                    FromHelper::Keys(keys) => {
-                        let previous = self.stored_values(w.start, &keys)?;
-                        if to_helper.send((keys, previous)).is_err() {
-                            break;
+                match message {
+                    Ok(FromHelper::Keys(keys)) => {
+                        let Some(sender) = to_helper.as_ref() else {
+                            continue;
+                        };
+                        match self.stored_values(w.start, &keys) {
+                            Ok(previous) => {
+                                // A failed send means the helper failed: its error follows.
+                                let _ = sender.send((keys, previous));
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                // The helper stops at its next wait for stored values.
+                                to_helper = None;
+                            }
                         }
                     }
-                    FromHelper::Written(merged) => self.account_chunk(w, &merged),
-                    FromHelper::Done => return Ok(()),
+                    Ok(FromHelper::Written(merged)) => self.account_chunk(w, &merged),
+                    Ok(FromHelper::Done) => return Ok(()),
+                    Err(e) => return Err(failure.unwrap_or(e)),
                 }
             }
-            Err(DataFusionError::Internal(format!(
-                "view {}: the merge thread of window {} stopped before its last chunk",
-                self.name, w.start
-            )))
+            Err(failure.unwrap_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "view {}: the merge thread of window {} stopped before its last chunk",
+                    self.name, w.start
+                ))
+            }))
         })
     }
 
