@@ -146,14 +146,25 @@ impl WindowCache {
     /// The entry of `key`, claimed (an entry without a value) when there is none. Call
     /// [`WindowCache::reserve`] first.
     fn find_or_claim(&mut self, hash: u64, key: &[u8], epoch: u32) -> usize {
+        self.find_or_add(hash, key, &[], epoch)
+    }
+
+    /// The entry of `key`; when there is none, a new one holding the concatenation of `value`
+    /// (empty: claimed), the key and value in one allocation. Call [`WindowCache::reserve`]
+    /// first.
+    fn find_or_add(&mut self, hash: u64, key: &[u8], value: &[&[u8]], epoch: u32) -> usize {
         let mask = self.index.len() - 1;
         let mut pos = hash as usize & mask;
         loop {
             let word = self.index[pos];
             if word == 0 {
                 let at = self.entries.len();
+                let len = key.len() + value.iter().map(|p| p.len()).sum::<usize>();
+                let mut data = Vec::with_capacity(len);
+                data.extend_from_slice(key);
+                value.iter().for_each(|p| data.extend_from_slice(p));
                 self.entries.push(Entry {
-                    data: key.into(),
+                    data: data.into_boxed_slice(),
                     hash,
                     epoch,
                     key_len: key.len() as u32,
@@ -168,6 +179,19 @@ impl WindowCache {
                 }
             }
             pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Sets the value of `key` to the concatenation of `parts`, adding its entry if there is
+    /// none; returns the bytes it added to and freed from the budget. Call
+    /// [`WindowCache::reserve`] first.
+    fn upsert(&mut self, hash: u64, key: &[u8], parts: &[&[u8]], epoch: u32) -> (usize, usize) {
+        let before = self.entries.len();
+        let at = self.find_or_add(hash, key, parts, epoch);
+        if self.entries.len() > before {
+            (self.entries[at].cost(), 0)
+        } else {
+            GroupCache::write(&mut self.entries[at], parts, epoch)
         }
     }
 
@@ -284,6 +308,7 @@ impl GroupCache {
 
     /// Finds group `group` of window `start`, claiming a slot for it when it is not cached;
     /// [`GroupCache::put`] writes its new value there.
+    #[cfg(test)]
     pub fn lookup(&mut self, start: i64, group: &[u8]) -> (Lookup<'_>, Slot) {
         let epoch = self.epoch;
         let hash = self.hasher.hash_one(group);
@@ -292,9 +317,10 @@ impl GroupCache {
         window.touch(hash, group, epoch)
     }
 
-    /// Looks up groups `0..groups` of window `start` (`key(i)` is group i's key) as
-    /// [`GroupCache::lookup`] does, and hands each to `found` in order. The groups' keys are
-    /// hashed first, so that each lookup can ask for the slots of the groups ahead of it.
+    /// Looks up groups `0..groups` of window `start` (`key(i)` is group i's key), claiming a
+    /// slot for each that is not cached, and hands each to `found` in order;
+    /// [`GroupCache::put`] writes a group's new value in its slot. The groups' keys are hashed
+    /// first, so that each lookup can ask for the slots of the groups ahead of it.
     pub fn lookup_each<'k>(
         &mut self,
         start: i64,
@@ -344,8 +370,44 @@ impl GroupCache {
 
     /// Caches the concatenation of `parts` as group `group`'s stored value in window `start`.
     pub fn insert_parts(&mut self, start: i64, group: &[u8], parts: &[&[u8]]) {
-        let (_, slot) = self.lookup(start, group);
-        self.put(start, slot, group, parts);
+        let epoch = self.epoch;
+        let hash = self.hasher.hash_one(group);
+        let window = self.windows.entry(start).or_default();
+        window.reserve(1);
+        let (added, freed) = window.upsert(hash, group, parts, epoch);
+        self.grow(added, freed);
+    }
+
+    /// Caches the stored values of groups `0..groups` of window `start` as
+    /// [`GroupCache::insert_parts`] does, for groups that were not looked up (a window with
+    /// nothing stored): `key(i)` is group i's key, and `value(i, buf)` appends its value to
+    /// `buf`. A new group's entry takes one allocation (a claim, then its value, took two),
+    /// and the keys are hashed first, so that each insert asks for the index slot of the
+    /// group [`LOOK_AHEAD`] on.
+    pub fn insert_each<'k>(
+        &mut self,
+        start: i64,
+        groups: usize,
+        key: impl Fn(usize) -> &'k [u8],
+        value: impl Fn(usize, &mut Vec<u8>),
+    ) {
+        let epoch = self.epoch;
+        let hashes: Vec<u64> = (0..groups).map(|i| self.hasher.hash_one(key(i))).collect();
+        let window = self.windows.entry(start).or_default();
+        window.reserve(groups);
+        let (mut added, mut freed) = (0, 0);
+        let mut buf = Vec::new();
+        for (i, hash) in hashes.iter().enumerate() {
+            if let Some(ahead) = hashes.get(i + LOOK_AHEAD) {
+                window.prefetch_slot(*ahead);
+            }
+            buf.clear();
+            value(i, &mut buf);
+            let (a, f) = window.upsert(*hash, key(i), &[&buf], epoch);
+            added += a;
+            freed += f;
+        }
+        self.grow(added, freed);
     }
 
     /// Caches `value` as group `group`'s stored value in window `start`.
@@ -525,6 +587,46 @@ mod tests {
         cache.next_epoch();
         cache.remove_window(0);
         cache.remove_window(60);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_chunk_of_groups_inserted_at_once_is_cached_as_one_by_one() {
+        let key = |i: usize| format!("key{i}").into_bytes();
+        let keys: Vec<Vec<u8>> = (0..3000).map(key).collect();
+        let budget = Arc::new(CacheBudget::new(usize::MAX));
+        let mut cache = GroupCache::new(budget.clone());
+        cache.open_window(0, true);
+        // Two chunks, the second overlapping the first: its first 500 groups are written
+        // again, half with a value of the same length (in place), half with a longer one.
+        cache.insert_each(
+            0,
+            2000,
+            |i| &keys[i],
+            |i, v| v.extend_from_slice(&[i as u8; 3]),
+        );
+        cache.insert_each(
+            0,
+            1500,
+            |i| &keys[1500 + i],
+            |i, v| v.resize(if i % 2 == 0 { 3 } else { 5 }, 7),
+        );
+        let mut expected = 0;
+        for (i, k) in keys.iter().enumerate() {
+            let value = match i {
+                0..1500 => vec![i as u8; 3],
+                _ if (i - 1500) % 2 == 0 => vec![7; 3],
+                _ => vec![7; 5],
+            };
+            expected += k.len() + value.len() + ENTRY_OVERHEAD;
+            assert!(
+                matches!(cache.lookup(0, k).0, Lookup::Found(v) if v == value),
+                "group {i}"
+            );
+        }
+        assert_eq!(cache.bytes(), expected);
+        assert_eq!(budget.used(), expected);
+        cache.remove_window(0);
         assert_eq!(budget.used(), 0);
     }
 

@@ -266,7 +266,12 @@ impl Merged {
 
     /// The groups in key order.
     pub fn groups(&self) -> impl Iterator<Item = MergedGroup<'_>> {
-        (0..self.len()).map(|i| MergedGroup {
+        (0..self.len()).map(|i| self.group(i))
+    }
+
+    /// Group `i` in key order.
+    pub fn group(&self, i: usize) -> MergedGroup<'_> {
+        MergedGroup {
             key: self.keys.get(i),
             state: self.states.as_ref().map_or(&[][..], |s| s.row(i).data()),
             row: match (self.row_of[i], &self.rows) {
@@ -275,7 +280,7 @@ impl Merged {
             },
             was_shown: self.was_shown[i],
             slot: self.slots.get(i).copied().flatten(),
-        })
+        }
     }
 }
 

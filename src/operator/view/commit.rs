@@ -46,7 +46,17 @@ pub(super) struct WindowWrite {
 /// - a closed window: the row alone, and a delete for a group that has none; when it had
 ///   nothing stored, row blocks of the rows;
 /// - a window closed past the retention: nothing.
-fn write_chunk(ws: &mut WriteSet, keys: &ViewKeys, w: WindowWrite, merged: &Merged) {
+///
+/// `scratch` holds an open block's values while they are packed; the caller keeps it from
+/// chunk to chunk, so a window of many chunks fills the same memory each time instead of
+/// growing a fresh buffer onto newly faulted pages.
+fn write_chunk(
+    ws: &mut WriteSet,
+    keys: &ViewKeys,
+    w: WindowWrite,
+    merged: &Merged,
+    scratch: &mut Vec<u8>,
+) {
     match w.then {
         AfterMerge::KeepOpen => {
             let window = window_start_bytes(w.start);
@@ -57,7 +67,7 @@ fn write_chunk(ws: &mut WriteSet, keys: &ViewKeys, w: WindowWrite, merged: &Merg
                 ws.put_parts(Table::ViewRows, &key, &[&head[..len], row, group.state]);
             }
         }
-        AfterMerge::OpenInBlocks => write_open_blocks(ws, keys, w.start, merged),
+        AfterMerge::OpenInBlocks => write_open_blocks(ws, keys, w.start, merged, scratch),
         AfterMerge::Close if w.stored => {
             let window = window_start_bytes(w.start);
             for group in merged.groups() {
@@ -98,22 +108,33 @@ fn write_chunk(ws: &mut WriteSet, keys: &ViewKeys, w: WindowWrite, merged: &Merg
 /// Writes the merged groups of an open window that had nothing stored as open row blocks:
 /// many groups to a RocksDB value, each entry the group's whole open value, in key order. A
 /// block never spans two chunks of the merge (the chunk's rows are gone by the next).
-fn write_open_blocks(ws: &mut WriteSet, keys: &ViewKeys, start: i64, merged: &Merged) {
-    let mut values = Vec::new();
-    let mut ends = Vec::with_capacity(merged.len());
+fn write_open_blocks(
+    ws: &mut WriteSet,
+    keys: &ViewKeys,
+    start: i64,
+    merged: &Merged,
+    values: &mut Vec<u8>,
+) {
+    // Each group's value is its header, row and state; all of them go into `values` first,
+    // since a block packs each value against the one before it.
+    let value_len = |group: &MergedGroup<'_>| {
+        let (_, head) = StoredValue::open_header(group.row.map(<[u8]>::len));
+        head + group.row.map_or(0, <[u8]>::len) + group.state.len()
+    };
+    values.clear();
     for group in merged.groups() {
         let (head, len) = StoredValue::open_header(group.row.map(<[u8]>::len));
         values.extend_from_slice(&head[..len]);
         values.extend_from_slice(group.row.unwrap_or_default());
         values.extend_from_slice(group.state);
-        ends.push(values.len());
     }
     let mut blocks = RowBlockWriter::open_groups();
     let mut emit = |first: &[u8], value: &[u8]| {
         ws.put_parts(Table::ViewRows, &[&keys.open_block(start, first)], &[value]);
     };
     let mut from = 0;
-    for (group, end) in merged.groups().zip(ends) {
+    for group in merged.groups() {
+        let end = from + value_len(&group);
         blocks.push(group.key, &values[from..end], &mut emit);
         from = end;
     }
@@ -156,6 +177,7 @@ impl Helper<'_> {
         // Cut chunks whose stored values the view's thread is looking up, in key order: one
         // ahead of the chunk being merged, so neither thread waits for the other.
         let mut cut = VecDeque::with_capacity(2);
+        let mut scratch = Vec::new();
         loop {
             while cut.len() < 2 {
                 let Some((chunk, keys)) = merge.next_chunk(self.codecs, self.chunk)? else {
@@ -172,7 +194,7 @@ impl Helper<'_> {
                 return Ok(());
             };
             let merged = merge_chunk(self.plan, self.codecs, chunk, keys, previous, self.closes)?;
-            write_chunk(ws, self.keys, self.w, &merged);
+            write_chunk(ws, self.keys, self.w, &merged, &mut scratch);
             if self
                 .to_view
                 .send(Ok(FromHelper::Written(Box::new(merged))))
@@ -223,10 +245,11 @@ impl ViewOperator {
         if merge.len() > chunk {
             return self.merge_on_two_threads(ws, w, merge, closes, chunk);
         }
+        let mut scratch = Vec::new();
         while let Some((chunk, keys)) = merge.next_chunk(&self.codecs, chunk)? {
-            let previous = self.stored_values(start, &keys)?;
+            let previous = self.stored_values(w, &keys)?;
             let merged = merge_chunk(&self.plan, &self.codecs, chunk, keys, previous, closes)?;
-            write_chunk(ws, &self.keys, w, &merged);
+            write_chunk(ws, &self.keys, w, &merged, &mut scratch);
             self.account_chunk(w, &merged);
         }
         Ok(())
@@ -273,7 +296,7 @@ impl ViewOperator {
                         let Some(sender) = to_helper.as_ref() else {
                             continue;
                         };
-                        match self.stored_values(w.start, &keys) {
+                        match self.stored_values(w, &keys) {
                             Ok(previous) => {
                                 // A failed send means the helper failed: its error follows.
                                 let _ = sender.send((keys, previous));
@@ -308,7 +331,7 @@ impl ViewOperator {
         then: AfterMerge,
     ) {
         let w = self.window_write(start, then);
-        write_chunk(ws, &self.keys, w, merged);
+        write_chunk(ws, &self.keys, w, merged, &mut Vec::new());
         self.account_chunk(w, merged);
     }
 
@@ -329,8 +352,8 @@ impl ViewOperator {
             AfterMerge::KeepOpen | AfterMerge::OpenInBlocks => {
                 for group in merged.groups() {
                     self.count_rows(&group);
-                    self.cache_open(start, &group);
                 }
+                self.cache_open(w, merged);
                 if w.then == AfterMerge::OpenInBlocks {
                     if let Some(filter) = self.block_keys.get_mut(&start) {
                         merged.groups().for_each(|group| filter.insert(group.key));
@@ -356,8 +379,13 @@ impl ViewOperator {
     }
 
     /// The stored values of a window's groups `groups`: from the cache, or from the store for
-    /// those the cache does not know.
-    fn stored_values(&mut self, start: i64, groups: &GroupKeys) -> Result<StoredValues> {
+    /// those the cache does not know. A window with nothing stored has none to look up (its
+    /// groups are cached when written: [`ViewOperator::cache_open`]).
+    fn stored_values(&mut self, w: WindowWrite, groups: &GroupKeys) -> Result<StoredValues> {
+        if !w.stored {
+            return Ok(StoredValues::none(groups.len()));
+        }
+        let start = w.start;
         let mut values = StoredValues::with_capacity(groups.len());
         let mut missing = Vec::new();
         self.cache.lookup_each(
@@ -432,14 +460,31 @@ impl ViewOperator {
         }
     }
 
-    /// Caches the stored value of a merged group of an open window, and counts it written.
-    fn cache_open(&mut self, start: i64, group: &MergedGroup<'_>) {
-        let cached = StoredGroup::header(group.shown());
-        let parts: [&[u8]; 2] = [&cached, group.state];
-        match group.slot {
-            Some(slot) => self.cache.put(start, slot, group.key, &parts),
-            None => self.cache.insert_parts(start, group.key, &parts),
+    /// Caches the stored values of an open window's merged groups, and counts them written.
+    /// The groups of a window with nothing stored were not looked up (they have no slot): they
+    /// are inserted, a chunk at a time.
+    fn cache_open(&mut self, w: WindowWrite, merged: &Merged) {
+        self.counters.groups_written += merged.len() as u64;
+        if !w.stored {
+            self.cache.insert_each(
+                w.start,
+                merged.len(),
+                |i| merged.group(i).key,
+                |i, value| {
+                    let group = merged.group(i);
+                    value.extend_from_slice(&StoredGroup::header(group.shown()));
+                    value.extend_from_slice(group.state);
+                },
+            );
+            return;
         }
-        self.counters.groups_written += 1;
+        for group in merged.groups() {
+            let cached = StoredGroup::header(group.shown());
+            let parts: [&[u8]; 2] = [&cached, group.state];
+            match group.slot {
+                Some(slot) => self.cache.put(w.start, slot, group.key, &parts),
+                None => self.cache.insert_parts(w.start, group.key, &parts),
+            }
+        }
     }
 }
