@@ -8,8 +8,9 @@
 //! batch first, then ask for the slot of the row [`LOOK_AHEAD`] rows on while they look up the
 //! current one, so the misses of many rows overlap. An integer key lives in its slot (one
 //! cache line per lookup); a string key's slot is 8 bytes, half its hash and its group, so its
-//! bytes are compared only on a match of that half. Other key types, and several key columns, keep DataFusion's tables
-//! (`new_group_values`); the trait is DataFusion's, so accumulators see no difference.
+//! bytes are compared only on a match of that half. Other key types, and several key columns,
+//! keep DataFusion's tables (`new_group_values`); the trait is DataFusion's, so accumulators
+//! see no difference.
 //!
 //! Groups are numbered in the order they first appear, a null key is one group, and
 //! [`GroupValues::emit`] gives the keys in group order, as DataFusion's tables do.
