@@ -12,7 +12,7 @@ use super::merge::GroupKeys;
 pub fn key_order(keys: &GroupKeys) -> Vec<usize> {
     match keys {
         GroupKeys::Empty(n) => (0..*n).collect(),
-        GroupKeys::Rows(_) => order_by_bytes((0..keys.len()).collect(), |i| keys.get(i)),
+        GroupKeys::Rows(_) => order_by_bytes(0..keys.len(), |i| keys.get(i)),
     }
 }
 
@@ -21,11 +21,9 @@ pub fn key_order(keys: &GroupKeys) -> Vec<usize> {
 /// (Arrow's row format compares as the values do, NULL first), without encoding every key of
 /// the window first: a million text keys took ~30 MB of encoded rows just to be sorted.
 pub fn column_order(column: &ArrayRef) -> Option<Vec<usize>> {
-    let valid: Vec<usize> = if column.null_count() == 0 {
-        (0..column.len()).collect()
-    } else {
-        (0..column.len()).filter(|i| column.is_valid(*i)).collect()
-    };
+    // The rows with a value, ascending (no list of them is made: a million keys' took 8 MB).
+    let all_valid = column.null_count() == 0;
+    let valid = (0..column.len()).filter(|i| all_valid || column.is_valid(*i));
     let ordered = match column.data_type() {
         DataType::Utf8 => {
             let text = column.as_string::<i32>();
@@ -35,8 +33,7 @@ pub fn column_order(column: &ArrayRef) -> Option<Vec<usize>> {
             let ints = column.as_primitive::<Int64Type>();
             // Flipping the sign bit orders signed values as unsigned ones.
             let mut sorted: Vec<(u64, usize)> = valid
-                .iter()
-                .map(|&i| ((ints.value(i) as u64) ^ (1 << 63), i))
+                .map(|i| ((ints.value(i) as u64) ^ (1 << 63), i))
                 .collect();
             sort_by_prefix(&mut sorted);
             sorted.into_iter().map(|(_, i)| i).collect()
@@ -53,13 +50,17 @@ pub fn column_order(column: &ArrayRef) -> Option<Vec<usize>> {
 /// `indices` (ascending) in the ascending order of `key(i)`, ties by index. Comparing whole
 /// keys is mostly `memcmp` of a shared prefix: sort by the 8 bytes after the common prefix as
 /// an integer (a radix sort, [`sort_by_prefix`]), then compare whole keys only among those that
-/// tie there.
-fn order_by_bytes<'a>(indices: Vec<usize>, key: impl Fn(usize) -> &'a [u8]) -> Vec<usize> {
-    let Some(&head) = indices.first() else {
-        return indices;
+/// tie there. The order is made in the sorted pairs' own buffer.
+fn order_by_bytes<'a>(
+    indices: impl Iterator<Item = usize> + Clone,
+    key: impl Fn(usize) -> &'a [u8],
+) -> Vec<usize> {
+    let mut rest = indices.clone();
+    let Some(head) = rest.next() else {
+        return Vec::new();
     };
     let first = key(head);
-    let common = indices[1..].iter().fold(first.len(), |c, &i| {
+    let common = rest.fold(first.len(), |c, i| {
         first[..c]
             .iter()
             .zip(key(i))
@@ -67,8 +68,7 @@ fn order_by_bytes<'a>(indices: Vec<usize>, key: impl Fn(usize) -> &'a [u8]) -> V
             .count()
     });
     let mut sorted: Vec<(u64, usize)> = indices
-        .iter()
-        .map(|&i| {
+        .map(|i| {
             let k = key(i);
             let tail = &k[common.min(k.len())..];
             let len = tail.len().min(8);
@@ -77,19 +77,17 @@ fn order_by_bytes<'a>(indices: Vec<usize>, key: impl Fn(usize) -> &'a [u8]) -> V
             (u64::from_be_bytes(b), i)
         })
         .collect();
-    drop(indices);
     sort_by_prefix(&mut sorted);
-    let mut order: Vec<usize> = sorted.iter().map(|(_, i)| *i).collect();
     let mut start = 0;
     while start < sorted.len() {
         let tie = sorted[start].0;
         let end = start + sorted[start..].iter().take_while(|s| s.0 == tie).count();
         if end - start > 1 {
-            order[start..end].sort_unstable_by(|a, b| key(*a).cmp(key(*b)).then(a.cmp(b)));
+            sorted[start..end].sort_unstable_by(|a, b| key(a.1).cmp(key(b.1)).then(a.1.cmp(&b.1)));
         }
         start = end;
     }
-    order
+    sorted.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Below this many items a comparison sort beats a pass over 256 buckets.
