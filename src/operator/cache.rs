@@ -355,17 +355,14 @@ impl GroupCache {
     pub fn put(&mut self, start: i64, slot: Slot, group: &[u8], parts: &[&[u8]]) {
         let epoch = self.epoch;
         let window = self.windows.entry(start).or_default();
-        let at = match window.entries.get(slot.0) {
-            Some(e) if e.key() == group => slot.0,
-            // The slot moved (it should not): find the group, or add it.
-            _ => {
-                let hash = self.hasher.hash_one(group);
-                window.reserve(1);
-                window.find_or_claim(hash, group, epoch)
+        match window.entries.get_mut(slot.0) {
+            Some(e) if e.key() == group => {
+                let (added, freed) = Self::write(e, parts, epoch);
+                self.grow(added, freed);
             }
-        };
-        let (added, freed) = Self::write(&mut window.entries[at], parts, epoch);
-        self.grow(added, freed);
+            // The slot moved (it should not): find the group, or add it.
+            _ => self.insert_parts(start, group, parts),
+        }
     }
 
     /// Caches the concatenation of `parts` as group `group`'s stored value in window `start`.
