@@ -413,7 +413,12 @@ pub fn merge_with_stored(
             Ok(acc)
         };
         if keep_state {
-            states.extend(merged()?.state(EmitTo::All)?);
+            match old {
+                // Nothing stored: the delta's state is the merged state already, and another
+                // merge would only copy it.
+                None => states.extend(values.iter().cloned()),
+                Some(_) => states.extend(merged()?.state(EmitTo::All)?),
+            }
         }
         outputs.push(merged()?.evaluate(EmitTo::All)?);
         col += width;

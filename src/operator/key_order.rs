@@ -3,6 +3,8 @@
 //! write set then go front to back, RocksDB's memtable inserts keys that arrive in order
 //! several times faster, and row blocks need their rows in key order.
 
+use std::cmp::Ordering;
+
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 
@@ -31,12 +33,9 @@ pub fn column_order(column: &ArrayRef) -> Option<Vec<usize>> {
         }
         DataType::Int64 => {
             let ints = column.as_primitive::<Int64Type>();
-            // Flipping the sign bit orders signed values as unsigned ones.
-            let mut sorted: Vec<(u64, usize)> = valid
-                .map(|i| ((ints.value(i) as u64) ^ (1 << 63), i))
-                .collect();
-            sort_by_prefix(&mut sorted);
-            sorted.into_iter().map(|(_, i)| i).collect()
+            // Flipping the sign bit orders signed values as unsigned ones; the prefix is the
+            // whole key, so equal prefixes are equal keys.
+            order_by_prefix(valid, |i| (ints.value(i) as u64) ^ (1 << 63), None)
         }
         _ => return None,
     };
@@ -49,8 +48,7 @@ pub fn column_order(column: &ArrayRef) -> Option<Vec<usize>> {
 
 /// `indices` (ascending) in the ascending order of `key(i)`, ties by index. Comparing whole
 /// keys is mostly `memcmp` of a shared prefix: sort by the 8 bytes after the common prefix as
-/// an integer (a radix sort, [`sort_by_prefix`]), then compare whole keys only among those that
-/// tie there. The order is made in the sorted pairs' own buffer.
+/// an integer ([`order_by_prefix`]), then compare whole keys only among those that tie there.
 fn order_by_bytes<'a>(
     indices: impl Iterator<Item = usize> + Clone,
     key: impl Fn(usize) -> &'a [u8],
@@ -67,27 +65,128 @@ fn order_by_bytes<'a>(
             .take_while(|(a, b)| a == b)
             .count()
     });
-    let mut sorted: Vec<(u64, usize)> = indices
-        .map(|i| {
-            let k = key(i);
-            let tail = &k[common.min(k.len())..];
-            let len = tail.len().min(8);
-            let mut b = [0u8; 8];
-            b[..len].copy_from_slice(&tail[..len]);
-            (u64::from_be_bytes(b), i)
-        })
-        .collect();
-    sort_by_prefix(&mut sorted);
+    let prefix = |i| {
+        let k = key(i);
+        let tail = &k[common.min(k.len())..];
+        let len = tail.len().min(8);
+        let mut b = [0u8; 8];
+        b[..len].copy_from_slice(&tail[..len]);
+        u64::from_be_bytes(b)
+    };
+    order_by_prefix(indices, prefix, Some(&|a, b| key(a).cmp(key(b))))
+}
+
+/// `indices` (ascending) in the ascending order of `prefix(i)`; among equal prefixes in the
+/// order `tie` gives (None: equal prefixes are equal keys), then by index.
+///
+/// When the bits in which the prefixes differ and the largest index fit in 64 bits together,
+/// each group is one word, `prefix bits | index`, sorted by a radix sort of 11-bit digits
+/// over the prefix bits alone: half the memory of (prefix, index) pairs, and fewer passes (a
+/// million decimal keys: four passes over 8 MB instead of six over 16 MB). The order is then
+/// made in the words' own buffer.
+fn order_by_prefix(
+    indices: impl Iterator<Item = usize> + Clone,
+    prefix: impl Fn(usize) -> u64,
+    tie: Option<&dyn Fn(usize, usize) -> Ordering>,
+) -> Vec<usize> {
+    let mut words: Vec<u64> = indices.clone().map(&prefix).collect();
+    let Some(last) = indices.clone().last() else {
+        return Vec::new();
+    };
+    let (all, any) = words
+        .iter()
+        .fold((u64::MAX, 0u64), |(all, any), p| (all & p, any | p));
+    let varying = all ^ any;
+    let (low, width) = match varying {
+        0 => (0, 0),
+        v => (
+            v.trailing_zeros(),
+            64 - v.leading_zeros() - v.trailing_zeros(),
+        ),
+    };
+    let index_bits = usize::BITS - last.leading_zeros();
+    if index_bits >= 64 || width + index_bits > 64 {
+        let mut sorted: Vec<(u64, usize)> = words.into_iter().zip(indices).collect();
+        sort_by_prefix(&mut sorted);
+        if let Some(tie) = tie {
+            sort_runs(
+                &mut sorted,
+                |p| p.0,
+                |a, b| tie(a.1, b.1).then(a.1.cmp(&b.1)),
+            );
+        }
+        return sorted.into_iter().map(|(_, i)| i).collect();
+    }
+    // Bits every prefix shares (above or below the varying ones) order nothing: dropped.
+    for (w, i) in words.iter_mut().zip(indices) {
+        *w = ((*w >> low) << index_bits) | i as u64;
+    }
+    sort_by_bits(&mut words, index_bits, index_bits + width);
+    let index = |w: u64| (w & ((1u64 << index_bits) - 1)) as usize;
+    if let Some(tie) = tie {
+        sort_runs(
+            &mut words,
+            |w| w >> index_bits,
+            |a, b| tie(index(*a), index(*b)).then(a.cmp(b)),
+        );
+    }
+    words.into_iter().map(index).collect()
+}
+
+/// Sorts each run of adjacent items with one `run_key` by `cmp` (runs of one item are left).
+fn sort_runs<T>(items: &mut [T], run_key: impl Fn(&T) -> u64, cmp: impl Fn(&T, &T) -> Ordering) {
     let mut start = 0;
-    while start < sorted.len() {
-        let tie = sorted[start].0;
-        let end = start + sorted[start..].iter().take_while(|s| s.0 == tie).count();
+    while start < items.len() {
+        let run = run_key(&items[start]);
+        let end = start
+            + items[start..]
+                .iter()
+                .take_while(|s| run_key(s) == run)
+                .count();
         if end - start > 1 {
-            sorted[start..end].sort_unstable_by(|a, b| key(a.1).cmp(key(b.1)).then(a.1.cmp(&b.1)));
+            items[start..end].sort_unstable_by(&cmp);
         }
         start = end;
     }
-    sorted.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Bits per digit of [`sort_by_bits`]: 2,048 counters, which stay in the CPU's first cache.
+const DIGIT_BITS: u32 = 11;
+
+/// Sorts `words` by their bits `from..to` (the others are ignored), ties in the order they
+/// come: a least-significant-digit-first radix sort.
+fn sort_by_bits(words: &mut Vec<u64>, from: u32, to: u32) {
+    if to <= from {
+        return;
+    }
+    if words.len() < RADIX_MIN {
+        let mask = (u64::MAX >> (64 - (to - from))) << from;
+        words.sort_by_key(|w| *w & mask);
+        return;
+    }
+    let mut spare = vec![0u64; words.len()];
+    let mut shift = from;
+    while shift < to {
+        let bits = DIGIT_BITS.min(to - shift);
+        let digit = |w: u64| ((w >> shift) & ((1 << bits) - 1)) as usize;
+        let mut starts = vec![0usize; 1 << bits];
+        for w in words.iter() {
+            starts[digit(*w)] += 1;
+        }
+        let mut at = 0;
+        for slot in starts.iter_mut() {
+            let count = *slot;
+            *slot = at;
+            at += count;
+        }
+        for &w in words.iter() {
+            let d = digit(w);
+            spare[starts[d]] = w;
+            starts[d] += 1;
+        }
+        std::mem::swap(words, &mut spare);
+        shift += bits;
+    }
 }
 
 /// Below this many items a comparison sort beats a pass over 256 buckets.
@@ -180,6 +279,29 @@ mod tests {
         expected.sort_by(|a, b| keys.get(*a).cmp(keys.get(*b)).then(a.cmp(b)));
         assert_eq!(key_order(&keys), expected);
         assert_eq!(key_order(&GroupKeys::Empty(3)), vec![0, 1, 2]);
+    }
+
+    /// Keys alike in the first eight bytes after their shared prefix but for a bit or two
+    /// take the packed sort, and those alike in all eight are then ordered by their whole
+    /// keys, NULL first.
+    #[test]
+    fn keys_tied_in_their_first_bytes_are_ordered_whole() {
+        let mut next = numbers(3);
+        for n in [100, 3000] {
+            let texts: StringArray = (0..n)
+                .map(|i| {
+                    if i % 97 == 5 {
+                        return None;
+                    }
+                    let tail: String = (0..next() % 6).map(|_| ['a', 'b'][next() % 2]).collect();
+                    Some(format!("{}same-long-middle{tail}", ["x", "y"][next() % 2]))
+                })
+                .collect();
+            let mut expected: Vec<usize> = (0..n).collect();
+            expected.sort_by_key(|i| (texts.is_valid(*i).then(|| texts.value(*i)), *i));
+            let column: ArrayRef = Arc::new(texts);
+            assert_eq!(column_order(&column), Some(expected), "{n} keys");
+        }
     }
 
     /// Read from a text or integer column, the order is the encoded keys' order: NULL first,
