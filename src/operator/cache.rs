@@ -324,11 +324,13 @@ impl WindowCache {
         let moved = self.append((hash, &key), parts, 0, epoch);
         write_u32(&mut self.arena, at + EPOCH, DEAD);
         self.dead += old_size;
+        // Every record that is not dead is in the index; the search is bounded all the same.
         let mask = self.index.len() - 1;
-        let mut pos = hash as usize & mask;
-        while place_plus_one(self.index[pos]) != at + 1 {
-            pos = (pos + 1) & mask;
-        }
+        let home = hash as usize & mask;
+        let pos = (0..self.index.len())
+            .map(|step| (home + step) & mask)
+            .find(|pos| place_plus_one(self.index[*pos]) == at + 1)
+            .expect("a live record is in its window's index");
         self.index[pos] = slot_word(hash, moved);
         (self.record(moved).cost(), freed)
     }
