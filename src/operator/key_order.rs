@@ -89,8 +89,14 @@ fn order_by_prefix(
     prefix: impl Fn(usize) -> u64,
     tie: Option<&dyn Fn(usize, usize) -> Ordering>,
 ) -> Vec<usize> {
-    let mut words: Vec<u64> = indices.clone().map(&prefix).collect();
-    let Some(last) = indices.clone().last() else {
+    // The largest index (the last: they ascend) is noted in the same pass.
+    let mut last = None;
+    let mut words: Vec<u64> = indices
+        .clone()
+        .inspect(|i| last = Some(*i))
+        .map(&prefix)
+        .collect();
+    let Some(last) = last else {
         return Vec::new();
     };
     let (all, any) = words
